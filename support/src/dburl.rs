@@ -1,0 +1,163 @@
+//! A PostgreSQL connection URL whose password never reaches a log line, `/status` or an error.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+
+/// A `postgres://` URL. `Display` and `Debug` print it with the password replaced by `***`;
+/// only [`DbUrl::expose`] gives the real text, for the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbUrl(String);
+
+/// Why a URL was refused. Its text never contains the password.
+#[derive(Debug, thiserror::Error)]
+pub enum DbUrlError {
+    #[error("database URL must start with postgres:// or postgresql:// (got {0})")]
+    Scheme(String),
+    #[error("database URL {0} names no database")]
+    NoDatabase(String),
+}
+
+impl DbUrl {
+    pub fn parse(text: &str) -> Result<Self, DbUrlError> {
+        let text = text.trim();
+        let redacted = redact(text);
+        let rest = text
+            .strip_prefix("postgres://")
+            .or_else(|| text.strip_prefix("postgresql://"))
+            .ok_or_else(|| DbUrlError::Scheme(redacted.clone()))?;
+        let path = rest.split_once('/').map(|(_, p)| p).unwrap_or("");
+        let db = path.split('?').next().unwrap_or("");
+        if db.is_empty() {
+            return Err(DbUrlError::NoDatabase(redacted));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The URL with its password, for the database driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The database name in the path.
+    pub fn database(&self) -> &str {
+        let rest = self.0.split_once("://").map(|(_, r)| r).unwrap_or("");
+        let path = rest.split_once('/').map(|(_, p)| p).unwrap_or("");
+        path.split('?').next().unwrap_or("")
+    }
+
+    /// The same server and credentials, another database.
+    pub fn with_database(&self, name: &str) -> Self {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("postgres", &self.0));
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let query = path.split_once('?').map(|(_, q)| q);
+        let mut out = format!("{scheme}://{authority}/{name}");
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        Self(out)
+    }
+
+    pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
+        PgConnectOptions::from_str(&self.0)
+    }
+}
+
+impl FromStr for DbUrl {
+    type Err = DbUrlError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DbUrl({})", redact(&self.0))
+    }
+}
+
+/// Replaces the password of a URL (`user:password@`) and any `password=` query parameter.
+pub fn redact(url: &str) -> String {
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{host}"),
+                    None => format!("{userinfo}@{host}"),
+                },
+                None => authority.to_owned(),
+            };
+            format!("{scheme}://{authority}{tail}")
+        }
+        None => url.to_owned(),
+    };
+    if let Some(i) = out.find("password=") {
+        let end = out[i..].find('&').map(|e| i + e).unwrap_or(out.len());
+        out.replace_range(i + "password=".len()..end, "***");
+    }
+    out
+}
+
+/// Replaces every occurrence of `secret` in `text`; for error chains that may quote a URL.
+pub fn scrub(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(secret, "***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_hides_password() {
+        let u = DbUrl::parse("postgres://brew:s3cret@127.0.0.1:5432/coffee_oltp?sslmode=disable")
+            .unwrap();
+        assert_eq!(
+            u.to_string(),
+            "postgres://brew:***@127.0.0.1:5432/coffee_oltp?sslmode=disable"
+        );
+        assert!(!format!("{u:?}").contains("s3cret"));
+        assert_eq!(u.database(), "coffee_oltp");
+        assert!(u.expose().contains("s3cret"));
+    }
+
+    #[test]
+    fn query_password_is_hidden() {
+        assert_eq!(
+            redact("postgres://h/db?user=a&password=xyz&sslmode=require"),
+            "postgres://h/db?user=a&password=***&sslmode=require"
+        );
+    }
+
+    #[test]
+    fn with_database_keeps_credentials_and_query() {
+        let u = DbUrl::parse("postgresql://a:b@h:1/x?sslmode=disable").unwrap();
+        assert_eq!(
+            u.with_database("y").expose(),
+            "postgresql://a:b@h:1/y?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_urls_without_echoing_password() {
+        let e = DbUrl::parse("mysql://u:pw@h/db").unwrap_err().to_string();
+        assert!(e.contains("postgres://") && !e.contains("pw@"));
+        assert!(DbUrl::parse("postgres://u:pw@h:5432").is_err());
+        assert!(DbUrl::parse("postgres://u:pw@h:5432/").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! What every Brewlytics crate shares and nothing more: database URLs that never print their
+//! password, the embedded PostgreSQL cluster (for `brewlytics up` and for tests), the schema
+//! migrations of both databases, tracing set-up and the shutdown signal.
+
+pub mod cluster;
+pub mod dburl;
+pub mod migrate;
+pub mod shutdown;
+pub mod telemetry;
+pub mod testing;
+
+pub use cluster::{ClusterError, ClusterOptions, EmbeddedCluster};
+pub use dburl::DbUrl;
