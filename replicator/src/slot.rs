@@ -1,0 +1,145 @@
+//! The logical replication slot on the source: what it is, creating it with an exported
+//! snapshot, and the START_REPLICATION command.
+
+use sqlx::PgConnection;
+
+use crate::lsn::Lsn;
+use crate::stream::conn::{ConnError, ReplicationConnection};
+
+/// The slot as `pg_replication_slots` shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SlotInfo {
+    pub slot_name: String,
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub active: bool,
+    pub active_pid: Option<i32>,
+    /// reserved, extended, unreserved or lost.
+    pub wal_status: Option<String>,
+    pub restart_lsn: Option<Lsn>,
+    pub confirmed_flush_lsn: Option<Lsn>,
+}
+
+pub async fn info(conn: &mut PgConnection, slot: &str) -> Result<Option<SlotInfo>, sqlx::Error> {
+    type Row = (
+        String,
+        Option<String>,
+        Option<String>,
+        bool,
+        Option<i32>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "select slot_name::text, plugin::text, database::text, active, active_pid, wal_status,
+                restart_lsn::text, confirmed_flush_lsn::text
+         from pg_replication_slots where slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| SlotInfo {
+        slot_name: r.0,
+        plugin: r.1,
+        database: r.2,
+        active: r.3,
+        active_pid: r.4,
+        wal_status: r.5,
+        restart_lsn: r.6.and_then(|l| l.parse().ok()),
+        confirmed_flush_lsn: r.7.and_then(|l| l.parse().ok()),
+    }))
+}
+
+/// A slot just created, with the snapshot its consistent point corresponds to. The snapshot
+/// can be imported (`SET TRANSACTION SNAPSHOT`) only while the creating connection stays open
+/// and runs no other command.
+#[derive(Clone, Debug)]
+pub struct CreatedSlot {
+    pub consistent_point: Lsn,
+    pub snapshot_name: String,
+}
+
+pub async fn create_exported(
+    conn: &mut ReplicationConnection,
+    slot: &str,
+) -> Result<CreatedSlot, ConnError> {
+    let rows = conn
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT \"{slot}\" LOGICAL pgoutput (SNAPSHOT 'export')"
+        ))
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ConnError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+    let consistent_point = row
+        .get(1)
+        .and_then(|v| v.as_deref())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ConnError::Protocol("no consistent point".into()))?;
+    let snapshot_name = row
+        .get(2)
+        .and_then(|v| v.clone())
+        .ok_or_else(|| ConnError::Protocol("no exported snapshot".into()))?;
+    Ok(CreatedSlot {
+        consistent_point,
+        snapshot_name,
+    })
+}
+
+/// Drops the slot if it exists and nobody streams from it.
+pub async fn drop_if_exists(conn: &mut PgConnection, slot: &str) -> Result<bool, sqlx::Error> {
+    let dropped: Option<bool> = sqlx::query_scalar(
+        "select pg_drop_replication_slot(slot_name) is not null
+         from pg_replication_slots where slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(dropped.is_some())
+}
+
+/// START_REPLICATION for pgoutput protocol 1 with logical messages (heartbeats).
+pub fn start_sql(slot: &str, from: Lsn, publication: &str) -> String {
+    format!(
+        "START_REPLICATION SLOT \"{slot}\" LOGICAL {from} (proto_version '1', publication_names '\"{publication}\"', messages 'true')"
+    )
+}
+
+/// Slot and publication names are plain identifiers (they are spliced into replication
+/// commands, which take no parameters).
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {name:?} must be 1–63 characters of a–z, 0–9 and _"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("slot", "brewlytics").is_ok());
+        assert!(validate_name("slot", "bad\"name").is_err());
+        assert!(validate_name("slot", "").is_err());
+        assert!(validate_name("slot", "Upper").is_err());
+    }
+
+    #[test]
+    fn start_command() {
+        assert_eq!(
+            start_sql("brewlytics", Lsn(0x1_0000_0000), "brewlytics"),
+            "START_REPLICATION SLOT \"brewlytics\" LOGICAL 1/0 (proto_version '1', publication_names '\"brewlytics\"', messages 'true')"
+        );
+    }
+}

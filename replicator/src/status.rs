@@ -1,0 +1,101 @@
+//! What `brewlytics status` and `/status` report: the slot, the checkpoint and the lag.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::checkpoint;
+use crate::lsn::Lsn;
+use crate::slot::{self, SlotInfo};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub slot_name: String,
+    pub slot: Option<SlotInfo>,
+    pub source_wal_lsn: Option<Lsn>,
+    pub checkpoint_lsn: Option<Lsn>,
+    pub last_applied_commit_ts: Option<DateTime<Utc>>,
+    pub checkpoint_updated_at: Option<DateTime<Utc>>,
+    /// Source WAL not yet confirmed by the replicator.
+    pub lag_bytes: Option<i64>,
+    /// Zero when nothing published is waiting; else the age of the last applied commit.
+    pub lag_seconds: Option<f64>,
+    /// WAL the slot keeps on the source.
+    pub retained_wal_bytes: Option<i64>,
+    pub dead_letters: i64,
+    pub journal_events: Option<i64>,
+}
+
+pub async fn read(
+    oltp: &mut PgConnection,
+    olap: &mut PgConnection,
+    slot_name: &str,
+) -> Result<Status, sqlx::Error> {
+    let slot = slot::info(oltp, slot_name).await?;
+    let (wal, lag_bytes, retained): (String, Option<i64>, Option<i64>) = sqlx::query_as(
+        "select pg_current_wal_lsn()::text,
+                (select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+                 from pg_replication_slots where slot_name = $1),
+                (select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+                 from pg_replication_slots where slot_name = $1)",
+    )
+    .bind(slot_name)
+    .fetch_one(&mut *oltp)
+    .await?;
+    let cp = checkpoint::load(olap, slot_name).await?;
+    let dead_letters: i64 = sqlx::query_scalar("select count(*) from cdc_dead_letters")
+        .fetch_one(&mut *olap)
+        .await?;
+    let journal_events: Option<i64> = sqlx::query_scalar(
+        "select reltuples::bigint from pg_class where oid = 'cdc_events'::regclass",
+    )
+    .fetch_optional(&mut *olap)
+    .await?;
+    // Lag in time: nothing waiting (the slot has confirmed up to the source's position, less
+    // than one small record apart) means caught up.
+    let lag_seconds = match (&cp, lag_bytes) {
+        (Some(_), Some(b)) if b <= 1024 => Some(0.0),
+        (Some(c), Some(_)) => c
+            .commit_ts
+            .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0),
+        _ => None,
+    };
+    Ok(Status {
+        slot_name: slot_name.to_owned(),
+        slot,
+        source_wal_lsn: wal.parse().ok(),
+        checkpoint_lsn: cp.as_ref().map(|c| c.lsn),
+        last_applied_commit_ts: cp.as_ref().and_then(|c| c.commit_ts),
+        checkpoint_updated_at: cp.as_ref().map(|c| c.updated_at),
+        lag_bytes,
+        lag_seconds,
+        retained_wal_bytes: retained,
+        dead_letters,
+        journal_events,
+    })
+}
+
+impl Status {
+    /// A few aligned lines for a terminal.
+    pub fn to_table(&self) -> String {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let s = self.slot.as_ref();
+        let rows = [
+            ("slot", self.slot_name.clone()),
+            ("slot exists", (s.is_some()).to_string()),
+            ("active", opt(s.map(|s| s.active.to_string()))),
+            ("wal_status", opt(s.and_then(|s| s.wal_status.clone()))),
+            ("source WAL", opt(self.source_wal_lsn.map(|l| l.to_string()))),
+            ("confirmed flush", opt(s.and_then(|s| s.confirmed_flush_lsn).map(|l| l.to_string()))),
+            ("checkpoint", opt(self.checkpoint_lsn.map(|l| l.to_string()))),
+            ("lag bytes", opt(self.lag_bytes.map(|b| b.to_string()))),
+            ("lag seconds", opt(self.lag_seconds.map(|b| format!("{b:.3}")))),
+            ("retained WAL bytes", opt(self.retained_wal_bytes.map(|b| b.to_string()))),
+            ("last applied commit", opt(self.last_applied_commit_ts.map(|t| t.to_rfc3339()))),
+            ("dead letters", self.dead_letters.to_string()),
+        ];
+        rows.iter()
+            .map(|(k, v)| format!("{k:<20} {v}\n"))
+            .collect()
+    }
+}

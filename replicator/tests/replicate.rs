@@ -1,0 +1,328 @@
+//! The replicator against real PostgreSQL: every operation of every published table reaches
+//! OLAP; SCD2 versions; unchanged TOAST; ADD COLUMN mid-stream; replay; a restart of the
+//! source server mid-stream. OLTP and OLAP are two databases of the test binary's cluster.
+
+use std::time::{Duration, Instant};
+
+use brewlytics_replicator::batch::BatchLimits;
+use brewlytics_replicator::pipeline::{self, ReplicatorConfig};
+use brewlytics_replicator::verify;
+use brewlytics_support::testing::TestDb;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::watch;
+
+struct Pair {
+    oltp: TestDb,
+    olap: TestDb,
+    slot: String,
+}
+
+impl Pair {
+    async fn new(name: &str) -> Self {
+        let oltp = TestDb::new(&format!("{name}_oltp"));
+        let olap = TestDb::new(&format!("{name}_olap"));
+        let pool = sqlx::PgPool::connect_with(oltp.url().connect_options().unwrap()).await.unwrap();
+        brewlytics_support::migrate::oltp(&pool).await.unwrap();
+        let pool = sqlx::PgPool::connect_with(olap.url().connect_options().unwrap()).await.unwrap();
+        brewlytics_support::migrate::olap(&pool).await.unwrap();
+        let slot = format!("s_{}", oltp.name().trim_start_matches("t_"))
+            .chars()
+            .take(60)
+            .collect();
+        Self { oltp, olap, slot }
+    }
+
+    fn config(&self) -> ReplicatorConfig {
+        ReplicatorConfig {
+            oltp_url: self.oltp.url(),
+            olap_url: self.olap.url(),
+            slot: self.slot.clone(),
+            publication: "brewlytics".into(),
+            limits: BatchLimits {
+                max_changes: 500,
+                max_bytes: 4 << 20,
+                max_delay: Duration::from_millis(10),
+            },
+            on_error: Default::default(),
+            status_interval: Duration::from_secs(1),
+        }
+    }
+
+    async fn oltp(&self) -> PgConnection {
+        PgConnection::connect_with(&self.oltp.url().connect_options().unwrap()).await.unwrap()
+    }
+
+    async fn olap(&self) -> PgConnection {
+        PgConnection::connect_with(&self.olap.url().connect_options().unwrap()).await.unwrap()
+    }
+
+    /// Waits (≤ 30 s) until OLAP matches OLTP; returns the last report.
+    async fn converged(&self) -> verify::Report {
+        let start = Instant::now();
+        let mut oltp = self.oltp().await;
+        let mut olap = self.olap().await;
+        loop {
+            // The replica may briefly lack a column just added on the source.
+            if let Ok(report) = verify::compare(&mut oltp, &mut olap, "brewlytics").await {
+                if report.all_equal() || start.elapsed() > Duration::from_secs(30) {
+                    return report;
+                }
+            } else if start.elapsed() > Duration::from_secs(30) {
+                panic!("OLAP could not be compared with OLTP for 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn drop_slot(&self) {
+        let mut c = self.oltp().await;
+        for _ in 0..50 {
+            let r = sqlx::query("select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1 and not active")
+                .bind(&self.slot)
+                .execute(&mut c)
+                .await;
+            let left: i64 = sqlx::query_scalar("select count(*) from pg_replication_slots where slot_name = $1")
+                .bind(&self.slot)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            if r.is_ok() && left == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), pipeline::ReplicatorError>>,
+}
+
+fn start(cfg: ReplicatorConfig) -> Running {
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(pipeline::run(cfg, rx));
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let r = tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("replicator stops within 20 s")
+            .unwrap();
+        r.expect("replicator exits cleanly");
+    }
+}
+
+const MASTER: &str = "
+insert into stores (id, name, city) values (1, 'Harbour', 'Bristol'), (2, 'Station', 'Leeds');
+insert into employees (id, name, store_id) values (1, 'Ana', 1), (2, 'Ben', 2);
+insert into customers (id, name, email) values (1, 'Ada', 'ada@example.com'), (2, 'Bo', 'bo@example.com');
+insert into products (id, name, category, price) values
+  (1, 'Flat white', 'coffee', 3.80), (2, 'Croissant', 'pastries', 2.50);
+";
+
+fn order_sql(id: &str, customer: &str, status: &str) -> String {
+    format!(
+        "insert into orders (id, customer_id, employee_id, store_id, status, payment_method, total)
+           values ('{id}', {customer}, 1, 1, '{status}', 'card', 10.10);
+         insert into order_items (order_id, product_id, quantity, unit_price) values
+           ('{id}', 1, 2, 3.80), ('{id}', 2, 1, 2.50);
+         insert into payments (order_id, amount, method) values ('{id}', 10.10, 'card');
+         insert into inventory_movements (store_id, product_id, order_id, delta, reason) values
+           (1, 1, '{id}', -2, 'sale'), (1, 2, '{id}', -1, 'sale');"
+    )
+}
+
+#[tokio::test]
+async fn every_operation_of_every_table_reaches_olap() {
+    let pair = Pair::new("ops").await;
+    let mut oltp = pair.oltp().await;
+    // Rows present before the first start arrive through the initial copy.
+    sqlx::raw_sql(MASTER).execute(&mut oltp).await.unwrap();
+    sqlx::raw_sql(&order_sql("00000000-0000-7000-8000-000000000001", "1", "completed"))
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+    let run = start(pair.config());
+    let r = pair.converged().await;
+    assert!(r.all_equal(), "after initial copy: {r:?}");
+
+    // Inserts, updates and deletes of every table while streaming.
+    sqlx::raw_sql(&format!(
+        "{}
+         insert into stores (id, name) values (3, 'Market');
+         update stores set city = 'Bath' where id = 2;
+         insert into employees (id, name, store_id) values (3, 'Cy', 3);
+         update employees set active = false where id = 2;
+         insert into customers (id, name, email) values (3, 'Cleo', 'cleo@example.com');
+         update customers set name = 'Ada L.' where id = 1;
+         update orders set status = 'preparing' where id = '00000000-0000-7000-8000-000000000002';
+         update order_items set quantity = 3 where order_id = '00000000-0000-7000-8000-000000000002' and product_id = 2;
+         delete from payments where order_id = '00000000-0000-7000-8000-000000000001';
+         delete from inventory_movements where order_id = '00000000-0000-7000-8000-000000000001' and product_id = 2;
+         delete from customers where id = 2;",
+        order_sql("00000000-0000-7000-8000-000000000002", "null", "placed")
+    ))
+    .execute(&mut oltp)
+    .await
+    .unwrap();
+    let r = pair.converged().await;
+    assert!(r.all_equal(), "after changes: {r:?}");
+
+    let mut olap = pair.olap().await;
+    let walkins: i64 = sqlx::query_scalar("select count(*) from fact_sales where customer_key = 0")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert_eq!(walkins, 2, "the walk-in order's lines point at the walk-in member");
+    let deleted: bool = sqlx::query_scalar("select is_deleted from dim_customer where customer_id = 2")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert!(deleted, "a deleted customer stays in the dimension, marked deleted");
+
+    // A whole order deleted (lines, payment and movements cascade), then TRUNCATE.
+    sqlx::raw_sql("delete from orders where id = '00000000-0000-7000-8000-000000000001'")
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+    let r = pair.converged().await;
+    assert!(r.all_equal(), "after delete: {r:?}");
+    sqlx::raw_sql("truncate orders, order_items, payments, inventory_movements")
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+    let r = pair.converged().await;
+    assert!(r.all_equal(), "after truncate: {r:?}");
+    let facts: i64 = sqlx::query_scalar("select (select count(*) from fact_sales) + (select count(*) from fact_payments) + (select count(*) from fact_inventory)")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert_eq!(facts, 0);
+
+    // The journal has every change once; the view keeps the seed's name.
+    let dup: i64 = sqlx::query_scalar("select count(*) - count(distinct (lsn, seq)) from cdc_events")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert_eq!(dup, 0);
+    let order_events: i64 = sqlx::query_scalar("select count(*) from cdc_orders where event_type = 'TRUNCATE'")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert_eq!(order_events, 2, "orders and order_items truncates are in cdc_orders");
+
+    run.stop().await;
+    pair.drop_slot().await;
+}
+
+#[tokio::test]
+async fn price_change_opens_a_version_and_old_facts_keep_theirs() {
+    let pair = Pair::new("scd2").await;
+    let mut oltp = pair.oltp().await;
+    sqlx::raw_sql(MASTER).execute(&mut oltp).await.unwrap();
+    let run = start(pair.config());
+    sqlx::raw_sql(&order_sql("00000000-0000-7000-8000-00000000000a", "1", "completed"))
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+    assert!(pair.converged().await.all_equal());
+    sqlx::raw_sql("update products set price = 4.10 where id = 1")
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&order_sql("00000000-0000-7000-8000-00000000000b", "2", "placed").replace("3.80", "4.10"))
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+    assert!(pair.converged().await.all_equal());
+
+    let mut olap = pair.olap().await;
+    let versions: Vec<(String, i32, bool)> = sqlx::query_as(
+        "select price::text, version, is_current from dim_product where product_id = 1 order by version",
+    )
+    .fetch_all(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(
+        versions,
+        vec![("3.80".to_string(), 1, false), ("4.10".to_string(), 2, true)]
+    );
+    let keys: Vec<(String, i32)> = sqlx::query_as(
+        "select f.order_id::text, p.version from fact_sales f join dim_product p using (product_key)
+         where p.product_id = 1 order by f.ordered_at",
+    )
+    .fetch_all(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].1, 1, "the order before the change keeps version 1");
+    assert_eq!(keys[1].1, 2, "the order after the change gets version 2");
+
+    // Replaying the journal from the start rebuilds the same versions and facts.
+    drop(olap);
+    run.stop().await;
+    let pool = sqlx::PgPool::connect_with(pair.olap.url().connect_options().unwrap()).await.unwrap();
+    for _ in 0..2 {
+        let stats = brewlytics_replicator::replay::replay(&pool, "0/0".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(stats.rebuilt && stats.events > 0);
+        let r = pair.converged().await;
+        assert!(r.all_equal(), "after replay: {r:?}");
+        let n: i64 = sqlx::query_scalar("select count(*) from dim_product where product_id = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+    pair.drop_slot().await;
+}
+
+#[tokio::test]
+async fn unchanged_toast_survives_and_added_column_does_not_stop_the_stream() {
+    let pair = Pair::new("toast").await;
+    let mut oltp = pair.oltp().await;
+    sqlx::raw_sql(MASTER).execute(&mut oltp).await.unwrap();
+    let run = start(pair.config());
+    // ~100 kB of incompressible text is stored out of line (TOAST).
+    sqlx::raw_sql(
+        "update products set description = (select string_agg(md5(g::text), '') from generate_series(1, 3000) g) where id = 2",
+    )
+    .execute(&mut oltp)
+    .await
+    .unwrap();
+    assert!(pair.converged().await.all_equal());
+    // An update that leaves the description alone: pgoutput sends it as 'unchanged TOAST'.
+    sqlx::raw_sql("update products set price = 2.60 where id = 2; update products set is_available = false where id = 2")
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+    let r = pair.converged().await;
+    assert!(r.all_equal(), "{r:?}");
+    let mut olap = pair.olap().await;
+    let len: i32 = sqlx::query_scalar("select length(description) from replica.products where id = 2")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert_eq!(len, 96_000);
+
+    // ADD COLUMN on the source mid-stream: the replica grows the column, nothing stops.
+    sqlx::raw_sql("alter table customers add column loyalty_tier text; insert into customers (id, name, email, loyalty_tier) values (9, 'Gus', 'gus@example.com', 'gold')")
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+    let r = pair.converged().await;
+    assert!(r.all_equal(), "{r:?}");
+    let tier: Option<String> = sqlx::query_scalar("select loyalty_tier from replica.customers where id = 9")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert_eq!(tier.as_deref(), Some("gold"));
+    assert!(!run.task.is_finished());
+    run.stop().await;
+    pair.drop_slot().await;
+}

@@ -1,0 +1,134 @@
+//! Command-line interface. Every flag that names a database or address mirrors an
+//! environment variable (DESIGN.md's names).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use brewlytics_support::telemetry::LogFormat;
+use brewlytics_support::DbUrl;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "brewlytics", version, about = "Coffee-shop analytics: a PostgreSQL logical-replication CDC pipeline")]
+pub struct Cli {
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// The transactional database. Default: the embedded cluster of --data-dir, if running.
+    #[arg(long, env = "OLTP_DATABASE_URL", hide_env_values = true)]
+    pub oltp_url: Option<DbUrl>,
+    /// The analytical database. Default: the embedded cluster of --data-dir, if running.
+    #[arg(long, env = "OLAP_DATABASE_URL", hide_env_values = true)]
+    pub olap_url: Option<DbUrl>,
+    /// Where `brewlytics up` keeps its embedded PostgreSQL.
+    #[arg(long, env = "BREWLYTICS_DATA_DIR", default_value = ".brewlytics")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SlotArgs {
+    /// The logical replication slot on OLTP.
+    #[arg(long, env = "SLOT_NAME", default_value = "brewlytics")]
+    pub slot: String,
+    /// The publication the slot streams.
+    #[arg(long, env = "PUBLICATION", default_value = "brewlytics")]
+    pub publication: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReplicateArgs {
+    #[command(flatten)]
+    pub slot: SlotArgs,
+    /// A change that cannot be applied: `dead-letter` (record it, go on) or `stop`.
+    #[arg(long, default_value = "dead-letter")]
+    pub on_error: brewlytics_replicator::apply::OnError,
+    /// Most changes in one OLAP transaction (larger source transactions are chunked).
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_max_changes: usize,
+    /// How long a committed transaction may wait for others to share its batch, in ms.
+    #[arg(long, default_value_t = 20)]
+    pub batch_max_delay_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The whole pipeline on this machine: embedded PostgreSQL (unless URLs are given),
+    /// migrations, sample data, the API and the replicator.
+    Up {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8000")]
+        api_listen: SocketAddr,
+        /// Historical orders to seed on the first start (when there are none).
+        #[arg(long, default_value_t = 500)]
+        seed_orders: u32,
+        #[command(flatten)]
+        replicate: ReplicateArgs,
+    },
+    /// Apply the schema migrations of both databases (idempotent).
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Sample master data, and optionally historical orders, through the API's code path.
+    Seed {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Historical orders to add.
+        #[arg(long, default_value_t = 0)]
+        orders: u32,
+        /// Spread them over this many past days.
+        #[arg(long, default_value_t = 28)]
+        days: u32,
+        /// Random seed, for reproducible data.
+        #[arg(long, default_value_t = 7)]
+        rng_seed: u64,
+    },
+    /// The REST API over OLTP.
+    Api {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+        /// Serve only these domains (comma-separated: orders,products,customers,employees,stores,inventory).
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<brewlytics_api::Service>,
+    },
+    /// The CDC replicator daemon (SIGTERM finishes the batch and exits 0).
+    Replicate {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        replicate: ReplicateArgs,
+    },
+    /// Slot, checkpoint and lag.
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        slot: SlotArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild replica and star tables from the journal, from an LSN (e.g. 0/0).
+    Replay {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        from_lsn: brewlytics_replicator::lsn::Lsn,
+    },
+    /// Copy the source again under a new slot (after the slot was lost or dropped).
+    Resync {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        slot: SlotArgs,
+    },
+}

@@ -1,0 +1,125 @@
+//! One function per subcommand.
+
+mod pipeline;
+mod up;
+
+use anyhow::Context;
+use brewlytics_replicator::pipeline::ReplicatorConfig;
+
+use crate::cli::{Command, ReplicateArgs, SlotArgs};
+use crate::databases::{self, Urls};
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up {
+            db,
+            api_listen,
+            seed_orders,
+            replicate,
+        } => up::run(db, api_listen, seed_orders, replicate).await,
+        Command::Migrate { db } => {
+            let urls = databases::resolve(&db)?;
+            migrate(&urls).await?;
+            println!("migrated {} and {}", urls.oltp, urls.olap);
+            Ok(())
+        }
+        Command::Seed {
+            db,
+            orders,
+            days,
+            rng_seed,
+        } => {
+            let urls = databases::resolve(&db)?;
+            let pool = databases::pool(&urls.oltp, 8).await?;
+            let summary = brewlytics_api::seed::seed(
+                &pool,
+                &brewlytics_api::seed::SeedOptions {
+                    orders,
+                    days,
+                    rng_seed,
+                },
+            )
+            .await?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Api {
+            db,
+            listen,
+            services,
+        } => {
+            let urls = databases::resolve(&db)?;
+            pipeline::serve_api(&urls, listen, &services).await
+        }
+        Command::Replicate { db, replicate } => {
+            let urls = databases::resolve(&db)?;
+            pipeline::replicate(replicator_config(&urls, &replicate)).await
+        }
+        Command::Status { db, slot, json } => {
+            let urls = databases::resolve(&db)?;
+            let mut oltp = databases::pool(&urls.oltp, 1).await?.acquire().await?;
+            let mut olap = databases::pool(&urls.olap, 1).await?.acquire().await?;
+            let status = brewlytics_replicator::status::read(&mut oltp, &mut olap, &slot.slot)
+                .await
+                .context("reading the replication status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.to_table());
+            }
+            Ok(())
+        }
+        Command::Replay { db, from_lsn } => {
+            let urls = databases::resolve(&db)?;
+            let pool = databases::pool(&urls.olap, 1).await?;
+            let stats = brewlytics_replicator::replay::replay(&pool, from_lsn).await?;
+            println!(
+                "replayed {} journal events from {}{}",
+                stats.events,
+                stats.from,
+                if stats.rebuilt { " (full rebuild from the latest initial copy)" } else { "" }
+            );
+            Ok(())
+        }
+        Command::Resync { db, slot } => {
+            let urls = databases::resolve(&db)?;
+            let cfg = replicator_config(
+                &urls,
+                &ReplicateArgs {
+                    slot,
+                    on_error: Default::default(),
+                    batch_max_changes: 10_000,
+                    batch_max_delay_ms: 20,
+                },
+            );
+            let lsn = brewlytics_replicator::pipeline::resync(&cfg).await?;
+            println!("resynced: slot {} recreated, OLAP copied as of {lsn}", cfg.slot);
+            Ok(())
+        }
+    }
+}
+
+pub async fn migrate(urls: &Urls) -> anyhow::Result<()> {
+    let oltp = databases::pool(&urls.oltp, 1).await?;
+    brewlytics_support::migrate::oltp(&oltp).await?;
+    let olap = databases::pool(&urls.olap, 1).await?;
+    brewlytics_support::migrate::olap(&olap).await?;
+    Ok(())
+}
+
+pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig {
+    let slot: &SlotArgs = &args.slot;
+    ReplicatorConfig {
+        oltp_url: urls.oltp.clone(),
+        olap_url: urls.olap.clone(),
+        slot: slot.slot.clone(),
+        publication: slot.publication.clone(),
+        limits: brewlytics_replicator::batch::BatchLimits {
+            max_changes: args.batch_max_changes.max(1),
+            max_bytes: 16 << 20,
+            max_delay: std::time::Duration::from_millis(args.batch_max_delay_ms),
+        },
+        on_error: args.on_error,
+        status_interval: std::time::Duration::from_secs(10),
+    }
+}

@@ -1,0 +1,51 @@
+//! Long-running services: the API and the replicator, stopped by Ctrl-C/SIGTERM.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use brewlytics_replicator::pipeline::ReplicatorConfig;
+use tokio::sync::watch;
+
+use crate::databases::{self, Urls};
+
+pub async fn serve_api(urls: &Urls, listen: SocketAddr, services: &[brewlytics_api::Service]) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        brewlytics_support::shutdown::signal().await;
+        let _ = tx.send(true);
+    });
+    run_api(urls, listen, services, rx).await
+}
+
+pub async fn run_api(
+    urls: &Urls,
+    listen: SocketAddr,
+    services: &[brewlytics_api::Service],
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let pool = databases::pool(&urls.oltp, 16).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the API to {listen}"))?;
+    let services = if services.is_empty() {
+        brewlytics_api::Service::ALL.to_vec()
+    } else {
+        services.to_vec()
+    };
+    tracing::info!(%listen, "api listening");
+    brewlytics_api::serve(listener, brewlytics_api::ApiState::new(pool), &services, async move {
+        let _ = stop.wait_for(|v| *v).await;
+    })
+    .await
+}
+
+pub async fn replicate(cfg: ReplicatorConfig) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        brewlytics_support::shutdown::signal().await;
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    brewlytics_replicator::pipeline::run(cfg, rx).await?;
+    Ok(())
+}

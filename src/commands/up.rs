@@ -1,0 +1,110 @@
+//! `brewlytics up`: everything on one machine.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::cli::{DbArgs, ReplicateArgs};
+use crate::databases;
+
+pub async fn run(
+    db: DbArgs,
+    api_listen: SocketAddr,
+    seed_orders: u32,
+    replicate: ReplicateArgs,
+) -> anyhow::Result<()> {
+    let (cluster, urls) = match (&db.oltp_url, &db.olap_url) {
+        (None, None) => {
+            let (c, u) = databases::start_embedded(&db.data_dir)
+                .await
+                .context("starting the embedded PostgreSQL")?;
+            (Some(c), u)
+        }
+        _ => (None, databases::resolve(&db)?),
+    };
+    let result = serve(&urls, api_listen, seed_orders, &replicate, cluster.as_ref().map(|c| c.data_dir().to_path_buf())).await;
+    if let Some(mut c) = cluster {
+        let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+    }
+    result
+}
+
+async fn serve(
+    urls: &databases::Urls,
+    api_listen: SocketAddr,
+    seed_orders: u32,
+    replicate: &ReplicateArgs,
+    embedded_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    super::migrate(urls).await?;
+    let oltp = databases::pool(&urls.oltp, 4).await?;
+    let existing: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&oltp)
+        .await?;
+    let summary = brewlytics_api::seed::seed(
+        &oltp,
+        &brewlytics_api::seed::SeedOptions {
+            orders: if existing == 0 { seed_orders } else { 0 },
+            days: 28,
+            rng_seed: 7,
+        },
+    )
+    .await
+    .context("seeding sample data")?;
+    tracing::info!(%summary, "sample data ready");
+    drop(oltp);
+
+    let (tx, rx) = watch::channel(false);
+    let cfg = super::replicator_config(urls, replicate);
+    let slot = cfg.slot.clone();
+    let replicator = tokio::spawn(brewlytics_replicator::pipeline::run(cfg, rx.clone()));
+    let api = {
+        let urls = databases::Urls {
+            oltp: urls.oltp.clone(),
+            olap: urls.olap.clone(),
+        };
+        let rx = rx.clone();
+        tokio::spawn(async move {
+            super::pipeline::run_api(&urls, api_listen, &brewlytics_api::Service::ALL, rx).await
+        })
+    };
+
+    println!("Brewlytics is up.");
+    println!("  API          http://{api_listen}   (GET /health, POST /orders, GET /openapi.json)");
+    println!("  Replicator   slot {slot} → coffee_olap   (`brewlytics status`)");
+    println!("  OLTP         {}", urls.oltp);
+    println!("  OLAP         {}", urls.olap);
+    if let Some(dir) = embedded_dir {
+        println!(
+            "  Embedded PostgreSQL in {} (password in {}/superuser.password)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    println!("Press Ctrl-C to stop.");
+
+    let mut replicator = replicator;
+    let mut api = api;
+    let outcome = tokio::select! {
+        _ = brewlytics_support::shutdown::signal() => Ok(()),
+        r = &mut replicator => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("replicator stopped")),
+            Err(e) => Err(e.into()),
+        },
+        r = &mut api => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.context("api stopped")),
+            Err(e) => Err(e.into()),
+        },
+    };
+    let _ = tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        let _ = (&mut replicator).await;
+        let _ = (&mut api).await;
+    })
+    .await;
+    println!("Brewlytics stopped.");
+    outcome
+}
