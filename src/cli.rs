@@ -9,7 +9,11 @@ use brewlytics_support::DbUrl;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "brewlytics", version, about = "Coffee-shop analytics: a PostgreSQL logical-replication CDC pipeline")]
+#[command(
+    name = "brewlytics",
+    version,
+    about = "Coffee-shop analytics: a PostgreSQL logical-replication CDC pipeline"
+)]
 pub struct Cli {
     /// Log format on stderr: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]

@@ -1,1 +1,204 @@
-//! placeholder
+//! The Brewlytics REST API over the transactional database (`coffee_oltp`), and the sample-data
+//! seed that writes through the same order code path.
+//!
+//! ```no_run
+//! # async fn run(pool: sqlx::PgPool) -> anyhow::Result<()> {
+//! use brewlytics_api::{serve, ApiState, Service};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! serve(listener, ApiState::new(pool), &Service::ALL, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+//!
+//! Layout: `domain/` holds the pure rules (validation, pricing, the status machine), `data/`
+//! the SQL (one transaction per write, set-based), `routes/` one router per [`Service`].
+
+pub mod data;
+pub mod domain;
+mod error;
+pub mod metrics;
+pub mod openapi;
+mod routes;
+pub mod seed;
+
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::{middleware, Extension, Router};
+use sqlx::PgPool;
+
+pub use error::{ApiError, ApiJson, ApiPath, ErrorBody};
+pub use metrics::ApiMetrics;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// A group of routes a deployment may serve on its own (`brewlytics api --services orders`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    /// `POST /orders`, `/orders/new`, `GET|PATCH|DELETE /orders/{id}`
+    Orders,
+    /// `POST /products`, `/products/new`, `PATCH /products/{id}`
+    Products,
+    /// `POST /customers`, `/customers/new`
+    Customers,
+    /// `POST /employees`, `GET /employees/active`
+    Employees,
+    /// `GET /stores`
+    Stores,
+    /// `POST /inventory/restock`
+    Inventory,
+}
+
+impl Service {
+    pub const ALL: [Service; 6] = [
+        Service::Orders,
+        Service::Products,
+        Service::Customers,
+        Service::Employees,
+        Service::Stores,
+        Service::Inventory,
+    ];
+
+    /// The lowercase name, also the first segment of its paths.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Orders => "orders",
+            Service::Products => "products",
+            Service::Customers => "customers",
+            Service::Employees => "employees",
+            Service::Stores => "stores",
+            Service::Inventory => "inventory",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A service name that is not one of [`Service::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown service {0:?}; expected one of orders, products, customers, employees, stores, inventory"
+)]
+pub struct UnknownService(pub String);
+
+impl FromStr for Service {
+    type Err = UnknownService;
+
+    /// Parses the lowercase name (surrounding spaces and case are forgiven).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Service::ALL
+            .into_iter()
+            .find(|service| service.name() == wanted)
+            .ok_or_else(|| UnknownService(s.to_owned()))
+    }
+}
+
+/// What every handler shares: the OLTP pool and the metrics registry.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub metrics: Arc<ApiMetrics>,
+}
+
+impl ApiState {
+    /// A state with a fresh metrics registry.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            metrics: Arc::new(ApiMetrics::new()),
+        }
+    }
+}
+
+/// The application: `/health`, `/metrics` and `/openapi.json` always, plus the routes of each
+/// selected service. Unknown paths (including those of unselected services) get a JSON 404,
+/// bodies over [`BODY_LIMIT_BYTES`] a JSON 413; every request is counted and timed.
+pub fn router(state: ApiState, services: &[Service]) -> Router {
+    let mut selected = services.to_vec();
+    selected.sort();
+    selected.dedup();
+
+    let openapi = openapi::OpenApiJson::render(&selected);
+    let mut app = Router::new()
+        .route("/health", get(routes::health::health))
+        .route("/metrics", get(routes::health::metrics))
+        .route(
+            "/openapi.json",
+            get(openapi::openapi_json).layer(Extension(openapi)),
+        );
+    for service in selected {
+        app = app.merge(routes::service_router(service));
+    }
+    app.fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish (graceful shutdown).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    services: &[Service],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the API listen address")?;
+    let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
+    tracing::info!(%addr, services = %names.join(","), "api listening");
+    axum::serve(listener, router(state, services))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the API")?;
+    tracing::info!("api stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_parse_their_lowercase_names() {
+        for s in Service::ALL {
+            assert_eq!(s.name().parse::<Service>().unwrap(), s);
+            assert_eq!(s.to_string(), s.name());
+        }
+        assert_eq!(" Orders ".parse::<Service>().unwrap(), Service::Orders);
+        let err = "payments".parse::<Service>().unwrap_err().to_string();
+        assert!(
+            err.contains("\"payments\"") && err.contains("inventory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn openapi_document_follows_the_selected_services() {
+        let all = openapi::document(&Service::ALL);
+        assert!(all.paths.paths.contains_key("/orders/{id}"));
+        let only_orders = openapi::document(&[Service::Orders]);
+        let paths: Vec<&String> = only_orders.paths.paths.keys().collect();
+        assert!(paths.iter().any(|p| p.as_str() == "/orders"));
+        assert!(paths.iter().any(|p| p.as_str() == "/health"));
+        assert!(!paths.iter().any(|p| p.starts_with("/products")));
+    }
+}

@@ -39,7 +39,9 @@ impl std::str::FromStr for OnError {
         match s {
             "dead-letter" | "continue" => Ok(Self::DeadLetter),
             "stop" => Ok(Self::Stop),
-            other => Err(format!("unknown --on-error {other:?} (dead-letter or stop)")),
+            other => Err(format!(
+                "unknown --on-error {other:?} (dead-letter or stop)"
+            )),
         }
     }
 }
@@ -148,7 +150,15 @@ impl ApplySession {
         journal::write(&mut self.tx, events).await?;
         self.events += events.len();
         stats.events = events.len();
-        apply_journaled(&mut self.tx, catalog, events, on_error, Star::PerRun, &mut stats).await?;
+        apply_journaled(
+            &mut self.tx,
+            catalog,
+            events,
+            on_error,
+            Star::PerRun,
+            &mut stats,
+        )
+        .await?;
         Ok(stats)
     }
 
@@ -201,7 +211,9 @@ async fn apply_truncate(
     e: &JournalEvent,
 ) -> Result<(), ApplyError> {
     if let Some(shape) = catalog.load(conn, &e.schema, &e.table).await? {
-        sqlx::query(&shape.truncate_sql()).execute(&mut *conn).await?;
+        sqlx::query(&shape.truncate_sql())
+            .execute(&mut *conn)
+            .await?;
     }
     sqlx::query("select star_refresh_all()")
         .execute(&mut *conn)
@@ -240,7 +252,9 @@ async fn apply_run(
                     .ok_or_else(|| ApplyError::UnknownTable(format!("{schema}.{table}")))?
             }
         };
-        sqlx::query("savepoint replica_table").execute(&mut *conn).await?;
+        sqlx::query("savepoint replica_table")
+            .execute(&mut *conn)
+            .await?;
         match run_range(conn, &sql, from, to).await {
             Ok(()) => {
                 sqlx::query("release savepoint replica_table")
@@ -285,7 +299,9 @@ async fn one_by_one(
 ) -> Result<usize, ApplyError> {
     let mut dead = 0;
     for e in events {
-        sqlx::query("savepoint replica_event").execute(&mut *conn).await?;
+        sqlx::query("savepoint replica_event")
+            .execute(&mut *conn)
+            .await?;
         match run_range(conn, sql, before(e.pos()), e.pos()).await {
             Ok(()) => {
                 sqlx::query("release savepoint replica_event")
@@ -329,7 +345,12 @@ async fn one_by_one(
     Ok(dead)
 }
 
-async fn run_range(conn: &mut PgConnection, sql: &str, from: Pos, to: Pos) -> Result<(), sqlx::Error> {
+async fn run_range(
+    conn: &mut PgConnection,
+    sql: &str,
+    from: Pos,
+    to: Pos,
+) -> Result<(), sqlx::Error> {
     sqlx::query(sql)
         .bind(from.lsn.to_string())
         .bind(from.seq)

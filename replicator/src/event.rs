@@ -244,7 +244,11 @@ mod tests {
             namespace: "public".into(),
             name: "products".into(),
             replica_identity: ReplicaIdentity::Default,
-            columns: vec![col("id", true), col("name", false), col("description", false)],
+            columns: vec![
+                col("id", true),
+                col("name", false),
+                col("description", false),
+            ],
         }
     }
 
@@ -269,11 +273,18 @@ mod tests {
     #[test]
     fn update_leaves_out_unchanged_toast_and_keys_by_primary_key() {
         let new = TupleData {
-            columns: vec![text("3"), text("Mocha \"dark\"\n"), TupleValue::UnchangedToast],
+            columns: vec![
+                text("3"),
+                text("Mocha \"dark\"\n"),
+                TupleValue::UnchangedToast,
+            ],
         };
         let e = row_event(TX, 2, &rel(), &source(), Op::Update, None, Some(&new));
         assert_eq!(e.key.as_deref(), Some(r#"{"id":"3"}"#));
-        assert_eq!(e.after.as_deref(), Some(r#"{"id":"3","name":"Mocha \"dark\"\n"}"#));
+        assert_eq!(
+            e.after.as_deref(),
+            Some(r#"{"id":"3","name":"Mocha \"dark\"\n"}"#)
+        );
         assert_eq!(e.before, None);
         assert_eq!((e.lsn, e.seq, e.op.code()), (TX.lsn, 2, 'u'));
         let parsed: serde_json::Value = serde_json::from_str(e.after.as_deref().unwrap()).unwrap();
@@ -306,7 +317,11 @@ mod tests {
     #[test]
     fn binary_values_are_hex() {
         let t = TupleData {
-            columns: vec![text("1"), TupleValue::Binary(Bytes::from_static(&[0, 255])), TupleValue::Null],
+            columns: vec![
+                text("1"),
+                TupleValue::Binary(Bytes::from_static(&[0, 255])),
+                TupleValue::Null,
+            ],
         };
         assert_eq!(
             image(&rel(), &t, None),

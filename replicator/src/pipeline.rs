@@ -174,7 +174,10 @@ async fn session(
                 if s.active {
                     return Err(ConnError::Server {
                         code: "55006".into(),
-                        message: format!("replication slot {:?} is active in another process", cfg.slot),
+                        message: format!(
+                            "replication slot {:?} is active in another process",
+                            cfg.slot
+                        ),
                     }
                     .into());
                 }
@@ -238,8 +241,12 @@ async fn first_start(
     session
         .commit(&cfg.slot, created.consistent_point, None)
         .await?;
-    tracing::info!(tables = stats.tables, rows = stats.rows, seconds = t0.elapsed().as_secs_f64(),
-        "initial copy committed");
+    tracing::info!(
+        tables = stats.tables,
+        rows = stats.rows,
+        seconds = t0.elapsed().as_secs_f64(),
+        "initial copy committed"
+    );
     Ok(created.consistent_point)
 }
 
@@ -422,7 +429,8 @@ impl Streamer<'_> {
                     self.batcher.push(e);
                 }
             }
-            PgOutputMessage::Origin(_) | PgOutputMessage::Type(_) | PgOutputMessage::Message(_) => {}
+            PgOutputMessage::Origin(_) | PgOutputMessage::Type(_) | PgOutputMessage::Message(_) => {
+            }
         }
         Ok(())
     }

@@ -43,10 +43,7 @@ pub async fn replay(pool: &PgPool, from: Lsn) -> Result<ReplayStats, ApplyError>
         from,
         ..Default::default()
     };
-    let mut pos = Pos {
-        lsn: from,
-        seq: -1,
-    };
+    let mut pos = Pos { lsn: from, seq: -1 };
     if let Some(copy) = latest_copy.filter(|c| from <= *c) {
         stats.rebuilt = true;
         reset_replica_and_star(&mut tx).await?;
@@ -60,17 +57,32 @@ pub async fn replay(pool: &PgPool, from: Lsn) -> Result<ReplayStats, ApplyError>
         let Some(last) = events.last() else { break };
         pos = last.pos();
         stats.events += events.len() as u64;
-        let star = if stats.rebuilt { Star::Deferred } else { Star::PerRun };
-        apply_journaled(&mut tx, &mut catalog, &events, OnError::DeadLetter, star, &mut apply_stats)
-            .await?;
+        let star = if stats.rebuilt {
+            Star::Deferred
+        } else {
+            Star::PerRun
+        };
+        apply_journaled(
+            &mut tx,
+            &mut catalog,
+            &events,
+            OnError::DeadLetter,
+            star,
+            &mut apply_stats,
+        )
+        .await?;
     }
     if stats.rebuilt {
         // SCD2 history comes from the product events in order.
-        sqlx::query("select star_apply_product_events($1::pg_lsn, -1, 'FFFFFFFF/FFFFFFFF', 2147483647)")
-            .bind(stats.from.to_string())
+        sqlx::query(
+            "select star_apply_product_events($1::pg_lsn, -1, 'FFFFFFFF/FFFFFFFF', 2147483647)",
+        )
+        .bind(stats.from.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("select star_refresh_all()")
             .execute(&mut *tx)
             .await?;
-        sqlx::query("select star_refresh_all()").execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(stats)
@@ -94,7 +106,17 @@ pub async fn reset_replica_and_star(conn: &mut PgConnection) -> Result<(), sqlx:
 }
 
 async fn fetch(conn: &mut PgConnection, after: Pos) -> Result<Vec<JournalEvent>, sqlx::Error> {
-    type Row = (String, i32, Option<i64>, String, String, String, Option<String>, Option<String>, Option<String>);
+    type Row = (
+        String,
+        i32,
+        Option<i64>,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "select lsn::text, seq, xid, source_schema, source_table, op::text,
                 key::text, before::text, after::text

@@ -137,12 +137,16 @@ pub enum CatalogError {
 
 impl Catalog {
     pub fn get(&self, schema: &str, table: &str) -> Option<Arc<TableShape>> {
-        self.tables.get(&(schema.to_owned(), table.to_owned())).cloned()
+        self.tables
+            .get(&(schema.to_owned(), table.to_owned()))
+            .cloned()
     }
 
     /// The apply statement of a known table.
     pub fn apply_sql(&self, schema: &str, table: &str) -> Option<Arc<str>> {
-        self.sql.get(&(schema.to_owned(), table.to_owned())).cloned()
+        self.sql
+            .get(&(schema.to_owned(), table.to_owned()))
+            .cloned()
     }
 
     /// Makes the replica table of `rel` exist with every column the source now has (a column
@@ -192,7 +196,11 @@ impl Catalog {
                 sqlx::query(&sql).execute(&mut *conn).await.map_err(err)?;
             }
             Some(shape) => {
-                for c in rel.columns.iter().filter(|c| !shape.columns.contains(&c.name)) {
+                for c in rel
+                    .columns
+                    .iter()
+                    .filter(|c| !shape.columns.contains(&c.name))
+                {
                     let ty = type_name(conn, c.type_oid, c.type_modifier)
                         .await
                         .map_err(err)?;
@@ -206,7 +214,9 @@ impl Catalog {
                 }
             }
         }
-        let shape = load_shape(conn, &rel.namespace, &rel.name).await.map_err(err)?;
+        let shape = load_shape(conn, &rel.namespace, &rel.name)
+            .await
+            .map_err(err)?;
         if shape.primary_key.is_empty() {
             return Err(CatalogError::NoPrimaryKey(format!(
                 "{}.{}",
@@ -264,7 +274,11 @@ async fn type_name(conn: &mut PgConnection, oid: u32, typmod: i32) -> Result<Str
     })
 }
 
-async fn load_shape(conn: &mut PgConnection, schema: &str, table: &str) -> Result<TableShape, sqlx::Error> {
+async fn load_shape(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<TableShape, sqlx::Error> {
     let replica_table = replica_name(schema, table);
     let qualified = format!("{}.{}", ident(REPLICA_SCHEMA), ident(&replica_table));
     let columns: Vec<String> = sqlx::query_scalar(

@@ -74,12 +74,11 @@ pub async fn copy_published(
     .fetch_all(&mut *tx)
     .await
     .map_err(SnapshotError::Source)?;
-    let commit_ts: i64 = sqlx::query_scalar(
-        "select ((extract(epoch from now()) - 946684800) * 1000000)::bigint",
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(SnapshotError::Source)?;
+    let commit_ts: i64 =
+        sqlx::query_scalar("select ((extract(epoch from now()) - 946684800) * 1000000)::bigint")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(SnapshotError::Source)?;
     let ctx = TxContext {
         lsn,
         xid: 0,
@@ -90,7 +89,10 @@ pub async fn copy_published(
     let mut apply_stats = ApplyStats::default();
     for (schema, table) in tables {
         let rel = relation_of(&mut tx, &schema, &table).await?;
-        let shape = catalog.ensure(session.conn(), &rel).await.map_err(ApplyError::from)?;
+        let shape = catalog
+            .ensure(session.conn(), &rel)
+            .await
+            .map_err(ApplyError::from)?;
         let key_positions = shape
             .primary_key
             .iter()
@@ -270,7 +272,10 @@ mod tests {
         let t = parse_copy_line(b"1\t\\N\ta\\tb\\\\c\\nd", 3).unwrap();
         assert_eq!(t.columns[0], TupleValue::Text(Bytes::from_static(b"1")));
         assert_eq!(t.columns[1], TupleValue::Null);
-        assert_eq!(t.columns[2], TupleValue::Text(Bytes::from_static(b"a\tb\\c\nd")));
+        assert_eq!(
+            t.columns[2],
+            TupleValue::Text(Bytes::from_static(b"a\tb\\c\nd"))
+        );
         assert!(parse_copy_line(b"1\t2", 3).is_none());
     }
 }

@@ -85,17 +85,33 @@ impl Status {
             ("slot exists", (s.is_some()).to_string()),
             ("active", opt(s.map(|s| s.active.to_string()))),
             ("wal_status", opt(s.and_then(|s| s.wal_status.clone()))),
-            ("source WAL", opt(self.source_wal_lsn.map(|l| l.to_string()))),
-            ("confirmed flush", opt(s.and_then(|s| s.confirmed_flush_lsn).map(|l| l.to_string()))),
-            ("checkpoint", opt(self.checkpoint_lsn.map(|l| l.to_string()))),
+            (
+                "source WAL",
+                opt(self.source_wal_lsn.map(|l| l.to_string())),
+            ),
+            (
+                "confirmed flush",
+                opt(s.and_then(|s| s.confirmed_flush_lsn).map(|l| l.to_string())),
+            ),
+            (
+                "checkpoint",
+                opt(self.checkpoint_lsn.map(|l| l.to_string())),
+            ),
             ("lag bytes", opt(self.lag_bytes.map(|b| b.to_string()))),
-            ("lag seconds", opt(self.lag_seconds.map(|b| format!("{b:.3}")))),
-            ("retained WAL bytes", opt(self.retained_wal_bytes.map(|b| b.to_string()))),
-            ("last applied commit", opt(self.last_applied_commit_ts.map(|t| t.to_rfc3339()))),
+            (
+                "lag seconds",
+                opt(self.lag_seconds.map(|b| format!("{b:.3}"))),
+            ),
+            (
+                "retained WAL bytes",
+                opt(self.retained_wal_bytes.map(|b| b.to_string())),
+            ),
+            (
+                "last applied commit",
+                opt(self.last_applied_commit_ts.map(|t| t.to_rfc3339())),
+            ),
             ("dead letters", self.dead_letters.to_string()),
         ];
-        rows.iter()
-            .map(|(k, v)| format!("{k:<20} {v}\n"))
-            .collect()
+        rows.iter().map(|(k, v)| format!("{k:<20} {v}\n")).collect()
     }
 }

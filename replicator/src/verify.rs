@@ -71,10 +71,18 @@ pub async fn compare(
             equal: n_src == n_rep && d_src == d_rep,
         });
     }
-    let sales_src: String = sqlx::query_scalar(SALES_FROM_OLTP).fetch_one(&mut *oltp).await?;
-    let sales_olap: String = sqlx::query_scalar(SALES_FROM_OLAP).fetch_one(&mut *olap).await?;
-    let pay_src: String = sqlx::query_scalar(PAYMENTS_FROM_OLTP).fetch_one(&mut *oltp).await?;
-    let pay_olap: String = sqlx::query_scalar(PAYMENTS_FROM_OLAP).fetch_one(&mut *olap).await?;
+    let sales_src: String = sqlx::query_scalar(SALES_FROM_OLTP)
+        .fetch_one(&mut *oltp)
+        .await?;
+    let sales_olap: String = sqlx::query_scalar(SALES_FROM_OLAP)
+        .fetch_one(&mut *olap)
+        .await?;
+    let pay_src: String = sqlx::query_scalar(PAYMENTS_FROM_OLTP)
+        .fetch_one(&mut *oltp)
+        .await?;
+    let pay_olap: String = sqlx::query_scalar(PAYMENTS_FROM_OLAP)
+        .fetch_one(&mut *olap)
+        .await?;
     Ok(Report {
         tables: checks,
         sales_equal: sales_src == sales_olap,

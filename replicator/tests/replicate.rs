@@ -21,9 +21,13 @@ impl Pair {
     async fn new(name: &str) -> Self {
         let oltp = TestDb::new(&format!("{name}_oltp"));
         let olap = TestDb::new(&format!("{name}_olap"));
-        let pool = sqlx::PgPool::connect_with(oltp.url().connect_options().unwrap()).await.unwrap();
+        let pool = sqlx::PgPool::connect_with(oltp.url().connect_options().unwrap())
+            .await
+            .unwrap();
         brewlytics_support::migrate::oltp(&pool).await.unwrap();
-        let pool = sqlx::PgPool::connect_with(olap.url().connect_options().unwrap()).await.unwrap();
+        let pool = sqlx::PgPool::connect_with(olap.url().connect_options().unwrap())
+            .await
+            .unwrap();
         brewlytics_support::migrate::olap(&pool).await.unwrap();
         let slot = format!("s_{}", oltp.name().trim_start_matches("t_"))
             .chars()
@@ -49,11 +53,15 @@ impl Pair {
     }
 
     async fn oltp(&self) -> PgConnection {
-        PgConnection::connect_with(&self.oltp.url().connect_options().unwrap()).await.unwrap()
+        PgConnection::connect_with(&self.oltp.url().connect_options().unwrap())
+            .await
+            .unwrap()
     }
 
     async fn olap(&self) -> PgConnection {
-        PgConnection::connect_with(&self.olap.url().connect_options().unwrap()).await.unwrap()
+        PgConnection::connect_with(&self.olap.url().connect_options().unwrap())
+            .await
+            .unwrap()
     }
 
     /// Waits (≤ 30 s) until OLAP matches OLTP; returns the last report.
@@ -81,11 +89,13 @@ impl Pair {
                 .bind(&self.slot)
                 .execute(&mut c)
                 .await;
-            let left: i64 = sqlx::query_scalar("select count(*) from pg_replication_slots where slot_name = $1")
-                .bind(&self.slot)
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
+            let left: i64 = sqlx::query_scalar(
+                "select count(*) from pg_replication_slots where slot_name = $1",
+            )
+            .bind(&self.slot)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
             if r.is_ok() && left == 0 {
                 return;
             }
@@ -142,10 +152,14 @@ async fn every_operation_of_every_table_reaches_olap() {
     let mut oltp = pair.oltp().await;
     // Rows present before the first start arrive through the initial copy.
     sqlx::raw_sql(MASTER).execute(&mut oltp).await.unwrap();
-    sqlx::raw_sql(&order_sql("00000000-0000-7000-8000-000000000001", "1", "completed"))
-        .execute(&mut oltp)
-        .await
-        .unwrap();
+    sqlx::raw_sql(&order_sql(
+        "00000000-0000-7000-8000-000000000001",
+        "1",
+        "completed",
+    ))
+    .execute(&mut oltp)
+    .await
+    .unwrap();
     let run = start(pair.config());
     let r = pair.converged().await;
     assert!(r.all_equal(), "after initial copy: {r:?}");
@@ -177,12 +191,19 @@ async fn every_operation_of_every_table_reaches_olap() {
         .fetch_one(&mut olap)
         .await
         .unwrap();
-    assert_eq!(walkins, 2, "the walk-in order's lines point at the walk-in member");
-    let deleted: bool = sqlx::query_scalar("select is_deleted from dim_customer where customer_id = 2")
-        .fetch_one(&mut olap)
-        .await
-        .unwrap();
-    assert!(deleted, "a deleted customer stays in the dimension, marked deleted");
+    assert_eq!(
+        walkins, 2,
+        "the walk-in order's lines point at the walk-in member"
+    );
+    let deleted: bool =
+        sqlx::query_scalar("select is_deleted from dim_customer where customer_id = 2")
+            .fetch_one(&mut olap)
+            .await
+            .unwrap();
+    assert!(
+        deleted,
+        "a deleted customer stays in the dimension, marked deleted"
+    );
 
     // A whole order deleted (lines, payment and movements cascade), then TRUNCATE.
     sqlx::raw_sql("delete from orders where id = '00000000-0000-7000-8000-000000000001'")
@@ -204,16 +225,21 @@ async fn every_operation_of_every_table_reaches_olap() {
     assert_eq!(facts, 0);
 
     // The journal has every change once; the view keeps the seed's name.
-    let dup: i64 = sqlx::query_scalar("select count(*) - count(distinct (lsn, seq)) from cdc_events")
-        .fetch_one(&mut olap)
-        .await
-        .unwrap();
+    let dup: i64 =
+        sqlx::query_scalar("select count(*) - count(distinct (lsn, seq)) from cdc_events")
+            .fetch_one(&mut olap)
+            .await
+            .unwrap();
     assert_eq!(dup, 0);
-    let order_events: i64 = sqlx::query_scalar("select count(*) from cdc_orders where event_type = 'TRUNCATE'")
-        .fetch_one(&mut olap)
-        .await
-        .unwrap();
-    assert_eq!(order_events, 2, "orders and order_items truncates are in cdc_orders");
+    let order_events: i64 =
+        sqlx::query_scalar("select count(*) from cdc_orders where event_type = 'TRUNCATE'")
+            .fetch_one(&mut olap)
+            .await
+            .unwrap();
+    assert_eq!(
+        order_events, 2,
+        "orders and order_items truncates are in cdc_orders"
+    );
 
     run.stop().await;
     pair.drop_slot().await;
@@ -225,19 +251,25 @@ async fn price_change_opens_a_version_and_old_facts_keep_theirs() {
     let mut oltp = pair.oltp().await;
     sqlx::raw_sql(MASTER).execute(&mut oltp).await.unwrap();
     let run = start(pair.config());
-    sqlx::raw_sql(&order_sql("00000000-0000-7000-8000-00000000000a", "1", "completed"))
-        .execute(&mut oltp)
-        .await
-        .unwrap();
+    sqlx::raw_sql(&order_sql(
+        "00000000-0000-7000-8000-00000000000a",
+        "1",
+        "completed",
+    ))
+    .execute(&mut oltp)
+    .await
+    .unwrap();
     assert!(pair.converged().await.all_equal());
     sqlx::raw_sql("update products set price = 4.10 where id = 1")
         .execute(&mut oltp)
         .await
         .unwrap();
-    sqlx::raw_sql(&order_sql("00000000-0000-7000-8000-00000000000b", "2", "placed").replace("3.80", "4.10"))
-        .execute(&mut oltp)
-        .await
-        .unwrap();
+    sqlx::raw_sql(
+        &order_sql("00000000-0000-7000-8000-00000000000b", "2", "placed").replace("3.80", "4.10"),
+    )
+    .execute(&mut oltp)
+    .await
+    .unwrap();
     assert!(pair.converged().await.all_equal());
 
     let mut olap = pair.olap().await;
@@ -249,7 +281,10 @@ async fn price_change_opens_a_version_and_old_facts_keep_theirs() {
     .unwrap();
     assert_eq!(
         versions,
-        vec![("3.80".to_string(), 1, false), ("4.10".to_string(), 2, true)]
+        vec![
+            ("3.80".to_string(), 1, false),
+            ("4.10".to_string(), 2, true)
+        ]
     );
     let keys: Vec<(String, i32)> = sqlx::query_as(
         "select f.order_id::text, p.version from fact_sales f join dim_product p using (product_key)
@@ -265,7 +300,9 @@ async fn price_change_opens_a_version_and_old_facts_keep_theirs() {
     // Replaying the journal from the start rebuilds the same versions and facts.
     drop(olap);
     run.stop().await;
-    let pool = sqlx::PgPool::connect_with(pair.olap.url().connect_options().unwrap()).await.unwrap();
+    let pool = sqlx::PgPool::connect_with(pair.olap.url().connect_options().unwrap())
+        .await
+        .unwrap();
     for _ in 0..2 {
         let stats = brewlytics_replicator::replay::replay(&pool, "0/0".parse().unwrap())
             .await
@@ -304,10 +341,11 @@ async fn unchanged_toast_survives_and_added_column_does_not_stop_the_stream() {
     let r = pair.converged().await;
     assert!(r.all_equal(), "{r:?}");
     let mut olap = pair.olap().await;
-    let len: i32 = sqlx::query_scalar("select length(description) from replica.products where id = 2")
-        .fetch_one(&mut olap)
-        .await
-        .unwrap();
+    let len: i32 =
+        sqlx::query_scalar("select length(description) from replica.products where id = 2")
+            .fetch_one(&mut olap)
+            .await
+            .unwrap();
     assert_eq!(len, 96_000);
 
     // ADD COLUMN on the source mid-stream: the replica grows the column, nothing stops.
@@ -317,10 +355,11 @@ async fn unchanged_toast_survives_and_added_column_does_not_stop_the_stream() {
         .unwrap();
     let r = pair.converged().await;
     assert!(r.all_equal(), "{r:?}");
-    let tier: Option<String> = sqlx::query_scalar("select loyalty_tier from replica.customers where id = 9")
-        .fetch_one(&mut olap)
-        .await
-        .unwrap();
+    let tier: Option<String> =
+        sqlx::query_scalar("select loyalty_tier from replica.customers where id = 9")
+            .fetch_one(&mut olap)
+            .await
+            .unwrap();
     assert_eq!(tier.as_deref(), Some("gold"));
     assert!(!run.task.is_finished());
     run.stop().await;

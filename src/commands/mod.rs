@@ -77,7 +77,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 "replayed {} journal events from {}{}",
                 stats.events,
                 stats.from,
-                if stats.rebuilt { " (full rebuild from the latest initial copy)" } else { "" }
+                if stats.rebuilt {
+                    " (full rebuild from the latest initial copy)"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
@@ -93,7 +97,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 },
             );
             let lsn = brewlytics_replicator::pipeline::resync(&cfg).await?;
-            println!("resynced: slot {} recreated, OLAP copied as of {lsn}", cfg.slot);
+            println!(
+                "resynced: slot {} recreated, OLAP copied as of {lsn}",
+                cfg.slot
+            );
             Ok(())
         }
     }

@@ -8,7 +8,11 @@ use tokio::sync::watch;
 
 use crate::databases::{self, Urls};
 
-pub async fn serve_api(urls: &Urls, listen: SocketAddr, services: &[brewlytics_api::Service]) -> anyhow::Result<()> {
+pub async fn serve_api(
+    urls: &Urls,
+    listen: SocketAddr,
+    services: &[brewlytics_api::Service],
+) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         brewlytics_support::shutdown::signal().await;
@@ -33,9 +37,14 @@ pub async fn run_api(
         services.to_vec()
     };
     tracing::info!(%listen, "api listening");
-    brewlytics_api::serve(listener, brewlytics_api::ApiState::new(pool), &services, async move {
-        let _ = stop.wait_for(|v| *v).await;
-    })
+    brewlytics_api::serve(
+        listener,
+        brewlytics_api::ApiState::new(pool),
+        &services,
+        async move {
+            let _ = stop.wait_for(|v| *v).await;
+        },
+    )
     .await
 }
 

@@ -23,7 +23,14 @@ pub async fn run(
         }
         _ => (None, databases::resolve(&db)?),
     };
-    let result = serve(&urls, api_listen, seed_orders, &replicate, cluster.as_ref().map(|c| c.data_dir().to_path_buf())).await;
+    let result = serve(
+        &urls,
+        api_listen,
+        seed_orders,
+        &replicate,
+        cluster.as_ref().map(|c| c.data_dir().to_path_buf()),
+    )
+    .await;
     if let Some(mut c) = cluster {
         let _ = tokio::task::spawn_blocking(move || c.stop()).await;
     }

@@ -158,7 +158,14 @@ impl EmbeddedCluster {
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .arg("-h")
             .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", database])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+            ])
             .args(["-c", sql])
             .stdin(Stdio::null())
             .output()?;
@@ -311,14 +318,7 @@ impl EmbeddedCluster {
             std::os::unix::fs::chown(&port_conf, Some(uid), Some(gid))?;
         }
         let log = self.root.join("postgres.log");
-        self.pg_ctl(&[
-            "start",
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            &log.display().to_string(),
-        ])
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log.display().to_string()])
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Result<(), ClusterError> {
@@ -374,7 +374,14 @@ impl EmbeddedCluster {
             Command::new(path)
         };
         // Settings of an outer environment must not leak into the embedded server.
-        for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE", "PGPASSWORD"] {
+        for var in [
+            "PGDATA",
+            "PGPORT",
+            "PGHOST",
+            "PGUSER",
+            "PGDATABASE",
+            "PGPASSWORD",
+        ] {
             cmd.env_remove(var);
         }
         cmd.current_dir("/");
@@ -443,7 +450,9 @@ pub fn find_bindir_from(override_dir: Option<String>) -> Result<PathBuf, Cluster
 }
 
 fn running_as_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn postgres_ids() -> Result<(u32, u32), ClusterError> {

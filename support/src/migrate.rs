@@ -18,16 +18,20 @@ pub enum MigrateError {
 
 /// Applies the transactional schema; running it again changes nothing.
 pub async fn oltp(pool: &PgPool) -> Result<(), MigrateError> {
-    OLTP.run(pool).await.map_err(|source| MigrateError::Migrate {
-        db: "the OLTP database",
-        source,
-    })
+    OLTP.run(pool)
+        .await
+        .map_err(|source| MigrateError::Migrate {
+            db: "the OLTP database",
+            source,
+        })
 }
 
 /// Applies the analytical schema; running it again changes nothing.
 pub async fn olap(pool: &PgPool) -> Result<(), MigrateError> {
-    OLAP.run(pool).await.map_err(|source| MigrateError::Migrate {
-        db: "the OLAP database",
-        source,
-    })
+    OLAP.run(pool)
+        .await
+        .map_err(|source| MigrateError::Migrate {
+            db: "the OLAP database",
+            source,
+        })
 }

@@ -49,7 +49,10 @@ async fn starts_answers_over_tcp_and_stops_on_drop() {
     assert!(sqlx::PgConnection::connect_with(&opts).await.is_err());
 
     drop(cluster);
-    assert!(wait_gone(pid, Duration::from_secs(10)), "postmaster {pid} still running");
+    assert!(
+        wait_gone(pid, Duration::from_secs(10)),
+        "postmaster {pid} still running"
+    );
     assert!(!dir.exists(), "throwaway directory {dir:?} left behind");
 }
 
@@ -70,7 +73,12 @@ fn watchdog_child() {
 #[test]
 fn watchdog_stops_server_of_a_dead_owner() {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "watchdog_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "watchdog_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("BREWLYTICS_WATCHDOG_CHILD", "1")
         .output()
         .unwrap();

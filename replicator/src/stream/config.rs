@@ -37,7 +37,10 @@ impl ReplicationConfig {
     pub fn from_url(url: &DbUrl) -> Result<Self, ConfigError> {
         let text = url.expose();
         let malformed = || ConfigError::Malformed(url.to_string());
-        let rest = text.split_once("://").map(|(_, r)| r).ok_or_else(malformed)?;
+        let rest = text
+            .split_once("://")
+            .map(|(_, r)| r)
+            .ok_or_else(malformed)?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (db, query) = path.split_once('?').unwrap_or((path, ""));
         let (userinfo, hostport) = match authority.rsplit_once('@') {
@@ -119,8 +122,9 @@ mod tests {
 
     #[test]
     fn parses_url_with_encoded_password() {
-        let url = DbUrl::parse("postgres://rep:p%40ss%3Aw@db.local:6543/coffee_oltp?sslmode=disable")
-            .unwrap();
+        let url =
+            DbUrl::parse("postgres://rep:p%40ss%3Aw@db.local:6543/coffee_oltp?sslmode=disable")
+                .unwrap();
         let c = ReplicationConfig::from_url(&url).unwrap();
         assert_eq!(c.host, "db.local");
         assert_eq!(c.port, 6543);
@@ -134,9 +138,11 @@ mod tests {
     fn default_port_and_tls_refusal() {
         let c = ReplicationConfig::from_url(&DbUrl::parse("postgres://u@h/d").unwrap()).unwrap();
         assert_eq!(c.port, 5432);
-        let e = ReplicationConfig::from_url(&DbUrl::parse("postgres://u:pw@h/d?sslmode=require").unwrap())
-            .unwrap_err()
-            .to_string();
+        let e = ReplicationConfig::from_url(
+            &DbUrl::parse("postgres://u:pw@h/d?sslmode=require").unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("sslmode=require") && !e.contains("pw@"));
     }
 }

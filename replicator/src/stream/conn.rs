@@ -96,9 +96,9 @@ impl ReplicationConnection {
 
     async fn authenticate(&mut self, cfg: &ReplicationConfig) -> Result<(), ConnError> {
         let password = || {
-            cfg.password
-                .as_deref()
-                .ok_or_else(|| ConnError::Auth("the server asks for a password and the URL has none".into()))
+            cfg.password.as_deref().ok_or_else(|| {
+                ConnError::Auth("the server asks for a password and the URL has none".into())
+            })
         };
         loop {
             match self.read_message().await? {
@@ -125,11 +125,17 @@ impl ReplicationConnection {
                         password()?.as_bytes(),
                         sasl::ChannelBinding::unsupported(),
                     );
-                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut self.out)?;
+                    frontend::sasl_initial_response(
+                        sasl::SCRAM_SHA_256,
+                        scram.message(),
+                        &mut self.out,
+                    )?;
                     self.flush().await?;
                     match self.read_message().await? {
                         Message::AuthenticationSaslContinue(body) => {
-                            scram.update(body.data()).map_err(|e| ConnError::Auth(e.to_string()))?;
+                            scram
+                                .update(body.data())
+                                .map_err(|e| ConnError::Auth(e.to_string()))?;
                         }
                         Message::ErrorResponse(body) => return Err(server_error(body.fields())),
                         _ => return Err(ConnError::Protocol("expected SASL continue".into())),
@@ -138,7 +144,9 @@ impl ReplicationConnection {
                     self.flush().await?;
                     match self.read_message().await? {
                         Message::AuthenticationSaslFinal(body) => {
-                            scram.finish(body.data()).map_err(|e| ConnError::Auth(e.to_string()))?;
+                            scram
+                                .finish(body.data())
+                                .map_err(|e| ConnError::Auth(e.to_string()))?;
                         }
                         Message::ErrorResponse(body) => return Err(server_error(body.fields())),
                         _ => return Err(ConnError::Protocol("expected SASL final".into())),
@@ -211,7 +219,11 @@ impl ReplicationConnection {
                 Message::CopyDone => return Ok(None),
                 Message::ErrorResponse(body) => return Err(server_error(body.fields())),
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
-                _ => return Err(ConnError::Protocol("unexpected message in the stream".into())),
+                _ => {
+                    return Err(ConnError::Protocol(
+                        "unexpected message in the stream".into(),
+                    ))
+                }
             }
         }
     }

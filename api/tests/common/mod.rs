@@ -1,0 +1,222 @@
+//! Shared by the API's integration tests: a migrated database of its own per test (on the
+//! test binary's embedded cluster), the router driven with `oneshot`, row counts of all eight
+//! OLTP tables and a small fixture shop.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use brewlytics_api::{router, ApiState, Service};
+use brewlytics_support::testing::TestDb;
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+pub const TABLES: [&str; 8] = [
+    "stores",
+    "employees",
+    "customers",
+    "products",
+    "orders",
+    "order_items",
+    "payments",
+    "inventory_movements",
+];
+
+pub struct TestApp {
+    pub pool: PgPool,
+    pub state: ApiState,
+    pub app: Router,
+    // dropped last: the database outlives the pool's use
+    _db: TestDb,
+}
+
+/// An answer: status, content type and the body as text and (if it parses) JSON.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Resp {
+    /// The `error` message; panics (failing the test) if the body is not `{"error": "..."}`.
+    pub fn error(&self) -> &str {
+        self.json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error body: {} {}", self.status, self.text))
+    }
+}
+
+impl TestApp {
+    pub async fn new(name: &str) -> Self {
+        Self::with_services(name, &Service::ALL).await
+    }
+
+    pub async fn with_services(name: &str, services: &[Service]) -> Self {
+        let db = TestDb::new(name);
+        let options = db.url().connect_options().expect("test database url");
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect_with(options)
+            .await
+            .expect("connecting to the test database");
+        brewlytics_support::migrate::oltp(&pool)
+            .await
+            .expect("migrating the test database");
+        let state = ApiState::new(pool.clone());
+        let app = router(state.clone(), services);
+        Self {
+            pool,
+            state,
+            app,
+            _db: db,
+        }
+    }
+
+    /// Sends a JSON request (or none when `body` is `None`).
+    pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> Resp {
+        match body {
+            Some(v) => {
+                self.raw(
+                    method,
+                    uri,
+                    Some("application/json"),
+                    v.to_string().into_bytes(),
+                )
+                .await
+            }
+            None => self.raw(method, uri, None, Vec::new()).await,
+        }
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Resp {
+        send(&self.app, method, uri, content_type, body).await
+    }
+
+    /// Rows in each of the eight OLTP tables.
+    pub async fn counts(&self) -> BTreeMap<&'static str, i64> {
+        let mut out = BTreeMap::new();
+        for table in TABLES {
+            let n: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
+                .fetch_one(&self.pool)
+                .await
+                .expect("counting rows");
+            out.insert(table, n);
+        }
+        out
+    }
+
+    /// Two stores, two active employees and an inactive one, a customer, three products at
+    /// 2.50, 3.80 and 2.80 and an unavailable one.
+    pub async fn fixtures(&self) -> Fixtures {
+        let ids = |sql: &'static str| {
+            let pool = self.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("inserting fixtures")
+            }
+        };
+        let stores = ids("insert into stores (name, city) values ('Main', 'Lisbon'), ('Pier', 'Porto') returning id").await;
+        let employees = ids("insert into employees (name, store_id, active) select e.name, s.id, e.active from (values ('Bo', 'Main', true, 1), ('Cy', 'Pier', true, 2), ('Di', 'Main', false, 3)) as e(name, store, active, n) join stores s on s.name = e.store order by e.n returning id").await;
+        let customers = ids(
+            "insert into customers (name, email) values ('Ada', 'ada@example.com') returning id",
+        )
+        .await;
+        let products = ids(
+            "insert into products (name, category, price, is_available) values
+                ('Espresso', 'coffee', 2.50, true), ('Flat white', 'coffee', 3.80, true),
+                ('Croissant', 'pastries', 2.80, true), ('Pumpkin latte', 'coffee', 4.80, false)
+                returning id",
+        )
+        .await;
+        Fixtures {
+            store: stores[0],
+            store2: stores[1],
+            employee: employees[0],
+            employee2: employees[1],
+            inactive_employee: employees[2],
+            customer: customers[0],
+            espresso: products[0],
+            flat_white: products[1],
+            croissant: products[2],
+            unavailable: products[3],
+        }
+    }
+}
+
+pub async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Resp {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(ct) = content_type {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    let req = req.body(Body::from(body)).expect("building a request");
+    let resp = app
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("router is infallible");
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("reading the response body");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Resp {
+        status,
+        content_type,
+        text,
+        json,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Fixtures {
+    pub store: i64,
+    pub store2: i64,
+    pub employee: i64,
+    pub employee2: i64,
+    pub inactive_employee: i64,
+    pub customer: i64,
+    pub espresso: i64,
+    pub flat_white: i64,
+    pub croissant: i64,
+    pub unavailable: i64,
+}
+
+impl Fixtures {
+    /// A valid order body: two flat whites (7.60).
+    pub fn order(&self) -> Value {
+        serde_json::json!({
+            "customer_id": self.customer,
+            "employee_id": self.employee,
+            "store_id": self.store,
+            "payment_method": "card",
+            "items": [{"product_id": self.flat_white, "quantity": 2}],
+        })
+    }
+}
