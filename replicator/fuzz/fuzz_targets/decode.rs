@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
     check_pgoutput(&buf);
 
     if let Ok(message) = ReplicationMessage::parse(&buf) {
-        assert_eq!(ReplicationMessage::parse(&message.encode()).as_ref(), Ok(&message));
+        assert_eq!(
+            ReplicationMessage::parse(&message.encode()).as_ref(),
+            Ok(&message)
+        );
         if let ReplicationMessage::XLogData { data, .. } = &message {
             check_pgoutput(data);
         }
