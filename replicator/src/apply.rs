@@ -252,20 +252,10 @@ async fn apply_run(
                     .ok_or_else(|| ApplyError::UnknownTable(format!("{schema}.{table}")))?
             }
         };
-        sqlx::query("savepoint replica_table")
-            .execute(&mut *conn)
-            .await?;
-        match run_range(conn, &sql, from, to).await {
-            Ok(()) => {
-                sqlx::query("release savepoint replica_table")
-                    .execute(&mut *conn)
-                    .await?;
-            }
+        match guarded_range(conn, &sql, from, to).await? {
+            Ok(()) => {}
             Err(e) if is_retryable_sql(&e) => return Err(e.into()),
             Err(_) => {
-                sqlx::query("rollback to savepoint replica_table")
-                    .execute(&mut *conn)
-                    .await?;
                 let mine: Vec<JournalEvent> = events
                     .iter()
                     .filter(|e| &*e.schema == schema && &*e.table == table)
@@ -276,13 +266,13 @@ async fn apply_run(
         }
     }
     if star == Star::PerRun {
-        sqlx::query("select star_refresh($1::pg_lsn, $2, $3::pg_lsn, $4)")
-            .bind(from.lsn.to_string())
-            .bind(from.seq)
-            .bind(to.lsn.to_string())
-            .bind(to.seq)
-            .execute(&mut *conn)
-            .await?;
+        run_range(
+            conn,
+            "select star_refresh($1::pg_lsn, $2, $3::pg_lsn, $4)",
+            from,
+            to,
+        )
+        .await?;
     }
     stats
         .by_table
@@ -299,20 +289,10 @@ async fn one_by_one(
 ) -> Result<usize, ApplyError> {
     let mut dead = 0;
     for e in events {
-        sqlx::query("savepoint replica_event")
-            .execute(&mut *conn)
-            .await?;
-        match run_range(conn, sql, before(e.pos()), e.pos()).await {
-            Ok(()) => {
-                sqlx::query("release savepoint replica_event")
-                    .execute(&mut *conn)
-                    .await?;
-            }
+        match guarded_range(conn, sql, before(e.pos()), e.pos()).await? {
+            Ok(()) => {}
             Err(err) if is_retryable_sql(&err) => return Err(err.into()),
             Err(err) => {
-                sqlx::query("rollback to savepoint replica_event")
-                    .execute(&mut *conn)
-                    .await?;
                 let message = match &err {
                     sqlx::Error::Database(db) => db.message().to_owned(),
                     other => other.to_string(),
@@ -343,6 +323,27 @@ async fn one_by_one(
         }
     }
     Ok(dead)
+}
+
+/// [`run_range`] under a savepoint: on failure the transaction is rolled back to before the
+/// statement and stays usable. The outer error is a failure of the savepoint itself.
+async fn guarded_range(
+    conn: &mut PgConnection,
+    sql: &str,
+    from: Pos,
+    to: Pos,
+) -> Result<Result<(), sqlx::Error>, sqlx::Error> {
+    sqlx::query("savepoint apply_range")
+        .execute(&mut *conn)
+        .await?;
+    let result = run_range(conn, sql, from, to).await;
+    let undo = if result.is_ok() {
+        "release savepoint apply_range"
+    } else {
+        "rollback to savepoint apply_range"
+    };
+    sqlx::query(undo).execute(&mut *conn).await?;
+    Ok(result)
 }
 
 async fn run_range(

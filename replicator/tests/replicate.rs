@@ -365,3 +365,65 @@ async fn unchanged_toast_survives_and_added_column_does_not_stop_the_stream() {
     run.stop().await;
     pair.drop_slot().await;
 }
+
+#[tokio::test]
+async fn a_change_olap_rejects_goes_to_dead_letters_and_the_stream_goes_on() {
+    let pair = Pair::new("dead").await;
+    let mut oltp = pair.oltp().await;
+    sqlx::raw_sql(MASTER).execute(&mut oltp).await.unwrap();
+    // An OLAP-side rule the source does not have: names of at most 20 characters.
+    let mut olap = pair.olap().await;
+    sqlx::raw_sql(
+        "alter table replica.customers add constraint short_name check (length(name) <= 20)",
+    )
+    .execute(&mut olap)
+    .await
+    .unwrap();
+    let run = start(pair.config());
+    sqlx::raw_sql(
+        "insert into customers (id, name, email) values
+           (10, 'A name much longer than twenty', 'long@example.com'),
+           (11, 'Short', 'short@example.com');",
+    )
+    .execute(&mut oltp)
+    .await
+    .unwrap();
+    sqlx::raw_sql(&order_sql(
+        "00000000-0000-7000-8000-0000000000d1",
+        "11",
+        "placed",
+    ))
+    .execute(&mut oltp)
+    .await
+    .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (dead, facts) = loop {
+        let dead: Vec<(String, String)> =
+            sqlx::query_as("select source_table, error from cdc_dead_letters")
+                .fetch_all(&mut olap)
+                .await
+                .unwrap();
+        let facts: i64 = sqlx::query_scalar("select count(*) from fact_sales")
+            .fetch_one(&mut olap)
+            .await
+            .unwrap();
+        if (!dead.is_empty() && facts == 2) || Instant::now() > deadline {
+            break (dead, facts);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead.len(), 1, "exactly the rejected change: {dead:?}");
+    assert_eq!(dead[0].0, "customers");
+    assert!(dead[0].1.contains("short_name"), "{}", dead[0].1);
+    assert_eq!(facts, 2, "changes after the rejected one still arrive");
+    let ids: Vec<i64> =
+        sqlx::query_scalar("select id from replica.customers where id >= 10 order by id")
+            .fetch_all(&mut olap)
+            .await
+            .unwrap();
+    assert_eq!(ids, vec![11], "the good row of the same batch is applied");
+    assert!(!run.task.is_finished());
+    run.stop().await;
+    pair.drop_slot().await;
+}

@@ -36,7 +36,6 @@ pub async fn run_api(
     } else {
         services.to_vec()
     };
-    tracing::info!(%listen, "api listening");
     brewlytics_api::serve(
         listener,
         brewlytics_api::ApiState::new(pool),
