@@ -1,0 +1,1 @@
+//! Business questions, reports, the built-in dashboard and Metabase provisioning.

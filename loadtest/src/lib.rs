@@ -1,0 +1,1 @@
+//! Load generator for the Brewlytics API with end-to-end freshness.
