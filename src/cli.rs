@@ -58,6 +58,22 @@ pub struct ReplicateArgs {
     /// How long a committed transaction may wait for others to share its batch, in ms.
     #[arg(long, default_value_t = 20)]
     pub batch_max_delay_ms: u64,
+    /// Where the replicator serves /metrics, /health, /ready, /status and its status page.
+    #[arg(
+        long = "replicator-listen",
+        env = "REPLICATOR_LISTEN",
+        default_value = "127.0.0.1:8001"
+    )]
+    pub listen: SocketAddr,
+    /// Heartbeat through the source (and slot reading) interval in ms; 0 turns heartbeats off.
+    #[arg(long, env = "HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
+    pub heartbeat_interval_ms: u64,
+    /// Warn (log and metric) when the slot retains more WAL than this many MiB.
+    #[arg(long, env = "RETAINED_WAL_WARN_MB", default_value_t = 1024)]
+    pub retained_wal_warn_mb: i64,
+    /// /ready answers 503 when the lag is above this many ms.
+    #[arg(long, env = "READY_MAX_LAG_MS", default_value_t = 5000)]
+    pub ready_max_lag_ms: u64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -115,6 +115,8 @@ pub struct ApplySession {
     tx: Transaction<'static, Postgres>,
     pub started: Instant,
     pub events: usize,
+    /// What the applied calls of this transaction counted, reported once it commits.
+    totals: ApplyStats,
 }
 
 impl ApplySession {
@@ -129,6 +131,7 @@ impl ApplySession {
             tx,
             started: Instant::now(),
             events: 0,
+            totals: ApplyStats::default(),
         })
     }
 
@@ -159,19 +162,23 @@ impl ApplySession {
             &mut stats,
         )
         .await?;
+        self.totals.events += stats.events;
+        self.totals.dead_letters += stats.dead_letters;
+        self.totals.by_table.extend(stats.by_table.iter().cloned());
         Ok(stats)
     }
 
-    /// Writes the checkpoint and commits.
+    /// Writes the checkpoint and commits; returns what every apply call of this transaction
+    /// counted.
     pub async fn commit(
         mut self,
         slot: &str,
         lsn: Lsn,
         commit_ts: Option<DateTime<Utc>>,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<ApplyStats, ApplyError> {
         checkpoint::store(&mut self.tx, slot, lsn, commit_ts).await?;
         self.tx.commit().await?;
-        Ok(())
+        Ok(self.totals)
     }
 }
 

@@ -94,6 +94,11 @@ impl Batcher {
         Some((open.ctx, open.seq))
     }
 
+    /// Whether the open transaction is being applied (not skipped), without using a `seq`.
+    pub fn next_change_would_apply(&self) -> bool {
+        self.open.is_some_and(|o| !o.skip)
+    }
+
     pub fn push(&mut self, event: JournalEvent) {
         self.bytes += event.weight();
         self.events.push(event);

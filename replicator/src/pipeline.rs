@@ -17,12 +17,14 @@ use crate::decode::{
     RelationCache, ReplicationMessage,
 };
 use crate::event::{row_event, truncate_event, Op, SourceTable, TxContext};
+use crate::heartbeat;
 use crate::lsn::Lsn;
 use crate::replica::Catalog;
 use crate::slot;
 use crate::snapshot::{self, SnapshotError};
 use crate::stream::config::{ConfigError, ReplicationConfig};
 use crate::stream::conn::{ConnError, ReplicationConnection};
+use crate::telemetry::{Role, Telemetry};
 use brewlytics_support::DbUrl;
 
 #[derive(Clone, Debug)]
@@ -85,6 +87,15 @@ impl ReplicatorError {
 /// Runs until `shutdown` turns true; reconnects with backoff on retryable errors.
 pub async fn run(
     cfg: ReplicatorConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ReplicatorError> {
+    run_with(cfg, Telemetry::new(), shutdown).await
+}
+
+/// [`run`], reporting to `telemetry`.
+pub async fn run_with(
+    cfg: ReplicatorConfig,
+    telemetry: Arc<Telemetry>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
     slot::validate_name("slot name", &cfg.slot).map_err(ReplicatorError::Fatal)?;
@@ -95,10 +106,18 @@ pub async fn run(
             return Ok(());
         }
         let started = Instant::now();
-        match session(&cfg, &mut shutdown).await {
+        let outcome = session(&cfg, &telemetry, &mut shutdown).await;
+        if telemetry.role() == Role::Streaming {
+            telemetry.set_role(Role::Leader);
+        }
+        match outcome {
             Ok(()) => return Ok(()),
-            Err(e) if !e.is_retryable() => return Err(e),
+            Err(e) if !e.is_retryable() => {
+                telemetry.error(e.kind(), e.to_string());
+                return Err(e);
+            }
             Err(e) => {
+                telemetry.error(e.kind(), e.to_string());
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(250);
                 }
@@ -125,6 +144,7 @@ async fn olap_pool(url: &DbUrl) -> Result<PgPool, sqlx::Error> {
 /// One connection's life: set up, stream until shutdown or error.
 async fn session(
     cfg: &ReplicatorConfig,
+    telemetry: &Arc<Telemetry>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
     let olap = olap_pool(&cfg.olap_url).await?;
@@ -191,8 +211,12 @@ async fn session(
     conn.start_copy_both(&slot::start_sql(&cfg.slot, start, &cfg.publication))
         .await?;
     tracing::info!(slot = %cfg.slot, from = %start, "streaming");
+    telemetry.checkpoint(start);
+    telemetry.set_role(Role::Streaming);
     Streamer {
         cfg,
+        telemetry: telemetry.clone(),
+        heartbeat: None,
         olap,
         conn,
         catalog,
@@ -279,6 +303,9 @@ pub async fn resync(cfg: &ReplicatorConfig) -> Result<Lsn, ReplicatorError> {
 
 struct Streamer<'a> {
     cfg: &'a ReplicatorConfig,
+    telemetry: Arc<Telemetry>,
+    /// The newest of this process's heartbeats in the batch being built.
+    heartbeat: Option<u64>,
     olap: PgPool,
     conn: ReplicationConnection,
     catalog: Catalog,
@@ -429,8 +456,17 @@ impl Streamer<'_> {
                     self.batcher.push(e);
                 }
             }
-            PgOutputMessage::Origin(_) | PgOutputMessage::Type(_) | PgOutputMessage::Message(_) => {
+            PgOutputMessage::Message(m) => {
+                if m.transactional
+                    && m.prefix == heartbeat::PREFIX
+                    && self.batcher.next_change_would_apply()
+                {
+                    if let Some(seq) = self.telemetry.heartbeat_seq(&m.content) {
+                        self.heartbeat = Some(self.heartbeat.map_or(seq, |h| h.max(seq)));
+                    }
+                }
             }
+            PgOutputMessage::Origin(_) | PgOutputMessage::Type(_) => {}
         }
         Ok(())
     }
@@ -471,17 +507,23 @@ impl Streamer<'_> {
             Some(s) => s,
             None => ApplySession::begin(&self.olap).await?,
         };
-        let stats = session
+        session
             .apply(&mut self.catalog, &events, self.cfg.on_error)
             .await?;
         let total = session.events;
-        let elapsed = session.started.elapsed();
-        session
+        let started = session.started;
+        let totals = session
             .commit(&self.cfg.slot, mark.end_lsn, mark.commit_ts)
             .await?;
+        let elapsed = started.elapsed();
         self.flushed = self.flushed.max(mark.end_lsn);
         self.applied_to = self.applied_to.max(mark.end_lsn);
-        tracing::debug!(transactions = txs, changes = total, dead_letters = stats.dead_letters,
+        self.telemetry
+            .batch_applied(&totals, txs, elapsed, mark.end_lsn);
+        if let Some(seq) = self.heartbeat.take() {
+            self.telemetry.heartbeat_applied(seq);
+        }
+        tracing::debug!(transactions = txs, changes = total, dead_letters = totals.dead_letters,
             checkpoint = %mark.end_lsn, ms = elapsed.as_millis() as u64, "batch applied");
         self.send_status(false).await
     }

@@ -4,6 +4,7 @@ mod pipeline;
 mod up;
 
 use anyhow::Context;
+use brewlytics_replicator::daemon::DaemonConfig;
 use brewlytics_replicator::pipeline::ReplicatorConfig;
 
 use crate::cli::{Command, ReplicateArgs, SlotArgs};
@@ -53,7 +54,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Replicate { db, replicate } => {
             let urls = databases::resolve(&db)?;
-            pipeline::replicate(replicator_config(&urls, &replicate)).await
+            pipeline::replicate(daemon_config(&urls, &replicate)).await
         }
         Command::Status { db, slot, json } => {
             let urls = databases::resolve(&db)?;
@@ -94,6 +95,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     on_error: Default::default(),
                     batch_max_changes: 10_000,
                     batch_max_delay_ms: 20,
+                    listen: ([127, 0, 0, 1], 0).into(),
+                    heartbeat_interval_ms: 0,
+                    retained_wal_warn_mb: 0,
+                    ready_max_lag_ms: 0,
                 },
             );
             let lsn = brewlytics_replicator::pipeline::resync(&cfg).await?;
@@ -128,5 +133,15 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         },
         on_error: args.on_error,
         status_interval: std::time::Duration::from_secs(10),
+    }
+}
+
+pub fn daemon_config(urls: &Urls, args: &ReplicateArgs) -> DaemonConfig {
+    DaemonConfig {
+        replicator: replicator_config(urls, args),
+        listen: Some(args.listen),
+        heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_interval_ms),
+        retained_wal_warn_bytes: args.retained_wal_warn_mb.saturating_mul(1 << 20),
+        ready_max_lag: std::time::Duration::from_millis(args.ready_max_lag_ms),
     }
 }

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use brewlytics_replicator::pipeline::ReplicatorConfig;
+use brewlytics_replicator::daemon::DaemonConfig;
+use brewlytics_replicator::telemetry::Telemetry;
 use tokio::sync::watch;
 
 use crate::databases::{self, Urls};
@@ -47,13 +48,13 @@ pub async fn run_api(
     .await
 }
 
-pub async fn replicate(cfg: ReplicatorConfig) -> anyhow::Result<()> {
+pub async fn replicate(cfg: DaemonConfig) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         brewlytics_support::shutdown::signal().await;
         tracing::info!("shutdown requested");
         let _ = tx.send(true);
     });
-    brewlytics_replicator::pipeline::run(cfg, rx).await?;
+    brewlytics_replicator::daemon::run(cfg, Telemetry::new(), rx).await?;
     Ok(())
 }

@@ -63,9 +63,14 @@ async fn serve(
     drop(oltp);
 
     let (tx, rx) = watch::channel(false);
-    let cfg = super::replicator_config(urls, replicate);
-    let slot = cfg.slot.clone();
-    let replicator = tokio::spawn(brewlytics_replicator::pipeline::run(cfg, rx.clone()));
+    let cfg = super::daemon_config(urls, replicate);
+    let slot = cfg.replicator.slot.clone();
+    let replicator_listen = replicate.listen;
+    let replicator = tokio::spawn(brewlytics_replicator::daemon::run(
+        cfg,
+        brewlytics_replicator::telemetry::Telemetry::new(),
+        rx.clone(),
+    ));
     let api = {
         let urls = databases::Urls {
             oltp: urls.oltp.clone(),
@@ -79,7 +84,9 @@ async fn serve(
 
     println!("Brewlytics is up.");
     println!("  API          http://{api_listen}   (GET /health, POST /orders, GET /openapi.json)");
-    println!("  Replicator   slot {slot} → coffee_olap   (`brewlytics status`)");
+    println!(
+        "  Replicator   http://{replicator_listen}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
+    );
     println!("  OLTP         {}", urls.oltp);
     println!("  OLAP         {}", urls.olap);
     if let Some(dir) = embedded_dir {

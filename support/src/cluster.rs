@@ -214,6 +214,17 @@ impl EmbeddedCluster {
         self.pg_ctl_start()
     }
 
+    /// Stops the server (fast shutdown) but keeps the cluster: [`Self::resume`] starts it
+    /// again on the same port. For tests of a database that goes away for a while.
+    pub fn pause(&mut self) -> Result<(), ClusterError> {
+        self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"])
+    }
+
+    /// Starts a paused server again.
+    pub fn resume(&mut self) -> Result<(), ClusterError> {
+        self.pg_ctl_start()
+    }
+
     /// Stops the server (fast shutdown) and the watchdog; removes a throwaway directory.
     pub fn stop(&mut self) -> Result<(), ClusterError> {
         if self.stopped {

@@ -1,0 +1,166 @@
+//! The replicator's HTTP endpoints on `REPLICATOR_LISTEN`: `/health` (alive), `/ready`
+//! (streaming, lag under the bound), `/status` (`brewlytics status --json` plus the live
+//! state of this process), `/metrics` (Prometheus) and `/` (the status page).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::daemon::DaemonConfig;
+use crate::pipeline::ReplicatorError;
+use crate::status::{self, Status};
+use crate::telemetry::{Live, Role, Telemetry};
+
+const PAGE: &str = include_str!("http/status.html");
+
+#[derive(Clone)]
+pub struct HttpState {
+    telemetry: Arc<Telemetry>,
+    oltp: PgPool,
+    olap: PgPool,
+    slot: String,
+    ready_max_lag: Duration,
+}
+
+impl HttpState {
+    pub fn new(cfg: &DaemonConfig, telemetry: Arc<Telemetry>) -> Result<Self, ReplicatorError> {
+        let lazy = |url: &brewlytics_support::DbUrl| -> Result<PgPool, ReplicatorError> {
+            Ok(PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(3))
+                .connect_lazy_with(url.connect_options()?.application_name("brewlytics-status")))
+        };
+        Ok(Self {
+            telemetry,
+            oltp: lazy(&cfg.replicator.oltp_url)?,
+            olap: lazy(&cfg.replicator.olap_url)?,
+            slot: cfg.replicator.slot.clone(),
+            ready_max_lag: cfg.ready_max_lag,
+        })
+    }
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/status", get(status_doc))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn health(State(s): State<HttpState>) -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "role": s.telemetry.role()}))
+}
+
+/// Why the replicator is not ready, if it is not: streaming and lag under the bound.
+fn not_ready(role: Role, lag_seconds: Option<f64>, bound: Duration) -> Option<String> {
+    if role != Role::Streaming {
+        return Some(format!(
+            "not streaming (role: {})",
+            serde_json::to_value(role).ok()?.as_str()?
+        ));
+    }
+    match lag_seconds {
+        Some(l) if l > bound.as_secs_f64() => Some(format!(
+            "lag {l:.3} s is over the {:.3} s bound",
+            bound.as_secs_f64()
+        )),
+        _ => None,
+    }
+}
+
+async fn ready(State(s): State<HttpState>) -> Response {
+    let lag = s.telemetry.lag_seconds();
+    match not_ready(s.telemetry.role(), lag, s.ready_max_lag) {
+        None => Json(json!({"ready": true, "lag_seconds": lag})).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": reason, "lag_seconds": lag})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct StatusDoc {
+    #[serde(flatten)]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    replicator: Live,
+}
+
+async fn status_doc(State(s): State<HttpState>) -> Response {
+    let read = async {
+        let mut oltp = s.oltp.acquire().await?;
+        let mut olap = s.olap.acquire().await?;
+        status::read(&mut oltp, &mut olap, &s.slot).await
+    };
+    let outcome = match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(st)) => Ok(st),
+        Ok(Err(e)) => Err(format!("reading the status: {e}")),
+        Err(_) => Err("reading the status timed out".to_owned()),
+    };
+    let replicator = s.telemetry.live();
+    match outcome {
+        Ok(st) => Json(StatusDoc {
+            status: Some(st),
+            error: None,
+            replicator,
+        })
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(StatusDoc {
+                status: None,
+                error: Some(e),
+                replicator,
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.telemetry.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_needs_streaming_and_small_lag() {
+        let bound = Duration::from_secs(5);
+        assert_eq!(not_ready(Role::Streaming, Some(0.02), bound), None);
+        assert_eq!(not_ready(Role::Streaming, None, bound), None);
+        assert!(not_ready(Role::Streaming, Some(7.5), bound)
+            .unwrap()
+            .contains("7.500 s is over the 5.000 s bound"));
+        assert!(not_ready(Role::Standby, Some(0.0), bound)
+            .unwrap()
+            .contains("standby"));
+    }
+}

@@ -1,0 +1,431 @@
+//! What the end-to-end drills share: a source and a target PostgreSQL cluster of their own,
+//! the built `brewlytics` binary run as a child process (killed when its guard drops), an
+//! order workload written straight to OLTP, and the checks that OLAP equals OLTP.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brewlytics_replicator::verify;
+use brewlytics_support::{ClusterOptions, DbUrl, EmbeddedCluster};
+use sqlx::{Connection, PgConnection};
+
+/// OLTP and OLAP as two servers, like a deployment.
+pub struct Clusters {
+    pub oltp: EmbeddedCluster,
+    pub olap: EmbeddedCluster,
+}
+
+impl Clusters {
+    pub fn start() -> Self {
+        let oltp = EmbeddedCluster::start(ClusterOptions::throwaway()).expect("OLTP cluster");
+        oltp.ensure_database("coffee_oltp").unwrap();
+        let olap = EmbeddedCluster::start(ClusterOptions::throwaway()).expect("OLAP cluster");
+        olap.ensure_database("coffee_olap").unwrap();
+        Self { oltp, olap }
+    }
+
+    pub fn oltp_url(&self) -> DbUrl {
+        self.oltp.url("coffee_oltp")
+    }
+
+    pub fn olap_url(&self) -> DbUrl {
+        self.olap.url("coffee_olap")
+    }
+
+    /// `brewlytics` with both URLs in its environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_brewlytics"));
+        c.args(args)
+            .env("OLTP_DATABASE_URL", self.oltp_url().expose())
+            .env("OLAP_DATABASE_URL", self.olap_url().expose())
+            .env("BREWLYTICS_DATA_DIR", scratch_dir("unused"))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a command to completion; panics with its output when it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().expect("running brewlytics");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "brewlytics {args:?} failed: {text}");
+        text
+    }
+
+    /// Migrations and master data plus `orders` historical orders.
+    pub fn prepare(&self, orders: u32) {
+        self.run(&["migrate"]);
+        self.run(&["seed", "--orders", &orders.to_string()]);
+    }
+
+    /// Starts `brewlytics replicate` with its log in a file; endpoints on `listen`.
+    pub fn replicator(&self, name: &str, listen: &str, extra_env: &[(&str, &str)]) -> Proc {
+        let log = scratch_dir("logs").join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut c = self.command(&["replicate"]);
+        c.env("REPLICATOR_LISTEN", listen)
+            .env("HEARTBEAT_INTERVAL_MS", "200")
+            .env("RUST_LOG", "info")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        Proc {
+            child: Some(c.spawn().expect("starting brewlytics replicate")),
+            log,
+        }
+    }
+
+    pub async fn oltp_conn(&self) -> PgConnection {
+        connect(&self.oltp_url()).await
+    }
+
+    pub async fn olap_conn(&self) -> PgConnection {
+        connect(&self.olap_url()).await
+    }
+
+    /// Waits (bounded) until OLAP equals OLTP; returns the last report.
+    pub async fn converged(&self, within: Duration) -> verify::Report {
+        let start = Instant::now();
+        loop {
+            let attempt = async {
+                let mut oltp = self.oltp_conn().await;
+                let mut olap = self.olap_conn().await;
+                verify::compare(&mut oltp, &mut olap, "brewlytics").await
+            };
+            match attempt.await {
+                Ok(r) if r.all_equal() => return r,
+                Ok(r) if start.elapsed() > within => return r,
+                Err(e) if start.elapsed() > within => panic!("comparing OLAP with OLTP: {e}"),
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// What the star schema holds, by natural keys, with each sale's product version
+    /// (valid_from): equal before and after a rebuild from the journal.
+    pub async fn star_fingerprint(&self) -> Vec<String> {
+        let mut olap = self.olap_conn().await;
+        let mut out = Vec::new();
+        for sql in [
+            "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
+               select concat_ws('|', f.order_item_id, f.order_id, f.date_key, c.customer_id, p.product_id,
+                                p.valid_from, e.employee_id, s.store_id, f.quantity, f.unit_price,
+                                f.revenue, f.status, f.ordered_at) x
+               from fact_sales f join dim_customer c using (customer_key) join dim_product p using (product_key)
+               join dim_employee e using (employee_key) join dim_store s using (store_key)) t",
+            "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
+               select concat_ws('|', product_id, name, category, price, is_available, valid_from, valid_to, is_current) x
+               from dim_product) t",
+            "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
+               select concat_ws('|', payment_id, order_id, amount, method, order_status) x from fact_payments) t",
+            "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
+               select concat_ws('|', i.date_key, s.store_id, p.product_id, i.reason, i.quantity_delta, i.movements) x
+               from fact_inventory i join dim_store s using (store_key, store_id) join dim_product p using (product_key, product_id)) t",
+        ] {
+            let v: String = sqlx::query_scalar(sql)
+                .fetch_one(&mut olap)
+                .await
+                .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            out.push(v);
+        }
+        out
+    }
+
+    /// No change journaled twice: (lsn, seq) unique, and no source row inserted twice.
+    pub async fn journal_duplicates(&self) -> (i64, i64) {
+        let mut olap = self.olap_conn().await;
+        sqlx::query_as(
+            "select (select count(*) - count(distinct (lsn, seq)) from cdc_events),
+                    (select count(*) from (select source_table, key from cdc_events
+                                           where op in ('i', 'r') group by 1, 2 having count(*) > 1) d)",
+        )
+        .fetch_one(&mut olap)
+        .await
+        .unwrap()
+    }
+}
+
+pub async fn connect(url: &DbUrl) -> PgConnection {
+    PgConnection::connect_with(&url.connect_options().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
+
+/// A directory under the target dir for this test binary's files.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("drills-{}", std::process::id()))
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A free loopback address for a child's endpoints.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A child process, killed (SIGKILL) if still running when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGTERM, then wait (bounded); the exit status.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("process already ended");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status;
+            }
+            if start.elapsed() > within {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "process did not stop within {within:?} of SIGTERM; log: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident memory so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// GET over plain HTTP/1.0 on loopback: (status, body). Enough for the daemon's endpoints.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned())?;
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Counts of what the workload did.
+#[derive(Default)]
+pub struct LoadCounts {
+    pub orders: AtomicU64,
+    pub updates: AtomicU64,
+    pub deletes: AtomicU64,
+    pub price_changes: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A mixed order workload straight into OLTP until `stop`: new orders (items, payment,
+/// inventory), status changes, deletes, price changes, restocks. Survives the source going
+/// away (reconnects); a transaction that fails is rolled back and not counted.
+pub async fn workload(url: DbUrl, stop: Arc<AtomicBool>, counts: Arc<LoadCounts>, seed: u64) {
+    let mut rng = seed | 1;
+    let mut next = move |n: u64| {
+        // xorshift64*
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) % n.max(1)
+    };
+    let mut conn: Option<PgConnection> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if conn.is_none() {
+            match PgConnection::connect_with(&url.connect_options().unwrap()).await {
+                Ok(c) => conn = Some(c),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().unwrap();
+        let pick = next(100);
+        let r = one_step(c, pick, &mut next).await;
+        match r {
+            Ok(kind) => {
+                let counter = match kind {
+                    Step::Order => &counts.orders,
+                    Step::Update => &counts.updates,
+                    Step::Delete => &counts.deletes,
+                    Step::Price => &counts.price_changes,
+                    Step::Other => continue,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                counts.errors.fetch_add(1, Ordering::Relaxed);
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+enum Step {
+    Order,
+    Update,
+    Delete,
+    Price,
+    Other,
+}
+
+async fn one_step(
+    c: &mut PgConnection,
+    pick: u64,
+    next: &mut impl FnMut(u64) -> u64,
+) -> Result<Step, sqlx::Error> {
+    let mut tx = c.begin().await?;
+    let step = match pick {
+        0..=59 => {
+            let items = 1 + next(4) as i64;
+            let walk_in = next(4) == 0;
+            let id: uuid::Uuid = sqlx::query_scalar(
+                "with o as (
+                   insert into orders (id, customer_id, employee_id, store_id, payment_method, total)
+                   select gen_random_uuid(),
+                          case when $2 then null else (select id from customers order by random() limit 1) end,
+                          e.id, e.store_id, 'card', 0
+                   from employees e where e.active and e.store_id is not null order by random() limit 1
+                   returning id, store_id),
+                 i as (
+                   insert into order_items (order_id, product_id, quantity, unit_price)
+                   select o.id, p.id, 1 + (random() * 2)::int, p.price
+                   from o, (select id, price from products where is_available order by random() limit $1) p
+                   returning order_id, product_id, quantity, unit_price),
+                 m as (
+                   insert into inventory_movements (store_id, product_id, order_id, delta, reason)
+                   select o.store_id, i.product_id, o.id, -i.quantity, 'sale' from o join i on i.order_id = o.id),
+                 p as (
+                   insert into payments (order_id, amount, method)
+                   select o.id, (select sum(quantity * unit_price) from i), 'card' from o)
+                 select id from o",
+            )
+            .bind(items)
+            .bind(walk_in)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "update orders set total = (select sum(quantity * unit_price) from order_items where order_id = $1)
+                 where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            Step::Order
+        }
+        60..=84 => {
+            sqlx::query(
+                "update orders set status = case status when 'placed' then 'preparing'
+                        when 'preparing' then (case when random() < 0.1 then 'cancelled' else 'ready' end)
+                        else 'completed' end, updated_at = now()
+                 where id = (select id from orders where status in ('placed', 'preparing', 'ready')
+                             order by random() limit 1)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            Step::Update
+        }
+        85..=89 => {
+            sqlx::query(
+                "delete from orders where id = (select id from orders order by random() limit 1)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            Step::Delete
+        }
+        90..=93 => {
+            sqlx::query(
+                "update products set price = price + 0.10, updated_at = now()
+                 where id = (select id from products order by random() limit 1)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            Step::Price
+        }
+        _ => {
+            sqlx::query(
+                "insert into inventory_movements (store_id, product_id, delta, reason)
+                 select (select id from stores order by random() limit 1),
+                        (select id from products order by random() limit 1), 20, 'restock'",
+            )
+            .execute(&mut *tx)
+            .await?;
+            Step::Other
+        }
+    };
+    tx.commit().await?;
+    Ok(step)
+}
