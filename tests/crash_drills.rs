@@ -327,3 +327,132 @@ async fn a_500k_change_transaction_replicates_with_bounded_memory() {
     let report = c.converged(Duration::from_secs(30)).await;
     assert!(report.all_equal(), "{report:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_stops_with_how_to_recover_and_resync_recovers() {
+    // The source may keep at most 1 MB of WAL for slots: a stopped replicator loses its slot.
+    let c = Clusters::start_with(&[("max_slot_wal_keep_size", "1")]);
+    c.prepare(20);
+    let addr = free_addr();
+    let mut r = c.replicator("lost-1", &addr, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(&addr, "/health")
+        .await
+        .is_some_and(|(_, b)| b.contains("streaming"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never streamed: {}",
+            r.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(r.terminate(Duration::from_secs(30)).success());
+
+    // Orders while the replicator is down, then enough WAL to pass the limit.
+    let mut oltp = c.oltp_conn().await;
+    for _ in 0..3 {
+        sqlx::query(
+            "insert into inventory_movements (store_id, product_id, delta, reason)
+             select 1, 1, 1, 'adjustment' from generate_series(1, 20000)",
+        )
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+        sqlx::query("select pg_switch_wal()")
+            .execute(&mut oltp)
+            .await
+            .unwrap();
+    }
+    sqlx::query("checkpoint").execute(&mut oltp).await.unwrap();
+    let status: Option<String> = sqlx::query_scalar(
+        "select wal_status from pg_replication_slots where slot_name = 'brewlytics'",
+    )
+    .fetch_one(&mut oltp)
+    .await
+    .unwrap();
+    assert_eq!(
+        status.as_deref(),
+        Some("lost"),
+        "the slot was not invalidated"
+    );
+
+    let out = c
+        .command(&["replicate"])
+        .env("REPLICATOR_LISTEN", free_addr())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "replicate went on with a lost slot");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("wal_status = lost")
+            && last.contains("brewlytics resync"),
+        "{stderr}"
+    );
+
+    let out = c.run(&["resync"]);
+    assert!(out.contains("resynced"), "{out}");
+    let mut r = c.replicator("lost-2", &free_addr(), &[]);
+    let report = c.converged(Duration::from_secs(60)).await;
+    assert!(report.all_equal(), "{report:#?}");
+    assert!(r.terminate(Duration::from_secs(30)).success());
+    // Logs never carry a password.
+    for secret in [c.oltp.password(), c.olap.password()] {
+        assert!(!r.log_text().contains(secret));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs_status_or_errors() {
+    let c = Clusters::start();
+    c.prepare(10);
+    let addr = free_addr();
+    let mut r = c.replicator(
+        "secrets",
+        &addr,
+        &[("RUST_LOG", "debug"), ("LOG_FORMAT", "json")],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(LoadCounts::default());
+    let load = tokio::spawn(workload(c.oltp_url(), stop.clone(), counts.clone(), 3));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let report = c.converged(Duration::from_secs(30)).await;
+    assert!(report.all_equal());
+    let status = http_get(&addr, "/status").await.expect("/status").1;
+    let metrics = http_get(&addr, "/metrics").await.expect("/metrics").1;
+    let page = http_get(&addr, "/").await.expect("/").1;
+    assert!(status.contains("\"checkpoint_lsn\""), "{status}");
+    assert!(r.terminate(Duration::from_secs(30)).success());
+    let log = r.log_text();
+    assert!(log.lines().count() > 3, "{log}");
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    // A wrong password: the error names the database, never the password tried.
+    let wrong = c
+        .oltp_url()
+        .expose()
+        .replace(c.oltp.password(), "Wr0ngSecretValue");
+    let out = c
+        .command(&["status"])
+        .env("OLTP_DATABASE_URL", &wrong)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("password authentication failed") || err.contains("***"),
+        "{err}"
+    );
+    for text in [&status, &metrics, &page, &log, &err] {
+        for secret in [c.oltp.password(), c.olap.password(), "Wr0ngSecretValue"] {
+            assert!(!text.contains(secret), "a password leaked: {text}");
+        }
+    }
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::apply::{ApplyError, ApplySession, OnError};
 use crate::batch::{BatchLimits, Batcher};
@@ -503,18 +504,25 @@ impl Streamer<'_> {
         let Some((events, mark, txs)) = self.batcher.take_batch() else {
             return Ok(());
         };
-        let mut session = match self.session.take() {
-            Some(s) => s,
-            None => ApplySession::begin(&self.olap).await?,
-        };
-        session
-            .apply(&mut self.catalog, &events, self.cfg.on_error)
-            .await?;
-        let total = session.events;
-        let started = session.started;
-        let totals = session
-            .commit(&self.cfg.slot, mark.end_lsn, mark.commit_ts)
-            .await?;
+        let span = tracing::info_span!("batch", transactions = txs, checkpoint = %mark.end_lsn);
+        let session = self.session.take();
+        let (total, started, totals) = async {
+            let mut session = match session {
+                Some(s) => s,
+                None => ApplySession::begin(&self.olap).await?,
+            };
+            session
+                .apply(&mut self.catalog, &events, self.cfg.on_error)
+                .await?;
+            let total = session.events;
+            let started = session.started;
+            let totals = session
+                .commit(&self.cfg.slot, mark.end_lsn, mark.commit_ts)
+                .await?;
+            Ok::<_, ReplicatorError>((total, started, totals))
+        }
+        .instrument(span)
+        .await?;
         let elapsed = started.elapsed();
         self.flushed = self.flushed.max(mark.end_lsn);
         self.applied_to = self.applied_to.max(mark.end_lsn);

@@ -22,7 +22,17 @@ pub struct Clusters {
 
 impl Clusters {
     pub fn start() -> Self {
-        let oltp = EmbeddedCluster::start(ClusterOptions::throwaway()).expect("OLTP cluster");
+        Self::start_with(&[])
+    }
+
+    /// With extra settings on the source server.
+    pub fn start_with(oltp_settings: &[(&str, &str)]) -> Self {
+        let mut opts = ClusterOptions::throwaway();
+        opts.settings = oltp_settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let oltp = EmbeddedCluster::start(opts).expect("OLTP cluster");
         oltp.ensure_database("coffee_oltp").unwrap();
         let olap = EmbeddedCluster::start(ClusterOptions::throwaway()).expect("OLAP cluster");
         olap.ensure_database("coffee_olap").unwrap();
