@@ -29,6 +29,9 @@ impl Default for BatchLimits {
     }
 }
 
+/// How many times the batch delay a batch may wait while more data keeps arriving.
+pub const CATCH_UP_FACTOR: u32 = 25;
+
 /// The source transaction being received.
 #[derive(Clone, Copy, Debug)]
 struct OpenTx {
@@ -144,13 +147,26 @@ impl Batcher {
         self.first_commit_at.map(|t| t + self.limits.max_delay)
     }
 
-    /// Between transactions, with committed work that is due (time) or full.
-    pub fn should_commit(&self, now: Instant) -> bool {
-        self.open.is_none()
-            && self.last_commit.is_some()
-            && (self.deadline().is_some_and(|d| now >= d)
-                || self.events.len() >= self.limits.max_changes
-                || self.bytes >= self.limits.max_bytes)
+    /// Between transactions, with committed work that is full, or due: past the delay
+    /// while the stream has nothing more ready (`stream_idle`), or past
+    /// [`CATCH_UP_FACTOR`] times the delay whatever the stream does. While catching up a
+    /// backlog the stream is never idle, so batches grow towards the change bound instead of
+    /// being cut every few milliseconds.
+    pub fn should_commit(&self, now: Instant, stream_idle: bool) -> bool {
+        if self.open.is_some() || self.last_commit.is_none() {
+            return false;
+        }
+        if self.events.len() >= self.limits.max_changes || self.bytes >= self.limits.max_bytes {
+            return true;
+        }
+        match self.first_commit_at {
+            Some(t) => {
+                let waited = now.saturating_duration_since(t);
+                (stream_idle && waited >= self.limits.max_delay)
+                    || waited >= self.limits.max_delay * CATCH_UP_FACTOR
+            }
+            None => false,
+        }
     }
 
     /// Takes the batch: its remaining events, the commit it ends with, and how many source
@@ -232,8 +248,11 @@ mod tests {
             b.push(ev(c, s));
             b.commit(Lsn(lsn + 1), None, t0 + Duration::from_millis(i as u64));
         }
-        assert!(!b.should_commit(t0));
-        assert!(b.should_commit(t0 + Duration::from_millis(11)));
+        assert!(!b.should_commit(t0, true));
+        assert!(b.should_commit(t0 + Duration::from_millis(11), true));
+        // more data ready: wait, up to the catch-up bound
+        assert!(!b.should_commit(t0 + Duration::from_millis(11), false));
+        assert!(b.should_commit(t0 + Duration::from_millis(250), false));
         let (events, mark, txs) = b.take_batch().unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(mark.end_lsn, Lsn(21));
@@ -253,7 +272,7 @@ mod tests {
                 assert_eq!(chunk.len(), 3);
                 chunks += 1;
             }
-            assert!(!b.should_commit(Instant::now() + Duration::from_secs(1)));
+            assert!(!b.should_commit(Instant::now() + Duration::from_secs(1), true));
             assert!(b.take_batch().is_none());
         }
         assert_eq!(chunks, 3);

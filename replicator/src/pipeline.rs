@@ -330,7 +330,8 @@ impl Streamer<'_> {
                 .batcher
                 .deadline()
                 .map_or(next_status, |d| d.min(next_status));
-            tokio::select! {
+            // The timer only wins when the stream has nothing ready (biased order).
+            let stream_idle = tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
                     return self.finish().await;
@@ -340,11 +341,12 @@ impl Streamer<'_> {
                         Some(bytes) => self.handle(bytes).await?,
                         None => return Err(ConnError::Closed.into()),
                     }
+                    false
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {}
-            }
+                _ = tokio::time::sleep_until(wake.into()) => true,
+            };
             let now = Instant::now();
-            if self.batcher.should_commit(now) {
+            if self.batcher.should_commit(now, stream_idle) {
                 self.commit_batch().await?;
             }
             if now >= next_status {
