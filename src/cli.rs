@@ -88,6 +88,9 @@ pub enum Command {
         /// Historical orders to seed on the first start (when there are none).
         #[arg(long, default_value_t = 500)]
         seed_orders: u32,
+        /// Where the built-in dashboard listens.
+        #[arg(long, env = "DASHBOARD_LISTEN", default_value = "127.0.0.1:8002")]
+        dashboard_listen: SocketAddr,
         #[command(flatten)]
         replicate: ReplicateArgs,
     },
@@ -150,5 +153,14 @@ pub enum Command {
         db: DbArgs,
         #[command(flatten)]
         slot: SlotArgs,
+    },
+    /// Answer a business question from coffee_olap (csv, json or table); `--list` shows them.
+    Report(crate::commands::insights::ReportArgs),
+    /// The built-in BI dashboard (charts and tables that refresh while orders flow).
+    Dashboard(crate::commands::insights::DashboardArgs),
+    /// Metabase: `provision` creates or updates the Brewlytics dashboard.
+    Dashboards {
+        #[command(subcommand)]
+        command: crate::commands::insights::DashboardsCommand,
     },
 }

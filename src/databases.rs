@@ -35,6 +35,21 @@ pub fn resolve(args: &DbArgs) -> anyhow::Result<Urls> {
     }
 }
 
+/// The OLTP URL alone, for commands that never touch OLAP (the API, seeding).
+pub fn resolve_oltp(args: &DbArgs) -> anyhow::Result<DbUrl> {
+    match &args.oltp_url {
+        Some(url) => Ok(url.clone()),
+        None => Ok(running_embedded(&args.data_dir)
+            .with_context(|| {
+                format!(
+                    "no OLTP_DATABASE_URL given and no embedded cluster running in {}",
+                    args.data_dir.display()
+                )
+            })?
+            .oltp),
+    }
+}
+
 fn running_embedded(dir: &Path) -> anyhow::Result<Urls> {
     let pgdata = dir.join("pgdata");
     if !pgdata.join("postmaster.pid").exists() {

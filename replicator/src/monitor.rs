@@ -34,6 +34,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let mut conn: Option<PgConnection> = None;
     let mut last_warning: Option<Instant> = None;
+    let mut last_failure_warning: Option<Instant> = None;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -58,7 +59,15 @@ pub async fn run(
             Ok(Some(lost)) => return Err(lost),
             Ok(None) => {}
             Err(e) => {
-                tracing::debug!(error = %e, "monitor: reading the slot failed; reconnecting");
+                // A missing privilege would otherwise stop heartbeats and slot readings
+                // silently: say so, once a minute at most.
+                if last_failure_warning
+                    .is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(60))
+                {
+                    last_failure_warning = Some(Instant::now());
+                    tracing::warn!(error = %e, "slot monitor: reading the slot or sending a heartbeat failed; lag metrics are stale until it works again");
+                }
+                telemetry.error("monitor", format!("slot monitor: {e}"));
                 conn = None;
             }
         }

@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+pub mod insights;
 mod pipeline;
 mod up;
 
@@ -17,7 +18,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             api_listen,
             seed_orders,
             replicate,
-        } => up::run(db, api_listen, seed_orders, replicate).await,
+            dashboard_listen,
+        } => up::run(db, api_listen, seed_orders, replicate, dashboard_listen).await,
         Command::Migrate { db } => {
             let urls = databases::resolve(&db)?;
             migrate(&urls).await?;
@@ -30,8 +32,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             days,
             rng_seed,
         } => {
-            let urls = databases::resolve(&db)?;
-            let pool = databases::pool(&urls.oltp, 8).await?;
+            let oltp = databases::resolve_oltp(&db)?;
+            let pool = databases::pool(&oltp, 8).await?;
             let summary = brewlytics_api::seed::seed(
                 &pool,
                 &brewlytics_api::seed::SeedOptions {
@@ -49,8 +51,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             listen,
             services,
         } => {
-            let urls = databases::resolve(&db)?;
-            pipeline::serve_api(&urls, listen, &services).await
+            let oltp = databases::resolve_oltp(&db)?;
+            pipeline::serve_api(&oltp, listen, &services).await
         }
         Command::Replicate { db, replicate } => {
             let urls = databases::resolve(&db)?;
@@ -86,6 +88,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Report(args) => insights::report(args).await,
+        Command::Dashboard(args) => insights::dashboard(args).await,
+        Command::Dashboards { command } => insights::dashboards(command).await,
         Command::Resync { db, slot } => {
             let urls = databases::resolve(&db)?;
             let cfg = replicator_config(

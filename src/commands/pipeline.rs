@@ -7,10 +7,12 @@ use brewlytics_replicator::daemon::DaemonConfig;
 use brewlytics_replicator::telemetry::Telemetry;
 use tokio::sync::watch;
 
-use crate::databases::{self, Urls};
+use brewlytics_support::DbUrl;
+
+use crate::databases;
 
 pub async fn serve_api(
-    urls: &Urls,
+    oltp: &DbUrl,
     listen: SocketAddr,
     services: &[brewlytics_api::Service],
 ) -> anyhow::Result<()> {
@@ -19,16 +21,16 @@ pub async fn serve_api(
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
-    run_api(urls, listen, services, rx).await
+    run_api(oltp, listen, services, rx).await
 }
 
 pub async fn run_api(
-    urls: &Urls,
+    oltp: &DbUrl,
     listen: SocketAddr,
     services: &[brewlytics_api::Service],
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let pool = databases::pool(&urls.oltp, 16).await?;
+    let pool = databases::pool(oltp, 16).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the API to {listen}"))?;

@@ -13,6 +13,7 @@ pub async fn run(
     api_listen: SocketAddr,
     seed_orders: u32,
     replicate: ReplicateArgs,
+    dashboard_listen: SocketAddr,
 ) -> anyhow::Result<()> {
     let (cluster, urls) = match (&db.oltp_url, &db.olap_url) {
         (None, None) => {
@@ -29,6 +30,7 @@ pub async fn run(
         seed_orders,
         &replicate,
         cluster.as_ref().map(|c| c.data_dir().to_path_buf()),
+        dashboard_listen,
     )
     .await;
     if let Some(mut c) = cluster {
@@ -43,6 +45,7 @@ async fn serve(
     seed_orders: u32,
     replicate: &ReplicateArgs,
     embedded_dir: Option<std::path::PathBuf>,
+    dashboard_listen: SocketAddr,
 ) -> anyhow::Result<()> {
     super::migrate(urls).await?;
     let oltp = databases::pool(&urls.oltp, 4).await?;
@@ -61,6 +64,8 @@ async fn serve(
     .context("seeding sample data")?;
     tracing::info!(%summary, "sample data ready");
     drop(oltp);
+    let dashboard_listener = super::insights::bind_dashboard(dashboard_listen).await?;
+    let dashboard_addr = dashboard_listener.local_addr()?;
 
     let (tx, rx) = watch::channel(false);
     let cfg = super::daemon_config(urls, replicate);
@@ -72,14 +77,18 @@ async fn serve(
         rx.clone(),
     ));
     let api = {
-        let urls = databases::Urls {
-            oltp: urls.oltp.clone(),
-            olap: urls.olap.clone(),
-        };
+        let oltp = urls.oltp.clone();
         let rx = rx.clone();
         tokio::spawn(async move {
-            super::pipeline::run_api(&urls, api_listen, &brewlytics_api::Service::ALL, rx).await
+            super::pipeline::run_api(&oltp, api_listen, &brewlytics_api::Service::ALL, rx).await
         })
+    };
+    let dashboard = {
+        let olap = urls.olap.clone();
+        let rx = rx.clone();
+        tokio::spawn(
+            async move { super::insights::run_dashboard(&olap, dashboard_listener, rx).await },
+        )
     };
 
     println!("Brewlytics is up.");
@@ -87,6 +96,7 @@ async fn serve(
     println!(
         "  Replicator   http://{replicator_listen}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
     );
+    println!("  Dashboard    http://{dashboard_addr}   (`brewlytics report --list` for the same figures as CSV)");
     println!("  OLTP         {}", urls.oltp);
     println!("  OLAP         {}", urls.olap);
     if let Some(dir) = embedded_dir {
@@ -100,6 +110,7 @@ async fn serve(
 
     let mut replicator = replicator;
     let mut api = api;
+    let mut dashboard = dashboard;
     let outcome = tokio::select! {
         _ = brewlytics_support::shutdown::signal() => Ok(()),
         r = &mut replicator => match r {
@@ -112,11 +123,17 @@ async fn serve(
             Ok(Err(e)) => Err(e.context("api stopped")),
             Err(e) => Err(e.into()),
         },
+        r = &mut dashboard => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.context("dashboard stopped")),
+            Err(e) => Err(e.into()),
+        },
     };
     let _ = tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), async {
         let _ = (&mut replicator).await;
         let _ = (&mut api).await;
+        let _ = (&mut dashboard).await;
     })
     .await;
     println!("Brewlytics stopped.");

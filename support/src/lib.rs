@@ -2,6 +2,7 @@
 //! password, the embedded PostgreSQL cluster (for `brewlytics up` and for tests), the schema
 //! migrations of both databases, tracing set-up and the shutdown signal.
 
+pub mod browser;
 pub mod cluster;
 pub mod dburl;
 pub mod migrate;

@@ -1,0 +1,214 @@
+//! `brewlytics report`, `brewlytics dashboard` and `brewlytics dashboards provision`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use brewlytics_dashboards::metabase::{self, OlapConnection, Secret, Target};
+use brewlytics_dashboards::question::{self, ParamType, ParamValue, Params};
+use brewlytics_dashboards::report::{self, Format};
+use brewlytics_support::DbUrl;
+use clap::{Args, Subcommand};
+use tokio::sync::watch;
+
+use crate::cli::DbArgs;
+use crate::databases;
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The question (`--list` shows them all).
+    #[arg(required_unless_present = "list")]
+    pub name: Option<String>,
+    /// List the questions and their parameters.
+    #[arg(long, conflicts_with = "name")]
+    pub list: bool,
+    /// First day (UTC, inclusive), YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<String>,
+    /// Last day (UTC, inclusive), YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<String>,
+    /// Only this store (its id).
+    #[arg(long, value_name = "ID")]
+    pub store: Option<String>,
+    /// At most this many rows (questions that rank).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<String>,
+    /// csv, json or table.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DashboardArgs {
+    /// Where the dashboard listens.
+    #[arg(long, env = "DASHBOARD_LISTEN", default_value = "127.0.0.1:8002")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DashboardsCommand {
+    /// Create or update the Brewlytics dashboard, its cards and the coffee_olap database in
+    /// Metabase (idempotent).
+    Provision(ProvisionArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ProvisionArgs {
+    /// Metabase's address, e.g. http://localhost:3000.
+    #[arg(long, env = "METABASE_URL")]
+    pub metabase_url: String,
+    /// A Metabase administrator's login (email).
+    #[arg(long, env = "METABASE_USER")]
+    pub user: String,
+    /// Their password.
+    #[arg(long, env = "METABASE_PASSWORD", hide_env_values = true)]
+    pub password: String,
+    /// The host name at which Metabase reaches coffee_olap, when it differs from the URL's
+    /// (e.g. host.docker.internal for Metabase in a container).
+    #[arg(long, env = "METABASE_OLAP_HOST")]
+    pub olap_host: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// The OLAP URL: `--olap-url`/`OLAP_DATABASE_URL` alone is enough for these commands.
+fn olap_url(db: &DbArgs) -> anyhow::Result<DbUrl> {
+    match &db.olap_url {
+        Some(url) => Ok(url.clone()),
+        None => Ok(databases::resolve(db)?.olap),
+    }
+}
+
+fn param_value(flag: &str, type_: ParamType, text: &str) -> anyhow::Result<ParamValue> {
+    question::parse_value(type_, text.trim()).with_context(|| match type_ {
+        ParamType::Date => format!("--{flag}: {text:?} is not a date (YYYY-MM-DD)"),
+        ParamType::Integer => format!("--{flag}: {text:?} is not a whole number"),
+    })
+}
+
+pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
+    if args.list {
+        print!("{}", list());
+        return Ok(());
+    }
+    let name = args.name.as_deref().unwrap_or_default();
+    let q = question::find(name)?;
+    let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    let mut params = Params::new();
+    for (flag, value, type_) in [
+        ("from", &args.from, ParamType::Date),
+        ("to", &args.to, ParamType::Date),
+        ("store", &args.store, ParamType::Integer),
+        ("limit", &args.limit, ParamType::Integer),
+    ] {
+        let Some(text) = value else { continue };
+        let v = param_value(flag, type_, text)?;
+        if q.param(flag).is_none() {
+            bail!("report {name} takes no --{flag}");
+        }
+        if flag == "limit" && !matches!(v, ParamValue::Integer(n) if n > 0) {
+            bail!("--limit must be at least 1");
+        }
+        params.insert(flag.to_owned(), v);
+    }
+    if let (Some(ParamValue::Date(from)), Some(ParamValue::Date(to))) =
+        (params.get("from"), params.get("to"))
+    {
+        if from > to {
+            bail!("--from {from} is after --to {to}");
+        }
+    }
+    let url = olap_url(&args.db)?;
+    let pool = databases::pool(&url, 1).await?;
+    let table = report::run(&pool, &q, &params).await?;
+    let text = table.render(format);
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn list() -> String {
+    let mut out = String::new();
+    for q in question::all() {
+        let params: Vec<String> = q
+            .params
+            .iter()
+            .map(|p| match p.default {
+                Some(d) => format!("--{} (default {d})", p.name),
+                None => format!("--{}", p.name),
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:<20} {}\n{:<20} {}\n{:<20} options: {}\n",
+            q.name,
+            q.title,
+            "",
+            q.description,
+            "",
+            params.join(" ")
+        ));
+    }
+    out
+}
+
+pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
+    let url = olap_url(&args.db)?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        brewlytics_support::shutdown::signal().await;
+        let _ = tx.send(true);
+    });
+    let listener = bind_dashboard(args.listen).await?;
+    println!("Dashboard on http://{}", listener.local_addr()?);
+    run_dashboard(&url, listener, rx).await
+}
+
+pub async fn bind_dashboard(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the dashboard to {listen}"))
+}
+
+/// Serves the built-in dashboard over `olap` until `stop` turns true.
+pub async fn run_dashboard(
+    olap: &DbUrl,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let pool = databases::pool(olap, 4).await?;
+    brewlytics_dashboards::web::serve(listener, pool, async move {
+        let _ = stop.wait_for(|v| *v).await;
+    })
+    .await
+    .context("serving the dashboard")
+}
+
+pub async fn dashboards(command: DashboardsCommand) -> anyhow::Result<()> {
+    match command {
+        DashboardsCommand::Provision(args) => {
+            let def = metabase::Definition::load()?;
+            let url = olap_url(&args.db)?;
+            let olap = OlapConnection::from_url(&url, args.olap_host.as_deref())?;
+            let target = Target {
+                url: args.metabase_url,
+                user: args.user,
+                password: Secret::new(args.password),
+            };
+            let done = metabase::provision(&target, &olap, &def).await?;
+            println!("Metabase provisioned: {done}");
+            Ok(())
+        }
+    }
+}

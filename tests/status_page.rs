@@ -1,0 +1,111 @@
+//! The replicator's status page in real headless Chromium: it renders the live values of a
+//! running `brewlytics replicate` (role, slot, changes applied, dead letters, lag and its
+//! chart). A screenshot is saved as `$CARGO_TARGET_TMPDIR/replicator-status.png`.
+
+mod harness;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brewlytics_support::browser::{self, BrowserOptions};
+use harness::{free_addr, http_get, workload, Clusters, LoadCounts};
+
+/// The text inside the element with `id`.
+fn text_of(dom: &str, id: &str) -> String {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the page:\n{dom}"));
+    let open_end = dom[start..].find('>').unwrap() + start + 1;
+    let close = dom[open_end..].find("</").unwrap() + open_end;
+    dom[open_end..close].trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_the_live_values() {
+    let c = Clusters::start();
+    c.prepare(20);
+    let addr = free_addr();
+    let mut r = c.replicator("status-page", &addr, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(&addr, "/health")
+        .await
+        .is_some_and(|(_, b)| b.contains("streaming"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never streamed: {}",
+            r.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(LoadCounts::default());
+    let load = tokio::spawn(workload(c.oltp_url(), stop.clone(), counts.clone(), 11));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(c.converged(Duration::from_secs(30)).await.all_equal());
+    // A few more monitor samples for the chart.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut olap = c.olap_conn().await;
+    let streamed: i64 = sqlx::query_scalar("select count(*) from cdc_events where op <> 'r'")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert!(streamed > 0);
+
+    let url = format!("http://{addr}/");
+    let opts = BrowserOptions {
+        virtual_time_budget_ms: 3000,
+        ..Default::default()
+    };
+    let dom = {
+        let (url, opts) = (url.clone(), opts.clone());
+        tokio::task::spawn_blocking(move || browser::dump_dom(&url, &opts))
+            .await
+            .unwrap()
+            .expect("chromium renders the status page")
+    };
+    assert_eq!(text_of(&dom, "role"), "streaming");
+    assert_eq!(text_of(&dom, "slot"), "brewlytics");
+    assert_eq!(text_of(&dom, "active"), "true");
+    assert_eq!(text_of(&dom, "wal-status"), "reserved");
+    assert_eq!(text_of(&dom, "changes"), streamed.to_string());
+    assert_eq!(text_of(&dom, "dead-letters"), "0");
+    let lag = text_of(&dom, "lag-seconds");
+    assert!(lag.ends_with(" ms"), "lag shown as {lag:?}");
+    let checkpoint = text_of(&dom, "checkpoint");
+    assert!(
+        checkpoint.contains('/'),
+        "checkpoint shown as {checkpoint:?}"
+    );
+    // The chart has a lag line with a point per monitor sample.
+    let line_at = dom.find("id=\"lag-line\"").expect("the lag line is drawn");
+    let tag = &dom[dom[..line_at].rfind('<').unwrap()..];
+    let points = tag
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(
+        points.split(' ').count() >= 3,
+        "too few chart points: {points}"
+    );
+    assert_eq!(text_of(&dom, "error"), "none");
+
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replicator-status.png");
+    {
+        let shot = shot.clone();
+        tokio::task::spawn_blocking(move || browser::screenshot(&url, &shot, &opts))
+            .await
+            .unwrap()
+            .expect("screenshot");
+    }
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    println!("screenshot: {}", shot.display());
+    assert!(r.terminate(Duration::from_secs(30)).success());
+}
