@@ -133,6 +133,53 @@ pub fn row_event(
     }
 }
 
+/// An UPDATE that moved a row to another key (the old key image differs from the new one),
+/// as the two changes it is for every consumer: a delete of the old key and an insert of the
+/// new row. Columns the new tuple left out as unchanged TOAST are taken from the old image
+/// when it has them (REPLICA IDENTITY FULL). `None` when the key did not change.
+pub fn key_change_events(
+    tx: TxContext,
+    seqs: (i32, i32),
+    rel: &RelationBody,
+    source: &SourceTable,
+    old: Option<&OldTuple>,
+    new: Option<&TupleData>,
+) -> Option<[JournalEvent; 2]> {
+    let (old, new) = (old?, new?);
+    if source.key_positions.is_empty() {
+        return None;
+    }
+    let old_key = image(rel, old.tuple(), Some(&source.key_positions));
+    let new_key = image(rel, new, Some(&source.key_positions));
+    if old_key == new_key {
+        return None;
+    }
+    let delete = row_event(tx, seqs.0, rel, source, Op::Delete, Some(old), None);
+    let mut insert = row_event(tx, seqs.1, rel, source, Op::Insert, None, Some(new));
+    let has_unchanged = new
+        .columns
+        .iter()
+        .any(|c| matches!(c, TupleValue::UnchangedToast));
+    if has_unchanged {
+        if let (Some(before), Some(after)) = (&delete.before, &insert.after) {
+            insert.after = Some(merge_images(before, after));
+        }
+    }
+    Some([delete, insert])
+}
+
+/// `after` with the columns it lacks taken from `before` (both JSON objects of our making).
+fn merge_images(before: &str, after: &str) -> String {
+    let parse = |s: &str| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s);
+    match (parse(before), parse(after)) {
+        (Ok(mut merged), Ok(a)) => {
+            merged.extend(a);
+            serde_json::Value::Object(merged).to_string()
+        }
+        _ => after.to_owned(),
+    }
+}
+
 /// The event of a TRUNCATE of one table.
 pub fn truncate_event(
     tx: TxContext,

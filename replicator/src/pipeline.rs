@@ -17,7 +17,7 @@ use crate::decode::{
     chrono_to_pg_timestamp, decode, standby_status_update, DecodeError, PgOutputMessage,
     RelationCache, ReplicationMessage,
 };
-use crate::event::{row_event, truncate_event, Op, SourceTable, TxContext};
+use crate::event::{key_change_events, row_event, truncate_event, Op, SourceTable, TxContext};
 use crate::heartbeat;
 use crate::lsn::Lsn;
 use crate::replica::Catalog;
@@ -497,7 +497,21 @@ impl Streamer<'_> {
                 "change for relation {relation_id} before its Relation message"
             ))
         })?;
-        let e = row_event(ctx, seq, &rel, self.source(relation_id)?, op, old, new);
+        let source = self.source(relation_id)?.clone();
+        if op == Op::Update && old.is_some() {
+            // The old key only comes with an UPDATE that changed the key (or with REPLICA
+            // IDENTITY FULL): a changed key is a delete and an insert.
+            let next = seq + 1;
+            if let Some([delete, insert]) =
+                key_change_events(ctx, (seq, next), &rel, &source, old, new)
+            {
+                let _ = self.batcher.next_change();
+                self.batcher.push(delete);
+                self.batcher.push(insert);
+                return Ok(());
+            }
+        }
+        let e = row_event(ctx, seq, &rel, &source, op, old, new);
         self.batcher.push(e);
         Ok(())
     }

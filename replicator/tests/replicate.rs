@@ -186,6 +186,19 @@ async fn every_operation_of_every_table_reaches_olap() {
     let r = pair.converged().await;
     assert!(r.all_equal(), "after changes: {r:?}");
 
+    // Updates that change a row's key: a customer (default identity) and an order line
+    // (REPLICA IDENTITY FULL) move to new ids; the replica follows, nothing stays behind.
+    sqlx::raw_sql(
+        "update customers set id = 33 where id = 3;
+         update order_items set id = id + 1000
+         where order_id = '00000000-0000-7000-8000-000000000002' and product_id = 1;",
+    )
+    .execute(&mut oltp)
+    .await
+    .unwrap();
+    let r = pair.converged().await;
+    assert!(r.all_equal(), "after key changes: {r:?}");
+
     let mut olap = pair.olap().await;
     let walkins: i64 = sqlx::query_scalar("select count(*) from fact_sales where customer_key = 0")
         .fetch_one(&mut olap)
