@@ -334,20 +334,23 @@ async fn an_invalidated_slot_stops_with_how_to_recover_and_resync_recovers() {
     let c = Clusters::start_with(&[("max_slot_wal_keep_size", "1")]);
     c.prepare(20);
     let addr = free_addr();
-    let mut r = c.replicator("lost-1", &addr, &[]);
+    // A warning threshold of 0 MiB: any retained WAL is over it.
+    let mut r = c.replicator("lost-1", &addr, &[("RETAINED_WAL_WARN_MB", "0")]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !http_get(&addr, "/health")
-        .await
-        .is_some_and(|(_, b)| b.contains("streaming"))
-    {
+    while read_metric(&addr, "brewlytics_slot_retained_wal_over_threshold").await != Some(1.0) {
         assert!(
             Instant::now() < deadline,
-            "never streamed: {}",
+            "no retained-WAL warning: {}",
             r.log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(r.terminate(Duration::from_secs(30)).success());
+    assert!(
+        r.log_text().contains("retains more WAL than the threshold"),
+        "{}",
+        r.log_text()
+    );
 
     // Orders while the replicator is down, then enough WAL to pass the limit.
     let mut oltp = c.oltp_conn().await;
