@@ -44,6 +44,10 @@ impl TableShape {
     /// change per key wins; after-images are merged in order so that a column left out (an
     /// unchanged TOAST value) keeps the earlier value of the batch or the replica's.
     /// Binds: `$1` from lsn (text), `$2` from seq, `$3` to lsn (text), `$4` to seq.
+    ///
+    /// The existing row is fetched per key by a correlated subquery (an index lookup): a join
+    /// let the planner, which cannot estimate the CTE, hash the whole replica table each
+    /// batch (measured: 580 ms for 3,214 keys against 270k rows, 117 ms this way).
     pub fn apply_sql(&self) -> String {
         let t = self.qualified();
         let pk_of = |alias: &str| -> String {
@@ -68,7 +72,7 @@ impl TableShape {
         let x_cols = self
             .columns
             .iter()
-            .map(|c| format!("(s.x).{}", ident(c)))
+            .map(|c| format!("x.{}", ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
         let updates: Vec<String> = self
@@ -99,11 +103,10 @@ impl TableShape {
                 where ev.last_op = 'd' and ({r_pk}) = ({key_fields})
             )
             insert into {t} as r ({cols})
-            select {x_cols} from (
-                select jsonb_populate_record(cur, ev.after) as x
-                from ev left join {t} cur on ({cur_pk}) = ({key_fields})
-                where ev.last_op <> 'd' and ev.after is not null
-            ) s
+            select {x_cols} from ev
+            cross join lateral jsonb_populate_record(
+                (select cur from {t} cur where ({cur_pk}) = ({key_fields})), ev.after) x
+            where ev.last_op <> 'd' and ev.after is not null
             on conflict ({pk}) {conflict}",
             r_pk = pk_of("r"),
             cur_pk = pk_of("cur"),
