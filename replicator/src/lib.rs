@@ -18,8 +18,8 @@
 //! stay alive on the creating connection while another connection copies under it, and the
 //! flush position we report must be exactly what OLAP has committed: owning the connection
 //! makes both explicit, adds no dependency beyond the hashing crates sqlx already brings,
-//! and keeps the whole path testable here. TLS on the replication connection is not
-//! implemented yet (see `stream/config.rs`).
+//! and keeps the whole path testable here. TLS (libpq's `sslmode` and `sslrootcert`) is
+//! rustls with ring, the stack sqlx already uses (`stream/tls.rs`).
 
 pub mod apply;
 pub mod batch;

@@ -66,7 +66,7 @@ impl ReplicatorError {
             Self::Fatal(_) | Self::Config(_) | Self::Decode(_) => false,
             Self::Apply(e) => e.is_retryable() || matches!(e, ApplyError::Sql(_)),
             Self::Snapshot(SnapshotError::Malformed { .. }) => false,
-            Self::Stream(ConnError::Auth(_)) => false,
+            Self::Stream(ConnError::Auth(_) | ConnError::Tls(_)) => false,
             Self::Stream(ConnError::Server { code, .. }) => !code.starts_with("28"),
             _ => true,
         }

@@ -1,6 +1,10 @@
 //! Connection settings of the replication connection, read from the OLTP URL.
 
+use std::path::PathBuf;
+
 use brewlytics_support::DbUrl;
+
+use super::tls::SslMode;
 
 /// Where and as whom the replication connection logs in. `Debug` hides the password.
 #[derive(Clone)]
@@ -11,6 +15,8 @@ pub struct ReplicationConfig {
     pub password: Option<String>,
     pub database: String,
     pub application_name: String,
+    pub ssl_mode: SslMode,
+    pub ssl_root_cert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ReplicationConfig {
@@ -21,6 +27,7 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("database", &self.database)
+            .field("ssl_mode", &self.ssl_mode)
             .finish()
     }
 }
@@ -29,8 +36,8 @@ impl std::fmt::Debug for ReplicationConfig {
 pub enum ConfigError {
     #[error("the OLTP URL {0} is not a postgres:// URL with a host")]
     Malformed(String),
-    #[error("the OLTP URL {url} asks for sslmode={mode}: TLS on the replication connection is not supported yet (use sslmode=disable or prefer on a trusted network)")]
-    TlsRequired { url: String, mode: String },
+    #[error("the OLTP URL {url} has sslmode={mode}: use disable, prefer, require, verify-ca or verify-full")]
+    BadSslMode { url: String, mode: String },
 }
 
 impl ReplicationConfig {
@@ -67,6 +74,8 @@ impl ReplicationConfig {
             password,
             database: percent_decode(db),
             application_name: "brewlytics-replicator".into(),
+            ssl_mode: SslMode::default(),
+            ssl_root_cert: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -78,12 +87,13 @@ impl ReplicationConfig {
                 "port" => cfg.port = v.parse().map_err(|_| malformed())?,
                 "dbname" => cfg.database = v,
                 "application_name" => cfg.application_name = v,
-                "sslmode" if matches!(v.as_str(), "require" | "verify-ca" | "verify-full") => {
-                    return Err(ConfigError::TlsRequired {
+                "sslmode" => {
+                    cfg.ssl_mode = SslMode::parse(&v).ok_or_else(|| ConfigError::BadSslMode {
                         url: url.to_string(),
-                        mode: v,
-                    })
+                        mode: v.clone(),
+                    })?
                 }
+                "sslrootcert" => cfg.ssl_root_cert = Some(PathBuf::from(v)),
                 _ => {}
             }
         }
@@ -135,14 +145,21 @@ mod tests {
     }
 
     #[test]
-    fn default_port_and_tls_refusal() {
+    fn default_port_ssl_modes_and_a_bad_mode() {
         let c = ReplicationConfig::from_url(&DbUrl::parse("postgres://u@h/d").unwrap()).unwrap();
         assert_eq!(c.port, 5432);
+        assert_eq!(c.ssl_mode, SslMode::Prefer);
+        let c = ReplicationConfig::from_url(
+            &DbUrl::parse("postgres://u@h/d?sslmode=verify-full&sslrootcert=/etc/ca.pem").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.ssl_root_cert, Some(PathBuf::from("/etc/ca.pem")));
         let e = ReplicationConfig::from_url(
-            &DbUrl::parse("postgres://u:pw@h/d?sslmode=require").unwrap(),
+            &DbUrl::parse("postgres://u:pw@h/d?sslmode=sometimes").unwrap(),
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("sslmode=require") && !e.contains("pw@"));
+        assert!(e.contains("sslmode=sometimes") && !e.contains("pw@"), "{e}");
     }
 }

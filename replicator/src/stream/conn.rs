@@ -9,10 +9,18 @@ use bytes::{Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend::Message, frontend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
+};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::config::ReplicationConfig;
+use super::tls::{self, SslMode};
+
+/// The byte stream under the protocol: TCP, or TLS over TCP.
+trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
 
 /// An error of the replication connection. Its text never holds the password.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +42,8 @@ pub enum ConnError {
     Protocol(String),
     #[error("the server closed the replication connection")]
     Closed,
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ConnError {
@@ -50,10 +60,60 @@ impl ConnError {
 pub type TextRow = Vec<Option<String>>;
 
 pub struct ReplicationConnection {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    reader: BufReader<ReadHalf<Box<dyn Transport>>>,
+    writer: WriteHalf<Box<dyn Transport>>,
     buf: BytesMut,
     out: BytesMut,
+}
+
+/// Asks the server for TLS (SSLRequest) unless `sslmode=disable`, and shakes hands if it
+/// agrees; refuses to go on in the clear when the mode requires TLS.
+async fn secure(
+    mut tcp: TcpStream,
+    cfg: &ReplicationConfig,
+) -> Result<Box<dyn Transport>, ConnError> {
+    let Some(tls_config) = tls::client_config(cfg.ssl_mode, cfg.ssl_root_cert.as_ref())
+        .map_err(|e| ConnError::Tls(e.to_string()))?
+    else {
+        return Ok(Box::new(tcp));
+    };
+    let mut request = BytesMut::with_capacity(8);
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => {
+            let name = ServerName::try_from(cfg.host.clone())
+                .map_err(|e| ConnError::Tls(format!("server name {:?}: {e}", cfg.host)))?;
+            let stream = tokio_rustls::TlsConnector::from(tls_config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| {
+                    // A certificate the mode rejects is final; a cut connection is not.
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        ConnError::Tls(format!("handshake with {}: {e}", cfg.host))
+                    } else {
+                        ConnError::Io(e)
+                    }
+                })?;
+            Ok(Box::new(stream))
+        }
+        b'N' if !cfg.ssl_mode.required() => Ok(Box::new(tcp)),
+        b'N' => Err(ConnError::Tls(format!(
+            "the server at {}:{} does not accept TLS, and sslmode={} requires it",
+            cfg.host,
+            cfg.port,
+            match cfg.ssl_mode {
+                SslMode::VerifyCa => "verify-ca",
+                SslMode::VerifyFull => "verify-full",
+                _ => "require",
+            }
+        ))),
+        other => Err(ConnError::Protocol(format!(
+            "unexpected answer {other:#x} to the TLS request"
+        ))),
+    }
 }
 
 impl ReplicationConnection {
@@ -67,7 +127,8 @@ impl ReplicationConnection {
                 source,
             })?;
         stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
+        let stream = secure(stream, cfg).await?;
+        let (r, w) = tokio::io::split(stream);
         let mut conn = Self {
             reader: BufReader::with_capacity(256 * 1024, r),
             writer: w,
