@@ -1,21 +1,26 @@
 //! First start: copy every published table, as of the slot's exported snapshot, into the
 //! journal (op `r`, at the slot's consistent point) and the replica, then build the star
 //! schema — all in one OLAP transaction with the checkpoint at the consistent point, so the
-//! stream continues exactly where the copy ends. Memory stays bounded: rows move in chunks.
+//! stream continues exactly where the copy ends. Rows go from the source's COPY straight into
+//! the replica's COPY as the bytes arrive (memory stays bounded); the server then journals
+//! them and builds the star schema set-based.
+
+use futures_util::StreamExt;
+use sqlx::{Connection, PgConnection};
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use sqlx::{Connection, PgConnection};
 
 use crate::apply::{apply_journaled, ApplyError, ApplySession, ApplyStats, OnError, Star};
-use crate::decode::{RelationBody, RelationColumn, ReplicaIdentity, TupleData, TupleValue};
+use crate::decode::{
+    chrono_to_pg_timestamp, RelationBody, RelationColumn, ReplicaIdentity, TupleData, TupleValue,
+};
 use crate::event::{row_event, JournalEvent, Op, SourceTable, TxContext};
 use crate::lsn::Lsn;
-use crate::replica::{ident, Catalog};
+use crate::replica::{ident, Catalog, REPLICA_SCHEMA};
 
-/// Rows per chunk written to OLAP.
+/// Rows per chunk written to OLAP by the careful (journal-first) copy.
 const CHUNK_ROWS: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,76 +79,86 @@ pub async fn copy_published(
     .fetch_all(&mut *tx)
     .await
     .map_err(SnapshotError::Source)?;
-    let commit_ts: i64 =
-        sqlx::query_scalar("select ((extract(epoch from now()) - 946684800) * 1000000)::bigint")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(SnapshotError::Source)?;
-    let ctx = TxContext {
-        lsn,
-        xid: 0,
-        commit_ts,
-    };
+    let commit_ts: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(SnapshotError::Source)?;
     let mut stats = CopyStats::default();
-    let mut seq: i32 = 0;
-    let mut apply_stats = ApplyStats::default();
+    let mut seq: i64 = 0;
     for (schema, table) in tables {
         let rel = relation_of(&mut tx, &schema, &table).await?;
         let shape = catalog
             .ensure(session.conn(), &rel)
             .await
             .map_err(ApplyError::from)?;
-        let key_positions = shape
-            .primary_key
+        let columns: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
+        let list = columns
             .iter()
-            .filter_map(|k| rel.columns.iter().position(|c| &c.name == k))
-            .collect();
-        let source = SourceTable {
-            schema: Arc::from(schema.as_str()),
-            table: Arc::from(table.as_str()),
-            key_positions,
-        };
-        let cols = rel
-            .columns
-            .iter()
-            .map(|c| ident(&c.name))
+            .map(|c| ident(c))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "copy (select {cols} from {}.{}) to stdout",
+        let replica = format!("{}.{}", ident(REPLICA_SCHEMA), ident(&shape.replica_table));
+        let out_sql = format!(
+            "copy (select {list} from {}.{}) to stdout",
             ident(&schema),
             ident(&table)
         );
-        let mut events: Vec<JournalEvent> = Vec::with_capacity(CHUNK_ROWS);
-        let mut pending = BytesMut::new();
-        {
-            let mut stream = tx.copy_out_raw(&sql).await.map_err(SnapshotError::Source)?;
-            while let Some(chunk) = stream.next().await {
-                pending.extend_from_slice(&chunk.map_err(SnapshotError::Source)?);
-                while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
-                    let line = pending.split_to(nl + 1).freeze();
-                    let tuple = parse_copy_line(&line[..line.len() - 1], rel.columns.len())
-                        .ok_or_else(|| SnapshotError::Malformed {
-                            table: table.clone(),
-                        })?;
-                    seq += 1;
-                    events.push(row_event(
-                        ctx,
-                        seq,
-                        &rel,
-                        &source,
-                        Op::Snapshot,
-                        None,
-                        Some(&tuple),
-                    ));
-                    if events.len() >= CHUNK_ROWS {
-                        write_chunk(session, catalog, &mut events, &mut apply_stats).await?;
-                    }
-                }
+        sqlx::query("savepoint copy_table")
+            .execute(session.conn())
+            .await?;
+        let fast = copy_straight(&mut tx, session, &replica, &list, &out_sql).await;
+        let journaled = match fast {
+            Ok(()) => {
+                sqlx::query("release savepoint copy_table")
+                    .execute(session.conn())
+                    .await?;
+                // Their journal events (op `r`), made by the server from the replica: the
+                // same text images the stream writes, so replay groups them with later
+                // changes of each key.
+                sqlx::query(&journal_copied_sql(&replica, &columns, &shape.primary_key))
+                    .bind(lsn.to_string())
+                    .bind(seq)
+                    .bind(commit_ts)
+                    .bind(&schema)
+                    .bind(&table)
+                    .execute(session.conn())
+                    .await?
+                    .rows_affected()
             }
-        }
-        write_chunk(session, catalog, &mut events, &mut apply_stats).await?;
+            Err(e) => {
+                // A row OLAP refuses (a constraint the source does not have): copy this
+                // table again row by row through the journal, so only the refused rows go
+                // to the dead letters.
+                sqlx::query("rollback to savepoint copy_table")
+                    .execute(session.conn())
+                    .await?;
+                tracing::warn!(%table, error = %e,
+                    "the bulk copy was refused; copying the table through the journal instead");
+                let ctx = TxContext {
+                    lsn,
+                    xid: 0,
+                    commit_ts: chrono_to_pg_timestamp(commit_ts),
+                };
+                copy_through_journal(
+                    &mut tx,
+                    session,
+                    catalog,
+                    &rel,
+                    &shape.primary_key,
+                    &out_sql,
+                    ctx,
+                    seq,
+                )
+                .await?
+            }
+        };
+        seq += journaled as i64;
         stats.tables += 1;
+    }
+    if seq > i64::from(i32::MAX) {
+        return Err(SnapshotError::Malformed {
+            table: format!("(more than {} rows: journal seq overflows)", i32::MAX),
+        });
     }
     stats.rows = seq as u64;
     tx.commit().await.map_err(SnapshotError::Source)?;
@@ -151,6 +166,111 @@ pub async fn copy_published(
         .execute(session.conn())
         .await?;
     Ok(stats)
+}
+
+/// The source's COPY text straight into the replica table as it arrives (nothing parsed,
+/// memory bounded by one network chunk). The source stream is always read to its end, so
+/// the snapshot transaction stays usable when OLAP refuses the data.
+async fn copy_straight(
+    tx: &mut PgConnection,
+    session: &mut ApplySession,
+    replica: &str,
+    list: &str,
+    out_sql: &str,
+) -> Result<(), SnapshotError> {
+    sqlx::query(&format!("truncate {replica}"))
+        .execute(session.conn())
+        .await?;
+    let mut copy_in = session
+        .conn()
+        .copy_in_raw(&format!("copy {replica} ({list}) from stdin"))
+        .await?;
+    let mut refused = None;
+    {
+        let mut stream = tx
+            .copy_out_raw(out_sql)
+            .await
+            .map_err(SnapshotError::Source)?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(SnapshotError::Source)?;
+            if refused.is_none() {
+                if let Err(e) = copy_in.send(chunk).await {
+                    refused = Some(e);
+                }
+            }
+        }
+    }
+    match refused {
+        Some(e) => {
+            let _ = copy_in.abort("refused").await;
+            Err(e.into())
+        }
+        None => {
+            copy_in.finish().await?;
+            Ok(())
+        }
+    }
+}
+
+/// The careful copy of one table: rows parsed into journal events and applied like
+/// streamed changes (a refused row goes to the dead letters). Returns the rows journaled.
+#[allow(clippy::too_many_arguments)]
+async fn copy_through_journal(
+    tx: &mut PgConnection,
+    session: &mut ApplySession,
+    catalog: &mut Catalog,
+    rel: &RelationBody,
+    primary_key: &[String],
+    out_sql: &str,
+    ctx: TxContext,
+    first_seq: i64,
+) -> Result<u64, SnapshotError> {
+    let source = SourceTable {
+        schema: Arc::from(rel.namespace.as_str()),
+        table: Arc::from(rel.name.as_str()),
+        key_positions: primary_key
+            .iter()
+            .filter_map(|k| rel.columns.iter().position(|c| &c.name == k))
+            .collect(),
+    };
+    let mut seq = first_seq;
+    let mut stats = ApplyStats::default();
+    let mut events: Vec<JournalEvent> = Vec::with_capacity(CHUNK_ROWS);
+    let mut pending = BytesMut::new();
+    let mut stream = tx
+        .copy_out_raw(out_sql)
+        .await
+        .map_err(SnapshotError::Source)?;
+    while let Some(chunk) = stream.next().await {
+        pending.extend_from_slice(&chunk.map_err(SnapshotError::Source)?);
+        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+            let line = pending.split_to(nl + 1).freeze();
+            let tuple =
+                parse_copy_line(&line[..line.len() - 1], rel.columns.len()).ok_or_else(|| {
+                    SnapshotError::Malformed {
+                        table: rel.name.clone(),
+                    }
+                })?;
+            seq += 1;
+            let s = i32::try_from(seq).map_err(|_| SnapshotError::Malformed {
+                table: format!("{} (journal seq overflows)", rel.name),
+            })?;
+            events.push(row_event(
+                ctx,
+                s,
+                rel,
+                &source,
+                Op::Snapshot,
+                None,
+                Some(&tuple),
+            ));
+            if events.len() >= CHUNK_ROWS {
+                write_chunk(session, catalog, &mut events, &mut stats).await?;
+            }
+        }
+    }
+    write_chunk(session, catalog, &mut events, &mut stats).await?;
+    Ok((seq - first_seq) as u64)
 }
 
 async fn write_chunk(
@@ -175,6 +295,37 @@ async fn write_chunk(
     session.events += events.len();
     events.clear();
     Ok(())
+}
+
+/// `INSERT … SELECT` of one journal event per replica row: `$1` lsn, `$2` the seq before
+/// the first row, `$3` commit time, `$4`/`$5` source schema and table. Values are the
+/// columns' text output, like pgoutput's text format (`jsonb_build_object` takes at most
+/// 100 arguments: wide tables are built in parts).
+fn journal_copied_sql(replica: &str, columns: &[&str], key: &[String]) -> String {
+    let object = |cols: &mut dyn Iterator<Item = &str>| -> String {
+        let cols: Vec<&str> = cols.collect();
+        if cols.is_empty() {
+            return "'{}'::jsonb".into();
+        }
+        cols.chunks(50)
+            .map(|part| {
+                let pairs = part
+                    .iter()
+                    .map(|c| format!("'{}', {}::text", c.replace('\'', "''"), ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("jsonb_build_object({pairs})")
+            })
+            .collect::<Vec<_>>()
+            .join(" || ")
+    };
+    format!(
+        "insert into cdc_events (lsn, seq, xid, commit_ts, source_schema, source_table, op, key, before, after)
+         select $1::pg_lsn, ($2 + row_number() over ())::integer, 0, $3, $4, $5, 'r', {}, null, {}
+         from {replica}",
+        object(&mut key.iter().map(String::as_str)),
+        object(&mut columns.iter().copied()),
+    )
 }
 
 /// The source table's columns as a Relation message would describe them; key flags mark

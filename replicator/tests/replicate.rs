@@ -392,7 +392,28 @@ async fn a_change_olap_rejects_goes_to_dead_letters_and_the_stream_goes_on() {
     .execute(&mut olap)
     .await
     .unwrap();
+    // One refused row is already there: the initial copy falls back to copying the table
+    // through the journal, so only that row is dead-lettered.
+    sqlx::raw_sql(
+        "insert into customers (id, name, email) values (9, 'Copied but far too long', 'c@example.com')",
+    )
+    .execute(&mut oltp)
+    .await
+    .unwrap();
     let run = start(pair.config());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>("select count(*) from cdc_dead_letters")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the copied row was not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     sqlx::raw_sql(
         "insert into customers (id, name, email) values
            (10, 'A name much longer than twenty', 'long@example.com'),
@@ -413,7 +434,7 @@ async fn a_change_olap_rejects_goes_to_dead_letters_and_the_stream_goes_on() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (dead, facts) = loop {
         let dead: Vec<(String, String)> =
-            sqlx::query_as("select source_table, error from cdc_dead_letters")
+            sqlx::query_as("select source_table, error from cdc_dead_letters where op <> 'r'")
                 .fetch_all(&mut olap)
                 .await
                 .unwrap();
@@ -431,7 +452,7 @@ async fn a_change_olap_rejects_goes_to_dead_letters_and_the_stream_goes_on() {
     assert!(dead[0].1.contains("short_name"), "{}", dead[0].1);
     assert_eq!(facts, 2, "changes after the rejected one still arrive");
     let ids: Vec<i64> =
-        sqlx::query_scalar("select id from replica.customers where id >= 10 order by id")
+        sqlx::query_scalar("select id from replica.customers where id >= 9 order by id")
             .fetch_all(&mut olap)
             .await
             .unwrap();

@@ -60,8 +60,14 @@ impl DbUrl {
         Self(out)
     }
 
+    /// Options for sqlx. Statements are logged at debug level, and slow ones (over 10 s)
+    /// at info: the replicator's bulk statements (an initial copy, a large batch) are long
+    /// by nature and would otherwise warn with their whole SQL text.
     pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
-        PgConnectOptions::from_str(&self.0)
+        use sqlx::ConnectOptions;
+        Ok(PgConnectOptions::from_str(&self.0)?
+            .log_statements(log::LevelFilter::Debug)
+            .log_slow_statements(log::LevelFilter::Info, std::time::Duration::from_secs(10)))
     }
 }
 
