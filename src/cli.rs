@@ -154,6 +154,13 @@ pub enum Command {
         #[command(flatten)]
         slot: SlotArgs,
     },
+    /// Drive the API like a morning rush; report throughput, latency and end-to-end freshness.
+    Loadtest {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        args: brewlytics_loadtest::LoadtestArgs,
+    },
     /// Answer a business question from coffee_olap (csv, json or table); `--list` shows them.
     Report(crate::commands::insights::ReportArgs),
     /// The built-in BI dashboard (charts and tables that refresh while orders flow).

@@ -1,6 +1,7 @@
 //! One function per subcommand.
 
 pub mod insights;
+mod loadtest;
 mod pipeline;
 mod up;
 
@@ -88,6 +89,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Loadtest { db, args } => loadtest::run(db, args).await,
         Command::Report(args) => insights::report(args).await,
         Command::Dashboard(args) => insights::dashboard(args).await,
         Command::Dashboards { command } => insights::dashboards(command).await,
