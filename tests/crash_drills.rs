@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{free_addr, http_get, metric, workload, Clusters, LoadCounts};
+use harness::{free_addr, http_get, metric, wait_streaming, workload, Clusters, LoadCounts};
 
 /// A random duration in `[lo, hi)` ms from a seeded generator (the seed is printed, so a
 /// failing run can be repeated with DRILL_SEED).
@@ -259,18 +259,7 @@ async fn a_500k_change_transaction_replicates_with_bounded_memory() {
     let addr = free_addr();
     let mut r = c.replicator("big-tx", &addr, &[]);
     // Streaming first, so the transaction comes through the slot rather than the copy.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http_get(&addr, "/health")
-        .await
-        .is_some_and(|(_, b)| b.contains("streaming"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "never streamed: {}",
-            r.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_streaming(&addr, &r).await;
     let baseline = r.peak_rss_kib().unwrap_or_default();
     let mut oltp = c.oltp_conn().await;
     let t0 = Instant::now();

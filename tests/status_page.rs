@@ -6,10 +6,10 @@ mod harness;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use brewlytics_support::browser::{self, BrowserOptions};
-use harness::{free_addr, http_get, workload, Clusters, LoadCounts};
+use harness::{free_addr, wait_streaming, workload, Clusters, LoadCounts};
 
 /// The text inside the element with `id`.
 fn text_of(dom: &str, id: &str) -> String {
@@ -27,18 +27,7 @@ async fn status_page_shows_the_live_values() {
     c.prepare(20);
     let addr = free_addr();
     let mut r = c.replicator("status-page", &addr, &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http_get(&addr, "/health")
-        .await
-        .is_some_and(|(_, b)| b.contains("streaming"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "never streamed: {}",
-            r.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_streaming(&addr, &r).await;
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(LoadCounts::default());
     let load = tokio::spawn(workload(c.oltp_url(), stop.clone(), counts.clone(), 11));

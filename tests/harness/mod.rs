@@ -278,6 +278,22 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         .flatten()
 }
 
+/// Waits (≤ 30 s) until the replicator serving on `addr` reports that it streams.
+pub async fn wait_streaming(addr: &str, r: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(addr, "/health")
+        .await
+        .is_some_and(|(_, b)| b.contains("streaming"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never streamed: {}",
+            r.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The value of an unlabelled metric in Prometheus text.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
