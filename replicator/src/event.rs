@@ -146,12 +146,16 @@ pub fn key_change_events(
     new: Option<&TupleData>,
 ) -> Option<[JournalEvent; 2]> {
     let (old, new) = (old?, new?);
-    if source.key_positions.is_empty() {
-        return None;
-    }
-    let old_key = image(rel, old.tuple(), Some(&source.key_positions));
-    let new_key = image(rel, new, Some(&source.key_positions));
-    if old_key == new_key {
+    // Compared value by value (no images built): this runs for every UPDATE of a table with
+    // REPLICA IDENTITY FULL. A key column left out of the new tuple as unchanged TOAST did
+    // not change.
+    let changed = source.key_positions.iter().any(|&i| {
+        match (old.tuple().columns.get(i), new.columns.get(i)) {
+            (_, Some(TupleValue::UnchangedToast)) | (None, _) | (_, None) => false,
+            (Some(a), Some(b)) => a != b,
+        }
+    });
+    if !changed {
         return None;
     }
     let delete = row_event(tx, seqs.0, rel, source, Op::Delete, Some(old), None);

@@ -101,16 +101,8 @@ async fn observe(
         telemetry.heartbeat_emitted(seq, at);
     }
     let info = slot::info(conn, &cfg.slot).await?;
-    let (wal, lag, retained): (String, Option<i64>, Option<i64>) = sqlx::query_as(
-        "select pg_current_wal_lsn()::text,
-                (select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-                 from pg_replication_slots where slot_name = $1),
-                (select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
-                 from pg_replication_slots where slot_name = $1)",
-    )
-    .bind(&cfg.slot)
-    .fetch_one(&mut *conn)
-    .await?;
+    let pos = slot::positions(conn, &cfg.slot).await?;
+    let retained = pos.retained_wal_bytes;
     let over = retained.is_some_and(|r| r > cfg.retained_wal_warn_bytes);
     if over && last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
         *last_warning = Some(Instant::now());
@@ -130,9 +122,9 @@ async fn observe(
             at: Some(chrono::Utc::now()),
             exists: info.is_some(),
             wal_status: info.as_ref().and_then(|s| s.wal_status.clone()),
-            source_wal_lsn: wal.parse().ok(),
+            source_wal_lsn: pos.current_wal,
             confirmed_flush_lsn: info.as_ref().and_then(|s| s.confirmed_flush_lsn),
-            lag_bytes: lag,
+            lag_bytes: pos.lag_bytes,
             retained_wal_bytes: retained,
         },
         over,

@@ -492,18 +492,19 @@ impl Streamer<'_> {
         let Some((ctx, seq)) = self.batcher.next_change() else {
             return Ok(());
         };
-        let rel = self.relations.get(relation_id).ok_or_else(|| {
+        let missing = || {
             ReplicatorError::Fatal(format!(
                 "change for relation {relation_id} before its Relation message"
             ))
-        })?;
-        let source = self.source(relation_id)?.clone();
-        if op == Op::Update && old.is_some() {
+        };
+        let rel = self.relations.get(relation_id).ok_or_else(missing)?;
+        // Field borrows, not `self.source()`: the batcher is pushed to while `source` is held.
+        let source = self.sources.get(&relation_id).ok_or_else(missing)?;
+        if op == Op::Update {
             // The old key only comes with an UPDATE that changed the key (or with REPLICA
             // IDENTITY FULL): a changed key is a delete and an insert.
-            let next = seq + 1;
             if let Some([delete, insert]) =
-                key_change_events(ctx, (seq, next), &rel, &source, old, new)
+                key_change_events(ctx, (seq, seq + 1), &rel, source, old, new)
             {
                 let _ = self.batcher.next_change();
                 self.batcher.push(delete);
@@ -511,7 +512,7 @@ impl Streamer<'_> {
                 return Ok(());
             }
         }
-        let e = row_event(ctx, seq, &rel, &source, op, old, new);
+        let e = row_event(ctx, seq, &rel, source, op, old, new);
         self.batcher.push(e);
         Ok(())
     }
@@ -530,7 +531,7 @@ impl Streamer<'_> {
             session
                 .apply(&mut self.catalog, &events, self.cfg.on_error)
                 .await?;
-            let total = session.events;
+            let total = session.events();
             let started = session.started;
             let totals = session
                 .commit(&self.cfg.slot, mark.end_lsn, mark.commit_ts)

@@ -51,6 +51,34 @@ pub async fn info(conn: &mut PgConnection, slot: &str) -> Result<Option<SlotInfo
     }))
 }
 
+/// Where the source's WAL is, and how far behind it the slot is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Positions {
+    pub current_wal: Option<Lsn>,
+    /// Source WAL not yet confirmed as flushed by the consumer (`None`: no such slot).
+    pub lag_bytes: Option<i64>,
+    /// WAL the slot keeps on the source.
+    pub retained_wal_bytes: Option<i64>,
+}
+
+pub async fn positions(conn: &mut PgConnection, slot: &str) -> Result<Positions, sqlx::Error> {
+    let (wal, lag, retained): (String, Option<i64>, Option<i64>) = sqlx::query_as(
+        "select pg_current_wal_lsn()::text,
+                (select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+                 from pg_replication_slots where slot_name = $1),
+                (select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+                 from pg_replication_slots where slot_name = $1)",
+    )
+    .bind(slot)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Positions {
+        current_wal: wal.parse().ok(),
+        lag_bytes: lag,
+        retained_wal_bytes: retained,
+    })
+}
+
 /// A slot just created, with the snapshot its consistent point corresponds to. The snapshot
 /// can be imported (`SET TRANSACTION SNAPSHOT`) only while the creating connection stays open
 /// and runs no other command.

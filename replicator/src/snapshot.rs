@@ -292,7 +292,6 @@ async fn write_chunk(
         stats,
     )
     .await?;
-    session.events += events.len();
     events.clear();
     Ok(())
 }

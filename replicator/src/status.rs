@@ -32,16 +32,8 @@ pub async fn read(
     slot_name: &str,
 ) -> Result<Status, sqlx::Error> {
     let slot = slot::info(oltp, slot_name).await?;
-    let (wal, lag_bytes, retained): (String, Option<i64>, Option<i64>) = sqlx::query_as(
-        "select pg_current_wal_lsn()::text,
-                (select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-                 from pg_replication_slots where slot_name = $1),
-                (select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
-                 from pg_replication_slots where slot_name = $1)",
-    )
-    .bind(slot_name)
-    .fetch_one(&mut *oltp)
-    .await?;
+    let pos = slot::positions(oltp, slot_name).await?;
+    let (lag_bytes, retained) = (pos.lag_bytes, pos.retained_wal_bytes);
     let cp = checkpoint::load(olap, slot_name).await?;
     let dead_letters: i64 = sqlx::query_scalar("select count(*) from cdc_dead_letters")
         .fetch_one(&mut *olap)
@@ -63,7 +55,7 @@ pub async fn read(
     Ok(Status {
         slot_name: slot_name.to_owned(),
         slot,
-        source_wal_lsn: wal.parse().ok(),
+        source_wal_lsn: pos.current_wal,
         checkpoint_lsn: cp.as_ref().map(|c| c.lsn),
         last_applied_commit_ts: cp.as_ref().and_then(|c| c.commit_ts),
         checkpoint_updated_at: cp.as_ref().map(|c| c.updated_at),

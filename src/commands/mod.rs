@@ -148,7 +148,9 @@ pub fn daemon_config(urls: &Urls, args: &ReplicateArgs) -> DaemonConfig {
         replicator: replicator_config(urls, args),
         listen: Some(args.listen),
         heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_interval_ms),
-        retained_wal_warn_bytes: args.retained_wal_warn_mb.saturating_mul(1 << 20),
+        retained_wal_warn_bytes: i64::try_from(args.retained_wal_warn_mb)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1 << 20),
         ready_max_lag: std::time::Duration::from_millis(args.ready_max_lag_ms),
     }
 }
