@@ -45,6 +45,22 @@ async fn status_page_shows_the_live_values() {
         .unwrap();
     assert!(streamed > 0);
 
+    // /status carries the heartbeat lag of the running process at its top level too.
+    let status: serde_json::Value = serde_json::from_str(
+        &harness::http_get(&addr, "/status")
+            .await
+            .expect("/status")
+            .1,
+    )
+    .unwrap();
+    let top = status["lag_seconds"]
+        .as_f64()
+        .expect("lag_seconds in /status");
+    let live = status["replicator"]["lag_seconds"]
+        .as_f64()
+        .expect("heartbeat lag");
+    assert!(top < 2.0 && live < 2.0, "{status}");
+
     let url = format!("http://{addr}/");
     let opts = BrowserOptions {
         virtual_time_budget_ms: 3000,

@@ -118,12 +118,19 @@ async fn status_doc(State(s): State<HttpState>) -> Response {
     };
     let replicator = s.telemetry.live();
     match outcome {
-        Ok(st) => Json(StatusDoc {
-            status: Some(st),
-            error: None,
-            replicator,
-        })
-        .into_response(),
+        Ok(mut st) => {
+            // The CLI can only estimate lag in time from the checkpoint's commit time; the
+            // running process measures it by heartbeat, so /status says that.
+            if replicator.lag_seconds.is_some() {
+                st.lag_seconds = replicator.lag_seconds;
+            }
+            Json(StatusDoc {
+                status: Some(st),
+                error: None,
+                replicator,
+            })
+            .into_response()
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(StatusDoc {
