@@ -26,9 +26,10 @@
 --                           the publication only (the initial copy). Creating the slot,
 --                           streaming it and reading pg_replication_slots / pg_publication_tables
 --                           need nothing more; pg_logical_emit_message is executable by PUBLIC.
---   brewlytics_olap         LOGIN; CONNECT on coffee_olap; owns the objects of the migrations
---                           (journal, replica.*, star schema, functions), so the replicator can
---                           add a replica table or column when the source gains one.
+--   brewlytics_olap         LOGIN; CONNECT and TEMP on coffee_olap (batches are staged in
+--                           temporary tables); owns the objects of the migrations (journal,
+--                           replica.*, cdc_staging, star schema, functions), so the replicator
+--                           can follow the source's tables and columns as they change.
 --   brewlytics_reader       (only with reader_password) LOGIN; SELECT on coffee_olap.
 -- PUBLIC loses CONNECT and TEMP on both databases and CREATE on their `public` schema.
 --
@@ -214,6 +215,8 @@ alter role brewlytics_olap with login nosuperuser nocreatedb nocreaterole norepl
 
 revoke all on database :"olap_db" from public;
 grant connect on database :"olap_db" to brewlytics_olap;
+-- Each batch is staged in temporary tables of the writer's session (typed COPY targets).
+grant temporary on database :"olap_db" to brewlytics_olap;
 revoke create on schema public from public;
 grant usage on schema public to brewlytics_olap;
 -- The replicator applies batches as PostgreSQL's own apply workers do (foreign keys of the
@@ -223,7 +226,7 @@ grant set on parameter session_replication_role to brewlytics_olap;
 -- The writer owns what the migrations created (they run as a superuser).
 select format('alter schema %I owner to brewlytics_olap', nspname)
 from pg_namespace
-where nspname = 'replica' and nspowner <> 'brewlytics_olap'::regrole
+where nspname in ('replica', 'cdc_staging') and nspowner <> 'brewlytics_olap'::regrole
 \gexec
 select format('alter %s %I.%I owner to brewlytics_olap',
               case c.relkind when 'v' then 'view' when 'm' then 'materialized view'

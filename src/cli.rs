@@ -51,13 +51,17 @@ pub struct ReplicateArgs {
     pub slot: SlotArgs,
     /// A change that cannot be applied: `dead-letter` (record it, go on) or `stop`.
     #[arg(long, default_value = "dead-letter")]
-    pub on_error: brewlytics_replicator::apply::OnError,
+    pub on_error: brewlytics_replicator::sink::olap::OnError,
     /// Most changes in one OLAP transaction (larger source transactions are chunked).
     #[arg(long, default_value_t = 10_000)]
     pub batch_max_changes: usize,
     /// How long a committed transaction may wait for others to share its batch, in ms.
     #[arg(long, default_value_t = 20)]
     pub batch_max_delay_ms: u64,
+    /// Rows per chunk of a backfill (a table copied while the stream runs).
+    #[arg(long, env = "BACKFILL_CHUNK_ROWS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub backfill_chunk_rows: i64,
     /// Where the replicator serves /metrics, /health, /ready, /status and its status page.
     #[arg(
         long = "replicator-listen",
@@ -98,6 +102,9 @@ pub enum Command {
     Migrate {
         #[command(flatten)]
         db: DbArgs,
+        /// Migrate even when the OLTP server cannot do logical replication (wal_level).
+        #[arg(long)]
+        no_source_check: bool,
     },
     /// Sample master data, and optionally historical orders, through the API's code path.
     Seed {
@@ -146,6 +153,20 @@ pub enum Command {
         db: DbArgs,
         #[arg(long)]
         from_lsn: brewlytics_replicator::lsn::Lsn,
+    },
+    /// Copy one published table again while the replicator streams (chunked, resumable,
+    /// consistent with the stream); shows its progress until it is done.
+    Snapshot {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        slot: SlotArgs,
+        /// The table: `name` (schema public) or `schema.name`.
+        #[arg(long)]
+        table: String,
+        /// Request the copy and return at once.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Copy the source again under a new slot (after the slot was lost or dropped).
     Resync {

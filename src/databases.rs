@@ -99,3 +99,11 @@ pub async fn pool(url: &DbUrl, max: u32) -> anyhow::Result<PgPool> {
         .await
         .with_context(|| format!("connecting to {url}"))
 }
+
+/// One connection (commands that hold a transaction of their own).
+pub async fn connect(url: &DbUrl) -> anyhow::Result<sqlx::PgConnection> {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect_with(&url.connect_options()?)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}

@@ -5,7 +5,7 @@
 -- param: store integer
 select d.date as day,
        count(distinct f.order_id) as orders,
-       sum(f.quantity) as items,
+       sum(f.quantity)::bigint as items,
        sum(f.revenue) as revenue
 from fact_sales f
 join dim_date d on d.date_key = f.date_key

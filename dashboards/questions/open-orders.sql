@@ -19,7 +19,7 @@ from (
            c.customer_id,
            min(f.ordered_at) as ordered_at,
            floor(extract(epoch from now() - min(f.ordered_at)) / 60)::bigint as age_minutes,
-           sum(f.quantity) as items,
+           sum(f.quantity)::bigint as items,
            sum(f.revenue) as total
     from fact_sales f
     join dim_store s on s.store_key = f.store_key

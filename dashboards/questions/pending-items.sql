@@ -5,7 +5,7 @@
 -- param: store integer
 with pending as (
     select p.product_id,
-           sum(f.quantity) as quantity,
+           sum(f.quantity)::bigint as quantity,
            count(distinct f.order_id) as orders,
            max(f.ordered_at) as last_updated
     from fact_sales f

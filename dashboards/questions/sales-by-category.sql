@@ -5,7 +5,7 @@
 -- param: store integer
 select p.category,
        count(distinct f.order_id) as orders,
-       sum(f.quantity) as items,
+       sum(f.quantity)::bigint as items,
        sum(f.revenue) as revenue,
        round(100 * sum(f.revenue) / nullif(sum(sum(f.revenue)) over (), 0), 1) as share_pct
 from fact_sales f

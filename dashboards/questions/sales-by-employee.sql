@@ -7,7 +7,7 @@ select e.employee_id,
        e.name as employee,
        e.role,
        count(distinct f.order_id) as orders,
-       sum(f.quantity) as items,
+       sum(f.quantity)::bigint as items,
        sum(f.revenue) as revenue,
        round(sum(f.revenue) / count(distinct f.order_id), 2) as average_order_value
 from fact_sales f

@@ -7,7 +7,7 @@
 with sold as (
     select p.product_id,
            count(distinct f.order_id) as orders,
-           sum(f.quantity) as items,
+           sum(f.quantity)::bigint as items,
            sum(f.revenue) as revenue
     from fact_sales f
     join dim_product p on p.product_key = f.product_key

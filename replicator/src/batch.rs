@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{JournalEvent, TxContext};
+use crate::change::{Change, TxContext};
 use crate::lsn::Lsn;
 
 #[derive(Clone, Copy, Debug)]
@@ -51,7 +51,7 @@ pub struct CommitMark {
 #[derive(Debug)]
 pub struct Batcher {
     limits: BatchLimits,
-    events: Vec<JournalEvent>,
+    events: Vec<Change>,
     bytes: usize,
     open: Option<OpenTx>,
     /// Set once a commit is in the batch (or in chunks already handed out).
@@ -102,7 +102,7 @@ impl Batcher {
         self.open.is_some_and(|o| !o.skip)
     }
 
-    pub fn push(&mut self, event: JournalEvent) {
+    pub fn push(&mut self, event: Change) {
         self.bytes += event.weight();
         self.events.push(event);
     }
@@ -129,7 +129,7 @@ impl Batcher {
 
     /// Events are over the bound: hand them out now (inside a transaction, or a batch of
     /// many). The caller applies them into its open OLAP transaction.
-    pub fn take_chunk_if_full(&mut self) -> Option<Vec<JournalEvent>> {
+    pub fn take_chunk_if_full(&mut self) -> Option<Vec<Change>> {
         if self.events.len() >= self.limits.max_changes || self.bytes >= self.limits.max_bytes {
             self.chunked = true;
             self.bytes = 0;
@@ -171,7 +171,7 @@ impl Batcher {
 
     /// Takes the batch: its remaining events, the commit it ends with, and how many source
     /// transactions it holds. Only between transactions.
-    pub fn take_batch(&mut self) -> Option<(Vec<JournalEvent>, CommitMark, u64)> {
+    pub fn take_batch(&mut self) -> Option<(Vec<Change>, CommitMark, u64)> {
         if self.open.is_some() {
             return None;
         }
@@ -192,21 +192,21 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Op;
+    use crate::change::{Body, Op, RowChange};
+    use crate::table::fixtures;
+    use std::sync::Arc;
 
-    fn ev(ctx: TxContext, seq: i32) -> JournalEvent {
-        JournalEvent {
-            lsn: ctx.lsn,
+    fn ev(ctx: TxContext, seq: i32) -> Change {
+        Change::new(
+            ctx,
             seq,
-            xid: ctx.xid,
-            commit_ts: 0,
-            schema: "public".into(),
-            table: "orders".into(),
-            op: Op::Insert,
-            key: Some("{}".into()),
-            before: None,
-            after: Some("{}".into()),
-        }
+            Body::Row(RowChange {
+                table: Arc::new(fixtures::products()),
+                op: Op::Insert,
+                old: None,
+                new: None,
+            }),
+        )
     }
 
     fn ctx(lsn: u64) -> TxContext {
@@ -280,7 +280,7 @@ mod tests {
         b.commit(Lsn(11), None, Instant::now());
         let (rest, mark, _) = b.take_batch().unwrap();
         assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].seq, 10);
+        assert_eq!(rest[0].pos.seq, 10);
         assert_eq!(mark.end_lsn, Lsn(11));
     }
 }

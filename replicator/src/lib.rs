@@ -21,24 +21,26 @@
 //! and keeps the whole path testable here. TLS (libpq's `sslmode` and `sslrootcert`) is
 //! rustls with ring, the stack sqlx already uses (`stream/tls.rs`).
 
-pub mod apply;
 pub mod batch;
+pub mod change;
 pub mod checkpoint;
 pub mod daemon;
 pub mod decode;
-pub mod event;
 pub mod heartbeat;
 pub mod http;
-pub mod journal;
+pub mod image;
 pub mod leader;
 pub mod lsn;
 pub mod monitor;
 pub mod pipeline;
+pub mod redact;
 pub mod replay;
-pub mod replica;
+pub mod schema;
+pub mod sink;
 pub mod slot;
-pub mod snapshot;
+pub mod source;
 pub mod status;
 pub mod stream;
+pub mod table;
 pub mod telemetry;
 pub mod verify;

@@ -1,28 +1,27 @@
-//! The replicator daemon: stream → decode → batch → apply → feedback, reconnecting with
-//! backoff. See the crate docs for the guarantees.
+//! The replicator daemon's pipeline: a reader (stream → decode → batch → encode) and an
+//! applier (the OLAP sink: apply → commit → report) that run at the same time, the next batch
+//! read and encoded while the current one is applied; commits stay in order and the flush
+//! position reported to the source is the last one OLAP committed. Reconnects with backoff on
+//! transient errors; stops on the others, saying what to do.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::watch;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use crate::apply::{ApplyError, ApplySession, OnError};
-use crate::batch::{BatchLimits, Batcher};
+use crate::batch::BatchLimits;
 use crate::checkpoint;
-use crate::decode::{
-    chrono_to_pg_timestamp, decode, standby_status_update, DecodeError, PgOutputMessage,
-    RelationCache, ReplicationMessage,
-};
-use crate::event::{key_change_events, row_event, truncate_event, Op, SourceTable, TxContext};
-use crate::heartbeat;
+use crate::decode::DecodeError;
 use crate::lsn::Lsn;
-use crate::replica::Catalog;
+use crate::schema::{store, SchemaError, Tracker};
+use crate::sink::olap::{ApplyError, OlapWriter, OnError};
 use crate::slot;
-use crate::snapshot::{self, SnapshotError};
+use crate::source::backfill::{self, WorkerConfig};
+use crate::source::checks;
+use crate::source::reader::{Applied, Reader, Work};
+use crate::source::snapshot::{self, SnapshotError};
 use crate::stream::config::{ConfigError, ReplicationConfig};
 use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::telemetry::{Role, Telemetry};
@@ -38,12 +37,17 @@ pub struct ReplicatorConfig {
     pub on_error: OnError,
     /// How often a standby status update is sent when nothing else prompts one.
     pub status_interval: Duration,
+    /// Rows per backfill chunk.
+    pub backfill_chunk_rows: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicatorError {
     #[error("{0}")]
     Fatal(String),
+    /// The OLAP writer ended (its own error says why).
+    #[error("the OLAP writer stopped")]
+    WriterGone,
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("replication stream: {0}")]
@@ -54,7 +58,9 @@ pub enum ReplicatorError {
     Apply(#[from] ApplyError),
     #[error("initial copy: {0}")]
     Snapshot(#[from] SnapshotError),
-    #[error("database: {0}")]
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("database: {}", crate::redact::db_error(.0))]
     Sql(#[from] sqlx::Error),
 }
 
@@ -62,12 +68,22 @@ impl ReplicatorError {
     /// Errors worth waiting out (a database restarting, a network cut, the slot held by a
     /// process that is going away); others would only repeat.
     pub fn is_retryable(&self) -> bool {
+        use crate::redact::{classify, Class};
         match self {
             Self::Fatal(_) | Self::Config(_) | Self::Decode(_) => false,
-            Self::Apply(e) => e.is_retryable() || matches!(e, ApplyError::Sql(_)),
+            Self::WriterGone => true,
+            Self::Apply(e) => e.is_retryable(),
             Self::Snapshot(SnapshotError::Malformed { .. }) => false,
+            Self::Snapshot(SnapshotError::Apply(e)) => e.is_retryable(),
+            Self::Snapshot(SnapshotError::Source(e)) => classify(e) == Class::Transient,
+            Self::Schema(SchemaError::Catalog { source, .. }) => {
+                classify(source) == Class::Transient
+            }
             Self::Stream(ConnError::Auth(_) | ConnError::Tls(_)) => false,
-            Self::Stream(ConnError::Server { code, .. }) => !code.starts_with("28"),
+            Self::Stream(ConnError::Server { code, .. }) => {
+                crate::redact::classify_code(code) == Class::Transient
+            }
+            Self::Sql(e) => classify(e) == Class::Transient,
             _ => true,
         }
     }
@@ -75,11 +91,13 @@ impl ReplicatorError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Fatal(_) => "fatal",
+            Self::WriterGone => "olap",
             Self::Config(_) => "config",
             Self::Stream(_) => "stream",
             Self::Decode(_) => "decode",
             Self::Apply(e) => e.kind(),
             Self::Snapshot(_) => "snapshot",
+            Self::Schema(_) => "schema",
             Self::Sql(_) => "database",
         }
     }
@@ -114,6 +132,7 @@ pub async fn run_with(
         match outcome {
             Ok(()) => return Ok(()),
             Err(e) if !e.is_retryable() => {
+                tracing::error!(error = %e, kind = e.kind(), "replication stopped");
                 telemetry.error(e.kind(), e.to_string());
                 return Err(e);
             }
@@ -134,41 +153,19 @@ pub async fn run_with(
     }
 }
 
-async fn olap_pool(url: &DbUrl) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(url.connect_options()?)
-        .await
-}
-
 /// One connection's life: set up, stream until shutdown or error.
 async fn session(
     cfg: &ReplicatorConfig,
     telemetry: &Arc<Telemetry>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
-    let olap = olap_pool(&cfg.olap_url).await?;
+    let mut writer = OlapWriter::connect(&cfg.olap_url, cfg.on_error).await?;
     let mut oltp = PgConnection::connect_with(&cfg.oltp_url.connect_options()?).await?;
-    let has_publication: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_publication where pubname = $1)")
-            .bind(&cfg.publication)
-            .fetch_one(&mut oltp)
-            .await?;
-    if !has_publication {
-        return Err(ReplicatorError::Fatal(format!(
-            "publication {:?} does not exist in the OLTP database: run `brewlytics migrate`",
-            cfg.publication
-        )));
-    }
-    let checkpoint = {
-        let mut c = olap.acquire().await?;
-        checkpoint::load(&mut c, &cfg.slot).await?
-    };
+    let checkpoint = checkpoint::load(writer.conn(), &cfg.slot).await?;
+    checks::source_ready(&mut oltp, &cfg.publication, checkpoint.is_none()).await?;
     let existing = slot::info(&mut oltp, &cfg.slot).await?;
     let repl_cfg = ReplicationConfig::from_url(&cfg.oltp_url)?;
     let mut conn = ReplicationConnection::connect(&repl_cfg).await?;
-    let mut catalog = Catalog::default();
 
     let start = match (existing, checkpoint) {
         (Some(s), Some(cp)) => {
@@ -205,70 +202,193 @@ async fn session(
                 tracing::info!(slot = %cfg.slot, "slot has no checkpoint in OLAP; recreating it for a fresh initial copy");
                 slot::drop_if_exists(&mut oltp, &cfg.slot).await?;
             }
-            first_start(cfg, &mut conn, &mut oltp, &olap, &mut catalog, false).await?
+            first_start(cfg, &mut conn, &mut oltp, &mut writer, false).await?
         }
     };
-    drop(oltp);
+    tracing::debug!("loading the replica's tables");
+    let tracker = Tracker::new(store::load(writer.conn()).await?);
+    tracing::debug!(tables = tracker.applied().count(), "starting the stream");
+    warn_unidentified(&tracker);
     conn.start_copy_both(&slot::start_sql(&cfg.slot, start, &cfg.publication))
         .await?;
     tracing::info!(slot = %cfg.slot, from = %start, "streaming");
     telemetry.checkpoint(start);
     telemetry.set_role(Role::Streaming);
-    Streamer {
+
+    let (work_tx, work_rx) = mpsc::channel::<Work>(1);
+    let (applied_tx, applied_rx) = watch::channel(Applied {
+        lsn: start,
+        batches: 0,
+    });
+    let mut applier = tokio::spawn(apply_loop(
+        writer,
+        work_rx,
+        applied_tx,
+        telemetry.clone(),
+        cfg.slot.clone(),
+    ));
+    let (stop_worker, worker_stop) = watch::channel(false);
+    let worker = tokio::spawn(backfill::run(
+        WorkerConfig {
+            oltp_url: cfg.oltp_url.clone(),
+            olap_url: cfg.olap_url.clone(),
+            publication: cfg.publication.clone(),
+            chunk_rows: cfg.backfill_chunk_rows,
+        },
+        telemetry.clone(),
+        worker_stop,
+    ));
+    let mut reader = Reader::new(
         cfg,
-        telemetry: telemetry.clone(),
-        heartbeat: None,
-        olap,
+        telemetry.clone(),
         conn,
-        catalog,
-        batcher: Batcher::new(cfg.limits),
-        relations: RelationCache::new(),
-        sources: HashMap::new(),
-        session: None,
-        flushed: start,
-        received: start,
-        applied_to: start,
+        oltp,
+        tracker,
+        start,
+        applied_rx,
+        work_tx,
+    );
+    let read = tokio::select! {
+        r = reader.run(shutdown) => r,
+        r = &mut applier => Err(applier_end(r)),
+    };
+    let _ = stop_worker.send(true);
+    worker.abort();
+    match read {
+        Ok(()) => {
+            // Shutdown: the applier finishes what it was handed, then the last position is
+            // reported.
+            let done = finish_applier(&mut reader, applier).await;
+            reader.finish().await?;
+            done
+        }
+        Err(ReplicatorError::WriterGone) => match applier.await {
+            Ok(Err(e)) => Err(e),
+            _ => Err(ReplicatorError::WriterGone),
+        },
+        Err(e) => {
+            applier.abort();
+            Err(e)
+        }
     }
-    .run(shutdown)
-    .await
+}
+
+async fn finish_applier(
+    reader: &mut Reader<'_>,
+    applier: tokio::task::JoinHandle<Result<(), ReplicatorError>>,
+) -> Result<(), ReplicatorError> {
+    reader.close_work();
+    match applier.await {
+        Ok(r) => r,
+        Err(e) => Err(ReplicatorError::Fatal(format!(
+            "the OLAP writer failed: {e}"
+        ))),
+    }
+}
+
+fn applier_end(r: Result<Result<(), ReplicatorError>, tokio::task::JoinError>) -> ReplicatorError {
+    match r {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => ReplicatorError::WriterGone,
+        Err(e) => ReplicatorError::Fatal(format!("the OLAP writer failed: {e}")),
+    }
+}
+
+/// The applier: each piece of work into OLAP, in order; each batch committed with its
+/// checkpoint, then reported.
+async fn apply_loop(
+    mut writer: OlapWriter,
+    mut work: mpsc::Receiver<Work>,
+    applied: watch::Sender<Applied>,
+    telemetry: Arc<Telemetry>,
+    slot: String,
+) -> Result<(), ReplicatorError> {
+    while let Some(w) = work.recv().await {
+        match w {
+            Work::Chunk(encoded) => {
+                let span = tracing::info_span!("chunk", first = ?encoded.first.map(|p| p.to_string()),
+                    changes = encoded.changes);
+                writer.apply(&encoded).instrument(span).await?;
+            }
+            Work::Batch {
+                encoded,
+                mark,
+                transactions,
+                heartbeat,
+            } => {
+                let span = tracing::info_span!("batch", transactions, checkpoint = %mark.end_lsn,
+                    changes = encoded.changes);
+                let totals = async {
+                    writer.apply(&encoded).await?;
+                    writer.commit(&slot, mark.end_lsn, mark.commit_ts).await
+                }
+                .instrument(span)
+                .await?;
+                let elapsed = writer.started.map(|s| s.elapsed()).unwrap_or_default();
+                telemetry.batch_applied(&totals, transactions, elapsed, mark.end_lsn);
+                if let Some(seq) = heartbeat {
+                    telemetry.heartbeat_applied(seq);
+                }
+                tracing::debug!(transactions, changes = totals.events,
+                    dead_letters = totals.dead_letters, checkpoint = %mark.end_lsn,
+                    ms = elapsed.as_millis() as u64, "batch applied");
+                applied.send_modify(|a| {
+                    a.lsn = a.lsn.max(mark.end_lsn);
+                    a.batches += 1;
+                });
+            }
+        }
+    }
+    // The reader stopped in the middle of a source transaction: it is sent again.
+    writer.rollback().await?;
+    Ok(())
+}
+
+/// Tables whose UPDATE and DELETE the source refuses while they are published: said once.
+fn warn_unidentified(tracker: &Tracker) {
+    for t in tracker.applied() {
+        if !t.updates_identified() {
+            tracing::warn!(table = %t.qualified_source(),
+                "table has no primary key and REPLICA IDENTITY DEFAULT: the source refuses its UPDATEs and DELETEs while it is published; set REPLICA IDENTITY FULL (or add a primary key)");
+        }
+    }
 }
 
 async fn first_start(
     cfg: &ReplicatorConfig,
     conn: &mut ReplicationConnection,
     oltp: &mut PgConnection,
-    olap: &PgPool,
-    catalog: &mut Catalog,
+    writer: &mut OlapWriter,
     reset: bool,
 ) -> Result<Lsn, ReplicatorError> {
     let created = slot::create_exported(conn, &cfg.slot).await?;
     tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point,
         "slot created; copying the published tables");
     let t0 = Instant::now();
-    let mut session = ApplySession::begin(olap).await?;
+    writer.begin().await?;
     if reset {
-        crate::replay::reset_replica_and_star(session.conn())
+        crate::replay::reset_replica_and_star(writer.conn())
             .await
             .map_err(ApplyError::from)?;
-        checkpoint::clear(session.conn(), &cfg.slot)
+        checkpoint::clear(writer.conn(), &cfg.slot)
             .await
             .map_err(ApplyError::from)?;
     }
     let stats = snapshot::copy_published(
         oltp,
-        &mut session,
-        catalog,
+        writer,
         &cfg.publication,
         Some(&created.snapshot_name),
         created.consistent_point,
     )
     .await?;
-    session
+    writer
         .commit(&cfg.slot, created.consistent_point, None)
         .await?;
     tracing::info!(
         tables = stats.tables,
         rows = stats.rows,
+        dead_letters = stats.dead_letters,
         seconds = t0.elapsed().as_secs_f64(),
         "initial copy committed"
     );
@@ -282,8 +402,9 @@ async fn first_start(
 pub async fn resync(cfg: &ReplicatorConfig) -> Result<Lsn, ReplicatorError> {
     slot::validate_name("slot name", &cfg.slot).map_err(ReplicatorError::Fatal)?;
     slot::validate_name("publication", &cfg.publication).map_err(ReplicatorError::Fatal)?;
-    let olap = olap_pool(&cfg.olap_url).await?;
+    let mut writer = OlapWriter::connect(&cfg.olap_url, cfg.on_error).await?;
     let mut oltp = PgConnection::connect_with(&cfg.oltp_url.connect_options()?).await?;
+    checks::source_ready(&mut oltp, &cfg.publication, true).await?;
     if let Some(s) = slot::info(&mut oltp, &cfg.slot).await? {
         if s.active {
             return Err(ReplicatorError::Fatal(format!(
@@ -296,280 +417,7 @@ pub async fn resync(cfg: &ReplicatorConfig) -> Result<Lsn, ReplicatorError> {
     }
     let repl_cfg = ReplicationConfig::from_url(&cfg.oltp_url)?;
     let mut conn = ReplicationConnection::connect(&repl_cfg).await?;
-    let mut catalog = Catalog::default();
-    let lsn = first_start(cfg, &mut conn, &mut oltp, &olap, &mut catalog, true).await?;
+    let lsn = first_start(cfg, &mut conn, &mut oltp, &mut writer, true).await?;
     conn.close().await;
     Ok(lsn)
-}
-
-struct Streamer<'a> {
-    cfg: &'a ReplicatorConfig,
-    telemetry: Arc<Telemetry>,
-    /// The newest of this process's heartbeats in the batch being built.
-    heartbeat: Option<u64>,
-    olap: PgPool,
-    conn: ReplicationConnection,
-    catalog: Catalog,
-    batcher: Batcher,
-    relations: RelationCache,
-    sources: HashMap<u32, SourceTable>,
-    session: Option<ApplySession>,
-    /// Durable in OLAP: what we report as flushed.
-    flushed: Lsn,
-    /// The furthest WAL position the server told us about.
-    received: Lsn,
-    /// The checkpoint: transactions committed before it are skipped.
-    applied_to: Lsn,
-}
-
-impl Streamer<'_> {
-    async fn run(mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), ReplicatorError> {
-        let mut next_status = Instant::now() + self.cfg.status_interval;
-        loop {
-            let wake = self
-                .batcher
-                .deadline()
-                .map_or(next_status, |d| d.min(next_status));
-            // The timer only wins when the stream has nothing ready (biased order).
-            let stream_idle = tokio::select! {
-                biased;
-                _ = shutdown.changed() => {
-                    return self.finish().await;
-                }
-                data = self.conn.recv_copy_data() => {
-                    match data? {
-                        Some(bytes) => self.handle(bytes).await?,
-                        None => return Err(ConnError::Closed.into()),
-                    }
-                    false
-                }
-                _ = tokio::time::sleep_until(wake.into()) => true,
-            };
-            let now = Instant::now();
-            if self.batcher.should_commit(now, stream_idle) {
-                self.commit_batch().await?;
-            }
-            if now >= next_status {
-                self.send_status(false).await?;
-                next_status = now + self.cfg.status_interval;
-            }
-        }
-    }
-
-    async fn handle(&mut self, bytes: bytes::Bytes) -> Result<(), ReplicatorError> {
-        match ReplicationMessage::parse(&bytes)? {
-            ReplicationMessage::XLogData { wal_end, data, .. } => {
-                self.received = self.received.max(wal_end);
-                let msg = decode(&data)?;
-                self.message(msg).await?;
-                if let Some(chunk) = self.batcher.take_chunk_if_full() {
-                    let session = match self.session.as_mut() {
-                        Some(s) => s,
-                        None => self.session.insert(ApplySession::begin(&self.olap).await?),
-                    };
-                    session
-                        .apply(&mut self.catalog, &chunk, self.cfg.on_error)
-                        .await?;
-                }
-            }
-            ReplicationMessage::PrimaryKeepalive {
-                wal_end,
-                reply_requested,
-                ..
-            } => {
-                self.received = self.received.max(wal_end);
-                if self.batcher.is_idle() && self.session.is_none() {
-                    // Everything up to wal_end has been sent and nothing of it is pending:
-                    // the slot may move on even when the published tables are idle.
-                    self.flushed = self.flushed.max(wal_end);
-                }
-                if reply_requested {
-                    self.send_status(false).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn message(&mut self, msg: PgOutputMessage) -> Result<(), ReplicatorError> {
-        match msg {
-            PgOutputMessage::Begin(b) => self.batcher.begin(
-                TxContext {
-                    lsn: b.final_lsn,
-                    xid: b.xid,
-                    commit_ts: b.commit_ts,
-                },
-                self.applied_to,
-            ),
-            PgOutputMessage::Commit(c) => {
-                let skipped = self
-                    .batcher
-                    .commit(c.end_lsn, c.commit_time(), Instant::now());
-                if skipped && self.batcher.is_idle() && self.session.is_none() {
-                    self.flushed = self.flushed.max(c.end_lsn);
-                }
-            }
-            PgOutputMessage::Relation(r) => {
-                let shape = match self.session.as_mut() {
-                    Some(s) => self.catalog.ensure(s.conn(), &r).await,
-                    None => {
-                        let mut c = self.olap.acquire().await.map_err(ApplyError::from)?;
-                        self.catalog.ensure(&mut c, &r).await
-                    }
-                }
-                .map_err(ApplyError::from)?;
-                let key_positions = shape
-                    .primary_key
-                    .iter()
-                    .filter_map(|k| r.columns.iter().position(|c| &c.name == k))
-                    .collect();
-                self.sources.insert(
-                    r.id,
-                    SourceTable {
-                        schema: Arc::from(r.namespace.as_str()),
-                        table: Arc::from(r.name.as_str()),
-                        key_positions,
-                    },
-                );
-                self.relations.update(r);
-            }
-            PgOutputMessage::Insert(i) => {
-                self.row(i.relation_id, Op::Insert, None, Some(&i.new))?;
-            }
-            PgOutputMessage::Update(u) => {
-                self.row(u.relation_id, Op::Update, u.old.as_ref(), Some(&u.new))?;
-            }
-            PgOutputMessage::Delete(d) => {
-                self.row(d.relation_id, Op::Delete, Some(&d.old), None)?;
-            }
-            PgOutputMessage::Truncate(t) => {
-                for id in &t.relation_ids {
-                    let Some((ctx, seq)) = self.batcher.next_change() else {
-                        continue;
-                    };
-                    let src = self.source(*id)?;
-                    let e = truncate_event(
-                        ctx,
-                        seq,
-                        src.schema.clone(),
-                        src.table.clone(),
-                        t.cascade(),
-                        t.restart_identity(),
-                    );
-                    self.batcher.push(e);
-                }
-            }
-            PgOutputMessage::Message(m) => {
-                if m.transactional
-                    && m.prefix == heartbeat::PREFIX
-                    && self.batcher.next_change_would_apply()
-                {
-                    if let Some(seq) = self.telemetry.heartbeat_seq(&m.content) {
-                        self.heartbeat = Some(self.heartbeat.map_or(seq, |h| h.max(seq)));
-                    }
-                }
-            }
-            PgOutputMessage::Origin(_) | PgOutputMessage::Type(_) => {}
-        }
-        Ok(())
-    }
-
-    fn source(&self, relation_id: u32) -> Result<&SourceTable, ReplicatorError> {
-        self.sources.get(&relation_id).ok_or_else(|| {
-            ReplicatorError::Fatal(format!(
-                "change for relation {relation_id} before its Relation message"
-            ))
-        })
-    }
-
-    fn row(
-        &mut self,
-        relation_id: u32,
-        op: Op,
-        old: Option<&crate::decode::OldTuple>,
-        new: Option<&crate::decode::TupleData>,
-    ) -> Result<(), ReplicatorError> {
-        let Some((ctx, seq)) = self.batcher.next_change() else {
-            return Ok(());
-        };
-        let missing = || {
-            ReplicatorError::Fatal(format!(
-                "change for relation {relation_id} before its Relation message"
-            ))
-        };
-        let rel = self.relations.get(relation_id).ok_or_else(missing)?;
-        // Field borrows, not `self.source()`: the batcher is pushed to while `source` is held.
-        let source = self.sources.get(&relation_id).ok_or_else(missing)?;
-        if op == Op::Update {
-            // The old key only comes with an UPDATE that changed the key (or with REPLICA
-            // IDENTITY FULL): a changed key is a delete and an insert.
-            if let Some([delete, insert]) =
-                key_change_events(ctx, (seq, seq + 1), &rel, source, old, new)
-            {
-                let _ = self.batcher.next_change();
-                self.batcher.push(delete);
-                self.batcher.push(insert);
-                return Ok(());
-            }
-        }
-        let e = row_event(ctx, seq, &rel, source, op, old, new);
-        self.batcher.push(e);
-        Ok(())
-    }
-
-    async fn commit_batch(&mut self) -> Result<(), ReplicatorError> {
-        let Some((events, mark, txs)) = self.batcher.take_batch() else {
-            return Ok(());
-        };
-        let span = tracing::info_span!("batch", transactions = txs, checkpoint = %mark.end_lsn);
-        let session = self.session.take();
-        let (total, started, totals) = async {
-            let mut session = match session {
-                Some(s) => s,
-                None => ApplySession::begin(&self.olap).await?,
-            };
-            session
-                .apply(&mut self.catalog, &events, self.cfg.on_error)
-                .await?;
-            let total = session.events();
-            let started = session.started;
-            let totals = session
-                .commit(&self.cfg.slot, mark.end_lsn, mark.commit_ts)
-                .await?;
-            Ok::<_, ReplicatorError>((total, started, totals))
-        }
-        .instrument(span)
-        .await?;
-        let elapsed = started.elapsed();
-        self.flushed = self.flushed.max(mark.end_lsn);
-        self.applied_to = self.applied_to.max(mark.end_lsn);
-        self.telemetry
-            .batch_applied(&totals, txs, elapsed, mark.end_lsn);
-        if let Some(seq) = self.heartbeat.take() {
-            self.telemetry.heartbeat_applied(seq);
-        }
-        tracing::debug!(transactions = txs, changes = total, dead_letters = totals.dead_letters,
-            checkpoint = %mark.end_lsn, ms = elapsed.as_millis() as u64, "batch applied");
-        self.send_status(false).await
-    }
-
-    async fn send_status(&mut self, reply: bool) -> Result<(), ReplicatorError> {
-        let now = chrono_to_pg_timestamp(chrono::Utc::now());
-        let msg = standby_status_update(self.received, self.flushed, self.flushed, now, reply);
-        self.conn.send_copy_data(msg).await?;
-        Ok(())
-    }
-
-    /// Shutdown: commit what is complete, roll back a partial transaction (the server sends
-    /// it again), report the final position, close.
-    async fn finish(mut self) -> Result<(), ReplicatorError> {
-        if !self.batcher.in_transaction() {
-            self.commit_batch().await?;
-        }
-        self.session = None;
-        self.send_status(false).await?;
-        tracing::info!(flushed = %self.flushed, "replicator stopped");
-        self.conn.close().await;
-        Ok(())
-    }
 }

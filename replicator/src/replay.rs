@@ -1,18 +1,27 @@
-//! `brewlytics replay --from-lsn LSN`: rebuild replica and star tables from the journal.
+//! `brewlytics replay --from-lsn LSN`: rebuild replica and star tables from the journal, on
+//! the same set-based path the stream takes (typed stage tables, the last change per key, the
+//! star for what each run touched).
 //!
-//! From an LSN at or before the latest initial copy (op `r`), the replica and star tables are
-//! emptied and rebuilt from that copy onward: the journal alone rebuilds OLAP. From a later
-//! LSN, the events after it are applied again over the current state, which leaves it as it
-//! is when nothing was lost. Running it twice changes nothing.
+//! From an LSN at or before the latest initial copy (op `r`, xid 0), the replica and star
+//! tables are emptied and rebuilt from that copy onward: the journal alone rebuilds OLAP.
+//! From a later LSN, the events after it are applied again over the current state, which
+//! leaves it as it is when nothing was lost. Images written before a column was renamed are
+//! read with the column's current name (schema events carry the source attnums); backfill
+//! chunks are merged again as the stream merged them. Running it twice changes nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
-use crate::apply::{apply_journaled, ApplyError, ApplyStats, OnError, Star};
-use crate::event::{JournalEvent, Op, Pos};
+use crate::change::{Op, Pos};
 use crate::lsn::Lsn;
-use crate::replica::{ident, Catalog, REPLICA_SCHEMA};
+use crate::schema::store;
+use crate::sink::olap::backfill::{replace_range, Snapshot};
+use crate::sink::olap::encode::encode;
+use crate::sink::olap::journal::{self, table_from_json, JournalEncoder, JournalRow};
+use crate::sink::olap::{ApplyError, OlapWriter, OnError};
+use crate::table::{ident, SourceTable, REPLICA_SCHEMA};
 
 const CHUNK: i64 = 20_000;
 
@@ -32,60 +41,221 @@ pub const STAR_RESET: [&str; 5] = [
     "delete from dim_customer where customer_key <> 0",
 ];
 
-pub async fn replay(pool: &PgPool, from: Lsn) -> Result<ReplayStats, ApplyError> {
-    let mut tx = pool.begin().await?;
-    let latest_copy: Option<String> =
-        sqlx::query_scalar("select max(lsn)::text from cdc_events where op = 'r'")
-            .fetch_one(&mut *tx)
-            .await?;
+/// Each table's shapes over the journal (from its schema events), and how a shape's column
+/// names map to the current ones.
+struct History {
+    current: HashMap<(String, String), Arc<SourceTable>>,
+    shapes: HashMap<(String, String), Vec<(Pos, SourceTable)>>,
+}
+
+impl History {
+    async fn load(conn: &mut PgConnection) -> Result<Self, ApplyError> {
+        let current = store::load(conn)
+            .await?
+            .into_iter()
+            .map(|t| ((t.schema.to_string(), t.name.to_string()), Arc::new(t)))
+            .collect();
+        let rows: Vec<(String, i32, String)> = sqlx::query_as(
+            "select lsn::text, seq, after::text from cdc_events where op = 's' order by lsn, seq",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut shapes: HashMap<(String, String), Vec<(Pos, SourceTable)>> = HashMap::new();
+        for (lsn, seq, after) in rows {
+            let (Ok(lsn), Ok(v)) = (lsn.parse(), serde_json::from_str(&after)) else {
+                continue;
+            };
+            if let Some(t) = table_from_json(&v) {
+                shapes
+                    .entry((t.schema.to_string(), t.name.to_string()))
+                    .or_default()
+                    .push((Pos { lsn, seq }, t));
+            }
+        }
+        Ok(Self { current, shapes })
+    }
+
+    /// Old column name → current name, for images written at `at`.
+    fn renamed(&self, key: &(String, String), at: Pos) -> HashMap<String, String> {
+        let (Some(now), Some(list)) = (self.current.get(key), self.shapes.get(key)) else {
+            return HashMap::new();
+        };
+        let Some((_, then)) = list.iter().rev().find(|(p, _)| *p <= at) else {
+            return HashMap::new();
+        };
+        then.columns
+            .iter()
+            .filter_map(|c| {
+                let a = c.attnum?;
+                let n = now.columns.iter().find(|x| x.attnum == Some(a))?;
+                (n.name != c.name).then(|| (c.name.clone(), n.name.clone()))
+            })
+            .collect()
+    }
+}
+
+pub async fn replay(conn: PgConnection, from: Lsn) -> Result<ReplayStats, ApplyError> {
+    let mut w = OlapWriter::from_conn(conn, OnError::DeadLetter);
+    w.begin().await?;
+    let latest_copy: Option<String> = sqlx::query_scalar(
+        "select max(lsn)::text from cdc_events where op = 'r' and coalesce(xid, 0) = 0",
+    )
+    .fetch_one(w.conn())
+    .await?;
     let latest_copy: Option<Lsn> = latest_copy.and_then(|l| l.parse().ok());
     let mut stats = ReplayStats {
         from,
         ..Default::default()
     };
-    let mut pos = Pos { lsn: from, seq: -1 };
+    let mut pos = Pos {
+        lsn: from,
+        seq: i32::MIN,
+    };
     if let Some(copy) = latest_copy.filter(|c| from <= *c) {
         stats.rebuilt = true;
-        reset_replica_and_star(&mut tx).await?;
-        pos = Pos { lsn: copy, seq: -1 };
+        reset_replica_and_star(w.conn()).await?;
+        pos = Pos {
+            lsn: copy,
+            seq: i32::MIN,
+        };
         stats.from = copy;
     }
-    let mut catalog = Catalog::default();
-    let mut apply_stats = ApplyStats::default();
+    let history = History::load(w.conn()).await?;
+    let mut encoder = JournalEncoder::default();
+    let mut renamed_cache: HashMap<(String, String), (Pos, HashMap<String, String>)> =
+        HashMap::new();
+    let mut merged_at: Option<Lsn> = None;
     loop {
-        let events = fetch(&mut tx, pos).await?;
-        let Some(last) = events.last() else { break };
-        pos = last.pos();
-        stats.events += events.len() as u64;
-        let star = if stats.rebuilt {
-            Star::Deferred
-        } else {
-            Star::PerRun
-        };
-        apply_journaled(
-            &mut tx,
-            &mut catalog,
-            &events,
-            OnError::DeadLetter,
-            star,
-            &mut apply_stats,
-        )
-        .await?;
+        let rows = journal::read_after(w.conn(), pos, CHUNK).await?;
+        let Some(last) = rows.last() else { break };
+        pos = last.pos;
+        stats.events += rows.len() as u64;
+        let mut changes = Vec::new();
+        for row in &rows {
+            let key = (row.schema.clone(), row.table.clone());
+            let Some(table) = history.current.get(&key) else {
+                continue;
+            };
+            if row.op == Op::Backfill {
+                apply_changes(&mut w, &mut encoder, std::mem::take(&mut changes)).await?;
+                merge_again(&mut w, table, row).await?;
+                merged_at = Some(row.pos.lsn);
+                continue;
+            }
+            if row.op == Op::Snapshot && row.xid != 0 && merged_at == Some(row.pos.lsn) {
+                // A backfill chunk's rows: merged with its watermark.
+                continue;
+            }
+            let renamed = match renamed_cache.get(&key) {
+                Some((at, map)) if shape_unchanged(&history, &key, *at, row.pos) => map.clone(),
+                _ => {
+                    let map = history.renamed(&key, row.pos);
+                    renamed_cache.insert(key.clone(), (row.pos, map.clone()));
+                    map
+                }
+            };
+            match row.to_change(table, &renamed) {
+                Ok(Some(c)) => changes.push(c),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(lsn = %row.pos.lsn, seq = row.pos.seq, error = %e,
+                        "journal event skipped: its image cannot be read");
+                }
+            }
+        }
+        apply_changes(&mut w, &mut encoder, changes).await?;
     }
-    if stats.rebuilt {
-        // SCD2 history comes from the product events in order.
-        sqlx::query(
-            "select star_apply_product_events($1::pg_lsn, -1, 'FFFFFFFF/FFFFFFFF', 2147483647)",
-        )
-        .bind(stats.from.to_string())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("select star_refresh_all()")
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    w.commit_without_checkpoint().await?;
     Ok(stats)
+}
+
+fn shape_unchanged(h: &History, key: &(String, String), a: Pos, b: Pos) -> bool {
+    h.shapes
+        .get(key)
+        .is_none_or(|list| !list.iter().any(|(p, _)| *p > a && *p <= b))
+}
+
+async fn apply_changes(
+    w: &mut OlapWriter,
+    encoder: &mut JournalEncoder,
+    changes: Vec<crate::change::Change>,
+) -> Result<(), ApplyError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let encoded = encode(encoder, &changes);
+    w.apply_segments(&encoded.segments).await
+}
+
+/// A backfill chunk merged again from its journaled rows, as the stream merged it.
+async fn merge_again(
+    w: &mut OlapWriter,
+    table: &Arc<SourceTable>,
+    b: &JournalRow,
+) -> Result<(), ApplyError> {
+    type Chunk = (Option<Vec<String>>, Option<Vec<String>>, String, String);
+    let chunk: Option<Chunk> = sqlx::query_as(
+        "select lo, hi, snapshot, from_lsn::text from cdc_backfill_chunks
+         where merged_lsn = $1::pg_lsn and attempt = ($2::json ->> 'attempt')",
+    )
+    .bind(b.pos.lsn.to_string())
+    .bind(b.after.as_deref().unwrap_or("{}"))
+    .fetch_optional(w.conn())
+    .await?;
+    let Some((lo, hi, snapshot, from_lsn)) = chunk else {
+        return Ok(());
+    };
+    // The chunk's rows, from the journal, into a temporary table shaped like the replica.
+    let tmp = "pg_temp.cdc_replay_chunk";
+    sqlx::query(&format!("drop table if exists {tmp}"))
+        .execute(w.conn())
+        .await?;
+    sqlx::query(&format!(
+        "create temp table cdc_replay_chunk (_cdc_row bigint, like {})",
+        table.replica_ident()
+    ))
+    .execute(w.conn())
+    .await?;
+    let rows: Vec<(i32, Option<String>, Vec<String>)> = sqlx::query_as(
+        "select seq, after::text, coalesce(json_nulls, '{}') from cdc_events
+         where lsn = $1::pg_lsn and op = 'r' order by seq",
+    )
+    .bind(b.pos.lsn.to_string())
+    .fetch_all(w.conn())
+    .await?;
+    let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+    let mut data = Vec::new();
+    let mut spans = Vec::new();
+    for (seq, after, nulls) in rows {
+        let Some(after) = after else { continue };
+        let Ok(t) = crate::image::parse(table, &after, &nulls, &HashMap::new()) else {
+            continue;
+        };
+        let start = data.len();
+        data.extend_from_slice(seq.to_string().as_bytes());
+        for v in &t.columns {
+            data.push(b'\t');
+            match v.data() {
+                Some(d) => crate::image::copy_escape(&mut data, d),
+                None => data.extend_from_slice(b"\\N"),
+            }
+        }
+        data.push(b'\n');
+        spans.push((start, data.len()));
+    }
+    let sql = format!("copy {tmp} (_cdc_row, {}) from stdin", cols.join(", "));
+    w.copy_checked(&sql, &data, &spans).await?;
+    replace_range(w, table, tmp, lo.as_deref(), hi.as_deref()).await?;
+    // Changes the chunk's snapshot did not see, again on top.
+    let from: Lsn = from_lsn.parse().unwrap_or(b.pos.lsn);
+    let snapshot = Snapshot::parse(&snapshot);
+    let rows = journal::read_table_range(w.conn(), &table.schema, &table.name, from, b.pos).await?;
+    let changes: Vec<_> = rows
+        .iter()
+        .filter(|r| !snapshot.as_ref().is_some_and(|s| s.sees(r.xid)))
+        .filter_map(|r| r.to_change(table, &HashMap::new()).ok().flatten())
+        .collect();
+    apply_changes(w, &mut JournalEncoder::default(), changes).await
 }
 
 /// Empties every replica table and the star schema (not the journal).
@@ -103,54 +273,4 @@ pub async fn reset_replica_and_star(conn: &mut PgConnection) -> Result<(), sqlx:
         sqlx::query(sql).execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-async fn fetch(conn: &mut PgConnection, after: Pos) -> Result<Vec<JournalEvent>, sqlx::Error> {
-    type Row = (
-        String,
-        i32,
-        Option<i64>,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "select lsn::text, seq, xid, source_schema, source_table, op::text,
-                key::text, before::text, after::text
-         from cdc_events where (lsn, seq) > ($1::pg_lsn, $2)
-         order by lsn, seq limit $3",
-    )
-    .bind(after.lsn.to_string())
-    .bind(after.seq)
-    .bind(CHUNK)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            let op = match r.5.as_str() {
-                "r" => Op::Snapshot,
-                "i" => Op::Insert,
-                "u" => Op::Update,
-                "d" => Op::Delete,
-                "t" => Op::Truncate,
-                _ => return None,
-            };
-            Some(JournalEvent {
-                lsn: r.0.parse().ok()?,
-                seq: r.1,
-                xid: r.2.unwrap_or(0) as u32,
-                commit_ts: 0,
-                schema: Arc::from(r.3.as_str()),
-                table: Arc::from(r.4.as_str()),
-                op,
-                key: r.6,
-                before: r.7,
-                after: r.8,
-            })
-        })
-        .collect())
 }

@@ -24,6 +24,10 @@ pub struct Status {
     pub retained_wal_bytes: Option<i64>,
     pub dead_letters: i64,
     pub journal_events: Option<i64>,
+    /// Tables being copied while the stream runs (and the last few that were).
+    pub backfills: Vec<crate::source::backfill::Progress>,
+    /// Things an operator should act on (no row values).
+    pub warnings: Vec<String>,
 }
 
 pub async fn read(
@@ -45,6 +49,8 @@ pub async fn read(
     .await?;
     // Lag in time: nothing waiting (the slot has confirmed up to the source's position, less
     // than one small record apart) means caught up.
+    let backfills = crate::source::backfill::recent(olap, 5).await?;
+    let warnings = warnings(olap).await?;
     let lag_seconds = match (&cp, lag_bytes) {
         (Some(_), Some(b)) if b <= 1024 => Some(0.0),
         (Some(c), Some(_)) => c
@@ -64,7 +70,32 @@ pub async fn read(
         retained_wal_bytes: retained,
         dead_letters,
         journal_events,
+        backfills,
+        warnings,
     })
+}
+
+/// Mirrored tables whose UPDATE and DELETE the source refuses (no key, no FULL identity), and
+/// failed backfills.
+async fn warnings(olap: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
+    let mut out: Vec<String> = sqlx::query_scalar(
+        "select format('table %s.%s has no primary key and REPLICA IDENTITY DEFAULT: the source \
+                        refuses its UPDATEs and DELETEs; set REPLICA IDENTITY FULL or add a key',
+                       source_schema, source_table)
+         from cdc_tables where published and key_columns = '{}' and identity <> 'f'
+         order by 1",
+    )
+    .fetch_all(&mut *olap)
+    .await?;
+    let failed: Vec<String> = sqlx::query_scalar(
+        "select format('the backfill of %s.%s failed: %s', source_schema, source_table, error)
+         from cdc_backfills where state = 'failed' and finished_at > now() - interval '1 day'
+         order by id",
+    )
+    .fetch_all(&mut *olap)
+    .await?;
+    out.extend(failed);
+    Ok(out)
 }
 
 impl Status {
@@ -104,6 +135,19 @@ impl Status {
             ),
             ("dead letters", self.dead_letters.to_string()),
         ];
-        rows.iter().map(|(k, v)| format!("{k:<20} {v}\n")).collect()
+        let mut out: String = rows.iter().map(|(k, v)| format!("{k:<20} {v}\n")).collect();
+        for b in &self.backfills {
+            let of = b
+                .rows_estimate
+                .map_or(String::new(), |e| format!(" of ~{e}"));
+            out.push_str(&format!(
+                "{:<20} {} {}: {} rows{of} ({})\n",
+                "backfill", b.table, b.state, b.rows_copied, b.reason
+            ));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("{:<20} {w}\n", "warning"));
+        }
+        out
     }
 }

@@ -20,9 +20,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
-use crate::apply::ApplyStats;
 use crate::heartbeat::Heartbeats;
 use crate::lsn::Lsn;
+use crate::sink::olap::ApplyStats;
 
 /// Samples of lag kept for the status page's chart.
 const HISTORY: usize = 600;
@@ -36,6 +36,11 @@ struct ChangeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,6 +128,18 @@ pub struct Live {
     pub last_batch: Option<LastBatch>,
     pub last_error: Option<LastError>,
     pub history: Vec<Sample>,
+    /// The backfill running now, if any.
+    pub backfill: Option<BackfillLive>,
+}
+
+/// A backfill's progress (no row values: counts and a rate).
+#[derive(Clone, Debug, Serialize)]
+pub struct BackfillLive {
+    pub table: String,
+    pub rows_copied: i64,
+    pub rows_estimate: Option<i64>,
+    pub rows_per_second: Option<f64>,
+    pub eta_seconds: Option<f64>,
 }
 
 struct State {
@@ -137,6 +154,7 @@ struct State {
     last_batch: Option<LastBatch>,
     last_error: Option<LastError>,
     history: VecDeque<Sample>,
+    backfill: Option<BackfillLive>,
     changes_at_last_sample: (u64, Instant),
 }
 
@@ -155,6 +173,9 @@ pub struct Telemetry {
     checkpoint_lsn: Gauge<f64, AtomicU64>,
     errors: Family<KindLabels, Counter>,
     dead_letters: Counter,
+    backfill_rows: Family<TableLabels, Gauge<i64, AtomicI64>>,
+    backfill_estimate: Family<TableLabels, Gauge<i64, AtomicI64>>,
+    backfill_rate: Family<TableLabels, Gauge<f64, AtomicU64>>,
     heartbeats: Mutex<Heartbeats>,
     state: Mutex<State>,
 }
@@ -249,6 +270,24 @@ impl Telemetry {
             "Changes that could not be applied and went to cdc_dead_letters",
             dead_letters.clone(),
         );
+        let backfill_rows = Family::<TableLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "brewlytics_backfill_rows",
+            "Rows copied so far by the running backfill of a table (a copy made while streaming)",
+            backfill_rows.clone(),
+        );
+        let backfill_estimate = Family::<TableLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "brewlytics_backfill_rows_estimate",
+            "Rows the source's statistics expect the running backfill of a table to copy",
+            backfill_estimate.clone(),
+        );
+        let backfill_rate = Family::<TableLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "brewlytics_backfill_rows_per_second",
+            "Rows per second of the running backfill of a table (its last chunk)",
+            backfill_rate.clone(),
+        );
         let instance = std::process::id() as u64 ^ (Utc::now().timestamp_micros() as u64) << 16;
         Arc::new(Self {
             registry,
@@ -264,6 +303,9 @@ impl Telemetry {
             checkpoint_lsn,
             errors,
             dead_letters,
+            backfill_rows,
+            backfill_estimate,
+            backfill_rate,
             heartbeats: Mutex::new(Heartbeats::new(instance)),
             state: Mutex::new(State {
                 role: Role::Starting,
@@ -277,6 +319,7 @@ impl Telemetry {
                 last_batch: None,
                 last_error: None,
                 history: VecDeque::new(),
+                backfill: None,
                 changes_at_last_sample: (0, Instant::now()),
             }),
         })
@@ -447,14 +490,66 @@ impl Telemetry {
             last_batch: s.last_batch.clone(),
             last_error: s.last_error.clone(),
             history: s.history.iter().cloned().collect(),
+            backfill: s.backfill.clone(),
         }
+    }
+
+    /// A backfill chunk of `table` was merged: `rows` copied so far of about `estimate`.
+    pub fn backfill_progress(&self, table: &str, rows: i64, estimate: Option<i64>) {
+        let labels = TableLabels {
+            table: table.to_owned(),
+        };
+        self.backfill_rows.get_or_create(&labels).set(rows);
+        if let Some(e) = estimate {
+            self.backfill_estimate.get_or_create(&labels).set(e);
+        }
+        let mut s = lock(&self.state);
+        let rate = s
+            .backfill
+            .as_ref()
+            .filter(|b| b.table == table)
+            .and_then(|b| b.rows_per_second);
+        s.backfill = Some(BackfillLive {
+            table: table.to_owned(),
+            rows_copied: rows,
+            rows_estimate: estimate,
+            rows_per_second: rate,
+            eta_seconds: match (estimate, rate) {
+                (Some(e), Some(r)) if r > 0.0 => Some((e - rows).max(0) as f64 / r),
+                _ => None,
+            },
+        });
+    }
+
+    /// The last chunk's rate of `table`'s backfill.
+    pub fn backfill_rate(&self, table: &str, rows_per_second: f64) {
+        self.backfill_rate
+            .get_or_create(&TableLabels {
+                table: table.to_owned(),
+            })
+            .set(rows_per_second);
+        if let Some(b) = lock(&self.state)
+            .backfill
+            .as_mut()
+            .filter(|b| b.table == table)
+        {
+            b.rows_per_second = Some(rows_per_second);
+            b.eta_seconds = b
+                .rows_estimate
+                .map(|e| (e - b.rows_copied).max(0) as f64 / rows_per_second.max(1e-9));
+        }
+    }
+
+    /// No backfill runs.
+    pub fn backfill_idle(&self) {
+        lock(&self.state).backfill = None;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Op;
+    use crate::change::Op;
 
     #[test]
     fn exposition_has_the_design_names() {

@@ -3,7 +3,7 @@
 
 use sqlx::PgConnection;
 
-use crate::replica::ident;
+use crate::table::ident;
 
 /// One table's comparison.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,45 +33,66 @@ impl Report {
     }
 }
 
-/// The published tables of `publication`, compared row for row by a digest of their text.
+/// The published tables of `publication`, compared row for row (as multisets) by a digest of
+/// their text: every column logical replication sends, value for value.
 pub async fn compare(
     oltp: &mut PgConnection,
     olap: &mut PgConnection,
     publication: &str,
 ) -> Result<Report, sqlx::Error> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "select tablename::text from pg_publication_tables where pubname = $1 and schemaname = 'public' order by 1",
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "select schemaname::text, tablename::text from pg_publication_tables
+         where pubname = $1 order by 1, 2",
     )
     .bind(publication)
     .fetch_all(&mut *oltp)
     .await?;
     let mut checks = Vec::new();
-    for t in tables {
+    for (schema, t) in tables {
         let cols: Vec<String> = sqlx::query_scalar(
             "select attname::text from pg_attribute
-             where attrelid = format('public.%I', $1::text)::regclass and attnum > 0 and not attisdropped
+             where attrelid = format('%I.%I', $1::text, $2::text)::regclass and attnum > 0
+               and not attisdropped and attgenerated = ''
              order by attnum",
         )
+        .bind(&schema)
         .bind(&t)
         .fetch_all(&mut *oltp)
         .await?;
         let list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-        let digest = |schema: &str| {
+        let digest = |qualified: String| {
             format!(
                 "select count(*), coalesce(md5(string_agg(r::text, E'\\n' order by r::text)), '')
-                 from (select {list} from {}.{}) r",
-                ident(schema),
-                ident(&t)
+                 from (select {list} from {qualified}) r"
             )
         };
-        let (n_src, d_src): (i64, String) = sqlx::query_as(&digest("public"))
-            .fetch_one(&mut *oltp)
-            .await?;
-        let (n_rep, d_rep): (i64, String) = sqlx::query_as(&digest("replica"))
-            .fetch_one(&mut *olap)
-            .await?;
+        let (n_src, d_src): (i64, String) =
+            sqlx::query_as(&digest(format!("{}.{}", ident(&schema), ident(&t))))
+                .fetch_one(&mut *oltp)
+                .await?;
+        let replica = format!(
+            "{}.{}",
+            ident(crate::table::REPLICA_SCHEMA),
+            ident(&crate::table::replica_name(&schema, &t))
+        );
+        let (n_rep, d_rep): (i64, String) =
+            match sqlx::query_as(&digest(replica)).fetch_one(&mut *olap).await {
+                Ok(r) => r,
+                // No replica (yet), or not the source's columns (yet): not equal.
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P01") | Some("42703")) =>
+                {
+                    (-1, String::new())
+                }
+                Err(e) => return Err(e),
+            };
+        let table = if schema == "public" {
+            t
+        } else {
+            format!("{schema}.{t}")
+        };
         checks.push(TableCheck {
-            table: t,
+            table,
             source_rows: n_src,
             replica_rows: n_rep,
             equal: n_src == n_rep && d_src == d_rep,

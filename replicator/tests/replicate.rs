@@ -19,6 +19,7 @@ struct Pair {
 
 impl Pair {
     async fn new(name: &str) -> Self {
+        brewlytics_support::telemetry::init(brewlytics_support::telemetry::LogFormat::Text);
         let oltp = TestDb::new(&format!("{name}_oltp"));
         let olap = TestDb::new(&format!("{name}_olap"));
         let pool = sqlx::PgPool::connect_with(oltp.url().connect_options().unwrap())
@@ -49,6 +50,7 @@ impl Pair {
             },
             on_error: Default::default(),
             status_interval: Duration::from_secs(1),
+            backfill_chunk_rows: 1000,
         }
     }
 
@@ -317,7 +319,8 @@ async fn price_change_opens_a_version_and_old_facts_keep_theirs() {
         .await
         .unwrap();
     for _ in 0..2 {
-        let stats = brewlytics_replicator::replay::replay(&pool, "0/0".parse().unwrap())
+        let conn = pool.acquire().await.unwrap().detach();
+        let stats = brewlytics_replicator::replay::replay(conn, "0/0".parse().unwrap())
             .await
             .unwrap();
         assert!(stats.rebuilt && stats.events > 0);

@@ -3,6 +3,7 @@
 pub mod insights;
 mod loadtest;
 mod pipeline;
+mod snapshot;
 mod up;
 
 use anyhow::Context;
@@ -21,9 +22,12 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             replicate,
             dashboard_listen,
         } => up::run(db, api_listen, seed_orders, replicate, dashboard_listen).await,
-        Command::Migrate { db } => {
+        Command::Migrate {
+            db,
+            no_source_check,
+        } => {
             let urls = databases::resolve(&db)?;
-            migrate(&urls).await?;
+            migrate_with(&urls, !no_source_check).await?;
             println!("migrated {} and {}", urls.oltp, urls.olap);
             Ok(())
         }
@@ -75,8 +79,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Replay { db, from_lsn } => {
             let urls = databases::resolve(&db)?;
-            let pool = databases::pool(&urls.olap, 1).await?;
-            let stats = brewlytics_replicator::replay::replay(&pool, from_lsn).await?;
+            let conn = databases::connect(&urls.olap).await?;
+            let stats = brewlytics_replicator::replay::replay(conn, from_lsn).await?;
             println!(
                 "replayed {} journal events from {}{}",
                 stats.events,
@@ -88,6 +92,15 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 }
             );
             Ok(())
+        }
+        Command::Snapshot {
+            db,
+            slot,
+            table,
+            no_wait,
+        } => {
+            let urls = databases::resolve(&db)?;
+            snapshot::run(&urls, &slot.publication, &table, no_wait).await
         }
         Command::Loadtest { db, args } => loadtest::run(db, args).await,
         Command::Report(args) => insights::report(args).await,
@@ -104,6 +117,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     batch_max_delay_ms: 20,
                     listen: ([127, 0, 0, 1], 0).into(),
                     heartbeat_interval_ms: 0,
+                    backfill_chunk_rows: 20_000,
                     retained_wal_warn_mb: 0,
                     ready_max_lag_ms: 0,
                 },
@@ -119,8 +133,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 pub async fn migrate(urls: &Urls) -> anyhow::Result<()> {
+    migrate_with(urls, true).await
+}
+
+/// Both databases' schemas; `check_source`: refuse an OLTP server without logical decoding.
+pub async fn migrate_with(urls: &Urls, check_source: bool) -> anyhow::Result<()> {
     let oltp = databases::pool(&urls.oltp, 1).await?;
-    brewlytics_support::migrate::oltp(&oltp).await?;
+    brewlytics_support::migrate::oltp_with(&oltp, check_source).await?;
     let olap = databases::pool(&urls.olap, 1).await?;
     brewlytics_support::migrate::olap(&olap).await?;
     Ok(())
@@ -140,6 +159,7 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         },
         on_error: args.on_error,
         status_interval: std::time::Duration::from_secs(10),
+        backfill_chunk_rows: args.backfill_chunk_rows,
     }
 }
 

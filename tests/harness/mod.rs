@@ -157,7 +157,7 @@ impl Clusters {
         let mut olap = self.olap_conn().await;
         sqlx::query_as(
             "select (select count(*) - count(distinct (lsn, seq)) from cdc_events),
-                    (select count(*) from (select source_table, key from cdc_events
+                    (select count(*) from (select source_table, key::text from cdc_events
                                            where op in ('i', 'r') group by 1, 2 having count(*) > 1) d)",
         )
         .fetch_one(&mut olap)

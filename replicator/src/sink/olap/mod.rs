@@ -1,0 +1,667 @@
+//! The OLAP sink: each batch in one transaction — the journal, the replica (from typed stage
+//! tables, the last change per key), the star schema for what the batch touched, and the
+//! checkpoint, written last.
+//!
+//! A change OLAP cannot take (a value the replica's type refuses) is found by halving the
+//! COPY that failed, and dead-lettered (`cdc_dead_letters`, with the server's full text) or,
+//! with [`OnError::Stop`], stops the replicator with its position and table. A dead-lettered
+//! change is not staged, so it reaches neither the replica nor the star. Transient errors
+//! (connection lost, serialization failure, deadlock, timeouts) are returned for the caller to
+//! retry the whole transaction; other errors stop, naming what failed.
+
+pub mod backfill;
+pub mod encode;
+pub mod journal;
+pub mod merge;
+pub mod stage;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection};
+
+use crate::change::{Op, Pos, SchemaChange};
+use crate::checkpoint;
+use crate::lsn::Lsn;
+use crate::redact::{self, Class};
+use crate::table::{ident, SourceTable};
+use brewlytics_support::DbUrl;
+use encode::{Encoded, Segment};
+use stage::{stage_name, Stage};
+
+/// What to do with a change that cannot be applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Record it in `cdc_dead_letters`, count it, go on.
+    #[default]
+    DeadLetter,
+    /// Stop the replicator with the change's position and table.
+    Stop,
+}
+
+impl std::str::FromStr for OnError {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dead-letter" | "continue" => Ok(Self::DeadLetter),
+            "stop" => Ok(Self::Stop),
+            other => Err(format!(
+                "unknown --on-error {other:?} (dead-letter or stop)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("OLAP: {}", redact::db_error(.0))]
+    Sql(#[from] sqlx::Error),
+    #[error("change {pos} of {table} could not be applied (--on-error stop): {error}")]
+    Rejected {
+        pos: Pos,
+        table: String,
+        error: String,
+    },
+    #[error(
+        "the replica of {table} could not follow its source's schema change: {error}; \
+             run `brewlytics snapshot --table {table}` after fixing the replica table by hand"
+    )]
+    Ddl { table: String, error: String },
+    #[error(
+        "the star schema refresh failed: {0}; the batch is not committed (fix the star SQL \
+             in schema/olap/logic or the offending source rows)"
+    )]
+    Star(String),
+}
+
+impl ApplyError {
+    /// Whether trying the transaction again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Sql(e) => redact::classify(e) == Class::Transient,
+            _ => false,
+        }
+    }
+
+    /// A short label for the errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sql(_) => "olap",
+            Self::Rejected { .. } => "rejected",
+            Self::Ddl { .. } => "schema",
+            Self::Star(_) => "star",
+        }
+    }
+}
+
+/// Counts of one transaction, for metrics.
+#[derive(Debug, Default, Clone)]
+pub struct ApplyStats {
+    pub events: usize,
+    pub dead_letters: usize,
+    /// (table, op) → changes.
+    pub by_table: Vec<(Arc<str>, Op, u64)>,
+}
+
+/// A connection to OLAP that batches are applied through. Stage tables are temporary tables
+/// of this connection, made once per table shape.
+pub struct OlapWriter {
+    conn: PgConnection,
+    on_error: OnError,
+    in_tx: bool,
+    /// Stage tables made on this connection, and the table shape each was made for (None:
+    /// made `like` its replica table, for the star).
+    stages: HashMap<String, Option<Arc<SourceTable>>>,
+    /// Stage tables written in the open transaction (emptied before they are used again).
+    dirty: HashSet<String>,
+    /// The star's source tables (replica names), once read; empty when OLAP has no star.
+    star: Option<Vec<String>>,
+    totals: ApplyStats,
+    pub started: Option<Instant>,
+}
+
+impl OlapWriter {
+    pub async fn connect(url: &DbUrl, on_error: OnError) -> Result<Self, ApplyError> {
+        let conn = PgConnection::connect_with(&url.connect_options()?).await?;
+        Ok(Self::from_conn(conn, on_error))
+    }
+
+    pub fn from_conn(conn: PgConnection, on_error: OnError) -> Self {
+        Self {
+            conn,
+            on_error,
+            in_tx: false,
+            stages: HashMap::new(),
+            dirty: HashSet::new(),
+            star: None,
+            totals: ApplyStats::default(),
+            started: None,
+        }
+    }
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_tx
+    }
+
+    /// Changes applied in the open transaction so far.
+    pub fn events(&self) -> usize {
+        self.totals.events
+    }
+
+    /// Opens the batch's transaction (if not open).
+    pub async fn begin(&mut self) -> Result<(), ApplyError> {
+        if self.in_tx {
+            return Ok(());
+        }
+        sqlx::query("begin").execute(&mut self.conn).await?;
+        self.in_tx = true;
+        self.started = Some(Instant::now());
+        // Commit waits for the local WAL flush: the checkpoint we report as flushed to the
+        // source must be durable here, whatever the server's default.
+        //
+        // Where allowed (superuser, or `GRANT SET ON PARAMETER session_replication_role`,
+        // see deploy/roles.sql), the transaction runs as a replication apply does
+        // (`session_replication_role = replica`): the star schema's foreign keys are not
+        // re-checked row by row. The refresh inserts every dimension member (inferred if
+        // need be) before the facts that name it, so they hold by construction — the crash
+        // drills check it.
+        sqlx::query(
+            "select set_config('synchronous_commit', 'on', true),
+                    set_config('intervalstyle', 'postgres', true),
+                    set_config('datestyle', 'ISO, MDY', true),
+                    set_config('client_min_messages', 'warning', true),
+                    case when has_parameter_privilege('session_replication_role', 'SET')
+                         then set_config('session_replication_role', 'replica', true) end",
+        )
+        .execute(&mut self.conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Journals and applies an encoded batch (or a chunk of one source transaction) into the
+    /// open transaction.
+    pub async fn apply(&mut self, batch: &Encoded) -> Result<(), ApplyError> {
+        self.begin().await?;
+        journal::write(&mut self.conn, &batch.journal).await?;
+        self.apply_segments(&batch.segments).await?;
+        self.totals.events += batch.changes;
+        self.totals
+            .by_table
+            .extend(batch.counts.iter().map(|((t, op), n)| (t.clone(), *op, *n)));
+        Ok(())
+    }
+
+    /// Applies segments (already journaled) in order.
+    pub async fn apply_segments(&mut self, segments: &[Segment]) -> Result<(), ApplyError> {
+        for segment in segments {
+            match segment {
+                Segment::Rows(stages) => self.apply_rows(stages).await?,
+                Segment::Truncate(t) => self.apply_truncate(t).await?,
+                Segment::Schema(s, pos) => self.apply_schema(s, *pos).await?,
+                Segment::Backfill(m, pos) => {
+                    backfill::merge(self, m, *pos).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint and commits; returns what the transaction applied.
+    pub async fn commit(
+        &mut self,
+        slot: &str,
+        lsn: Lsn,
+        commit_ts: Option<DateTime<Utc>>,
+    ) -> Result<ApplyStats, ApplyError> {
+        self.begin().await?;
+        checkpoint::store(&mut self.conn, slot, lsn, commit_ts).await?;
+        sqlx::query("commit").execute(&mut self.conn).await?;
+        self.in_tx = false;
+        self.dirty.clear();
+        Ok(std::mem::take(&mut self.totals))
+    }
+
+    /// Commits without moving any checkpoint (replay).
+    pub async fn commit_without_checkpoint(&mut self) -> Result<ApplyStats, ApplyError> {
+        self.begin().await?;
+        sqlx::query("commit").execute(&mut self.conn).await?;
+        self.in_tx = false;
+        self.dirty.clear();
+        Ok(std::mem::take(&mut self.totals))
+    }
+
+    /// Abandons the open transaction.
+    pub async fn rollback(&mut self) -> Result<(), ApplyError> {
+        if self.in_tx {
+            sqlx::query("rollback").execute(&mut self.conn).await?;
+            self.in_tx = false;
+        }
+        self.dirty.clear();
+        // Stage tables made in the transaction are gone with it.
+        self.stages.clear();
+        self.totals = ApplyStats::default();
+        Ok(())
+    }
+
+    pub async fn apply_rows(&mut self, stages: &[Stage]) -> Result<(), ApplyError> {
+        let star = self.star_sources().await?;
+        let touches_star = stages.iter().any(|s| {
+            s.table.schema.as_ref() == "public"
+                && star.iter().any(|n| n == s.table.replica.as_ref())
+        });
+        let mut dead: Vec<bool> = Vec::with_capacity(stages.len());
+        for s in stages {
+            self.ensure_stage(&s.table).await?;
+            dead.push(self.copy_stage(s).await?);
+        }
+        if touches_star {
+            for name in &star {
+                if !stages.iter().any(|s| s.table.replica.as_ref() == name) {
+                    self.ensure_star_stage(name).await?;
+                }
+            }
+        }
+        for (s, had_dead) in stages.iter().zip(&dead) {
+            if *had_dead {
+                sqlx::query(&merge::renumber_sql(&s.table))
+                    .execute(&mut self.conn)
+                    .await?;
+            }
+            if s.has_keep {
+                sqlx::query(&merge::keep_sql(&s.table))
+                    .execute(&mut self.conn)
+                    .await?;
+            }
+        }
+        if touches_star {
+            self.star_call("select star_before()").await?;
+        }
+        for s in stages {
+            self.merge_stage(s).await?;
+        }
+        if touches_star {
+            self.star_call("select star_after()").await?;
+        }
+        Ok(())
+    }
+
+    /// Merges a stage into its replica. A row the replica refuses (a constraint OLAP has
+    /// and the source does not) is found by halving, dead-lettered (or stops) and left out;
+    /// the key's earlier change in the batch, if any, is merged instead.
+    async fn merge_stage(&mut self, s: &Stage) -> Result<(), ApplyError> {
+        let stage = format!("pg_temp.{}", ident(&stage_name(&s.table)));
+        let all = merge::merge_sql(&s.table, s.has_delete);
+        let some = merge::merge_sql_some(&s.table, s.has_delete);
+        loop {
+            sqlx::query("savepoint merge")
+                .execute(&mut self.conn)
+                .await?;
+            let mut failed = None;
+            for sql in &all {
+                if let Err(e) = sqlx::query(sql).execute(&mut self.conn).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            let Some(e) = failed else {
+                sqlx::query("release savepoint merge")
+                    .execute(&mut self.conn)
+                    .await?;
+                return Ok(());
+            };
+            sqlx::query("rollback to savepoint merge")
+                .execute(&mut self.conn)
+                .await?;
+            if redact::classify(&e) == Class::Transient {
+                return Err(e.into());
+            }
+            let last_only = if s.table.is_keyless() {
+                ""
+            } else {
+                " where _cdc_last"
+            };
+            let mut candidates: Vec<i32> = sqlx::query_scalar(&format!(
+                "select _cdc_pos from {stage}{last_only} order by 1"
+            ))
+            .fetch_all(&mut self.conn)
+            .await?;
+            // Halve until one row fails on its own.
+            let mut culprit = None;
+            while !candidates.is_empty() {
+                if candidates.len() == 1 {
+                    if let Err(e) = self.try_merge_some(&some, &candidates).await? {
+                        culprit = Some((candidates[0], e));
+                    }
+                    break;
+                }
+                let half = candidates.split_off(candidates.len() / 2);
+                match self.try_merge_some(&some, &candidates).await? {
+                    Err(_) => {}
+                    Ok(()) => candidates = half,
+                }
+            }
+            let Some((pos, e)) = culprit else {
+                // Every row alone is fine, together they are not: not a row's fault.
+                return Err(e.into());
+            };
+            let row = &s.rows[pos as usize];
+            self.reject(&s.table, &row.positions, row.op, &e).await?;
+            sqlx::query(&format!("delete from {stage} where _cdc_pos = $1"))
+                .bind(pos)
+                .execute(&mut self.conn)
+                .await?;
+            sqlx::query(&merge::renumber_sql(&s.table))
+                .execute(&mut self.conn)
+                .await?;
+        }
+    }
+
+    /// The merge of some stage rows, tried and undone: whether the replica takes them.
+    async fn try_merge_some(
+        &mut self,
+        sqls: &[String],
+        positions: &[i32],
+    ) -> Result<Result<(), sqlx::Error>, ApplyError> {
+        sqlx::query("savepoint merge_try")
+            .execute(&mut self.conn)
+            .await?;
+        let mut result = Ok(());
+        for sql in sqls {
+            if let Err(e) = sqlx::query(sql)
+                .bind(positions)
+                .execute(&mut self.conn)
+                .await
+            {
+                result = Err(e);
+                break;
+            }
+        }
+        sqlx::query("rollback to savepoint merge_try")
+            .execute(&mut self.conn)
+            .await?;
+        if let Err(e) = &result {
+            if redact::classify(e) == Class::Transient {
+                return Err(ApplyError::Sql(result.unwrap_err()));
+            }
+        }
+        Ok(result)
+    }
+
+    pub async fn star_call(&mut self, sql: &str) -> Result<(), ApplyError> {
+        sqlx::query("savepoint star")
+            .execute(&mut self.conn)
+            .await?;
+        match sqlx::query(sql).execute(&mut self.conn).await {
+            Ok(_) => {
+                sqlx::query("release savepoint star")
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(())
+            }
+            Err(e) if redact::classify(&e) == Class::Transient => Err(e.into()),
+            Err(e) => Err(ApplyError::Star(redact::db_error(&e))),
+        }
+    }
+
+    /// The star's source tables, read once per connection (empty without a star).
+    pub async fn star_sources(&mut self) -> Result<Vec<String>, ApplyError> {
+        if let Some(s) = &self.star {
+            return Ok(s.clone());
+        }
+        let exists: bool = sqlx::query_scalar(
+            "select to_regprocedure('star_sources()') is not null
+                and to_regprocedure('star_before()') is not null",
+        )
+        .fetch_one(&mut self.conn)
+        .await?;
+        let names: Vec<String> = if exists {
+            let names: Vec<String> = sqlx::query_scalar("select unnest(star_sources())")
+                .fetch_all(&mut self.conn)
+                .await?;
+            // The star needs each of its sources mirrored.
+            let mirrored: i64 = sqlx::query_scalar(
+                "select count(*) from unnest($1::text[]) n where to_regclass('replica.' || quote_ident(n)) is not null",
+            )
+            .bind(&names)
+            .fetch_one(&mut self.conn)
+            .await?;
+            if mirrored as usize == names.len() {
+                names
+            } else {
+                Vec::new()
+            }
+        } else {
+            Vec::new()
+        };
+        self.star = Some(names.clone());
+        Ok(names)
+    }
+
+    /// Makes the stage table of `t` exist with `t`'s shape, and empty.
+    pub async fn ensure_stage(&mut self, t: &Arc<SourceTable>) -> Result<(), ApplyError> {
+        let name = stage_name(t);
+        let current = matches!(self.stages.get(&name), Some(Some(s)) if s.same_shape(t));
+        if !current {
+            let sql = format!("drop table if exists pg_temp.{}", ident(&name));
+            sqlx::query(&sql).execute(&mut self.conn).await?;
+            sqlx::query(&stage::create_sql(t))
+                .execute(&mut self.conn)
+                .await?;
+            self.stages.insert(name.clone(), Some(t.clone()));
+        } else if self.dirty.contains(&name) {
+            let sql = format!("truncate pg_temp.{}", ident(&name));
+            sqlx::query(&sql).execute(&mut self.conn).await?;
+        }
+        self.dirty.insert(name);
+        Ok(())
+    }
+
+    /// An empty stage table for a star source the batch did not touch.
+    pub async fn ensure_star_stage(&mut self, replica: &str) -> Result<(), ApplyError> {
+        let name = format!("stage_{replica}");
+        if !self.stages.contains_key(&name) {
+            let drop = format!("drop table if exists pg_temp.{}", ident(&name));
+            sqlx::query(&drop).execute(&mut self.conn).await?;
+            let sql = format!(
+                "create temp table {} (_cdc_pos integer, _cdc_op \"char\", _cdc_last boolean,
+                     _cdc_new boolean, _cdc_keep text[], _cdc_n integer, _cdc_ts timestamptz,
+                     like replica.{}) on commit delete rows",
+                ident(&name),
+                ident(replica)
+            );
+            sqlx::query(&sql).execute(&mut self.conn).await?;
+            self.stages.insert(name.clone(), None);
+        } else if self.dirty.contains(&name) {
+            let sql = format!("truncate pg_temp.{}", ident(&name));
+            sqlx::query(&sql).execute(&mut self.conn).await?;
+            self.dirty.remove(&name);
+        }
+        Ok(())
+    }
+
+    /// COPYs a stage; rows OLAP refuses are dead-lettered (or stop). Returns whether any
+    /// row was refused.
+    async fn copy_stage(&mut self, s: &Stage) -> Result<bool, ApplyError> {
+        let sql = format!(
+            "copy pg_temp.{} ({}) from stdin",
+            ident(&stage_name(&s.table)),
+            s.columns
+        );
+        let spans: Vec<(usize, usize)> = s.rows.iter().map(|r| (r.start, r.end)).collect();
+        let refused = self.copy_checked(&sql, &s.data, &spans).await?;
+        for (row, e) in &refused {
+            self.reject(&s.table, &s.rows[*row].positions, s.rows[*row].op, e)
+                .await?;
+        }
+        Ok(!refused.is_empty())
+    }
+
+    /// A COPY of `data` (rows at `spans`); on a deterministic failure, the rows OLAP refuses
+    /// are found by halving and left out, and returned with their errors.
+    pub async fn copy_checked(
+        &mut self,
+        sql: &str,
+        data: &[u8],
+        spans: &[(usize, usize)],
+    ) -> Result<Vec<(usize, sqlx::Error)>, ApplyError> {
+        match self.guarded_copy(sql, data).await? {
+            Ok(()) => return Ok(Vec::new()),
+            Err(e) if redact::classify(&e) == Class::Transient => return Err(e.into()),
+            Err(_) => {}
+        }
+        let mut refused = Vec::new();
+        let mut pending: Vec<Vec<usize>> = vec![(0..spans.len()).collect()];
+        while let Some(rows) = pending.pop() {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut part = Vec::new();
+            for &i in &rows {
+                part.extend_from_slice(&data[spans[i].0..spans[i].1]);
+            }
+            match self.guarded_copy(sql, &part).await? {
+                Ok(()) => {}
+                Err(e) if redact::classify(&e) == Class::Transient => return Err(e.into()),
+                Err(e) if rows.len() == 1 => refused.push((rows[0], e)),
+                Err(_) => {
+                    let (a, b) = rows.split_at(rows.len() / 2);
+                    pending.push(b.to_vec());
+                    pending.push(a.to_vec());
+                }
+            }
+        }
+        refused.sort_by_key(|r| r.0);
+        Ok(refused)
+    }
+
+    /// One COPY under a savepoint: an error leaves the transaction usable.
+    async fn guarded_copy(
+        &mut self,
+        sql: &str,
+        data: &[u8],
+    ) -> Result<Result<(), sqlx::Error>, ApplyError> {
+        sqlx::query("savepoint stage")
+            .execute(&mut self.conn)
+            .await?;
+        let result = async {
+            let mut copy = self.conn.copy_in_raw(sql).await?;
+            for piece in data.chunks(1 << 20) {
+                copy.send(piece).await?;
+            }
+            copy.finish().await.map(|_| ())
+        }
+        .await;
+        let undo = if result.is_ok() {
+            "release savepoint stage"
+        } else {
+            "rollback to savepoint stage"
+        };
+        sqlx::query(undo).execute(&mut self.conn).await?;
+        Ok(result)
+    }
+
+    /// Changes OLAP refuses: dead-lettered (or, with `--on-error stop`, the end).
+    pub async fn reject(
+        &mut self,
+        table: &SourceTable,
+        positions: &[Pos],
+        op: Op,
+        e: &sqlx::Error,
+    ) -> Result<(), ApplyError> {
+        let name = table.qualified_source();
+        if self.on_error == OnError::Stop {
+            return Err(ApplyError::Rejected {
+                pos: positions.first().copied().unwrap_or_default(),
+                table: name,
+                error: redact::db_error(e),
+            });
+        }
+        for pos in positions {
+            tracing::warn!(lsn = %pos.lsn, seq = pos.seq, table = %name,
+                error = %redact::db_error(e), "change sent to cdc_dead_letters");
+            deadletter(&mut self.conn, *pos, table, op, e).await?;
+            self.totals.dead_letters += 1;
+        }
+        Ok(())
+    }
+
+    pub async fn apply_truncate(&mut self, t: &Arc<SourceTable>) -> Result<(), ApplyError> {
+        let sql = format!("truncate {}", t.replica_ident());
+        sqlx::query(&sql).execute(&mut self.conn).await?;
+        let star = self.star_sources().await?;
+        if t.schema.as_ref() == "public" && star.iter().any(|n| n == t.replica.as_ref()) {
+            self.star_call("select star_refresh_all()").await?;
+        }
+        Ok(())
+    }
+
+    /// The replica follows a schema change; a copy of the table is requested if needed.
+    async fn apply_schema(&mut self, s: &SchemaChange, pos: Pos) -> Result<(), ApplyError> {
+        let table = s.after.qualified_source();
+        let ddl = async {
+            sqlx::query("savepoint ddl").execute(&mut self.conn).await?;
+            crate::schema::store::apply_steps(&mut self.conn, &s.after, &s.steps).await?;
+            sqlx::query("release savepoint ddl")
+                .execute(&mut self.conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        if let Err(e) = ddl {
+            if redact::classify(&e) == Class::Transient {
+                return Err(e.into());
+            }
+            return Err(ApplyError::Ddl {
+                table,
+                error: redact::db_error(&e),
+            });
+        }
+        let renamed_from = s
+            .before
+            .as_deref()
+            .filter(|b| b.schema != s.after.schema || b.name != s.after.name);
+        crate::schema::store::save(&mut self.conn, &s.after, renamed_from).await?;
+        if !s.steps.is_empty() {
+            tracing::info!(table = %table, steps = s.steps.len(), at = %pos,
+                "the replica followed a schema change of its source");
+        }
+        if let Some(reason) = &s.backfill {
+            let changed_shape = s.before.as_ref().is_some_and(|b| !b.same_shape(&s.after));
+            backfill::request(&mut self.conn, &s.after, reason, changed_shape).await?;
+            tracing::info!(table = %table, reason = %reason, "the table will be copied again (backfill)");
+        }
+        // A star source whose shape changed: its stage table is made again on next use.
+        self.stages.remove(&format!("stage_{}", s.after.replica));
+        Ok(())
+    }
+}
+
+/// Records a change OLAP refused, with the server's full text (it stays in OLAP).
+pub async fn deadletter(
+    conn: &mut PgConnection,
+    pos: Pos,
+    t: &SourceTable,
+    op: Op,
+    e: &sqlx::Error,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into cdc_dead_letters (lsn, seq, source_schema, source_table, op, error, sqlstate)
+         values ($1::pg_lsn, $2, $3, $4, $5::\"char\", $6, $7) on conflict (lsn, seq) do nothing",
+    )
+    .bind(pos.lsn.to_string())
+    .bind(pos.seq)
+    .bind(t.schema.as_ref())
+    .bind(t.name.as_ref())
+    .bind(op.code().to_string())
+    .bind(redact::full(e))
+    .bind(redact::sqlstate(e))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Whether the source can replicate at all, checked before streaming: a configuration that
+//! cannot work stops at once with the fix in one line, instead of being retried forever.
+
+use sqlx::PgConnection;
+
+use crate::pipeline::ReplicatorError;
+
+/// Checks `wal_level`, the publication, the role's privileges and (before creating the slot)
+/// a free replication slot. Connection errors are returned as such (retried).
+pub async fn source_ready(
+    conn: &mut PgConnection,
+    publication: &str,
+    creating_slot: bool,
+) -> Result<(), ReplicatorError> {
+    let (wal_level, can_replicate, user, has_publication): (String, bool, String, bool) =
+        sqlx::query_as(
+            "select current_setting('wal_level'),
+                    (select rolreplication or rolsuper from pg_roles where rolname = current_user),
+                    current_user::text,
+                    exists (select 1 from pg_publication where pubname = $1)",
+        )
+        .bind(publication)
+        .fetch_one(&mut *conn)
+        .await?;
+    if wal_level != "logical" {
+        return Err(ReplicatorError::Fatal(format!(
+            "the OLTP server has wal_level = {wal_level}; logical replication needs logical: run \
+             `ALTER SYSTEM SET wal_level = logical` as a superuser and restart PostgreSQL"
+        )));
+    }
+    if !can_replicate {
+        return Err(ReplicatorError::Fatal(format!(
+            "role {user:?} may not stream from a replication slot: run `ALTER ROLE \"{user}\" REPLICATION` \
+             as a superuser (see deploy/roles.sql)"
+        )));
+    }
+    if !has_publication {
+        return Err(ReplicatorError::Fatal(format!(
+            "publication {publication:?} does not exist in the OLTP database: run `brewlytics migrate`, \
+             or `CREATE PUBLICATION \"{publication}\" FOR TABLE …` with the tables to mirror"
+        )));
+    }
+    let unreadable: Vec<String> = sqlx::query_scalar(
+        "select format('%I.%I', schemaname, tablename) from pg_publication_tables
+         where pubname = $1 and not has_table_privilege(format('%I.%I', schemaname, tablename), 'select')",
+    )
+    .bind(publication)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !unreadable.is_empty() {
+        return Err(ReplicatorError::Fatal(format!(
+            "role {user:?} cannot read the published table(s) {}: run `GRANT SELECT ON {} TO \"{user}\"`",
+            unreadable.join(", "),
+            unreadable.join(", ")
+        )));
+    }
+    if creating_slot {
+        let (used, max): (i64, i64) = sqlx::query_as(
+            "select (select count(*) from pg_replication_slots),
+                    current_setting('max_replication_slots')::bigint",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if used >= max {
+            return Err(ReplicatorError::Fatal(format!(
+                "all {max} replication slots of the OLTP server are in use (max_replication_slots = {max}): \
+                 drop an unused one (`SELECT pg_drop_replication_slot(name)`) or raise max_replication_slots \
+                 and restart PostgreSQL"
+            )));
+        }
+    }
+    Ok(())
+}

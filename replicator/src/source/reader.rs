@@ -1,0 +1,461 @@
+//! The stream's reader: replication messages in, batches of changes out.
+//!
+//! It decodes pgoutput, resolves each change's table (following schema changes), groups whole
+//! source transactions into batches (chunking a transaction larger than a batch) and encodes
+//! them for the sink — all while the sink applies the previous batch. It never stops talking
+//! to the source: while it waits for the sink it keeps sending standby status updates, so a
+//! long apply does not end the connection (`wal_sender_timeout`). The flush position it
+//! reports is the last position the sink has made durable, never more.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgConnection;
+use tokio::sync::{mpsc, watch};
+
+use crate::batch::{Batcher, CommitMark};
+use crate::change::{
+    key_changed, Body, Change, ChunkMerge, Op, RowChange, SchemaChange, TxContext,
+};
+use crate::decode::{
+    chrono_to_pg_timestamp, decode, standby_status_update, PgOutputMessage, RelationCache,
+    ReplicationMessage, TupleData,
+};
+use crate::heartbeat;
+use crate::lsn::Lsn;
+use crate::pipeline::{ReplicatorConfig, ReplicatorError};
+use crate::schema::{Resolved, Tracker, DDL_PREFIX};
+use crate::sink::olap::encode::{encode, Encoded};
+use crate::sink::olap::journal::JournalEncoder;
+use crate::stream::conn::{ConnError, ReplicationConnection};
+use crate::table::SourceTable;
+use crate::telemetry::Telemetry;
+
+/// What the reader hands the sink.
+pub enum Work {
+    /// Part of a source transaction larger than a batch: applied, not committed.
+    Chunk(Encoded),
+    /// Whole transactions: applied, then committed with the checkpoint `mark`.
+    Batch {
+        encoded: Encoded,
+        mark: CommitMark,
+        transactions: u64,
+        heartbeat: Option<u64>,
+    },
+}
+
+/// What the sink has made durable.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Applied {
+    pub lsn: Lsn,
+    /// Batches committed (to tell when nothing is in flight).
+    pub batches: u64,
+}
+
+pub struct Reader<'a> {
+    pub cfg: &'a ReplicatorConfig,
+    pub telemetry: Arc<Telemetry>,
+    pub conn: ReplicationConnection,
+    pub oltp: PgConnection,
+    pub tracker: Tracker,
+    relations: RelationCache,
+    batcher: Batcher,
+    journal: JournalEncoder,
+    heartbeat: Option<u64>,
+    /// The furthest WAL position the server told us about.
+    received: Lsn,
+    /// What we report as flushed.
+    flushed: Lsn,
+    /// The checkpoint: transactions committed before it are skipped.
+    applied_to: Lsn,
+    sent: u64,
+    applied: watch::Receiver<Applied>,
+    work: Option<mpsc::Sender<Work>>,
+    next_status: Instant,
+}
+
+impl<'a> Reader<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: &'a ReplicatorConfig,
+        telemetry: Arc<Telemetry>,
+        conn: ReplicationConnection,
+        oltp: PgConnection,
+        tracker: Tracker,
+        start: Lsn,
+        applied: watch::Receiver<Applied>,
+        work: mpsc::Sender<Work>,
+    ) -> Self {
+        Self {
+            cfg,
+            telemetry,
+            conn,
+            oltp,
+            tracker,
+            relations: RelationCache::new(),
+            batcher: Batcher::new(cfg.limits),
+            journal: JournalEncoder::default(),
+            heartbeat: None,
+            received: start,
+            flushed: start,
+            applied_to: start,
+            sent: 0,
+            applied,
+            work: Some(work),
+            next_status: Instant::now() + cfg.status_interval,
+        }
+    }
+
+    /// Reads until `shutdown` (then hands over what is complete) or an error.
+    pub async fn run(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ReplicatorError> {
+        loop {
+            let wake = self
+                .batcher
+                .deadline()
+                .map_or(self.next_status, |d| d.min(self.next_status));
+            // The timer only wins when the stream has nothing ready (biased order).
+            let stream_idle = tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    if !self.batcher.in_transaction() {
+                        self.hand_over_batch().await?;
+                    }
+                    return Ok(());
+                }
+                data = self.conn.recv_copy_data() => {
+                    match data? {
+                        Some(bytes) => self.handle(bytes).await?,
+                        None => return Err(ConnError::Closed.into()),
+                    }
+                    false
+                }
+                _ = tokio::time::sleep_until(wake.into()) => true,
+            };
+            let now = Instant::now();
+            if self.batcher.should_commit(now, stream_idle) {
+                self.hand_over_batch().await?;
+            }
+            if now >= self.next_status {
+                self.send_status(false).await?;
+            }
+        }
+    }
+
+    /// The final standby status: what the sink made durable.
+    pub async fn finish(mut self) -> Result<(), ReplicatorError> {
+        self.refresh_flushed();
+        self.send_status(false).await?;
+        tracing::info!(flushed = %self.flushed, "replicator stopped");
+        self.conn.close().await;
+        Ok(())
+    }
+
+    /// No more work: the sink finishes what it has and stops.
+    pub fn close_work(&mut self) {
+        self.work = None;
+    }
+
+    fn refresh_flushed(&mut self) {
+        let a = *self.applied.borrow();
+        self.flushed = self.flushed.max(a.lsn);
+        self.applied_to = self.applied_to.max(a.lsn);
+    }
+
+    fn nothing_in_flight(&self) -> bool {
+        self.batcher.is_idle() && self.applied.borrow().batches == self.sent
+    }
+
+    async fn handle(&mut self, bytes: bytes::Bytes) -> Result<(), ReplicatorError> {
+        match ReplicationMessage::parse(&bytes)? {
+            ReplicationMessage::XLogData { wal_end, data, .. } => {
+                self.received = self.received.max(wal_end);
+                let msg = decode(&data)?;
+                self.message(msg).await?;
+                if let Some(chunk) = self.batcher.take_chunk_if_full() {
+                    let encoded = encode(&mut self.journal, &chunk);
+                    self.send(Work::Chunk(encoded)).await?;
+                }
+            }
+            ReplicationMessage::PrimaryKeepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                self.received = self.received.max(wal_end);
+                self.refresh_flushed();
+                if self.nothing_in_flight() {
+                    // Everything up to wal_end has been sent and nothing of it is pending:
+                    // the slot may move on even when the published tables are idle.
+                    self.flushed = self.flushed.max(wal_end);
+                }
+                if reply_requested {
+                    self.send_status(false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn message(&mut self, msg: PgOutputMessage) -> Result<(), ReplicatorError> {
+        match msg {
+            PgOutputMessage::Begin(b) => {
+                self.refresh_flushed();
+                self.batcher.begin(
+                    TxContext {
+                        lsn: b.final_lsn,
+                        xid: b.xid,
+                        commit_ts: b.commit_ts,
+                    },
+                    self.applied_to,
+                )
+            }
+            PgOutputMessage::Commit(c) => {
+                let skipped = self
+                    .batcher
+                    .commit(c.end_lsn, c.commit_time(), Instant::now());
+                if skipped && self.nothing_in_flight() {
+                    self.flushed = self.flushed.max(c.end_lsn);
+                }
+            }
+            PgOutputMessage::Relation(r) => {
+                self.tracker.relation_changed(r.id);
+                self.relations.update(r);
+            }
+            PgOutputMessage::Insert(i) => {
+                self.row(i.relation_id, Op::Insert, None, Some(i.new))
+                    .await?;
+            }
+            PgOutputMessage::Update(u) => {
+                let old = u.old.map(|o| o.tuple().clone());
+                self.row(u.relation_id, Op::Update, old, Some(u.new))
+                    .await?;
+            }
+            PgOutputMessage::Delete(d) => {
+                self.row(d.relation_id, Op::Delete, Some(d.old.tuple().clone()), None)
+                    .await?;
+            }
+            PgOutputMessage::Truncate(t) => {
+                for id in &t.relation_ids {
+                    if !self.batcher.next_change_would_apply() {
+                        continue;
+                    }
+                    let table = self.table_of(*id).await?;
+                    let Some((ctx, seq)) = self.batcher.next_change() else {
+                        continue;
+                    };
+                    self.batcher.push(Change::new(
+                        ctx,
+                        seq,
+                        Body::Truncate {
+                            table,
+                            cascade: t.cascade(),
+                            restart_identity: t.restart_identity(),
+                        },
+                    ));
+                }
+            }
+            PgOutputMessage::Message(m) => {
+                if m.prefix == DDL_PREFIX {
+                    self.tracker.ddl_message(&m.content);
+                    if m.transactional && self.batcher.next_change_would_apply() {
+                        if let Some(r) = self.tracker.follow_ddl(&mut self.oltp, &m.content).await?
+                        {
+                            self.follow(r);
+                        }
+                    }
+                } else if m.transactional && self.batcher.next_change_would_apply() {
+                    if m.prefix == heartbeat::PREFIX {
+                        if let Some(seq) = self.telemetry.heartbeat_seq(&m.content) {
+                            self.heartbeat = Some(self.heartbeat.map_or(seq, |h| h.max(seq)));
+                        }
+                    } else if m.prefix == super::backfill::PREFIX {
+                        self.watermark(&m.content).await?;
+                    } else if m.prefix == super::backfill::SCHEMA_CHECK_PREFIX {
+                        if let Ok(t) =
+                            serde_json::from_slice::<super::backfill::TableName>(&m.content)
+                        {
+                            if let Some(r) = self
+                                .tracker
+                                .follow_catalog(&mut self.oltp, &t.schema, &t.table)
+                                .await?
+                            {
+                                self.follow(r);
+                            }
+                        }
+                    }
+                }
+            }
+            PgOutputMessage::Origin(_) | PgOutputMessage::Type(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The table of relation `id`, following a schema change first if one is due (the
+    /// change goes into the batch, in its place).
+    async fn table_of(&mut self, id: u32) -> Result<Arc<SourceTable>, ReplicatorError> {
+        if let Some(t) = self.tracker.current(id) {
+            return Ok(t.clone());
+        }
+        let rel = self.relations.get(id).ok_or_else(|| {
+            ReplicatorError::Fatal(format!(
+                "change for relation {id} before its Relation message"
+            ))
+        })?;
+        let resolved = self.tracker.resolve(&mut self.oltp, &rel).await?;
+        Ok(self.follow(resolved))
+    }
+
+    /// Pushes the schema change of `r`, if any, and returns its table.
+    fn follow(&mut self, r: Resolved) -> Arc<SourceTable> {
+        if let Some((before, plan)) = r.change {
+            if let Some((ctx, seq)) = self.batcher.next_change() {
+                if !r.table.updates_identified() {
+                    tracing::warn!(table = %r.table.qualified_source(),
+                        "table has no primary key and REPLICA IDENTITY DEFAULT: the source refuses its UPDATEs and DELETEs while it is published; set REPLICA IDENTITY FULL (or add a primary key)");
+                }
+                self.batcher.push(Change::new(
+                    ctx,
+                    seq,
+                    Body::Schema(Arc::new(SchemaChange {
+                        before,
+                        after: r.table.clone(),
+                        steps: plan.steps,
+                        backfill: plan.backfill,
+                    })),
+                ));
+            }
+        }
+        r.table
+    }
+
+    async fn row(
+        &mut self,
+        relation_id: u32,
+        op: Op,
+        old: Option<TupleData>,
+        new: Option<TupleData>,
+    ) -> Result<(), ReplicatorError> {
+        if !self.batcher.next_change_would_apply() {
+            return Ok(());
+        }
+        let table = self.table_of(relation_id).await?;
+        let Some((ctx, seq)) = self.batcher.next_change() else {
+            return Ok(());
+        };
+        if op == Op::Update {
+            // A changed key is a delete and an insert, for every consumer.
+            if let (Some(o), Some(n)) = (&old, &new) {
+                if !table.is_keyless() && key_changed(&table, o, n) {
+                    let Some((_, seq2)) = self.batcher.next_change() else {
+                        return Ok(());
+                    };
+                    self.batcher.push(Change::new(
+                        ctx,
+                        seq,
+                        Body::Row(RowChange {
+                            table: table.clone(),
+                            op: Op::Delete,
+                            old: Some(o.clone()),
+                            new: None,
+                        }),
+                    ));
+                    self.batcher.push(Change::new(
+                        ctx,
+                        seq2,
+                        Body::Row(RowChange {
+                            table,
+                            op: Op::Insert,
+                            old,
+                            new,
+                        }),
+                    ));
+                    return Ok(());
+                }
+            }
+        }
+        self.batcher.push(Change::new(
+            ctx,
+            seq,
+            Body::Row(RowChange {
+                table,
+                op,
+                old,
+                new,
+            }),
+        ));
+        Ok(())
+    }
+
+    /// A backfill chunk's high watermark: merged here, in the stream's order.
+    async fn watermark(&mut self, content: &[u8]) -> Result<(), ReplicatorError> {
+        let Ok(mark) = serde_json::from_slice::<super::backfill::Watermark>(content) else {
+            return Ok(());
+        };
+        let Some(resolved) = self
+            .tracker
+            .resolve_named(&mut self.oltp, &mark.schema, &mark.table)
+            .await?
+        else {
+            return Ok(());
+        };
+        let table = self.follow(resolved);
+        if let Some((ctx, seq)) = self.batcher.next_change() {
+            self.batcher.push(Change::new(
+                ctx,
+                seq,
+                Body::Backfill(Arc::new(ChunkMerge {
+                    table,
+                    backfill_id: mark.backfill,
+                    attempt: mark.attempt,
+                })),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn hand_over_batch(&mut self) -> Result<(), ReplicatorError> {
+        let Some((changes, mark, transactions)) = self.batcher.take_batch() else {
+            return Ok(());
+        };
+        let encoded = encode(&mut self.journal, &changes);
+        let heartbeat = self.heartbeat.take();
+        self.sent += 1;
+        self.send(Work::Batch {
+            encoded,
+            mark,
+            transactions,
+            heartbeat,
+        })
+        .await
+    }
+
+    /// Hands `work` to the sink, answering the source while the sink is busy.
+    async fn send(&mut self, work: Work) -> Result<(), ReplicatorError> {
+        let sender = self.work.clone().ok_or(ReplicatorError::WriterGone)?;
+        let send = sender.send(work);
+        tokio::pin!(send);
+        let tick = self.cfg.status_interval.min(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                r = &mut send => {
+                    return r.map_err(|_| ReplicatorError::WriterGone);
+                }
+                _ = tokio::time::sleep(tick) => {
+                    self.send_status(false).await?;
+                }
+            }
+        }
+    }
+
+    async fn send_status(&mut self, reply: bool) -> Result<(), ReplicatorError> {
+        self.refresh_flushed();
+        let now = chrono_to_pg_timestamp(chrono::Utc::now());
+        let msg = standby_status_update(self.received, self.flushed, self.flushed, now, reply);
+        self.conn.send_copy_data(msg).await?;
+        self.next_status = Instant::now() + self.cfg.status_interval;
+        Ok(())
+    }
+}
