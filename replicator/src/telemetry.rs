@@ -388,6 +388,13 @@ impl Telemetry {
         if s.role != role {
             s.role = role;
             s.since = Utc::now();
+            if role == Role::Standby {
+                // The leader applies (and ignores) what this process emitted: without this,
+                // its lag would grow for ever after losing the lock (or a heartbeat sent
+                // before it first stood by).
+                lock(&self.heartbeats).forget();
+                self.lag_seconds.set(0.0);
+            }
         }
         self.role.set(role.code());
     }
@@ -476,6 +483,10 @@ impl Telemetry {
     }
 
     pub fn heartbeat_emitted(&self, seq: u64, at: Instant) {
+        if self.role() == Role::Standby {
+            // Stood by while it was being sent: nobody here will apply it.
+            return;
+        }
         lock(&self.heartbeats).emitted(seq, at);
         self.heartbeat_emitted_at.set(unix_now());
     }
@@ -800,6 +811,31 @@ mod tests {
             sample(&text, "brewlytics_slot_wal_status{status=\"someday\"}"),
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn a_standby_forgets_its_heartbeats_and_reports_no_lag() {
+        let t = Telemetry::new();
+        t.set_role(Role::Starting);
+        let (seq, _) = t.prepare_heartbeat();
+        t.heartbeat_emitted(seq, Instant::now() - Duration::from_secs(30));
+        assert!(t.lag_seconds().unwrap() >= 30.0);
+        t.set_role(Role::Standby);
+        assert_eq!(t.lag_seconds(), None);
+        assert_eq!(
+            sample(&t.encode(), "brewlytics_replication_lag_seconds"),
+            Some(0.0)
+        );
+        // One sent while it stood by is not waited for either.
+        let (seq, _) = t.prepare_heartbeat();
+        t.heartbeat_emitted(seq, Instant::now() - Duration::from_secs(5));
+        assert_eq!(t.lag_seconds(), None);
+        // Leading again, heartbeats count.
+        t.set_role(Role::Streaming);
+        let (seq, _) = t.prepare_heartbeat();
+        t.heartbeat_emitted(seq, Instant::now());
+        t.heartbeat_applied(seq);
+        assert!(t.lag_seconds().unwrap() < 5.0);
     }
 
     #[test]
