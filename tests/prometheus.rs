@@ -1,20 +1,26 @@
-//! deploy/prometheus.yml against a real Prometheus server: `brewlytics up` (embedded
-//! PostgreSQL, API and replicator on free loopback ports) is scraped by `prometheus` with the
-//! scrape jobs of deploy/prometheus.yml (targets rewritten to the test's ports, 1 s interval),
-//! and the replicator's lag and the API's request counts are read back through Prometheus's
-//! HTTP API. Both servers are stopped with SIGTERM at the end (and killed by their guards if
-//! the test fails first).
+//! deploy/prometheus.yml and deploy/alerts.rules.yml with Debian's Prometheus:
+//! - `promtool check config` and `check rules`, and `promtool test rules` on
+//!   deploy/alerts.test.yml (each alert fires where it should and stays silent where it must
+//!   not); every alert has a severity, a summary naming what it is about, a runbook section,
+//!   and both kinds of test case;
+//! - `brewlytics up` (embedded PostgreSQL, API and replicator on free loopback ports) scraped
+//!   by `prometheus` with the scrape jobs of deploy/prometheus.yml (targets rewritten to the
+//!   test's ports, 1 s interval); the replicator's lag and the API's request counts are read
+//!   back through Prometheus's HTTP API. Both servers are stopped with SIGTERM at the end
+//!   (and killed by their guards if the test fails first).
 //!
-//! Needs the `prometheus` package (/usr/bin/prometheus; `.ci/run` installs it). Without it
-//! the test fails, naming the package: a check that cannot run is not a check that passed.
+//! The alerts against a live pipeline (OLAP stopped, the lag alert firing and resolving) are
+//! in tests/alerting.rs. Needs the `prometheus` package (/usr/bin/prometheus and promtool;
+//! `.ci/run` installs it). Without it the tests fail, naming the package: a check that cannot
+//! run is not a check that passed.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+mod harness;
+
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use harness::prom::{self, http, query};
 
 /// A child process killed (and reaped) when dropped.
 struct Proc {
@@ -124,137 +130,6 @@ fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
-/// One HTTP/1.0 exchange (the server closes the connection, so the body needs no framing).
-/// Returns (status, body) or None when nothing answers.
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    if let Some(b) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    request.push_str("\r\n");
-    if let Some(b) = body {
-        request.push_str(b);
-    }
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-/// Percent-encodes a query-string value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// An instant query through Prometheus's HTTP API: each series' labels and value.
-fn query(prometheus: &str, promql: &str) -> Vec<(Value, f64)> {
-    let Some((200, body)) = http(
-        prometheus,
-        "GET",
-        &format!("/api/v1/query?query={}", encode(promql)),
-        None,
-    ) else {
-        return Vec::new();
-    };
-    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    assert_eq!(json["status"], "success", "query {promql}: {body}");
-    json["data"]["result"]
-        .as_array()
-        .map(|series| {
-            series
-                .iter()
-                .filter_map(|s| {
-                    let v: f64 = s["value"][1].as_str()?.parse().ok()?;
-                    Some((s["metric"].clone(), v))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A scrape job of deploy/prometheus.yml: its name, metrics path and the port it targets.
-#[derive(Debug)]
-struct Job {
-    name: String,
-    metrics_path: String,
-    port: u16,
-}
-
-/// Reads the scrape jobs of a Prometheus configuration written like deploy/prometheus.yml:
-/// `- job_name:` blocks, each naming port 8000 (the API) or 8001 (the replicator) in its
-/// targets. No YAML library: the file is ours and simple; the test fails if it changes shape.
-fn scrape_jobs(text: &str) -> Vec<Job> {
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut ports: Vec<Vec<u16>> = Vec::new();
-    for line in text.lines() {
-        let code = line.split('#').next().unwrap_or("").trim();
-        if let Some(name) = code.strip_prefix("- job_name:") {
-            jobs.push(Job {
-                name: name.trim().trim_matches('"').to_owned(),
-                metrics_path: "/metrics".into(),
-                port: 0,
-            });
-            ports.push(Vec::new());
-            continue;
-        }
-        let (Some(job), Some(seen)) = (jobs.last_mut(), ports.last_mut()) else {
-            continue;
-        };
-        if let Some(path) = code.strip_prefix("metrics_path:") {
-            job.metrics_path = path.trim().trim_matches('"').to_owned();
-        }
-        for port in [8000u16, 8001] {
-            let p = port.to_string();
-            if code.contains(&format!(":{p}\"")) || code.contains(&format!("port: {p}")) {
-                seen.push(port);
-            }
-        }
-    }
-    for (job, seen) in jobs.iter_mut().zip(ports) {
-        assert_eq!(
-            seen.len(),
-            1,
-            "job {} in deploy/prometheus.yml should target exactly one of port 8000 (API) or 8001 (replicator)",
-            job.name
-        );
-        job.port = seen[0];
-    }
-    jobs
-}
-
-fn prometheus_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PROMETHEUS_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let default = Path::new("/usr/bin/prometheus");
-    if default.is_file() {
-        return Some(default.to_path_buf());
-    }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("prometheus"))
-        .find(|p| p.is_file())
-}
-
 /// Waits until `check` returns Some, up to `within`; panics with `what` and the logs.
 fn wait_for<T>(
     within: Duration,
@@ -281,32 +156,187 @@ fn wait_for<T>(
     }
 }
 
-#[test]
-fn prometheus_scrapes_the_replicator_and_the_api() {
-    let Some(prometheus_bin) = prometheus_binary() else {
-        panic!("prometheus not found (apt-get install prometheus, or set PROMETHEUS_BIN)");
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let deploy_config = root.join("deploy/prometheus.yml");
-    let deploy_text = std::fs::read_to_string(&deploy_config).expect("deploy/prometheus.yml");
+/// Runs promtool in deploy/ (so the rule files' relative paths resolve as Prometheus does);
+/// (success, stdout + stderr).
+fn promtool(args: &[&str]) -> (bool, String) {
+    let out = Command::new(prom::promtool())
+        .args(args)
+        .current_dir(prom::deploy_dir())
+        .output()
+        .expect("running promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
 
-    // The shipped file is valid (promtool comes with the prometheus package).
-    let promtool = prometheus_bin.with_file_name("promtool");
-    if promtool.is_file() {
-        let out = Command::new(&promtool)
-            .args(["check", "config"])
-            .arg(&deploy_config)
-            .output()
-            .expect("running promtool");
+#[test]
+fn promtool_accepts_the_config_and_the_rules_it_loads() {
+    let (ok, out) = promtool(&["check", "config", "prometheus.yml"]);
+    assert!(ok, "promtool check config deploy/prometheus.yml: {out}");
+    assert!(
+        out.contains("alerts.rules.yml") && out.contains("SUCCESS: 1 rule files found"),
+        "deploy/prometheus.yml should load alerts.rules.yml: {out}"
+    );
+    let (ok, out) = promtool(&["check", "rules", "alerts.rules.yml"]);
+    assert!(ok, "promtool check rules deploy/alerts.rules.yml: {out}");
+    let rules = alert_rules();
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", rules.len())),
+        "promtool counts other rules than the {} alerts read here: {out}",
+        rules.len()
+    );
+}
+
+#[test]
+fn the_rules_pass_their_unit_tests() {
+    let (ok, out) = promtool(&["test", "rules", "alerts.test.yml"]);
+    assert!(ok, "promtool test rules deploy/alerts.test.yml:\n{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+
+    // And a wrong expectation does fail: a lag of 0.1 s is not an alert.
+    let scratch = Scratch::new();
+    let wrong = scratch.0.join("wrong.test.yml");
+    std::fs::write(
+        &wrong,
+        format!(
+            "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n      - series: 'brewlytics_replication_lag_seconds{{instance=\"r1\"}}'\n        values: '0.1x10'\n    alert_rule_test:\n      - eval_time: 5m\n        alertname: BrewlyticsReplicationLag\n        exp_alerts:\n          - exp_labels: {{severity: warning, instance: r1}}\n",
+            prom::deploy_dir().join("alerts.rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = promtool(&["test", "rules", wrong.to_str().unwrap()]);
+    assert!(
+        !ok,
+        "promtool passed an expectation that cannot hold: {out}"
+    );
+    assert!(out.contains("FAILED") && out.contains("got:[]"), "{out}");
+}
+
+/// An alerting rule of deploy/alerts.rules.yml, read line by line (the file is ours).
+#[derive(Debug, Default)]
+struct AlertRule {
+    name: String,
+    severity: String,
+    summary: String,
+    runbook_url: String,
+}
+
+fn alert_rules() -> Vec<AlertRule> {
+    let text = std::fs::read_to_string(prom::deploy_dir().join("alerts.rules.yml"))
+        .expect("deploy/alerts.rules.yml");
+    let mut rules: Vec<AlertRule> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let value = |key: &str| {
+            line.strip_prefix(key)
+                .map(|v| v.trim().trim_matches('"').to_owned())
+        };
+        if let Some(name) = value("- alert:") {
+            rules.push(AlertRule {
+                name,
+                ..Default::default()
+            });
+        } else if let Some(rule) = rules.last_mut() {
+            if let Some(v) = value("severity:") {
+                rule.severity = v;
+            } else if let Some(v) = value("summary:") {
+                rule.summary = v;
+            } else if let Some(v) = value("runbook_url:") {
+                rule.runbook_url = v;
+            }
+        }
+    }
+    rules
+}
+
+#[test]
+fn every_alert_is_labelled_documented_and_tested_both_ways() {
+    let rules = alert_rules();
+    let names: std::collections::BTreeSet<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    for must in [
+        "BrewlyticsReplicatorDown",
+        "BrewlyticsReplicatorNotScraped",
+        "BrewlyticsReplicatorNotStreaming",
+        "BrewlyticsReplicationLag",
+        "BrewlyticsSlotRetainedWalHigh",
+        "BrewlyticsSlotWalLimitPredicted",
+        "BrewlyticsSlotWalUnreserved",
+        "BrewlyticsSlotLost",
+        "BrewlyticsReplicatorErrors",
+        "BrewlyticsDeadLetters",
+        "BrewlyticsHeartbeatsStale",
+        "BrewlyticsApiErrors",
+        "BrewlyticsApiLatency",
+    ] {
         assert!(
-            out.status.success(),
-            "promtool check config deploy/prometheus.yml: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            names.contains(must),
+            "no alert {must} in deploy/alerts.rules.yml"
+        );
+    }
+    let runbook =
+        std::fs::read_to_string(prom::deploy_dir().join("RUNBOOK.md")).expect("deploy/RUNBOOK.md");
+    let headings: Vec<&str> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(str::trim)
+        .collect();
+    for rule in &rules {
+        assert!(
+            ["critical", "warning"].contains(&rule.severity.as_str()),
+            "{rule:?}: severity critical or warning"
+        );
+        assert!(
+            ["$labels.slot", "$labels.instance", "$labels.job"]
+                .iter()
+                .any(|l| rule.summary.contains(l)),
+            "{rule:?}: the summary should name the slot, instance or job"
+        );
+        assert_eq!(
+            rule.runbook_url,
+            format!("deploy/RUNBOOK.md#{}", rule.name.to_lowercase()),
+            "{rule:?}"
+        );
+        assert!(
+            headings.contains(&rule.name.as_str()),
+            "deploy/RUNBOOK.md has no section \"## {}\"",
+            rule.name
         );
     }
 
-    let jobs = scrape_jobs(&deploy_text);
+    // Each alert has a case where it fires and one where it must not.
+    let tests = std::fs::read_to_string(prom::deploy_dir().join("alerts.test.yml"))
+        .expect("deploy/alerts.test.yml");
+    let mut fires = std::collections::BTreeSet::new();
+    let mut silent = std::collections::BTreeSet::new();
+    let mut current = String::new();
+    for line in tests.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("alertname:") {
+            current = name.trim().to_owned();
+        } else if let Some(rest) = line.strip_prefix("exp_alerts:") {
+            if rest.trim() == "[]" {
+                silent.insert(current.clone());
+            } else {
+                fires.insert(current.clone());
+            }
+        }
+    }
+    for name in &names {
+        assert!(fires.contains(*name), "no test case where {name} fires");
+        assert!(
+            silent.contains(*name),
+            "no test case where {name} must stay silent"
+        );
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_replicator_and_the_api() {
+    let prometheus_bin = prom::prometheus_binary();
+    let deploy_text = std::fs::read_to_string(prom::deploy_dir().join("prometheus.yml"))
+        .expect("deploy/prometheus.yml");
+    let jobs = prom::scrape_jobs(&deploy_text);
     let api_job = jobs
         .iter()
         .find(|j| j.port == 8000)
@@ -346,27 +376,21 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
     );
 
     // Prometheus with deploy/prometheus.yml's jobs, pointed at this test's ports.
-    let mut config = String::from(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    let config = prom::test_config(
+        &jobs,
+        |job| {
+            vec![if job.port == 8000 {
+                api.clone()
+            } else {
+                replicator.clone()
+            }]
+        },
+        &[],
     );
-    for job in &jobs {
-        let target = if job.port == 8000 { &api } else { &replicator };
-        config.push_str(&format!(
-            "  - job_name: \"{}\"\n    metrics_path: \"{}\"\n    static_configs:\n      - targets: [\"{}\"]\n",
-            job.name, job.metrics_path, target
-        ));
-    }
     let config_path = scratch.0.join("prometheus.yml");
     std::fs::write(&config_path, config).unwrap();
     let mut prom_cmd = Command::new(&prometheus_bin);
-    prom_cmd
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            scratch.0.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address={prometheus}"))
-        .arg("--log.level=warn");
+    prom_cmd.args(prom::server_args(&config_path, &scratch.0, &prometheus));
     let mut prom = Proc::spawn("prometheus", prom_cmd, scratch.0.join("prometheus.log"));
     wait_for(
         Duration::from_secs(60),

@@ -65,6 +65,7 @@ pub async fn run(
         MonitorConfig {
             oltp_url: rc.oltp_url.clone(),
             slot: rc.slot.clone(),
+            publication: rc.publication.clone(),
             interval,
             heartbeats: !cfg.heartbeat_interval.is_zero(),
             retained_wal_warn_bytes: cfg.retained_wal_warn_bytes,

@@ -77,6 +77,13 @@ impl Heartbeats {
         }
     }
 
+    /// Forgets emitted heartbeats and the last latency: this process stands by, and another
+    /// one applies (and ignores) what it emitted, so they would otherwise wait for ever.
+    pub fn forget(&mut self) {
+        self.pending.clear();
+        self.last_latency = None;
+    }
+
     /// The lag as of `now`: the latency of the last applied heartbeat, or the age of the
     /// oldest unapplied one when that is larger. `None` before any heartbeat was applied
     /// or emitted.
@@ -135,6 +142,25 @@ mod tests {
         h.emitted(s4, t0 + ms(6000));
         h.applied(s4, t0 + ms(6020));
         assert_eq!(h.lag(t0 + ms(6500)), Some(ms(20)));
+    }
+
+    #[test]
+    fn forgetting_clears_the_lag() {
+        let t0 = Instant::now();
+        let mut h = Heartbeats::new(1);
+        let (s1, _) = h.prepare();
+        h.emitted(s1, t0);
+        h.applied(s1, t0 + ms(5));
+        let (s2, _) = h.prepare();
+        h.emitted(s2, t0 + ms(10));
+        h.forget();
+        assert_eq!(h.lag(t0 + ms(60_000)), None);
+        // Heartbeats after standing by count again; the sequence goes on.
+        let (s3, _) = h.prepare();
+        assert!(s3 > s2);
+        h.emitted(s3, t0 + ms(70_000));
+        h.applied(s3, t0 + ms(70_020));
+        assert_eq!(h.lag(t0 + ms(70_500)), Some(ms(20)));
     }
 
     #[test]

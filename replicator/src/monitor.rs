@@ -1,7 +1,8 @@
 //! Watching the slot from the source, independently of the stream: lag and retained WAL
 //! for the metrics (they keep growing while OLAP is down and nothing is applied), a warning
 //! when the slot retains too much WAL, the heartbeats behind the lag in seconds, and the
-//! stop when the slot was invalidated.
+//! stop when the slot was invalidated. It also reads the publication's tables now and then,
+//! so their `brewlytics_changes_applied_total` series exist before their first change.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use brewlytics_support::DbUrl;
 pub struct MonitorConfig {
     pub oltp_url: DbUrl,
     pub slot: String,
+    pub publication: String,
     /// How often the slot is read (and a heartbeat sent).
     pub interval: Duration,
     /// Send heartbeats through the source (off: lag in seconds is not measured).
@@ -24,6 +26,9 @@ pub struct MonitorConfig {
     /// Warn (log and metric) when the slot retains more WAL than this.
     pub retained_wal_warn_bytes: i64,
 }
+
+/// How often the publication's table list is read again (tables added to it get their series).
+const TABLES_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs until `shutdown`; returns an error only when replication cannot go on (the slot was
 /// invalidated). Unreachable databases are waited out.
@@ -35,6 +40,11 @@ pub async fn run(
     let mut conn: Option<PgConnection> = None;
     let mut last_warning: Option<Instant> = None;
     let mut last_failure_warning: Option<Instant> = None;
+    let mut tables_read: Option<Instant> = None;
+    telemetry.monitor_settings(
+        cfg.heartbeats.then_some(cfg.interval),
+        cfg.retained_wal_warn_bytes,
+    );
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -55,7 +65,11 @@ pub async fn run(
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        match observe(c, &cfg, &telemetry, &mut last_warning).await {
+        let reading = match refresh_tables(c, &cfg, &telemetry, &mut tables_read).await {
+            Ok(()) => observe(c, &cfg, &telemetry, &mut last_warning).await,
+            Err(e) => Err(e),
+        };
+        match reading {
             Ok(Some(lost)) => return Err(lost),
             Ok(None) => {}
             Err(e) => {
@@ -72,6 +86,28 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Reads the publication's tables (the `table` label of the change counts) into the
+/// telemetry, at most every [`TABLES_EVERY`].
+async fn refresh_tables(
+    conn: &mut PgConnection,
+    cfg: &MonitorConfig,
+    telemetry: &Telemetry,
+    last_read: &mut Option<Instant>,
+) -> Result<(), sqlx::Error> {
+    if last_read.is_some_and(|t| t.elapsed() < TABLES_EVERY) {
+        return Ok(());
+    }
+    let tables: Vec<String> = sqlx::query_scalar(
+        "select tablename::text from pg_publication_tables where pubname = $1 order by 1",
+    )
+    .bind(&cfg.publication)
+    .fetch_all(conn)
+    .await?;
+    telemetry.publication_tables(&tables);
+    *last_read = Some(Instant::now());
+    Ok(())
 }
 
 async fn connect(url: &DbUrl) -> Result<PgConnection, sqlx::Error> {
@@ -102,6 +138,13 @@ async fn observe(
     }
     let info = slot::info(conn, &cfg.slot).await?;
     let pos = slot::positions(conn, &cfg.slot).await?;
+    // The limit past which the source invalidates the slot (PostgreSQL 13+; -1: none).
+    let keep_size: Option<i64> = sqlx::query_scalar(
+        "select case when setting::bigint < 0 then -1 else pg_size_bytes(setting || coalesce(unit, '')) end
+         from pg_settings where name = 'max_slot_wal_keep_size'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     let retained = pos.retained_wal_bytes;
     let over = retained.is_some_and(|r| r > cfg.retained_wal_warn_bytes);
     if over && last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
@@ -126,6 +169,7 @@ async fn observe(
             confirmed_flush_lsn: info.as_ref().and_then(|s| s.confirmed_flush_lsn),
             lag_bytes: pos.lag_bytes,
             retained_wal_bytes: retained,
+            max_slot_wal_keep_size_bytes: keep_size,
         },
         over,
     );

@@ -20,12 +20,43 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
+use crate::change::Op;
 use crate::heartbeat::Heartbeats;
 use crate::lsn::Lsn;
 use crate::sink::olap::ApplyStats;
 
 /// Samples of lag kept for the status page's chart.
 const HISTORY: usize = 600;
+
+/// Every `kind` of `brewlytics_replicator_errors_total`: `ReplicatorError::kind`,
+/// `ApplyError::kind`, and the daemon's and the monitor's own (`database`, `monitor`). Each
+/// series exists at 0 from the first scrape, so `rate()` and `increase()` see the first error.
+pub const ERROR_KINDS: &[&str] = &[
+    "fatal",
+    "config",
+    "stream",
+    "decode",
+    "olap",
+    "rejected",
+    "schema",
+    "star",
+    "snapshot",
+    "database",
+    "monitor",
+];
+
+/// The `op` values of `brewlytics_changes_applied_total`, initialised for every published table.
+pub const OPS: [Op; 5] = [
+    Op::Snapshot,
+    Op::Insert,
+    Op::Update,
+    Op::Delete,
+    Op::Truncate,
+];
+
+/// The `status` values of `brewlytics_slot_wal_status`: `pg_replication_slots.wal_status`, and
+/// `missing` when there is no such slot. All present (0, or 1 for the current one).
+pub const WAL_STATUSES: &[&str] = &["reserved", "extended", "unreserved", "lost", "missing"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChangeLabels {
@@ -111,6 +142,8 @@ pub struct SlotReading {
     pub confirmed_flush_lsn: Option<Lsn>,
     pub lag_bytes: Option<i64>,
     pub retained_wal_bytes: Option<i64>,
+    /// The source's `max_slot_wal_keep_size` in bytes; -1: unlimited (PostgreSQL's default).
+    pub max_slot_wal_keep_size_bytes: Option<i64>,
 }
 
 /// The live part of `/status`.
@@ -156,6 +189,8 @@ struct State {
     history: VecDeque<Sample>,
     backfill: Option<BackfillLive>,
     changes_at_last_sample: (u64, Instant),
+    /// A wal_status outside [`WAL_STATUSES`] last reported (set back to 0 when it changes).
+    other_wal_status: Option<String>,
 }
 
 /// Metrics and live state, shared by the pipeline, the monitor and the HTTP endpoints.
@@ -176,6 +211,11 @@ pub struct Telemetry {
     backfill_rows: Family<TableLabels, Gauge<i64, AtomicI64>>,
     backfill_estimate: Family<TableLabels, Gauge<i64, AtomicI64>>,
     backfill_rate: Family<TableLabels, Gauge<f64, AtomicU64>>,
+    max_wal_keep_size: Gauge<i64, AtomicI64>,
+    retained_wal_threshold: Gauge<i64, AtomicI64>,
+    heartbeat_interval: Gauge<f64, AtomicU64>,
+    heartbeat_emitted_at: Gauge<f64, AtomicU64>,
+    heartbeat_applied_at: Gauge<f64, AtomicU64>,
     heartbeats: Mutex<Heartbeats>,
     state: Mutex<State>,
 }
@@ -184,6 +224,10 @@ impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Telemetry").finish_non_exhaustive()
     }
+}
+
+fn unix_now() -> f64 {
+    Utc::now().timestamp_micros() as f64 / 1e6
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -288,6 +332,47 @@ impl Telemetry {
             "Rows per second of the running backfill of a table (its last chunk)",
             backfill_rate.clone(),
         );
+        let max_wal_keep_size = Gauge::<i64, AtomicI64>::default();
+        registry.register_with_unit(
+            "brewlytics_slot_max_wal_keep_size",
+            "The source's max_slot_wal_keep_size: retained WAL beyond it invalidates the slot (-1: unlimited)",
+            Unit::Bytes,
+            max_wal_keep_size.clone(),
+        );
+        let retained_wal_threshold = Gauge::<i64, AtomicI64>::default();
+        registry.register_with_unit(
+            "brewlytics_slot_retained_wal_threshold",
+            "The retained-WAL warning threshold (--retained-wal-warn-mb)",
+            Unit::Bytes,
+            retained_wal_threshold.clone(),
+        );
+        let heartbeat_interval = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "brewlytics_heartbeat_interval",
+            "How often a heartbeat is sent through the source (0: heartbeats off)",
+            Unit::Seconds,
+            heartbeat_interval.clone(),
+        );
+        let heartbeat_emitted_at = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "brewlytics_heartbeat_last_emitted_timestamp_seconds",
+            "Unix time the last heartbeat was committed on the source (0: none yet)",
+            heartbeat_emitted_at.clone(),
+        );
+        let heartbeat_applied_at = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "brewlytics_heartbeat_last_applied_timestamp_seconds",
+            "Unix time the last heartbeat was applied in OLAP (0: none yet)",
+            heartbeat_applied_at.clone(),
+        );
+        for &kind in ERROR_KINDS {
+            let _ = errors.get_or_create(&KindLabels { kind });
+        }
+        for &status in WAL_STATUSES {
+            let _ = wal_status.get_or_create(&StatusLabels {
+                status: status.to_owned(),
+            });
+        }
         let instance = std::process::id() as u64 ^ (Utc::now().timestamp_micros() as u64) << 16;
         Arc::new(Self {
             registry,
@@ -306,6 +391,11 @@ impl Telemetry {
             backfill_rows,
             backfill_estimate,
             backfill_rate,
+            max_wal_keep_size,
+            retained_wal_threshold,
+            heartbeat_interval,
+            heartbeat_emitted_at,
+            heartbeat_applied_at,
             heartbeats: Mutex::new(Heartbeats::new(instance)),
             state: Mutex::new(State {
                 role: Role::Starting,
@@ -321,6 +411,7 @@ impl Telemetry {
                 history: VecDeque::new(),
                 backfill: None,
                 changes_at_last_sample: (0, Instant::now()),
+                other_wal_status: None,
             }),
         })
     }
@@ -340,6 +431,13 @@ impl Telemetry {
         if s.role != role {
             s.role = role;
             s.since = Utc::now();
+            if role == Role::Standby {
+                // The leader applies (and ignores) what this process emitted: without this,
+                // its lag would grow for ever after losing the lock (or a heartbeat sent
+                // before it first stood by).
+                lock(&self.heartbeats).forget();
+                self.lag_seconds.set(0.0);
+            }
         }
         self.role.set(role.code());
     }
@@ -355,6 +453,32 @@ impl Telemetry {
             kind,
             message,
         });
+    }
+
+    /// Creates `brewlytics_changes_applied_total{table, op}` at 0 for every operation of each
+    /// of `tables` (the publication's tables, by name as in the `table` label), so each series
+    /// exists before its first change. Tables already known keep their counts.
+    pub fn publication_tables<S: AsRef<str>>(&self, tables: &[S]) {
+        for table in tables {
+            for op in OPS {
+                let _ = self.changes.get_or_create(&ChangeLabels {
+                    table: table.as_ref().to_owned(),
+                    op: op.label(),
+                });
+            }
+        }
+    }
+
+    /// The monitor's settings, exported for alerts and dashboards: the heartbeat interval
+    /// (`None`: heartbeats off) and the retained-WAL warning threshold.
+    pub fn monitor_settings(
+        &self,
+        heartbeat_interval: Option<Duration>,
+        retained_wal_warn_bytes: i64,
+    ) {
+        self.heartbeat_interval
+            .set(heartbeat_interval.map_or(0.0, |d| d.as_secs_f64()));
+        self.retained_wal_threshold.set(retained_wal_warn_bytes);
     }
 
     /// The checkpoint OLAP holds when streaming starts.
@@ -402,7 +526,12 @@ impl Telemetry {
     }
 
     pub fn heartbeat_emitted(&self, seq: u64, at: Instant) {
+        if self.role() == Role::Standby {
+            // Stood by while it was being sent: nobody here will apply it.
+            return;
+        }
         lock(&self.heartbeats).emitted(seq, at);
+        self.heartbeat_emitted_at.set(unix_now());
     }
 
     /// The sequence number if `content` is one of this process's heartbeats.
@@ -412,6 +541,7 @@ impl Telemetry {
 
     pub fn heartbeat_applied(&self, seq: u64) {
         lock(&self.heartbeats).applied(seq, Instant::now());
+        self.heartbeat_applied_at.set(unix_now());
         self.refresh_lag();
     }
 
@@ -436,8 +566,10 @@ impl Telemetry {
         if let Some(b) = reading.retained_wal_bytes {
             self.retained_wal.set(b);
         }
+        if let Some(b) = reading.max_slot_wal_keep_size_bytes {
+            self.max_wal_keep_size.set(b);
+        }
         self.retained_wal_warning.set(i64::from(over_threshold));
-        self.wal_status.clear();
         let status = if reading.exists {
             reading
                 .wal_status
@@ -446,12 +578,28 @@ impl Telemetry {
         } else {
             "missing".into()
         };
-        self.wal_status
-            .get_or_create(&StatusLabels { status })
-            .set(1);
         self.refresh_lag();
         let lag_seconds = self.lag_seconds();
         let mut s = lock(&self.state);
+        // Every known status stays in the exposition (0, or 1 for the current one).
+        let other = (!WAL_STATUSES.contains(&status.as_str())).then(|| status.clone());
+        if let Some(old) = s
+            .other_wal_status
+            .take()
+            .filter(|o| Some(o) != other.as_ref())
+        {
+            self.wal_status
+                .get_or_create(&StatusLabels { status: old })
+                .set(0);
+        }
+        for known in WAL_STATUSES.iter().copied().chain(other.as_deref()) {
+            self.wal_status
+                .get_or_create(&StatusLabels {
+                    status: known.to_owned(),
+                })
+                .set(i64::from(known == status));
+        }
+        s.other_wal_status = other;
         let now = Instant::now();
         let (before, then) = s.changes_at_last_sample;
         let secs = now.saturating_duration_since(then).as_secs_f64();
@@ -549,7 +697,6 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::Op;
 
     #[test]
     fn exposition_has_the_design_names() {
@@ -598,5 +745,236 @@ mod tests {
         assert_eq!(live.changes_applied, 3);
         assert_eq!(live.history.len(), 1);
         assert_eq!(live.last_error.unwrap().kind, "stream");
+    }
+
+    /// The value of the series `series` (name and labels, as encoded) in `text`.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))?
+            .parse()
+            .ok()
+    }
+
+    #[test]
+    fn a_fresh_replicator_exports_every_known_series_at_zero() {
+        let t = Telemetry::new();
+        let text = t.encode();
+        for kind in ERROR_KINDS {
+            let series = format!("brewlytics_replicator_errors_total{{kind=\"{kind}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
+        }
+        for status in WAL_STATUSES {
+            let series = format!("brewlytics_slot_wal_status{{status=\"{status}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
+        }
+        for name in [
+            "brewlytics_dead_letters_total",
+            "brewlytics_transactions_applied_total",
+            "brewlytics_heartbeat_last_emitted_timestamp_seconds",
+            "brewlytics_heartbeat_last_applied_timestamp_seconds",
+            "brewlytics_heartbeat_interval_seconds",
+            "brewlytics_slot_max_wal_keep_size_bytes",
+            "brewlytics_slot_retained_wal_threshold_bytes",
+        ] {
+            assert_eq!(sample(&text, name), Some(0.0), "{name} in\n{text}");
+        }
+        assert!(!text.contains("brewlytics_changes_applied_total{"));
+
+        // The publication's tables: every operation at 0; counts survive a second call.
+        t.publication_tables(&["orders", "payments"]);
+        t.batch_applied(
+            &ApplyStats {
+                events: 2,
+                dead_letters: 0,
+                by_table: vec![(Arc::from("orders"), Op::Insert, 2)],
+            },
+            1,
+            Duration::from_millis(3),
+            Lsn(16),
+        );
+        t.publication_tables(&["orders".to_owned(), "payments".to_owned()]);
+        let text = t.encode();
+        for table in ["orders", "payments"] {
+            for op in ["snapshot", "insert", "update", "delete", "truncate"] {
+                let series =
+                    format!("brewlytics_changes_applied_total{{table=\"{table}\",op=\"{op}\"}}");
+                let want = if (table, op) == ("orders", "insert") {
+                    2.0
+                } else {
+                    0.0
+                };
+                assert_eq!(sample(&text, &series), Some(want), "{series} in\n{text}");
+            }
+        }
+        assert_eq!(
+            text.matches("brewlytics_changes_applied_total{").count(),
+            10
+        );
+    }
+
+    #[test]
+    fn ops_lists_every_operation() {
+        for op in OPS {
+            // A new Op fails to compile here until it is added to OPS.
+            match op {
+                Op::Snapshot | Op::Insert | Op::Update | Op::Delete | Op::Truncate => {}
+                // Not row changes: never counted in brewlytics_changes_applied_total.
+                Op::Schema | Op::Backfill => panic!("{op:?} is not a row operation"),
+            }
+        }
+        let labels: std::collections::HashSet<_> = OPS.iter().map(|o| o.label()).collect();
+        assert_eq!(labels.len(), 5);
+    }
+
+    #[test]
+    fn error_kinds_cover_every_replicator_error() {
+        use crate::decode::{DecodeError, DecodeErrorKind};
+        use crate::pipeline::ReplicatorError;
+        use crate::schema::SchemaError;
+        use crate::sink::olap::ApplyError;
+        use crate::source::snapshot::SnapshotError;
+        use crate::stream::config::ConfigError;
+        use crate::stream::conn::ConnError;
+        let errors = [
+            ReplicatorError::Fatal("x".into()),
+            ReplicatorError::WriterGone,
+            ReplicatorError::Config(ConfigError::Malformed("x".into())),
+            ReplicatorError::Stream(ConnError::Closed),
+            ReplicatorError::Decode(DecodeError {
+                tag: None,
+                offset: 0,
+                kind: DecodeErrorKind::UnknownTag(0),
+            }),
+            ReplicatorError::Apply(ApplyError::Sql(sqlx::Error::PoolTimedOut)),
+            ReplicatorError::Apply(ApplyError::Rejected {
+                pos: crate::change::Pos::default(),
+                table: "t".into(),
+                error: "x".into(),
+            }),
+            ReplicatorError::Apply(ApplyError::Ddl {
+                table: "t".into(),
+                error: "x".into(),
+            }),
+            ReplicatorError::Apply(ApplyError::Star("x".into())),
+            ReplicatorError::Snapshot(SnapshotError::Malformed { table: "t".into() }),
+            ReplicatorError::Schema(SchemaError::Catalog {
+                table: "t".into(),
+                source: sqlx::Error::PoolTimedOut,
+            }),
+            ReplicatorError::Sql(sqlx::Error::PoolTimedOut),
+        ];
+        for e in &errors {
+            assert!(
+                ERROR_KINDS.contains(&e.kind()),
+                "{} is not in ERROR_KINDS",
+                e.kind()
+            );
+        }
+    }
+
+    #[test]
+    fn wal_status_keeps_every_state_with_one_current() {
+        let t = Telemetry::new();
+        let read = |status: Option<&str>, exists: bool| {
+            t.slot_reading(
+                SlotReading {
+                    exists,
+                    wal_status: status.map(str::to_owned),
+                    max_slot_wal_keep_size_bytes: Some(1 << 30),
+                    ..Default::default()
+                },
+                false,
+            );
+            t.encode()
+        };
+        let current = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("brewlytics_slot_wal_status{status=\""))
+                .filter(|l| l.ends_with(" 1"))
+                .map(|l| l.split('"').next().unwrap().to_owned())
+                .collect()
+        };
+        let text = read(Some("reserved"), true);
+        assert_eq!(current(&text), ["reserved"]);
+        assert_eq!(
+            sample(&text, "brewlytics_slot_max_wal_keep_size_bytes"),
+            Some((1u64 << 30) as f64)
+        );
+        let text = read(Some("lost"), true);
+        assert_eq!(current(&text), ["lost"]);
+        assert_eq!(
+            sample(&text, "brewlytics_slot_wal_status{status=\"reserved\"}"),
+            Some(0.0)
+        );
+        // A state this version does not know is shown, and set back to 0 when it goes.
+        let text = read(Some("someday"), true);
+        assert_eq!(current(&text), ["someday"]);
+        let text = read(None, false);
+        assert_eq!(current(&text), ["missing"]);
+        assert_eq!(
+            sample(&text, "brewlytics_slot_wal_status{status=\"someday\"}"),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn a_standby_forgets_its_heartbeats_and_reports_no_lag() {
+        let t = Telemetry::new();
+        t.set_role(Role::Starting);
+        let (seq, _) = t.prepare_heartbeat();
+        t.heartbeat_emitted(seq, Instant::now() - Duration::from_secs(30));
+        assert!(t.lag_seconds().unwrap() >= 30.0);
+        t.set_role(Role::Standby);
+        assert_eq!(t.lag_seconds(), None);
+        assert_eq!(
+            sample(&t.encode(), "brewlytics_replication_lag_seconds"),
+            Some(0.0)
+        );
+        // One sent while it stood by is not waited for either.
+        let (seq, _) = t.prepare_heartbeat();
+        t.heartbeat_emitted(seq, Instant::now() - Duration::from_secs(5));
+        assert_eq!(t.lag_seconds(), None);
+        // Leading again, heartbeats count.
+        t.set_role(Role::Streaming);
+        let (seq, _) = t.prepare_heartbeat();
+        t.heartbeat_emitted(seq, Instant::now());
+        t.heartbeat_applied(seq);
+        assert!(t.lag_seconds().unwrap() < 5.0);
+    }
+
+    #[test]
+    fn heartbeats_and_monitor_settings_are_exported() {
+        let t = Telemetry::new();
+        t.monitor_settings(Some(Duration::from_millis(250)), 64 << 20);
+        let before = unix_now();
+        let (seq, _) = t.prepare_heartbeat();
+        t.heartbeat_emitted(seq, Instant::now());
+        let text = t.encode();
+        let emitted = sample(&text, "brewlytics_heartbeat_last_emitted_timestamp_seconds").unwrap();
+        assert!(emitted >= before && emitted <= unix_now(), "{emitted}");
+        assert_eq!(
+            sample(&text, "brewlytics_heartbeat_last_applied_timestamp_seconds"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "brewlytics_heartbeat_interval_seconds"),
+            Some(0.25)
+        );
+        assert_eq!(
+            sample(&text, "brewlytics_slot_retained_wal_threshold_bytes"),
+            Some((64u64 << 20) as f64)
+        );
+        t.heartbeat_applied(seq);
+        let applied = sample(
+            &t.encode(),
+            "brewlytics_heartbeat_last_applied_timestamp_seconds",
+        )
+        .unwrap();
+        assert!(applied >= emitted, "{applied} < {emitted}");
+        t.monitor_settings(None, 0);
+        assert_eq!(
+            sample(&t.encode(), "brewlytics_heartbeat_interval_seconds"),
+            Some(0.0)
+        );
     }
 }
