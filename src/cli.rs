@@ -186,6 +186,9 @@ pub enum Command {
     Report(crate::commands::insights::ReportArgs),
     /// The built-in BI dashboard (charts and tables that refresh while orders flow).
     Dashboard(crate::commands::insights::DashboardArgs),
+    /// coffee_olap's connection as shell exports for the dbt project in dbt/:
+    /// `eval "$(brewlytics dbt-env)"`.
+    DbtEnv(crate::commands::dbt::DbtEnvArgs),
     /// Metabase: `provision` creates or updates the Brewlytics dashboard.
     Dashboards {
         #[command(subcommand)]

@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+pub mod dbt;
 pub mod insights;
 mod loadtest;
 mod pipeline;
@@ -106,6 +107,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Report(args) => insights::report(args).await,
         Command::Dashboard(args) => insights::dashboard(args).await,
         Command::Dashboards { command } => insights::dashboards(command).await,
+        Command::DbtEnv(args) => dbt::env(args),
         Command::Resync { db, slot } => {
             let urls = databases::resolve(&db)?;
             let cfg = replicator_config(

@@ -472,3 +472,18 @@ async fn one_step(
     tx.commit().await?;
     Ok(step)
 }
+
+impl Proc {
+    /// Starts `command` with its stdout and stderr in `log`; killed when dropped.
+    pub fn spawn(mut command: Command, log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).unwrap();
+        command.stdout(file.try_clone().unwrap()).stderr(file);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        Proc {
+            child: Some(child),
+            log,
+        }
+    }
+}
