@@ -261,4 +261,3 @@ impl OpenApiJson {
 pub(crate) async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], doc.0)
 }
-

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod dburl;
+pub mod instance;
 pub mod migrate;
 pub mod shutdown;
 pub mod telemetry;
