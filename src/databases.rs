@@ -91,7 +91,11 @@ pub async fn start_embedded(dir: &Path) -> anyhow::Result<(EmbeddedCluster, Urls
     Ok((cluster, urls))
 }
 
+/// A pool of at most `max` connections; a database that cannot be reached is reported at
+/// once, with its host, port and the OS's reason.
 pub async fn pool(url: &DbUrl, max: u32) -> anyhow::Result<PgPool> {
+    url.check_reachable(std::time::Duration::from_secs(10))
+        .await?;
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(std::time::Duration::from_secs(10))

@@ -1,6 +1,8 @@
 //! The replicator's status page in real headless Chromium: it renders the live values of a
 //! running `brewlytics replicate` (role, slot, changes applied, dead letters, lag and its
-//! chart). A screenshot is saved as `$CARGO_TARGET_TMPDIR/replicator-status.png`.
+//! chart) under its Content-Security-Policy — a violation reported on the console fails the
+//! test — and every endpoint sends the security headers. A screenshot is saved as
+//! `$CARGO_TARGET_TMPDIR/replicator-status.png`.
 
 mod harness;
 
@@ -10,6 +12,27 @@ use std::time::Duration;
 
 use brewlytics_support::browser::{self, BrowserOptions};
 use harness::{free_addr, wait_streaming, workload, Clusters, LoadCounts};
+
+/// The response headers of `GET path`, lowercased names.
+async fn headers_of(addr: &str, path: &str) -> Vec<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect()
+}
 
 /// The text inside the element with `id`.
 fn text_of(dom: &str, id: &str) -> String {
@@ -62,18 +85,49 @@ async fn status_page_shows_the_live_values() {
         .expect("heartbeat lag");
     assert!(top < 2.0 && live < 2.0, "{status}");
 
+    for path in [
+        "/",
+        "/assets/status.js",
+        "/assets/status.css",
+        "/status",
+        "/metrics",
+        "/nope",
+    ] {
+        let h = headers_of(&addr, path).await;
+        let get = |name: &str| {
+            h.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("no {name} on {path}: {h:?}"))
+        };
+        assert_eq!(
+            get("content-security-policy"),
+            brewlytics_support::web::PAGE_POLICY
+        );
+        assert_eq!(get("x-content-type-options"), "nosniff");
+        assert_eq!(get("referrer-policy"), "no-referrer");
+        assert_eq!(get("x-frame-options"), "DENY");
+    }
+
     let url = format!("http://{addr}/");
     let opts = BrowserOptions {
-        virtual_time_budget_ms: 3000,
+        // The first load and at least one 2-second refresh.
+        virtual_time_budget_ms: 5000,
         ..Default::default()
     };
-    let dom = {
+    let rendered = {
         let (url, opts) = (url.clone(), opts.clone());
-        tokio::task::spawn_blocking(move || browser::dump_dom(&url, &opts))
+        tokio::task::spawn_blocking(move || browser::render(&url, &opts))
             .await
             .unwrap()
             .expect("chromium renders the status page")
     };
+    assert!(
+        rendered.csp_violations().is_empty(),
+        "the status page broke its Content-Security-Policy: {:#?}",
+        rendered.console
+    );
+    let dom = rendered.dom;
     assert_eq!(text_of(&dom, "role"), "streaming");
     assert_eq!(text_of(&dom, "slot"), "brewlytics");
     assert_eq!(text_of(&dom, "active"), "true");

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::data::{DataError, UNIQUE_VIOLATION};
+use crate::data::{schema_drift, DataError, UNIQUE_VIOLATION};
 use crate::domain::catalog::CatalogError;
 use crate::domain::order::OrderError;
 
@@ -50,7 +50,9 @@ impl ApiError {
             ApiError::Order(e) => order_status(e),
             ApiError::Catalog(e) => catalog_status(e),
             ApiError::Request { status, .. } => *status,
-            ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(e) if is_unavailable(e) || schema_drift(e).is_some() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Database(e)
                 if e.as_database_error().and_then(|d| d.code()).as_deref()
                     == Some(UNIQUE_VIOLATION) =>
@@ -62,11 +64,24 @@ impl ApiError {
     }
 }
 
+/// A request the OpenAPI schema allows may still name a row that does not exist (404, as for a
+/// missing resource in the path) or one whose state forbids it (409); 422 is kept for what the
+/// schema itself refuses.
 fn order_status(e: &OrderError) -> StatusCode {
     match e {
-        OrderError::NotFound(_) => StatusCode::NOT_FOUND,
-        OrderError::Transition { .. } => StatusCode::CONFLICT,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
+        OrderError::NotFound(_)
+        | OrderError::UnknownProduct(_)
+        | OrderError::UnknownCustomer(_)
+        | OrderError::UnknownEmployee(_)
+        | OrderError::UnknownStore(_) => StatusCode::NOT_FOUND,
+        OrderError::Transition { .. }
+        | OrderError::UnavailableProduct(_)
+        | OrderError::InactiveEmployee(_)
+        | OrderError::DuplicateChange(_) => StatusCode::CONFLICT,
+        OrderError::NoItems
+        | OrderError::TooManyItems(_)
+        | OrderError::Quantity { .. }
+        | OrderError::UnknownStatus(_) => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -75,8 +90,13 @@ fn catalog_status(e: &CatalogError) -> StatusCode {
         CatalogError::DuplicateEmail(_) | CatalogError::DuplicateProductName(_) => {
             StatusCode::CONFLICT
         }
-        CatalogError::ProductNotFound(_) => StatusCode::NOT_FOUND,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
+        CatalogError::ProductNotFound(_)
+        | CatalogError::UnknownProduct(_)
+        | CatalogError::UnknownStore(_) => StatusCode::NOT_FOUND,
+        CatalogError::Field(_)
+        | CatalogError::Price(_)
+        | CatalogError::NothingToUpdate
+        | CatalogError::RestockQuantity(_) => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -109,9 +129,10 @@ impl IntoResponse for ApiError {
         let message = match &self {
             ApiError::Database(e) => {
                 tracing::error!(error = %e, status = status.as_u16(), "database error");
-                match status {
-                    StatusCode::SERVICE_UNAVAILABLE => "database unavailable".to_owned(),
-                    StatusCode::CONFLICT => "conflicts with an existing row".to_owned(),
+                match (status, schema_drift(e)) {
+                    (_, Some(drift)) => drift,
+                    (StatusCode::SERVICE_UNAVAILABLE, None) => "database unavailable".to_owned(),
+                    (StatusCode::CONFLICT, None) => "conflicts with an existing row".to_owned(),
                     _ => "internal error".to_owned(),
                 }
             }
@@ -170,30 +191,40 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     ApiError::request(status, message)
 }
 
-/// Parses an order id from the path: a UUID, else 400.
+/// Parses an order id from the path: a UUID, else 404 — a path that cannot name an order
+/// names none (and a client that followed a wrong link learns the same as for a deleted one).
 pub(crate) fn parse_order_id(text: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(text).map_err(|_| {
         ApiError::request(
-            StatusCode::BAD_REQUEST,
-            format!("invalid order id {text:?}: expected a UUID"),
+            StatusCode::NOT_FOUND,
+            format!("order {text:?} not found: order ids are UUIDs"),
         )
     })
 }
 
-/// Parses a master-data id from the path: a positive integer, else 400.
+/// Parses a master-data id from the path: a positive integer, else 404 (as for order ids). As
+/// in JSON Schema, a whole number written as a float (`7.0`, `1e3`) is that integer.
 pub(crate) fn parse_int_id(kind: &str, text: &str) -> Result<i64, ApiError> {
+    let whole_float = || {
+        text.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e18)
+            .map(|v| v as i64)
+    };
     text.parse::<i64>()
         .ok()
+        .or_else(whole_float)
         .filter(|id| *id > 0)
         .ok_or_else(|| {
             ApiError::request(
-                StatusCode::BAD_REQUEST,
-                format!("invalid {kind} id {text:?}: expected a positive integer"),
+                StatusCode::NOT_FOUND,
+                format!("{kind} {text:?} not found: {kind} ids are positive integers"),
             )
         })
 }
 
-/// `axum::extract::Path` whose rejection (e.g. invalid UTF-8 in a segment) is a JSON 400.
+/// `axum::extract::Path` whose rejection (e.g. invalid UTF-8 in a segment) is a JSON 404, as
+/// for any path that cannot name a resource.
 #[derive(Debug, Clone)]
 pub struct ApiPath<T>(pub T);
 
@@ -211,9 +242,25 @@ where
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(rejection) => Err(ApiError::request(
-                StatusCode::BAD_REQUEST,
-                format!("invalid path: {}", rejection.body_text()),
+                StatusCode::NOT_FOUND,
+                format!("no such resource: {}", rejection.body_text()),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_ids_are_positive_integers_however_written() {
+        assert_eq!(parse_int_id("product", "7").unwrap(), 7);
+        assert_eq!(parse_int_id("product", "7.0").unwrap(), 7);
+        assert_eq!(parse_int_id("product", "1e3").unwrap(), 1000);
+        for bad in ["0", "-1", "7.5", "x", "", "inf", "NaN", "1e300"] {
+            let e = parse_int_id("product", bad).unwrap_err();
+            assert_eq!(e.status(), StatusCode::NOT_FOUND, "{bad}");
         }
     }
 }

@@ -125,7 +125,8 @@ impl ApiState {
 
 /// The application: `/health`, `/metrics` and `/openapi.json` always, plus the routes of each
 /// selected service. Unknown paths (including those of unselected services) get a JSON 404,
-/// bodies over [`BODY_LIMIT_BYTES`] a JSON 413; every request is counted and timed.
+/// bodies over [`BODY_LIMIT_BYTES`] a JSON 413; every request is counted, timed, logged with
+/// its request id, and answered with the security headers of [`brewlytics_support::web`].
 pub fn router(state: ApiState, services: &[Service]) -> Router {
     let mut selected = services.to_vec();
     selected.sort();
@@ -148,6 +149,9 @@ pub fn router(state: ApiState, services: &[Service]) -> Router {
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
+        ))
+        .layer(brewlytics_support::web::security_headers(
+            brewlytics_support::web::API_POLICY,
         ))
         .with_state(state)
 }

@@ -178,6 +178,16 @@ async fn status_transition_matrix() {
                 assert_eq!(r.status, StatusCode::OK, "{from} -> {to}: {}", r.text);
                 assert_eq!(r.json["status"], to);
                 assert_eq!(stored, to);
+            } else if to == "placed" {
+                // Orders start placed; no request moves one there (the schema's enum says so).
+                assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{from} -> {to}");
+                assert!(
+                    r.error().contains("unknown status \"placed\""),
+                    "{}",
+                    r.text
+                );
+                assert_eq!(stored, from, "{from} -> {to} must not change the order");
+                assert_eq!(t.counts().await, before, "{from} -> {to} wrote rows");
             } else {
                 assert_eq!(r.status, StatusCode::CONFLICT, "{from} -> {to}: {}", r.text);
                 assert_eq!(
@@ -264,7 +274,7 @@ async fn concurrent_patches_let_exactly_one_win() {
             let uri = format!("/orders/{id}");
             tokio::spawn(async move {
                 let body = json!({"status": "cancelled"}).to_string().into_bytes();
-                common::send(&app, "PATCH", &uri, Some("application/json"), body)
+                common::send(&app, "PATCH", &uri, Some("application/json"), body, &[])
                     .await
                     .status
             })
@@ -312,8 +322,15 @@ async fn fifty_concurrent_orders_all_land_consistently() {
             });
             tokio::spawn(async move {
                 let bytes = body.to_string().into_bytes();
-                let r =
-                    common::send(&app, "POST", "/orders", Some("application/json"), bytes).await;
+                let r = common::send(
+                    &app,
+                    "POST",
+                    "/orders",
+                    Some("application/json"),
+                    bytes,
+                    &[],
+                )
+                .await;
                 (i, r)
             })
         })

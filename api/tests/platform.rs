@@ -58,7 +58,7 @@ async fn metrics_count_requests_by_route_template() {
     )
     .ends_with(" 3"));
     assert!(line(
-        "brewlytics_api_requests_total{route=\"/orders/{id}\",method=\"GET\",status=\"400\"}"
+        "brewlytics_api_requests_total{route=\"/orders/{id}\",method=\"GET\",status=\"404\"}"
     )
     .ends_with(" 1"));
     assert!(line(
@@ -133,6 +133,127 @@ async fn openapi_lists_every_path_and_schema() {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
     assert_eq!(schemas["Order"]["properties"]["total"]["type"], "string");
+}
+
+#[tokio::test]
+async fn openapi_states_the_validation_and_every_answer() {
+    use brewlytics_api::domain::{catalog, fields, order};
+    let t = TestApp::new("openapi_strict").await;
+    let doc = t.call("GET", "/openapi.json", None).await.json;
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+
+    // Request schemas are as strict as the validation.
+    for name in [
+        "NewCustomer",
+        "NewProduct",
+        "ProductPatch",
+        "NewEmployee",
+        "NewOrder",
+        "NewOrderItem",
+        "StatusUpdate",
+        "Restock",
+    ] {
+        assert_eq!(schema(name)["additionalProperties"], false, "{name}");
+    }
+    let customer = schema("NewCustomer");
+    assert_eq!(
+        customer["properties"]["name"]["pattern"],
+        fields::NAME_PATTERN.as_str()
+    );
+    assert_eq!(customer["properties"]["name"]["minLength"], 1);
+    assert_eq!(
+        customer["properties"]["name"]["maxLength"],
+        fields::MAX_NAME
+    );
+    assert_eq!(
+        customer["properties"]["email"]["pattern"],
+        fields::EMAIL_PATTERN.as_str()
+    );
+    let patch = schema("ProductPatch");
+    assert_eq!(patch["minProperties"], 1);
+    assert!(patch.get("maxProperties").is_none(), "{patch}");
+    assert_eq!(patch["properties"]["is_available"]["type"], "boolean");
+    let price = &schema("NewProduct")["properties"]["price"]["oneOf"];
+    assert_eq!(
+        price[0]["pattern"],
+        brewlytics_api::domain::money::PRICE_PATTERN
+    );
+    assert_eq!(price[1]["exclusiveMinimum"], 0);
+    assert_eq!(price[1]["maximum"], 10000);
+    assert_eq!(price[1]["multipleOf"], 0.01);
+    let items = &schema("NewOrder")["properties"]["items"];
+    assert_eq!(items["minItems"], 1);
+    assert_eq!(items["maxItems"], order::MAX_ITEMS);
+    let quantity = &schema("NewOrderItem")["properties"]["quantity"];
+    assert_eq!(
+        (quantity["minimum"].clone(), quantity["maximum"].clone()),
+        (json!(1), json!(order::MAX_QUANTITY))
+    );
+    let restock = &schema("Restock")["properties"]["quantity"];
+    assert_eq!(
+        (restock["minimum"].clone(), restock["maximum"].clone()),
+        (json!(1), json!(catalog::MAX_RESTOCK))
+    );
+    assert_eq!(
+        schema("NextStatus")["enum"],
+        json!(["preparing", "ready", "completed", "cancelled"])
+    );
+
+    // Every answer the server can give is documented, with the error body's schema.
+    let paths = doc["paths"].as_object().unwrap();
+    let mut body_operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |code: &str| responses.contains_key(code);
+            if op.get("requestBody").is_some() {
+                body_operations += 1;
+                for code in ["400", "413", "415", "422"] {
+                    assert!(has(code), "{method} {path} lacks {code}");
+                    assert_eq!(
+                        responses[code]["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody"
+                    );
+                }
+            }
+            if !["/metrics", "/openapi.json"].contains(&path.as_str()) {
+                assert!(has("503"), "{method} {path} lacks 503");
+            }
+            for (code, response) in responses {
+                assert!(
+                    response["headers"]["x-request-id"].is_object(),
+                    "{method} {path} {code} lacks x-request-id"
+                );
+            }
+        }
+    }
+    assert_eq!(body_operations, 10);
+    for (path, method) in [
+        ("/orders/{id}", "get"),
+        ("/orders/{id}", "patch"),
+        ("/orders/{id}", "delete"),
+        ("/products/{id}", "patch"),
+    ] {
+        assert!(
+            paths[path][method]["responses"].get("404").is_some(),
+            "{method} {path}"
+        );
+    }
+    assert!(paths["/orders"]["post"]["responses"].get("409").is_some());
+    let metrics = &paths["/metrics"]["get"]["responses"]["200"]["content"];
+    assert!(
+        metrics
+            .get("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .is_some(),
+        "{metrics}"
+    );
+    // Links from a created order to the operations on it.
+    let links = &paths["/orders"]["post"]["responses"]["201"]["links"];
+    assert_eq!(links["get_order"]["operationId"], "get_order");
+    assert_eq!(
+        links["delete_order"]["parameters"]["id"],
+        "$response.body#/id"
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,10 @@
 //! - `GET /api/summary?from=YYYY-MM-DD&to=YYYY-MM-DD&store=ID` every question for the range
 //!   (default: the last 30 days, UTC), headline figures and the store list
 //! - `GET /health`
+//!
+//! Every answer carries the security headers of [`brewlytics_support::web`]: the page runs
+//! under a Content-Security-Policy that allows only its own script, stylesheet and fetches
+//! (no inline script or style), and no other site may frame it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,6 +49,9 @@ pub fn router(pool: PgPool) -> Router {
         .route("/assets/app.js", get(js))
         .route("/api/summary", get(summary))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .layer(brewlytics_support::web::security_headers(
+            brewlytics_support::web::PAGE_POLICY,
+        ))
         .with_state(AppState { pool })
 }
 
@@ -277,5 +284,8 @@ mod tests {
             assert!(!text.contains("http://") && !text.contains("https://"));
         }
         assert!(super::INDEX_HTML.contains("/assets/app.js"));
+        // Nothing inline: the Content-Security-Policy allows only served files.
+        assert!(!super::INDEX_HTML.contains("<script>") && !super::INDEX_HTML.contains("<style"));
+        assert!(!super::INDEX_HTML.contains("style=") && !super::APP_JS.contains("eval("));
     }
 }

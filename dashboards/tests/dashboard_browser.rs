@@ -1,12 +1,17 @@
 //! The built-in dashboard in real headless Chromium: for the known orders of
-//! `common::FIXTURE` (plus two of today) the rendered page shows the expected figures.
-//! A screenshot is saved as `$CARGO_TARGET_TMPDIR/dashboard.png`.
+//! `common::FIXTURE` (plus two of today) the rendered page shows the expected figures, under
+//! its Content-Security-Policy (a violation reported on the console fails the test) and with
+//! its periodic refresh running. A screenshot is saved as
+//! `$CARGO_TARGET_TMPDIR/dashboard.png`.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use brewlytics_support::browser::{self, BrowserOptions};
+use brewlytics_support::web::PAGE_POLICY;
 use common::{load_fixture, olap};
 
 /// Today's orders: one completed (2 × 3.50 + 2.50 = 9.50) and one cancelled (5.00).
@@ -40,13 +45,42 @@ async fn the_page_shows_the_known_figures() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(brewlytics_dashboards::web::serve(
-        listener,
-        pool.clone(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    // The dashboard's router, counting the page's polls of /api/summary.
+    let polls = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let polls = polls.clone();
+        brewlytics_dashboards::web::router(pool.clone()).layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                if req.uri().path() == "/api/summary" {
+                    polls.fetch_add(1, Ordering::Relaxed);
+                }
+                next.run(req)
+            },
+        ))
+    };
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+
+    // Every answer carries the security headers: the page, its assets, JSON, a 404.
+    for path in [
+        "/",
+        "/assets/app.js",
+        "/assets/app.css",
+        "/api/summary?from=2024-05-01",
+        "/nope",
+    ] {
+        let res = reqwest::get(format!("{base}{path}")).await.unwrap();
+        let h = res.headers();
+        assert_eq!(h["content-security-policy"], PAGE_POLICY, "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+    }
 
     // The JSON endpoint refuses a bad date with a JSON error.
     let res = reqwest::get(format!("{base}/api/summary?from=2024-02-30"))
@@ -59,15 +93,29 @@ async fn the_page_shows_the_known_figures() {
     let page = format!("{base}/?from=2024-05-01&to=2024-05-03");
     let options = BrowserOptions {
         timeout: Duration::from_secs(90),
+        // Room for the first load and at least one 5-second refresh.
+        virtual_time_budget_ms: 12_000,
         ..BrowserOptions::default()
     };
-    let dom = {
+    let polls_before = polls.load(Ordering::Relaxed);
+    let rendered = {
         let (page, options) = (page.clone(), options.clone());
-        tokio::task::spawn_blocking(move || browser::dump_dom(&page, &options))
+        tokio::task::spawn_blocking(move || browser::render(&page, &options))
             .await
             .unwrap()
             .unwrap()
     };
+    assert!(
+        rendered.csp_violations().is_empty(),
+        "the page broke its Content-Security-Policy: {:#?}",
+        rendered.console
+    );
+    let polled = polls.load(Ordering::Relaxed) - polls_before;
+    assert!(
+        polled >= 2,
+        "the page polled /api/summary {polled} times: no refresh"
+    );
+    let dom = rendered.dom;
 
     // Headline figures: the range holds 5 revenue orders (order 3 was cancelled) for 32.50.
     assert!(
@@ -136,6 +184,36 @@ async fn the_page_shows_the_known_figures() {
 
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csp_violation_is_caught() {
+    // The control for the check above: an inline script under the same policy is refused by
+    // Chromium and reported, so a page that broke its policy would fail the test.
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async {
+                axum::response::Html(
+                    "<!doctype html><p id=x>static</p>\
+                     <script>document.getElementById('x').textContent='ran'</script>",
+                )
+            }),
+        )
+        .layer(brewlytics_support::web::security_headers(PAGE_POLICY));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let rendered =
+        tokio::task::spawn_blocking(move || browser::render(&url, &BrowserOptions::default()))
+            .await
+            .unwrap()
+            .unwrap();
+    server.abort();
+    assert!(rendered.dom.contains(">static<"), "{}", rendered.dom);
+    let violations = rendered.csp_violations();
+    assert_eq!(violations.len(), 1, "{:#?}", rendered.console);
+    assert!(violations[0].contains("inline script"), "{}", violations[0]);
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The replicator's HTTP endpoints on `REPLICATOR_LISTEN`: `/health` (alive), `/ready`
 //! (streaming, lag under the bound), `/status` (`brewlytics status --json` plus the live
-//! state of this process), `/metrics` (Prometheus) and `/` (the status page).
+//! state of this process), `/metrics` (Prometheus) and `/` (the status page, with its script
+//! and stylesheet under `/assets/`). Every answer carries the security headers of
+//! [`brewlytics_support::web`]: the page runs under a Content-Security-Policy with no inline
+//! script or style.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,8 @@ use crate::status::{self, Status};
 use crate::telemetry::{Live, Role, Telemetry};
 
 const PAGE: &str = include_str!("http/status.html");
+const PAGE_JS: &str = include_str!("http/status.js");
+const PAGE_CSS: &str = include_str!("http/status.css");
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -52,15 +57,36 @@ impl HttpState {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(page))
+        .route("/assets/status.js", get(page_js))
+        .route("/assets/status.css", get(page_css))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/status", get(status_doc))
         .route("/metrics", get(metrics))
+        .layer(brewlytics_support::web::security_headers(
+            brewlytics_support::web::PAGE_POLICY,
+        ))
         .with_state(state)
 }
 
 async fn page() -> Html<&'static str> {
     Html(PAGE)
+}
+
+async fn page_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        PAGE_JS,
+    )
+        .into_response()
+}
+
+async fn page_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        PAGE_CSS,
+    )
+        .into_response()
 }
 
 async fn health(State(s): State<HttpState>) -> Json<serde_json::Value> {
@@ -157,6 +183,14 @@ async fn metrics(State(s): State<HttpState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_has_no_inline_script_or_style() {
+        assert!(!PAGE.contains("<script>") && !PAGE.contains("<style") && !PAGE.contains("style="));
+        assert!(PAGE.contains(r#"<script src="/assets/status.js"></script>"#));
+        assert!(PAGE.contains(r#"href="/assets/status.css""#));
+        assert!(!PAGE_JS.contains("eval(") && !PAGE_JS.contains("style="));
+    }
 
     #[test]
     fn readiness_needs_streaming_and_small_lag() {

@@ -1,8 +1,13 @@
 //! `brewlytics up`: everything on one machine.
+//!
+//! With the embedded cluster, `up` first claims its data directory
+//! ([`brewlytics_support::instance`]): a second `up` in the same directory stops at once with
+//! one line naming the running one, before it touches any file of it.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use brewlytics_support::instance::{Claim, ClaimError};
 use tokio::sync::watch;
 
 use crate::cli::{DbArgs, ReplicateArgs};
@@ -15,14 +20,20 @@ pub async fn run(
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
 ) -> anyhow::Result<()> {
-    let (cluster, urls) = match (&db.oltp_url, &db.olap_url) {
+    let (cluster, urls, claim) = match (&db.oltp_url, &db.olap_url) {
         (None, None) => {
+            let claim = match Claim::acquire(&db.data_dir) {
+                Ok(claim) => claim,
+                // Said in one line, as it is: the running instance and what to do.
+                Err(ClaimError::Running(running)) => anyhow::bail!("{running}"),
+                Err(e) => return Err(e.into()),
+            };
             let (c, u) = databases::start_embedded(&db.data_dir)
                 .await
                 .context("starting the embedded PostgreSQL")?;
-            (Some(c), u)
+            (Some(c), u, Some(claim))
         }
-        _ => (None, databases::resolve(&db)?),
+        _ => (None, databases::resolve(&db)?, None),
     };
     let result = serve(
         &urls,
@@ -31,11 +42,13 @@ pub async fn run(
         &replicate,
         cluster.as_ref().map(|c| c.data_dir().to_path_buf()),
         dashboard_listen,
+        claim.as_ref(),
     )
     .await;
     if let Some(mut c) = cluster {
         let _ = tokio::task::spawn_blocking(move || c.stop()).await;
     }
+    drop(claim);
     result
 }
 
@@ -46,6 +59,7 @@ async fn serve(
     replicate: &ReplicateArgs,
     embedded_dir: Option<std::path::PathBuf>,
     dashboard_listen: SocketAddr,
+    claim: Option<&Claim>,
 ) -> anyhow::Result<()> {
     super::migrate(urls).await?;
     let oltp = databases::pool(&urls.oltp, 4).await?;
@@ -107,6 +121,16 @@ async fn serve(
         );
     }
     println!("Press Ctrl-C to stop.");
+    if let Some(claim) = claim {
+        let endpoints = [
+            ("API", format!("http://{api_listen}")),
+            ("replicator", format!("http://{replicator_listen}")),
+            ("dashboard", format!("http://{dashboard_addr}")),
+        ];
+        if let Err(e) = claim.publish(&endpoints) {
+            tracing::warn!(error = %e, "could not record the endpoints in the data directory");
+        }
+    }
 
     let mut replicator = replicator;
     let mut api = api;

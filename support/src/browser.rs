@@ -1,4 +1,5 @@
-//! Headless Chromium for tests of web pages: the DOM after scripts ran, or a screenshot.
+//! Headless Chromium for tests of web pages: the DOM after scripts ran (with the console
+//! messages of the run, where Content-Security-Policy violations show), or a screenshot.
 //!
 //! Each call starts `chromium --headless` with a fresh profile directory, waits at most
 //! [`BrowserOptions::timeout`], and kills the whole process group on timeout (Chromium
@@ -81,8 +82,48 @@ pub fn chromium_path() -> Result<PathBuf, BrowserError> {
 
 /// The page's DOM (outer HTML) after `options.virtual_time_budget_ms` of virtual time.
 pub fn dump_dom(url: &str, options: &BrowserOptions) -> Result<String, BrowserError> {
-    let (stdout, _) = run(&["--dump-dom".to_owned(), url.to_owned()], options)?;
-    Ok(stdout)
+    Ok(render(url, options)?.dom)
+}
+
+/// A page after its scripts ran: the DOM and what the page wrote to the console, including
+/// the browser's own reports (a blocked script, a refused fetch, a CSP violation).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub dom: String,
+    /// Console messages, in order, each as Chromium logs it: `"text", source: url (line)`.
+    pub console: Vec<String>,
+}
+
+impl Rendered {
+    /// The console messages reporting a Content-Security-Policy violation.
+    pub fn csp_violations(&self) -> Vec<&str> {
+        self.console
+            .iter()
+            .map(String::as_str)
+            .filter(|m| m.contains("Content Security Policy"))
+            .collect()
+    }
+}
+
+/// The page's DOM and console after `options.virtual_time_budget_ms` of virtual time.
+pub fn render(url: &str, options: &BrowserOptions) -> Result<Rendered, BrowserError> {
+    let (stdout, stderr) = run(&["--dump-dom".to_owned(), url.to_owned()], options)?;
+    Ok(Rendered {
+        dom: stdout,
+        console: console_messages(&stderr),
+    })
+}
+
+/// The console lines of Chromium's log (`[pid:tid:time:INFO:CONSOLE(7)] "text", source: …`;
+/// newer builds write `CONSOLE:7`).
+fn console_messages(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| {
+            let at = line.find(":CONSOLE")?;
+            let rest = &line[at..];
+            Some(rest[rest.find("] ")? + 2..].to_owned())
+        })
+        .collect()
 }
 
 /// Saves a PNG screenshot of the page at `file` (its directory is created).
@@ -152,6 +193,9 @@ fn run_in(
         "--disable-sync",
         "--disable-dev-shm-usage",
         "--hide-scrollbars",
+        // Console messages (and CSP reports) to stderr, for `render`.
+        "--enable-logging=stderr",
+        "--v=0",
     ])
     .arg(format!("--user-data-dir={}", profile.display()))
     .arg(format!(
@@ -212,6 +256,20 @@ fn run_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_lines_are_picked_from_the_log() {
+        let log = "[1:1:1128/051620.852940:WARNING:sandbox.cc:405] noise\n\
+            [1:1:1128/051621.313938:INFO:CONSOLE:2] \"Executing inline script violates the following Content Security Policy directive\", source: http://x/ (2)\n\
+            [1:1:1128/051621.3:INFO:CONSOLE(1)] \"hello\", source: http://x/a.js (1)";
+        let r = Rendered {
+            dom: String::new(),
+            console: console_messages(log),
+        };
+        assert_eq!(r.console.len(), 2, "{:?}", r.console);
+        assert!(r.console[1].starts_with("\"hello\""));
+        assert_eq!(r.csp_violations().len(), 1);
+    }
 
     #[test]
     fn a_missing_chromium_names_the_package() {

@@ -35,6 +35,16 @@ pub enum ClusterError {
     DataDir { path: PathBuf, why: String },
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
+    #[error(
+        "PostgreSQL (pid {pid}) is already running on {}{}; stop it, or use another --data-dir",
+        pgdata.display(),
+        port.map(|p| format!(" (port {p})")).unwrap_or_default()
+    )]
+    AlreadyRunning {
+        pgdata: PathBuf,
+        pid: u32,
+        port: Option<u16>,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -98,6 +108,17 @@ impl EmbeddedCluster {
             None => (make_temp_dir()?, true),
         };
         let pgdata = root.join("pgdata");
+        // A server already running on these files must be left alone: nothing below (the
+        // password, the settings, the port file) may be written under it.
+        if let Some(pid) = live_postmaster(&pgdata) {
+            return Err(ClusterError::AlreadyRunning {
+                port: fs::read_to_string(pgdata.join("brewlytics.port.conf"))
+                    .ok()
+                    .and_then(|t| t.trim().strip_prefix("port = ")?.trim().parse().ok()),
+                pgdata,
+                pid,
+            });
+        }
         let socket_dir = root.join("socket");
         fs::create_dir_all(&socket_dir)?;
         let password = load_or_make_password(&root)?;
@@ -460,6 +481,15 @@ pub fn find_bindir_from(override_dir: Option<String>) -> Result<PathBuf, Cluster
     Err(ClusterError::BinariesMissing)
 }
 
+/// The pid of a postmaster running on `pgdata`: the one its `postmaster.pid` names, if that
+/// process is alive and is a `postgres`.
+pub fn live_postmaster(pgdata: &Path) -> Option<u32> {
+    let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "postgres").then_some(pid)
+}
+
 fn running_as_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
@@ -607,6 +637,23 @@ mod tests {
         assert_eq!(t.len(), 24);
         assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(t, random_token(24).unwrap());
+    }
+
+    #[test]
+    fn a_running_server_is_left_alone() {
+        let c = EmbeddedCluster::start(ClusterOptions::throwaway()).unwrap();
+        let pid = c.postmaster_pid().unwrap();
+        assert_eq!(live_postmaster(&c.pgdata), Some(pid));
+        let port_file = c.pgdata.join("brewlytics.port.conf");
+        let before = fs::read_to_string(&port_file).unwrap();
+        let again = EmbeddedCluster::start(ClusterOptions::persistent(c.data_dir())).unwrap_err();
+        assert!(matches!(again, ClusterError::AlreadyRunning { pid: p, .. } if p == pid));
+        let text = again.to_string();
+        assert!(text.contains(&format!("pid {pid}")), "{text}");
+        assert!(text.contains(&format!("port {}", c.port())), "{text}");
+        assert_eq!(fs::read_to_string(&port_file).unwrap(), before);
+        // The first still answers.
+        assert_eq!(c.psql("postgres", "select 1").unwrap(), "1");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
 
 /// A `postgres://` URL. `Display` and `Debug` print it with the password replaced by `***`;
 /// only [`DbUrl::expose`] gives the real text, for the driver.
@@ -17,6 +19,30 @@ pub enum DbUrlError {
     Scheme(String),
     #[error("database URL {0} names no database")]
     NoDatabase(String),
+}
+
+/// Why a database could not be connected to, said at once and without the password.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing listens there, no route, an unknown host: the OS's reason.
+    #[error("cannot reach PostgreSQL at {host}:{port} ({url}): {source}")]
+    Unreachable {
+        url: String,
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no answer from PostgreSQL at {host}:{port} ({url}) within {} s", .waited.as_secs())]
+    NoAnswer {
+        url: String,
+        host: String,
+        port: u16,
+        waited: Duration,
+    },
+    /// The server answered and refused: authentication, an unknown database, TLS.
+    #[error("connecting to {url}: {message}")]
+    Refused { url: String, message: String },
 }
 
 impl DbUrl {
@@ -68,6 +94,54 @@ impl DbUrl {
         Ok(PgConnectOptions::from_str(&self.0)?
             .log_statements(log::LevelFilter::Debug)
             .log_slow_statements(log::LevelFilter::Info, std::time::Duration::from_secs(10)))
+    }
+}
+
+impl DbUrl {
+    /// Opens one connection and closes it: a database that cannot be reached is reported at
+    /// once with its host, port and the OS's reason, where a pool would retry a refused
+    /// connection until its acquire timeout and then say only that it timed out.
+    pub async fn check_reachable(&self, within: Duration) -> Result<(), ConnectError> {
+        let url = self.to_string();
+        let options = self.connect_options().map_err(|e| ConnectError::Refused {
+            url: url.clone(),
+            message: self.scrub(&e.to_string()),
+        })?;
+        let (host, port) = (options.get_host().to_owned(), options.get_port());
+        match tokio::time::timeout(within, PgConnection::connect_with(&options)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(sqlx::Error::Io(source))) => Err(ConnectError::Unreachable {
+                url,
+                host,
+                port,
+                source,
+            }),
+            Ok(Err(e)) => Err(ConnectError::Refused {
+                url,
+                message: self.scrub(&e.to_string()),
+            }),
+            Err(_) => Err(ConnectError::NoAnswer {
+                url,
+                host,
+                port,
+                waited: within,
+            }),
+        }
+    }
+
+    /// `text` with this URL's password replaced by `***`.
+    fn scrub(&self, text: &str) -> String {
+        let rest = self.0.split_once("://").map(|(_, r)| r).unwrap_or("");
+        let authority = rest.split('/').next().unwrap_or("");
+        let password = authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, p)| p)
+            .unwrap_or("");
+        scrub(text, password)
     }
 }
 
@@ -157,6 +231,34 @@ mod tests {
             u.with_database("y").expose(),
             "postgresql://a:b@h:1/y?sslmode=disable"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_named_at_once() {
+        // A port nobody listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = DbUrl::parse(&format!("postgres://u:s3cret@127.0.0.1:{port}/db")).unwrap();
+        let started = std::time::Instant::now();
+        let e = url
+            .check_reachable(Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("cannot reach PostgreSQL at 127.0.0.1:{port} (postgres://u:***@127.0.0.1:{port}/db): Connection refused")),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"));
     }
 
     #[test]

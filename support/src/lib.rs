@@ -1,14 +1,17 @@
 //! What every Brewlytics crate shares and nothing more: database URLs that never print their
 //! password, the embedded PostgreSQL cluster (for `brewlytics up` and for tests), the schema
-//! migrations of both databases, tracing set-up and the shutdown signal.
+//! migrations of both databases, tracing set-up, the shutdown signal and the security headers
+//! of the HTTP servers.
 
 pub mod browser;
 pub mod cluster;
 pub mod dburl;
+pub mod instance;
 pub mod migrate;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod web;
 
 pub use cluster::{ClusterError, ClusterOptions, EmbeddedCluster};
 pub use dburl::DbUrl;

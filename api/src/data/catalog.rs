@@ -5,54 +5,62 @@
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use super::{violated_constraint, DataError, FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION};
+use super::{
+    violated_constraint, with_statements, DataError, FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION,
+};
 use crate::domain::catalog::{
     CatalogError, Customer, Employee, InventoryMovement, NewCustomer, NewEmployee, NewProduct,
     Product, ProductPatch, Restock, Store,
 };
 
-const PRODUCT_COLUMNS: &str = "id, name, category, price, is_available, description, updated_at";
-const EMPLOYEE_COLUMNS: &str = "id, name, role, store_id, active, hired_on";
+// Numbers are read as the types the API serves, so a widened source column changes nothing.
+const PRODUCT_COLUMNS: &str = "id::int8 as id, name, category, price::numeric as price, \
+     is_available, description, updated_at";
+const EMPLOYEE_COLUMNS: &str =
+    "id::int8 as id, name, role, store_id::int8 as store_id, active, hired_on";
 
 /// Inserts a validated customer; a duplicate email (case-insensitive) is a conflict.
 pub async fn create_customer(pool: &PgPool, new: &NewCustomer) -> Result<Customer, DataError> {
-    sqlx::query(
-        "insert into customers (name, email) values ($1, $2)
-         returning id, name, email, created_at",
-    )
-    .bind(&new.name)
-    .bind(&new.email)
-    .fetch_one(pool)
-    .await
-    .map_err(|e| match violated_constraint(&e, UNIQUE_VIOLATION) {
-        Some("customers_email_key") => CatalogError::DuplicateEmail(new.email.clone()).into(),
-        _ => DataError::from(e),
-    })
-    .and_then(|row| {
-        Ok(Customer {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            email: row.try_get("email")?,
-            created_at: row.try_get("created_at")?,
+    let row = with_statements!(pool, |conn| async {
+        sqlx::query(
+            "insert into customers (name, email) values ($1, $2)
+             returning id::int8 as id, name, email, created_at",
+        )
+        .bind(&new.name)
+        .bind(&new.email)
+        .fetch_one(conn)
+        .await
+        .map_err(|e| match violated_constraint(&e, UNIQUE_VIOLATION) {
+            Some("customers_email_key") => CatalogError::DuplicateEmail(new.email.clone()).into(),
+            _ => DataError::from(e),
         })
+    })?;
+    Ok(Customer {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        created_at: row.try_get("created_at")?,
     })
 }
 
 /// Inserts a validated product; a duplicate name is a conflict.
 pub async fn create_product(pool: &PgPool, new: &NewProduct) -> Result<Product, DataError> {
-    sqlx::query(&format!(
+    let sql = format!(
         "insert into products (name, category, price, is_available, description)
          values ($1, $2, $3, $4, $5) returning {PRODUCT_COLUMNS}"
-    ))
-    .bind(&new.name)
-    .bind(&new.category)
-    .bind(new.price)
-    .bind(new.is_available)
-    .bind(&new.description)
-    .fetch_one(pool)
-    .await
-    .map_err(|e| product_conflict(e, &new.name))
-    .and_then(|row| Ok(product_from_row(&row)?))
+    );
+    let row = with_statements!(pool, |conn| async {
+        sqlx::query(&sql)
+            .bind(&new.name)
+            .bind(&new.category)
+            .bind(new.price)
+            .bind(new.is_available)
+            .bind(&new.description)
+            .fetch_one(conn)
+            .await
+            .map_err(|e| product_conflict(e, &new.name))
+    })?;
+    Ok(product_from_row(&row)?)
 }
 
 /// Applies a validated patch; fields left `None` keep their value.
@@ -61,7 +69,7 @@ pub async fn update_product(
     id: i64,
     patch: &ProductPatch,
 ) -> Result<Product, DataError> {
-    let row = sqlx::query(&format!(
+    let sql = format!(
         "update products set
              name = coalesce($2, name),
              category = coalesce($3, category),
@@ -70,15 +78,18 @@ pub async fn update_product(
              updated_at = now()
          where id = $1
          returning {PRODUCT_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(&patch.name)
-    .bind(&patch.category)
-    .bind(patch.price)
-    .bind(patch.is_available)
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| product_conflict(e, patch.name.as_deref().unwrap_or_default()))?
+    );
+    let row = with_statements!(pool, |conn| async {
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(&patch.name)
+            .bind(&patch.category)
+            .bind(patch.price)
+            .bind(patch.is_available)
+            .fetch_optional(conn)
+            .await
+            .map_err(|e| product_conflict(e, patch.name.as_deref().unwrap_or_default()))
+    })?
     .ok_or(CatalogError::ProductNotFound(id))?;
     Ok(product_from_row(&row)?)
 }
@@ -104,32 +115,34 @@ fn product_from_row(row: &PgRow) -> Result<Product, sqlx::Error> {
 
 /// Inserts a validated employee; an unknown `store_id` is refused by the foreign key.
 pub async fn create_employee(pool: &PgPool, new: &NewEmployee) -> Result<Employee, DataError> {
-    let row = sqlx::query(&format!(
+    let sql = format!(
         "insert into employees (name, role, store_id, active) values ($1, $2, $3, $4)
          returning {EMPLOYEE_COLUMNS}"
-    ))
-    .bind(&new.name)
-    .bind(new.role.as_deref().unwrap_or("barista"))
-    .bind(new.store_id)
-    .bind(new.active)
-    .fetch_one(pool)
-    .await
-    .map_err(|e| match violated_constraint(&e, FOREIGN_KEY_VIOLATION) {
-        Some("employees_store_id_fkey") => {
-            CatalogError::UnknownStore(new.store_id.unwrap_or_default()).into()
-        }
-        _ => DataError::from(e),
+    );
+    let row = with_statements!(pool, |conn| async {
+        sqlx::query(&sql)
+            .bind(&new.name)
+            .bind(new.role.as_deref().unwrap_or("barista"))
+            .bind(new.store_id)
+            .bind(new.active)
+            .fetch_one(conn)
+            .await
+            .map_err(|e| match violated_constraint(&e, FOREIGN_KEY_VIOLATION) {
+                Some("employees_store_id_fkey") => {
+                    CatalogError::UnknownStore(new.store_id.unwrap_or_default()).into()
+                }
+                _ => DataError::from(e),
+            })
     })?;
     Ok(employee_from_row(&row)?)
 }
 
 /// Every active employee, by id.
 pub async fn active_employees(pool: &PgPool) -> Result<Vec<Employee>, DataError> {
-    let rows = sqlx::query(&format!(
-        "select {EMPLOYEE_COLUMNS} from employees where active order by id"
-    ))
-    .fetch_all(pool)
-    .await?;
+    let sql = format!("select {EMPLOYEE_COLUMNS} from employees where active order by id");
+    let rows = with_statements!(pool, |conn| async {
+        Ok(sqlx::query(&sql).fetch_all(conn).await?)
+    })?;
     Ok(rows
         .iter()
         .map(employee_from_row)
@@ -149,9 +162,13 @@ fn employee_from_row(row: &PgRow) -> Result<Employee, sqlx::Error> {
 
 /// Every store, by id.
 pub async fn list_stores(pool: &PgPool) -> Result<Vec<Store>, DataError> {
-    let rows = sqlx::query("select id, name, city, opened_on from stores order by id")
-        .fetch_all(pool)
-        .await?;
+    let rows = with_statements!(pool, |conn| async {
+        Ok(
+            sqlx::query("select id::int8 as id, name, city, opened_on from stores order by id")
+                .fetch_all(conn)
+                .await?,
+        )
+    })?;
     rows.iter()
         .map(|row| {
             Ok(Store {
@@ -167,24 +184,27 @@ pub async fn list_stores(pool: &PgPool) -> Result<Vec<Store>, DataError> {
 /// Writes one `restock` movement (delta = +quantity).
 pub async fn restock(pool: &PgPool, req: &Restock) -> Result<InventoryMovement, DataError> {
     let delta = req.delta()?;
-    let row = sqlx::query(
-        "insert into inventory_movements (store_id, product_id, delta, reason)
-         values ($1, $2, $3, 'restock')
-         returning id, store_id, product_id, delta, reason, occurred_at",
-    )
-    .bind(req.store_id)
-    .bind(req.product_id)
-    .bind(delta)
-    .fetch_one(pool)
-    .await
-    .map_err(|e| match violated_constraint(&e, FOREIGN_KEY_VIOLATION) {
-        Some("inventory_movements_store_id_fkey") => {
-            CatalogError::UnknownStore(req.store_id).into()
-        }
-        Some("inventory_movements_product_id_fkey") => {
-            CatalogError::UnknownProduct(req.product_id).into()
-        }
-        _ => DataError::from(e),
+    let row = with_statements!(pool, |conn| async {
+        sqlx::query(
+            "insert into inventory_movements (store_id, product_id, delta, reason)
+             values ($1, $2, $3, 'restock')
+             returning id::int8 as id, store_id::int8 as store_id,
+                       product_id::int8 as product_id, delta::int4 as delta, reason, occurred_at",
+        )
+        .bind(req.store_id)
+        .bind(req.product_id)
+        .bind(delta)
+        .fetch_one(conn)
+        .await
+        .map_err(|e| match violated_constraint(&e, FOREIGN_KEY_VIOLATION) {
+            Some("inventory_movements_store_id_fkey") => {
+                CatalogError::UnknownStore(req.store_id).into()
+            }
+            Some("inventory_movements_product_id_fkey") => {
+                CatalogError::UnknownProduct(req.product_id).into()
+            }
+            _ => DataError::from(e),
+        })
     })?;
     Ok(InventoryMovement {
         id: row.try_get("id")?,

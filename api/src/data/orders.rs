@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::DataError;
+use super::{with_statements, DataError};
 use crate::domain::order::{
     check_transition, price_order, Order, OrderDraft, OrderError, OrderItem, OrderStatus,
     PaymentMethod, PricedLine, ProductRow, References, StatusChange,
@@ -67,7 +67,8 @@ pub async fn place_orders(
     let item_rows = sqlx::query(
         "insert into order_items (order_id, product_id, quantity, unit_price)
          select * from unnest($1::uuid[], $2::int8[], $3::int4[], $4::numeric[])
-         returning id, order_id, product_id, quantity, unit_price",
+         returning id::int8 as id, order_id, product_id::int8 as product_id,
+                   quantity::int4 as quantity, unit_price::numeric as unit_price",
     )
     .bind(&line_orders)
     .bind(&line_products)
@@ -153,7 +154,8 @@ async fn read_references(
 
     let mut refs = References::default();
     let rows = sqlx::query(
-        "select id, price, is_available from products where id = any($1) order by id for share",
+        "select id::int8 as id, price::numeric as price, is_available from products
+         where id = any($1) order by id for share",
     )
     .bind(&products)
     .fetch_all(&mut *conn)
@@ -167,7 +169,7 @@ async fn read_references(
     }
     if !customers.is_empty() {
         refs.customers = sqlx::query_scalar(
-            "select id from customers where id = any($1) order by id for key share",
+            "select id::int8 from customers where id = any($1) order by id for key share",
         )
         .bind(&customers)
         .fetch_all(&mut *conn)
@@ -176,20 +178,21 @@ async fn read_references(
         .collect();
     }
     refs.employees = sqlx::query_as::<_, (i64, bool)>(
-        "select id, active from employees where id = any($1) order by id for share",
+        "select id::int8, active from employees where id = any($1) order by id for share",
     )
     .bind(&employees)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
     .collect();
-    refs.stores =
-        sqlx::query_scalar("select id from stores where id = any($1) order by id for key share")
-            .bind(&stores)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect();
+    refs.stores = sqlx::query_scalar(
+        "select id::int8 from stores where id = any($1) order by id for key share",
+    )
+    .bind(&stores)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
     Ok(refs)
 }
 
@@ -259,7 +262,9 @@ pub async fn change_statuses(
 /// One order with its items, or `None`.
 pub async fn fetch_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
     let Some(row) = sqlx::query(
-        "select id, status, total, customer_id, employee_id, store_id, payment_method, ordered_at
+        "select id, status, total::numeric as total, customer_id::int8 as customer_id,
+                employee_id::int8 as employee_id, store_id::int8 as store_id, payment_method,
+                ordered_at
          from orders where id = $1",
     )
     .bind(id)
@@ -269,8 +274,9 @@ pub async fn fetch_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Ord
         return Ok(None);
     };
     let items = sqlx::query(
-        "select id, product_id, quantity, unit_price from order_items
-         where order_id = $1 order by id",
+        "select id::int8 as id, product_id::int8 as product_id, quantity::int4 as quantity,
+                unit_price::numeric as unit_price
+         from order_items where order_id = $1 order by id",
     )
     .bind(id)
     .fetch_all(&mut *conn)
@@ -295,18 +301,21 @@ pub async fn fetch_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Ord
 
 /// `POST /orders`: one draft, one transaction.
 pub async fn place_order(pool: &PgPool, draft: OrderDraft) -> Result<Order, DataError> {
-    let mut tx = pool.begin().await?;
-    let mut placed = place_orders(&mut tx, std::slice::from_ref(&draft)).await?;
-    tx.commit().await?;
-    Ok(placed.pop().expect("one order placed per draft"))
+    with_statements!(pool, |conn| async {
+        let mut tx = conn.begin().await?;
+        let mut placed = place_orders(&mut tx, std::slice::from_ref(&draft)).await?;
+        tx.commit().await?;
+        Ok(placed.pop().expect("one order placed per draft"))
+    })
 }
 
 /// `GET /orders/{id}`.
 pub async fn get_order(pool: &PgPool, id: Uuid) -> Result<Order, DataError> {
-    let mut conn = pool.acquire().await?;
-    fetch_order(&mut conn, id)
-        .await?
-        .ok_or_else(|| OrderError::NotFound(id).into())
+    with_statements!(pool, |conn| async {
+        fetch_order(conn, id)
+            .await?
+            .ok_or_else(|| OrderError::NotFound(id).into())
+    })
 }
 
 /// `PATCH /orders/{id}`: validates and applies one transition, returns the updated order.
@@ -316,26 +325,30 @@ pub async fn set_status(
     status: OrderStatus,
     at: DateTime<Utc>,
 ) -> Result<Order, DataError> {
-    let mut tx = pool.begin().await?;
     let change = StatusChange {
         order_id: id,
         status,
         at,
     };
-    change_statuses(&mut tx, &[change]).await?;
-    let order = fetch_order(&mut tx, id)
-        .await?
-        .ok_or(OrderError::NotFound(id))?;
-    tx.commit().await?;
-    Ok(order)
+    with_statements!(pool, |conn| async {
+        let mut tx = conn.begin().await?;
+        change_statuses(&mut tx, &[change]).await?;
+        let order = fetch_order(&mut tx, id)
+            .await?
+            .ok_or(OrderError::NotFound(id))?;
+        tx.commit().await?;
+        Ok(order)
+    })
 }
 
 /// `DELETE /orders/{id}`: items, payment and movements go with it (on delete cascade).
 pub async fn delete_order(pool: &PgPool, id: Uuid) -> Result<(), DataError> {
-    let done = sqlx::query("delete from orders where id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
+    let done = with_statements!(pool, |conn| async {
+        Ok(sqlx::query("delete from orders where id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?)
+    })?;
     if done.rows_affected() == 0 {
         return Err(OrderError::NotFound(id).into());
     }

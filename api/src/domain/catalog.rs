@@ -3,27 +3,21 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use super::fields::{self, schemas, FieldError};
+pub use super::fields::{MAX_LABEL, MAX_NAME};
 use super::money::{self, PriceError};
 
-/// Longest name the schema accepts.
-pub const MAX_NAME: usize = 200;
-/// Longest category or role.
-pub const MAX_LABEL: usize = 100;
 /// Largest single restock.
 pub const MAX_RESTOCK: i64 = 10_000;
 
 /// Why master data or a restock was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
-    #[error("{0} must not be blank")]
-    Blank(&'static str),
-    #[error("{field} must be at most {max} characters")]
-    TooLong { field: &'static str, max: usize },
-    #[error("email {0:?} is not a valid address")]
-    InvalidEmail(String),
+    #[error(transparent)]
+    Field(#[from] FieldError),
     #[error("a customer with email {0:?} already exists")]
     DuplicateEmail(String),
     #[error("a product named {0:?} already exists")]
@@ -42,40 +36,27 @@ pub enum CatalogError {
     RestockQuantity(i64),
 }
 
-/// Trims a required text field and checks its length.
+/// Trims a required text field and checks it (see [`fields::required_text`]).
 pub fn required_text(field: &'static str, value: &str, max: usize) -> Result<String, CatalogError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(CatalogError::Blank(field));
-    }
-    if value.chars().count() > max {
-        return Err(CatalogError::TooLong { field, max });
-    }
-    Ok(value.to_owned())
+    Ok(fields::required_text(field, value, max)?)
 }
 
-/// A deliberately plain check: one `@`, a non-empty local part, a dotted domain, no spaces.
-pub fn validate_email(email: &str) -> Result<String, CatalogError> {
-    let email = email.trim();
-    let bad = || CatalogError::InvalidEmail(email.to_owned());
-    if email.len() < 3 || email.len() > 320 || email.chars().any(char::is_whitespace) {
-        return Err(bad());
-    }
-    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
-    let domain_ok = !domain.contains('@')
-        && domain.contains('.')
-        && domain.split('.').all(|label| !label.is_empty());
-    if local.is_empty() || !domain_ok {
-        return Err(bad());
-    }
-    Ok(email.to_owned())
+/// `deserialize_with` for a field that may be absent but, when present, is not null.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// `POST /customers`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
+    #[schema(schema_with = schemas::name)]
     pub name: String,
+    #[schema(schema_with = schemas::email)]
     pub email: String,
 }
 
@@ -83,7 +64,7 @@ impl NewCustomer {
     pub fn validate(self) -> Result<Self, CatalogError> {
         Ok(Self {
             name: required_text("name", &self.name, MAX_NAME)?,
-            email: validate_email(&self.email)?,
+            email: fields::email(&self.email)?,
         })
     }
 }
@@ -100,14 +81,18 @@ pub struct Customer {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
+    #[schema(schema_with = schemas::name)]
     pub name: String,
     /// coffee, tea, pastries, sandwiches, merchandise, … (stored lowercase).
+    #[schema(schema_with = schemas::label)]
     pub category: String,
-    #[schema(value_type = String, example = "3.80")]
+    #[serde(deserialize_with = "money::deserialize_price")]
+    #[schema(schema_with = money::price_schema)]
     pub price: Decimal,
     #[serde(default = "yes")]
     pub is_available: bool,
     #[serde(default)]
+    #[schema(schema_with = schemas::description)]
     pub description: String,
 }
 
@@ -122,19 +107,27 @@ impl NewProduct {
             category: required_text("category", &self.category, MAX_LABEL)?.to_lowercase(),
             price: money::validate_price(self.price)?,
             is_available: self.is_available,
-            description: self.description.trim().to_owned(),
+            description: fields::description(&self.description)?,
         })
     }
 }
 
-/// `PATCH /products/{id}`: any of the fields; absent or null leaves it unchanged.
+/// `PATCH /products/{id}`: at least one of the fields; an absent field keeps its value (null
+/// is refused: it would not say what the value should become).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schemas::name)]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schemas::label)]
     pub category: Option<String>,
-    #[schema(value_type = Option<String>, example = "4.10")]
+    #[serde(default, deserialize_with = "money::deserialize_some_price")]
+    #[schema(schema_with = money::price_schema)]
     pub price: Option<Decimal>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub is_available: Option<bool>,
 }
 
@@ -178,11 +171,13 @@ pub struct Product {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEmployee {
+    #[schema(schema_with = schemas::name)]
     pub name: String,
-    /// barista (default), shift_lead, manager, …
+    /// barista (default or null), shift_lead, manager, …
     #[serde(default)]
+    #[schema(schema_with = schemas::nullable_label)]
     pub role: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fields::nullable_integer")]
     pub store_id: Option<i64>,
     #[serde(default = "yes")]
     pub active: bool,
@@ -224,9 +219,13 @@ pub struct Store {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Restock {
+    #[serde(deserialize_with = "fields::integer")]
     pub store_id: i64,
+    #[serde(deserialize_with = "fields::integer")]
     pub product_id: i64,
     /// 1 to 10000 units.
+    #[serde(deserialize_with = "fields::integer")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub quantity: i64,
 }
 
@@ -254,41 +253,6 @@ pub struct InventoryMovement {
 mod tests {
     use super::*;
     use std::str::FromStr;
-
-    #[test]
-    fn text_fields_are_trimmed_and_bounded() {
-        assert_eq!(required_text("name", "  Ada ", 200).unwrap(), "Ada");
-        assert_eq!(
-            required_text("name", "   ", 200).unwrap_err().to_string(),
-            "name must not be blank"
-        );
-        assert_eq!(
-            required_text("name", &"x".repeat(201), 200).unwrap_err(),
-            CatalogError::TooLong {
-                field: "name",
-                max: 200
-            }
-        );
-    }
-
-    #[test]
-    fn emails_need_a_local_part_and_a_dotted_domain() {
-        for good in ["ada@example.com", " a.b+c@mail.example.org "] {
-            assert!(validate_email(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "ada",
-            "ada@",
-            "@example.com",
-            "a@b",
-            "a b@c.de",
-            "a@@b.c",
-            "a@b..c",
-        ] {
-            assert!(validate_email(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn product_validation_normalizes_category_and_price() {

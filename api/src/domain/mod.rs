@@ -3,5 +3,6 @@
 //! database; `data/` runs the SQL and asks these functions to decide.
 
 pub mod catalog;
+pub mod fields;
 pub mod money;
 pub mod order;

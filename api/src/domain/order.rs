@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::money;
+use super::{fields, money};
 
 /// The most lines one order may have.
 pub const MAX_ITEMS: usize = 50;
@@ -108,7 +108,7 @@ impl std::fmt::Display for OrderStatus {
 
 /// How an order was paid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum PaymentMethod {
     Card,
     Cash,
@@ -131,24 +131,42 @@ impl PaymentMethod {
     }
 }
 
+/// Read from a JSON string only (a number or object is a type error, not malformed JSON).
+impl TryFrom<String> for PaymentMethod {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text).ok_or_else(|| {
+            format!("unknown payment method {text:?}; expected one of card, cash, mobile")
+        })
+    }
+}
+
 /// `POST /orders`. Prices are never taken from the client.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
     /// Null or absent for a walk-in.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fields::nullable_integer")]
     pub customer_id: Option<i64>,
+    #[serde(deserialize_with = "fields::integer")]
     pub employee_id: i64,
+    #[serde(deserialize_with = "fields::integer")]
     pub store_id: i64,
     pub payment_method: PaymentMethod,
+    /// 1 to 50 lines.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<NewOrderItem>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrderItem {
+    #[serde(deserialize_with = "fields::integer")]
     pub product_id: i64,
     /// 1 to 100.
+    #[serde(deserialize_with = "fields::integer")]
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i64,
 }
 
@@ -156,8 +174,45 @@ pub struct NewOrderItem {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusUpdate {
-    /// One of preparing, ready, completed, cancelled.
-    pub status: String,
+    pub status: NextStatus,
+}
+
+/// A status an order can be moved to (every status but `placed`, where orders start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum NextStatus {
+    Preparing,
+    Ready,
+    Completed,
+    Cancelled,
+}
+
+impl TryFrom<String> for NextStatus {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "preparing" => Ok(Self::Preparing),
+            "ready" => Ok(Self::Ready),
+            "completed" => Ok(Self::Completed),
+            "cancelled" => Ok(Self::Cancelled),
+            _ => Err(format!(
+                "unknown status {text:?}; an order can be moved to preparing, ready, completed \
+                 or cancelled"
+            )),
+        }
+    }
+}
+
+impl From<NextStatus> for OrderStatus {
+    fn from(next: NextStatus) -> Self {
+        match next {
+            NextStatus::Preparing => OrderStatus::Preparing,
+            NextStatus::Ready => OrderStatus::Ready,
+            NextStatus::Completed => OrderStatus::Completed,
+            NextStatus::Cancelled => OrderStatus::Cancelled,
+        }
+    }
 }
 
 /// An order whose shape has been checked, with its id and time fixed, waiting for the

@@ -22,7 +22,6 @@ pub(crate) fn router() -> Router<ApiState> {
     request_body = NewCustomer,
     responses(
         (status = 201, description = "Customer created", body = Customer),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 409, description = "The email is taken", body = ErrorBody),
         (status = 422, description = "Blank name or invalid email", body = ErrorBody),
     )

@@ -22,8 +22,8 @@ pub(crate) fn router() -> Router<ApiState> {
     request_body = NewEmployee,
     responses(
         (status = 201, description = "Employee created", body = Employee),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 422, description = "Blank name or role, unknown store", body = ErrorBody),
+        (status = 404, description = "Unknown store", body = ErrorBody),
+        (status = 422, description = "Blank name or role", body = ErrorBody),
     )
 )]
 pub async fn create_employee(

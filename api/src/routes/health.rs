@@ -54,8 +54,8 @@ fn unavailable() -> (StatusCode, Json<Health>) {
 /// Request counts and latency histograms in Prometheus text format.
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", body = String,
-        content_type = "text/plain"))
+    responses((status = 200, description = "OpenMetrics text exposition", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
 )]
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (

@@ -20,9 +20,8 @@ pub(crate) fn router() -> Router<ApiState> {
     request_body = Restock,
     responses(
         (status = 201, description = "Movement recorded", body = InventoryMovement),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 422, description = "Unknown store or product, quantity out of range",
-            body = ErrorBody),
+        (status = 404, description = "Unknown store or product", body = ErrorBody),
+        (status = 422, description = "Quantity out of range", body = ErrorBody),
     )
 )]
 pub async fn restock(

@@ -31,11 +31,10 @@ pub(crate) fn router() -> Router<ApiState> {
     request_body = NewOrder,
     responses(
         (status = 201, description = "Order placed", body = Order),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 422, description = "Invalid order: fields, items, quantities, unknown or \
-            unavailable product, unknown customer/employee/store, inactive employee",
+        (status = 404, description = "Unknown customer, employee, store or product",
             body = ErrorBody),
+        (status = 409, description = "Unavailable product or inactive employee", body = ErrorBody),
+        (status = 422, description = "Invalid order: fields, items, quantities", body = ErrorBody),
     )
 )]
 pub async fn create_order(
@@ -53,7 +52,10 @@ pub async fn create_order(
     request_body = NewOrder,
     responses(
         (status = 201, description = "Order placed", body = Order),
-        (status = 422, description = "Invalid order", body = ErrorBody),
+        (status = 404, description = "Unknown customer, employee, store or product",
+            body = ErrorBody),
+        (status = 409, description = "Unavailable product or inactive employee", body = ErrorBody),
+        (status = 422, description = "Invalid order: fields, items, quantities", body = ErrorBody),
     )
 )]
 pub async fn create_order_alias(
@@ -69,8 +71,7 @@ pub async fn create_order_alias(
     params(("id" = uuid::Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 400, description = "Not a UUID", body = ErrorBody),
-        (status = 404, description = "Unknown order", body = ErrorBody),
+        (status = 404, description = "Unknown order (or not a UUID)", body = ErrorBody),
     )
 )]
 pub async fn get_order(
@@ -89,10 +90,9 @@ pub async fn get_order(
     request_body = StatusUpdate,
     responses(
         (status = 200, description = "The updated order", body = Order),
-        (status = 400, description = "Not a UUID or malformed JSON", body = ErrorBody),
-        (status = 404, description = "Unknown order", body = ErrorBody),
+        (status = 404, description = "Unknown order (or not a UUID)", body = ErrorBody),
         (status = 409, description = "Transition not allowed", body = ErrorBody),
-        (status = 422, description = "Unknown status", body = ErrorBody),
+        (status = 422, description = "Not a status an order can be moved to", body = ErrorBody),
     )
 )]
 pub async fn update_order_status(
@@ -101,7 +101,7 @@ pub async fn update_order_status(
     ApiJson(req): ApiJson<StatusUpdate>,
 ) -> Result<Json<Order>, ApiError> {
     let id = parse_order_id(&id)?;
-    let status = OrderStatus::parse(req.status.trim())?;
+    let status = OrderStatus::from(req.status);
     let order = data::set_status(&state.pool, id, status, Utc::now().trunc_subsecs(6)).await?;
     Ok(Json(order))
 }
@@ -112,8 +112,7 @@ pub async fn update_order_status(
     params(("id" = uuid::Uuid, Path, description = "Order id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Not a UUID", body = ErrorBody),
-        (status = 404, description = "Unknown order", body = ErrorBody),
+        (status = 404, description = "Unknown order (or not a UUID)", body = ErrorBody),
     )
 )]
 pub async fn delete_order(

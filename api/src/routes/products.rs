@@ -24,7 +24,6 @@ pub(crate) fn router() -> Router<ApiState> {
     request_body = NewProduct,
     responses(
         (status = 201, description = "Product created", body = Product),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 409, description = "A product with this name exists", body = ErrorBody),
         (status = 422, description = "Invalid name, category or price", body = ErrorBody),
     )
@@ -58,14 +57,14 @@ pub async fn create_product_alias(
 /// Changes any of name, category, price, is_available.
 #[utoipa::path(
     patch, path = "/products/{id}", tag = "products",
-    params(("id" = i64, Path, description = "Product id")),
+    params(("id" = i64, Path, minimum = 1, description = "Product id")),
     request_body = ProductPatch,
     responses(
         (status = 200, description = "The updated product", body = Product),
-        (status = 400, description = "Not an integer id or malformed JSON", body = ErrorBody),
-        (status = 404, description = "Unknown product", body = ErrorBody),
+        (status = 404, description = "Unknown product (or not a positive integer)",
+            body = ErrorBody),
         (status = 409, description = "A product with this name exists", body = ErrorBody),
-        (status = 422, description = "Invalid or empty patch", body = ErrorBody),
+        (status = 422, description = "Invalid, null or no field", body = ErrorBody),
     )
 )]
 pub async fn update_product(

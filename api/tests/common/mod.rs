@@ -38,6 +38,7 @@ pub struct TestApp {
 #[derive(Debug)]
 pub struct Resp {
     pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
     pub content_type: String,
     pub text: String,
     pub json: Value,
@@ -58,10 +59,19 @@ impl TestApp {
     }
 
     pub async fn with_services(name: &str, services: &[Service]) -> Self {
+        Self::build(name, services, 10).await
+    }
+
+    /// An app whose pool has `connections` connections (1 makes statement caching predictable).
+    pub async fn with_pool_size(name: &str, connections: u32) -> Self {
+        Self::build(name, &Service::ALL, connections).await
+    }
+
+    async fn build(name: &str, services: &[Service], connections: u32) -> Self {
         let db = TestDb::new(name);
         let options = db.url().connect_options().expect("test database url");
         let pool = PgPoolOptions::new()
-            .max_connections(10)
+            .max_connections(connections)
             .connect_with(options)
             .await
             .expect("connecting to the test database");
@@ -101,7 +111,21 @@ impl TestApp {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Resp {
-        send(&self.app, method, uri, content_type, body).await
+        send(&self.app, method, uri, content_type, body, &[]).await
+    }
+
+    /// A request without a body and with extra headers.
+    pub async fn call_with(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Resp {
+        send(&self.app, method, uri, None, Vec::new(), headers).await
+    }
+
+    /// A connection of its own to the test database (not from the API's pool).
+    pub async fn admin(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let options = self._db.url().connect_options().expect("test database url");
+        sqlx::PgConnection::connect_with(&options)
+            .await
+            .expect("connecting to the test database")
     }
 
     /// Rows in each of the eight OLTP tables.
@@ -163,10 +187,14 @@ pub async fn send(
     uri: &str,
     content_type: Option<&str>,
     body: Vec<u8>,
+    headers: &[(&str, &str)],
 ) -> Resp {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(ct) = content_type {
         req = req.header(header::CONTENT_TYPE, ct);
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let req = req.body(Body::from(body)).expect("building a request");
     let resp = app
@@ -175,6 +203,7 @@ pub async fn send(
         .await
         .expect("router is infallible");
     let status = resp.status();
+    let response_headers = resp.headers().clone();
     let content_type = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -188,6 +217,7 @@ pub async fn send(
     let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Resp {
         status,
+        headers: response_headers,
         content_type,
         text,
         json,

@@ -1,0 +1,74 @@
+// The replicator status page (status.html): polls /status every 2 s; served as
+// /assets/status.js (no inline script: the page's Content-Security-Policy forbids it).
+"use strict";
+const $ = (id) => document.getElementById(id);
+const text = (id, v) => { $(id).textContent = (v === null || v === undefined || v === "") ? "–" : String(v); };
+const bytes = (b) => {
+  if (b === null || b === undefined) return null;
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0, v = b;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return (i === 0 ? v : v.toFixed(1)) + " " + units[i];
+};
+const seconds = (s) => s === null || s === undefined ? null : (s < 1 ? (s * 1000).toFixed(0) + " ms" : s.toFixed(2) + " s");
+
+function chart(history) {
+  const svg = $("chart");
+  const W = 800, H = 180, pad = 6;
+  const lags = history.map((p) => p.lag_seconds || 0);
+  const rates = history.map((p) => p.changes_per_second || 0);
+  const maxLag = Math.max(0.1, ...lags), maxRate = Math.max(1, ...rates);
+  const x = (i) => history.length < 2 ? W : pad + (W - 2 * pad) * i / (history.length - 1);
+  const line = (vals, max) => vals.map((v, i) => x(i).toFixed(1) + "," + (H - pad - (H - 2 * pad) * v / max).toFixed(1)).join(" ");
+  svg.innerHTML =
+    `<line class="axis" x1="0" y1="${H - pad}" x2="${W}" y2="${H - pad}"/>` +
+    `<polyline class="rate" points="${line(rates, maxRate)}"/>` +
+    `<polyline class="lag" id="lag-line" points="${line(lags, maxLag)}"/>`;
+  $("chart-range").textContent = history.length
+    ? `${history.length} samples, lag max ${seconds(maxLag)}, rate max ${maxRate.toFixed(0)} changes/s`
+    : "no samples yet";
+}
+
+function render(doc) {
+  const live = doc.replicator || {};
+  const slot = live.slot || {};
+  text("role", live.role);
+  $("role").className = "role " + (live.role === "streaming" ? "ok" : "");
+  const lag = live.lag_seconds;
+  text("lag-seconds", seconds(lag));
+  $("lag-seconds").className = "big " + (lag === null || lag === undefined ? "" : lag < 1 ? "ok" : lag < 10 ? "warn" : "bad");
+  text("lag-bytes", bytes(slot.lag_bytes));
+  text("retained", bytes(slot.retained_wal_bytes) + (live.retained_wal_warning ? " (over threshold)" : ""));
+  $("retained").className = live.retained_wal_warning ? "warn" : "";
+  text("wal-status", slot.exists === false ? "slot missing" : slot.wal_status);
+  $("wal-status").className = slot.wal_status === "lost" ? "bad" : "";
+  text("slot", doc.slot_name);
+  text("active", doc.slot ? doc.slot.active : null);
+  text("source-lsn", slot.source_wal_lsn || doc.source_wal_lsn);
+  text("confirmed-lsn", slot.confirmed_flush_lsn);
+  text("checkpoint", live.checkpoint_lsn || doc.checkpoint_lsn);
+  text("last-commit", doc.last_applied_commit_ts);
+  const hist = live.history || [];
+  text("rate", hist.length ? hist[hist.length - 1].changes_per_second.toFixed(1) + " changes/s" : null);
+  text("changes", live.changes_applied);
+  text("transactions", live.transactions_applied);
+  const b = live.last_batch;
+  text("last-batch", b ? `${b.changes} changes, ${b.transactions} tx in ${b.milliseconds.toFixed(1)} ms` : null);
+  text("dead-letters", doc.dead_letters !== undefined ? doc.dead_letters : live.dead_letters);
+  const err = live.last_error;
+  $("error").textContent = doc.error ? doc.error : err ? `${err.at} [${err.kind}] ${err.message}` : "none";
+  $("error").className = doc.error || err ? "bad" : "legend";
+  chart(hist);
+  $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+}
+
+async function refresh() {
+  try {
+    const r = await fetch("status", { cache: "no-store" });
+    render(await r.json());
+  } catch (e) {
+    $("error").textContent = "status unavailable: " + e;
+  }
+}
+refresh();
+setInterval(refresh, 2000);
