@@ -32,17 +32,8 @@ const HISTORY: usize = 600;
 /// `ApplyError::kind`, and the daemon's and the monitor's own (`database`, `monitor`). Each
 /// series exists at 0 from the first scrape, so `rate()` and `increase()` see the first error.
 pub const ERROR_KINDS: &[&str] = &[
-    "fatal",
-    "config",
-    "stream",
-    "decode",
-    "olap",
-    "rejected",
-    "schema",
-    "star",
-    "snapshot",
-    "database",
-    "monitor",
+    "fatal", "config", "stream", "decode", "olap", "rejected", "schema", "star", "snapshot",
+    "database", "monitor",
 ];
 
 /// The `op` values of `brewlytics_changes_applied_total`, initialised for every published table.

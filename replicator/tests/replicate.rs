@@ -464,3 +464,79 @@ async fn a_change_olap_rejects_goes_to_dead_letters_and_the_stream_goes_on() {
     run.stop().await;
     pair.drop_slot().await;
 }
+
+/// The initial copy is journaled at the slot's consistent point; a transaction that commits
+/// exactly there is streamed at the same LSN. Its changes (seq 1, 2, …) must not collide with
+/// the copy's rows, and must be applied: the copy numbers its rows below every streamed seq.
+#[tokio::test]
+async fn a_transaction_at_the_consistent_point_does_not_collide_with_the_copy() {
+    use brewlytics_replicator::change::{Body, Change, Op, RowChange, TxContext};
+    use brewlytics_replicator::decode::{TupleData, TupleValue};
+    use brewlytics_replicator::sink::olap::encode::encode;
+    use brewlytics_replicator::sink::olap::journal::JournalEncoder;
+    use brewlytics_replicator::sink::olap::OlapWriter;
+
+    let pair = Pair::new("cp").await;
+    let mut oltp = pair.oltp().await;
+    sqlx::raw_sql(MASTER).execute(&mut oltp).await.unwrap();
+    let run = start(pair.config());
+    assert!(pair.converged().await.all_equal());
+    run.stop().await;
+    let mut olap = pair.olap().await;
+    let cp: String = sqlx::query_scalar("select lsn::text from replication_checkpoint")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    let copied: i64 = sqlx::query_scalar("select count(*) from cdc_events where lsn = $1::pg_lsn")
+        .bind(&cp)
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert!(copied > 0, "the copy is journaled at the consistent point");
+
+    // The stream's first transaction, committed exactly at the consistent point.
+    let tables = brewlytics_replicator::schema::store::load(&mut olap)
+        .await
+        .unwrap();
+    let stores = std::sync::Arc::new(tables.into_iter().find(|t| &*t.name == "stores").unwrap());
+    let text = |s: &str| TupleValue::Text(bytes::Bytes::copy_from_slice(s.as_bytes()));
+    let ctx = TxContext {
+        lsn: cp.parse().unwrap(),
+        xid: 4242,
+        commit_ts: 0,
+    };
+    let change = Change::new(
+        ctx,
+        1,
+        Body::Row(RowChange {
+            table: stores,
+            op: Op::Insert,
+            old: None,
+            new: Some(TupleData {
+                columns: vec![
+                    text("99"),
+                    text("At the point"),
+                    text("Leeds"),
+                    text("2024-01-01"),
+                ],
+            }),
+        }),
+    );
+    let encoded = encode(&mut JournalEncoder::default(), &[change]);
+    let mut w = OlapWriter::connect(&pair.olap.url(), Default::default())
+        .await
+        .unwrap();
+    w.apply(&encoded)
+        .await
+        .expect("no key collision with the copy");
+    w.commit(&pair.slot, ctx.lsn, None).await.unwrap();
+    let (streamed, name): (i64, String) = sqlx::query_as(
+        "select (select count(*) from cdc_events where lsn = $1::pg_lsn and seq > 0),
+                (select name from replica.stores where id = 99)",
+    )
+    .bind(&cp)
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!((streamed, name.as_str()), (1, "At the point"));
+}

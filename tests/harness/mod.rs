@@ -81,9 +81,22 @@ impl Clusters {
 
     /// Starts `brewlytics replicate` with its log in a file; endpoints on `listen`.
     pub fn replicator(&self, name: &str, listen: &str, extra_env: &[(&str, &str)]) -> Proc {
+        self.replicator_with(name, listen, &[], extra_env)
+    }
+
+    /// [`Clusters::replicator`] with extra arguments to `replicate`.
+    pub fn replicator_with(
+        &self,
+        name: &str,
+        listen: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Proc {
         let log = scratch_dir("logs").join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let mut c = self.command(&["replicate"]);
+        let mut all = vec!["replicate"];
+        all.extend_from_slice(args);
+        let mut c = self.command(&all);
         c.env("REPLICATOR_LISTEN", listen)
             .env("HEARTBEAT_INTERVAL_MS", "200")
             .env("RUST_LOG", "info")
@@ -96,6 +109,12 @@ impl Clusters {
             child: Some(c.spawn().expect("starting brewlytics replicate")),
             log,
         }
+    }
+
+    /// The source server's log (what its walsenders said).
+    pub fn oltp_server_log(&self) -> String {
+        let dir = self.oltp.data_dir().parent().expect("cluster root");
+        std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default()
     }
 
     pub async fn oltp_conn(&self) -> PgConnection {
@@ -219,6 +238,23 @@ impl Proc {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Waits (bounded) for the process to exit by itself; its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Some(status);
+                }
+            }
+            if start.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -471,19 +507,4 @@ async fn one_step(
     };
     tx.commit().await?;
     Ok(step)
-}
-
-impl Proc {
-    /// Starts `command` with its stdout and stderr in `log`; killed when dropped.
-    pub fn spawn(mut command: Command, log: PathBuf) -> Proc {
-        let file = std::fs::File::create(&log).unwrap();
-        command.stdout(file.try_clone().unwrap()).stderr(file);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
-        Proc {
-            child: Some(child),
-            log,
-        }
-    }
 }

@@ -31,6 +31,14 @@ use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::table::SourceTable;
 use crate::telemetry::Telemetry;
 
+/// How often the source hears from us, whatever we are doing: a status update is a few bytes,
+/// and the source ends a connection it has not heard from for `wal_sender_timeout` (which may
+/// be short) — while a keepalive request it sends can sit behind megabytes of a large
+/// transaction we have not read yet.
+fn status_every(cfg: &ReplicatorConfig) -> Duration {
+    cfg.status_interval.min(Duration::from_secs(1))
+}
+
 /// What the reader hands the sink.
 pub enum Work {
     /// Part of a source transaction larger than a batch: applied, not committed.
@@ -102,7 +110,7 @@ impl<'a> Reader<'a> {
             sent: 0,
             applied,
             work: Some(work),
-            next_status: Instant::now() + cfg.status_interval,
+            next_status: Instant::now() + status_every(cfg),
         }
     }
 
@@ -437,7 +445,7 @@ impl<'a> Reader<'a> {
         let sender = self.work.clone().ok_or(ReplicatorError::WriterGone)?;
         let send = sender.send(work);
         tokio::pin!(send);
-        let tick = self.cfg.status_interval.min(Duration::from_secs(1));
+        let tick = status_every(self.cfg);
         loop {
             tokio::select! {
                 r = &mut send => {
@@ -455,7 +463,7 @@ impl<'a> Reader<'a> {
         let now = chrono_to_pg_timestamp(chrono::Utc::now());
         let msg = standby_status_update(self.received, self.flushed, self.flushed, now, reply);
         self.conn.send_copy_data(msg).await?;
-        self.next_status = Instant::now() + self.cfg.status_interval;
+        self.next_status = Instant::now() + status_every(self.cfg);
         Ok(())
     }
 }

@@ -35,7 +35,10 @@ pub struct Encoded {
 /// Encodes `changes` (in journal order).
 pub fn encode(journal: &mut JournalEncoder, changes: &[Change]) -> Encoded {
     let mut counts = Counts::new();
-    for c in changes.iter().filter(|c| c.is_row() || c.op() == Op::Truncate) {
+    for c in changes
+        .iter()
+        .filter(|c| c.is_row() || c.op() == Op::Truncate)
+    {
         *counts.entry((c.table().name.clone(), c.op())).or_default() += 1;
     }
     let mut segments = Vec::new();
