@@ -308,7 +308,7 @@ async fn apply_loop(
             Work::Chunk(encoded) => {
                 let span = tracing::info_span!("chunk", first = ?encoded.first.map(|p| p.to_string()),
                     changes = encoded.changes);
-                writer.apply(&encoded).instrument(span).await?;
+                writer.apply_chunk(&encoded).instrument(span).await?;
             }
             Work::Batch {
                 encoded,
