@@ -123,9 +123,21 @@ pub async fn copy_published(
         );
         seq += 1;
         journal::write(w.conn(), &journal.encode(&[schema_event])).await?;
+        sqlx::query("select bulk_load_begin($1::regclass)")
+            .bind(table.replica_ident())
+            .execute(w.conn())
+            .await?;
         let (rows, dead) = copy_table(&mut tx, w, &table, ctx, &mut seq, &mut journal).await?;
-        // The key is built once the rows are in.
+        // The key and the other indexes are built once the rows are in.
+        sqlx::query("select bulk_load_end($1::regclass)")
+            .bind(table.replica_ident())
+            .execute(w.conn())
+            .await?;
         crate::schema::store::apply_steps(w.conn(), &table, &[Step::SetKey]).await?;
+        // Statistics for the planner of the star's joins (the table was empty a moment ago).
+        sqlx::query(&format!("analyze {}", table.replica_ident()))
+            .execute(w.conn())
+            .await?;
         stats.tables += 1;
         stats.rows += rows;
         stats.dead_letters += dead;
@@ -194,53 +206,69 @@ async fn copy_table(
         ident(&t.name)
     );
     let in_sql = format!("copy {} ({list}) from stdin", t.replica_ident());
-    let mut piece = Piece::default();
-    let mut lines = Lines::default();
-    let (mut rows, mut dead) = (0u64, 0u64);
-    let mut stream = source
-        .copy_out_raw(&out_sql)
-        .await
-        .map_err(SnapshotError::Source)?;
-    let mut malformed = false;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(SnapshotError::Source)?;
-        lines.push(&chunk, |line| {
-            let Some(tuple) = parse_copy_line(&line, t.columns.len()) else {
-                malformed = true;
-                return;
-            };
-            let start = piece.replica.len();
-            piece.replica.extend_from_slice(&line);
-            piece.replica.push(b'\n');
-            piece.spans.push((start, piece.replica.len()));
-            let change = Change::new(
-                ctx,
-                *seq,
-                Body::Row(RowChange {
-                    table: t.clone(),
-                    op: Op::Snapshot,
-                    old: None,
-                    new: Some(tuple),
-                }),
-            );
-            piece.positions.push(change.pos);
-            journal.line(&mut piece.journal, &change);
-            *seq += 1;
-        });
-        if malformed {
-            return Err(SnapshotError::Malformed {
-                table: t.qualified_source(),
+    // Reading and rendering the next piece overlaps OLAP's work on the current one.
+    let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel::<Piece>(2);
+    let read = async move {
+        let mut piece = Piece::default();
+        let mut lines = Lines::default();
+        let mut stream = source
+            .copy_out_raw(&out_sql)
+            .await
+            .map_err(SnapshotError::Source)?;
+        let mut malformed = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(SnapshotError::Source)?;
+            lines.push(&chunk, |line| {
+                let Some(tuple) = parse_copy_line(&line, t.columns.len()) else {
+                    malformed = true;
+                    return;
+                };
+                let start = piece.replica.len();
+                piece.replica.extend_from_slice(&line);
+                piece.replica.push(b'\n');
+                piece.spans.push((start, piece.replica.len()));
+                let change = Change::new(
+                    ctx,
+                    *seq,
+                    Body::Row(RowChange {
+                        table: t.clone(),
+                        op: Op::Snapshot,
+                        old: None,
+                        new: Some(tuple),
+                    }),
+                );
+                piece.positions.push(change.pos);
+                journal.line(&mut piece.journal, &change);
+                *seq += 1;
             });
+            if malformed {
+                return Err(SnapshotError::Malformed {
+                    table: t.qualified_source(),
+                });
+            }
+            if piece.replica.len() >= PIECE_BYTES {
+                // The writer gone means it failed: its error is the one reported.
+                if pieces_tx.send(std::mem::take(&mut piece)).await.is_err() {
+                    return Ok(());
+                }
+            }
         }
-        if piece.replica.len() >= PIECE_BYTES {
+        drop(stream);
+        let _ = pieces_tx.send(piece).await;
+        Ok::<_, SnapshotError>(())
+    };
+    let write = async {
+        let (mut rows, mut dead) = (0u64, 0u64);
+        while let Some(mut piece) = pieces_rx.recv().await {
             rows += piece.spans.len() as u64;
             dead += piece.flush(w, t, &in_sql).await?;
         }
-    }
-    drop(stream);
-    rows += piece.spans.len() as u64;
-    dead += piece.flush(w, t, &in_sql).await?;
-    Ok((rows, dead))
+        Ok::<_, SnapshotError>((rows, dead))
+    };
+    let (read, written) = tokio::join!(read, write);
+    let counts = written?;
+    read?;
+    Ok(counts)
 }
 
 #[derive(Default)]
