@@ -4,6 +4,7 @@ pub mod dbt;
 pub mod insights;
 mod loadtest;
 mod pipeline;
+mod progress;
 mod snapshot;
 mod up;
 
@@ -124,7 +125,19 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     ready_max_lag_ms: 0,
                 },
             );
-            let lsn = brewlytics_replicator::pipeline::resync(&cfg).await?;
+            let bar = std::sync::Mutex::new(progress::Bar::new());
+            let log = brewlytics_replicator::pipeline::copy_logger();
+            let on_progress = |p: &brewlytics_replicator::source::snapshot::CopyProgress| {
+                let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+                bar.draw(&p.table, p.rows, p.estimate, p.rows_per_second);
+                if p.done {
+                    bar.finish();
+                }
+                if !bar.shows() {
+                    log(p);
+                }
+            };
+            let lsn = brewlytics_replicator::pipeline::resync(&cfg, &on_progress).await?;
             println!(
                 "resynced: slot {} recreated, OLAP copied as of {lsn}",
                 cfg.slot
