@@ -62,6 +62,8 @@ def main():
     fig(s, "pg_recvlogical decode only", "a_recvlogical_cps", "changes/s")
     rat(s, "brewlytics / subscription", "a_brewlytics_cps", "a_subscription_cps", "≥ 1.0", lambda v: v >= 1.0)
     rat(s, "brewlytics / pg_recvlogical", "a_brewlytics_cps", "a_recvlogical_cps")
+    fig(s, "replay --from-lsn 0/0 of the same journal", "a_replay_cps", "changes/s")
+    rat(s, "replay / subscription", "a_replay_cps", "a_subscription_cps", "≥ 1.0", lambda v: v >= 1.0)
 
     s = "b freshness"
     fig(s, "brewlytics p50 (201 → fact)", "b_ours_p50_ms", "ms", "< 100", lambda v: v < 100)

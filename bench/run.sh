@@ -9,7 +9,8 @@
 #
 # a  apply throughput: a backlog written while the slot is idle, then caught up —
 #    brewlytics replicate vs CREATE SUBSCRIPTION (plain tables, second cluster) vs
-#    pg_recvlogical only decoding (the source's limit)
+#    pg_recvlogical only decoding (the source's limit); then `replay --from-lsn 0/0` of the
+#    same journal (replica and star rebuilt from it)
 # b  freshness at a steady order rate through the API (brewlytics loadtest) vs the seed's
 #    design (trigger into cdc_orders_seed + a poll every 5 s by id > last seen id)
 # c  write cost: the order transaction (pgbench, 8 clients) on plain tables vs with the
@@ -23,7 +24,7 @@
 # (default 28500; uses base..base+11), BENCH_KEEP=1 keeps the work directory,
 # BENCH_RESULTS=FILE keeps the raw per-run figures (TSV: key, run, value),
 # BENCH_PROFILE=1 loads pg_stat_statements on the OLAP cluster and writes the replicator's
-# costliest statements of a, d and e to profile_*.txt in the (kept) work directory.
+# costliest statements of a, replay, d and e to profile_*.txt in the (kept) work directory.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -265,6 +266,15 @@ bench_a() {
   record e_rss_catchup_mb "$run" "$(peak_rss_mb "$REPL_PID")"
   forget "$REPL_PID"
   record a_brewlytics_cps "$run" "$(python3 -c "print(round($changes / $secs))")"
+
+  say "a/$run: replay --from-lsn 0/0 (the journal alone rebuilds replica and star)"
+  profile_reset
+  t0=$(now)
+  OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" RUST_LOG=warn \
+    "$BIN" replay --from-lsn 0/0 >>"$WORK/replay.log" 2>&1
+  t1=$(now); secs=$(elapsed "$t0" "$t1")
+  profile_dump "replay_$run"
+  record a_replay_cps "$run" "$(python3 -c "print(round($changes / $secs))")"
 
   say "a/$run: native subscription catching up"
   t0=$(now)

@@ -22,6 +22,7 @@ use crate::sink::olap::encode::encode;
 use crate::sink::olap::journal::{self, table_from_json, JournalEncoder, JournalRow};
 use crate::sink::olap::{ApplyError, OlapWriter, OnError};
 use crate::table::{ident, SourceTable, REPLICA_SCHEMA};
+use brewlytics_support::DbUrl;
 
 const CHUNK: i64 = 20_000;
 
@@ -94,8 +95,19 @@ impl History {
     }
 }
 
-pub async fn replay(conn: PgConnection, from: Lsn) -> Result<ReplayStats, ApplyError> {
-    let mut w = OlapWriter::from_conn(conn, OnError::DeadLetter);
+/// What the journal's reader hands the writer.
+enum Piece {
+    Changes(Vec<crate::change::Change>),
+    /// A backfill chunk's watermark: merged again in its place.
+    Merge(Arc<SourceTable>, JournalRow),
+}
+
+/// Replays the journal of the OLAP database at `url`: one connection reads the journal (and
+/// turns its rows into changes) while another applies the previous piece.
+pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
+    use sqlx::Connection;
+    let mut w = OlapWriter::connect(url, OnError::DeadLetter).await?;
+    let mut reader = PgConnection::connect_with(&url.connect_options()?).await?;
     w.begin().await?;
     let latest_copy: Option<String> = sqlx::query_scalar(
         "select max(lsn)::text from cdc_events where op = 'r' and coalesce(xid, 0) = 0",
@@ -121,50 +133,73 @@ pub async fn replay(conn: PgConnection, from: Lsn) -> Result<ReplayStats, ApplyE
         stats.from = copy;
     }
     let history = History::load(w.conn()).await?;
-    let mut encoder = JournalEncoder::default();
-    let mut renamed_cache: HashMap<(String, String), (Pos, HashMap<String, String>)> =
-        HashMap::new();
-    let mut merged_at: Option<Lsn> = None;
-    loop {
-        let rows = journal::read_after(w.conn(), pos, CHUNK).await?;
-        let Some(last) = rows.last() else { break };
-        pos = last.pos;
-        stats.events += rows.len() as u64;
-        let mut changes = Vec::new();
-        for row in &rows {
-            let key = (row.schema.clone(), row.table.clone());
-            let Some(table) = history.current.get(&key) else {
-                continue;
-            };
-            if row.op == Op::Backfill {
-                apply_changes(&mut w, &mut encoder, std::mem::take(&mut changes)).await?;
-                merge_again(&mut w, table, row).await?;
-                merged_at = Some(row.pos.lsn);
-                continue;
-            }
-            if row.op == Op::Snapshot && row.xid != 0 && merged_at == Some(row.pos.lsn) {
-                // A backfill chunk's rows: merged with its watermark.
-                continue;
-            }
-            let renamed = match renamed_cache.get(&key) {
-                Some((at, map)) if shape_unchanged(&history, &key, *at, row.pos) => map.clone(),
-                _ => {
-                    let map = history.renamed(&key, row.pos);
-                    renamed_cache.insert(key.clone(), (row.pos, map.clone()));
-                    map
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(2);
+    let read = async move {
+        let mut renamed_cache: HashMap<(String, String), (Pos, HashMap<String, String>)> =
+            HashMap::new();
+        let mut merged_at: Option<Lsn> = None;
+        let mut events = 0u64;
+        loop {
+            let rows = journal::read_after(&mut reader, pos, CHUNK).await?;
+            let Some(last) = rows.last() else { break };
+            pos = last.pos;
+            events += rows.len() as u64;
+            let mut changes = Vec::new();
+            for row in rows {
+                let key = (row.schema.clone(), row.table.clone());
+                let Some(table) = history.current.get(&key) else {
+                    continue;
+                };
+                if row.op == Op::Backfill {
+                    merged_at = Some(row.pos.lsn);
+                    let done = std::mem::take(&mut changes);
+                    if tx.send(Piece::Changes(done)).await.is_err()
+                        || tx.send(Piece::Merge(table.clone(), row)).await.is_err()
+                    {
+                        return Ok(events);
+                    }
+                    continue;
                 }
-            };
-            match row.to_change(table, &renamed) {
-                Ok(Some(c)) => changes.push(c),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(lsn = %row.pos.lsn, seq = row.pos.seq, error = %e,
-                        "journal event skipped: its image cannot be read");
+                if row.op == Op::Snapshot && row.xid != 0 && merged_at == Some(row.pos.lsn) {
+                    // A backfill chunk's rows: merged with its watermark.
+                    continue;
                 }
+                let renamed = match renamed_cache.get(&key) {
+                    Some((at, map)) if shape_unchanged(&history, &key, *at, row.pos) => map.clone(),
+                    _ => {
+                        let map = history.renamed(&key, row.pos);
+                        renamed_cache.insert(key.clone(), (row.pos, map.clone()));
+                        map
+                    }
+                };
+                match row.to_change(table, &renamed) {
+                    Ok(Some(c)) => changes.push(c),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(lsn = %row.pos.lsn, seq = row.pos.seq, error = %e,
+                            "journal event skipped: its image cannot be read");
+                    }
+                }
+            }
+            if tx.send(Piece::Changes(changes)).await.is_err() {
+                break;
             }
         }
-        apply_changes(&mut w, &mut encoder, changes).await?;
-    }
+        Ok::<_, ApplyError>(events)
+    };
+    let apply = async {
+        let mut encoder = JournalEncoder::default();
+        while let Some(piece) = rx.recv().await {
+            match piece {
+                Piece::Changes(changes) => apply_changes(&mut w, &mut encoder, changes).await?,
+                Piece::Merge(table, row) => merge_again(&mut w, &table, &row).await?,
+            }
+        }
+        Ok::<_, ApplyError>(())
+    };
+    let (read, applied) = tokio::join!(read, apply);
+    applied?;
+    stats.events = read?;
     w.commit_without_checkpoint().await?;
     Ok(stats)
 }

@@ -319,8 +319,7 @@ async fn price_change_opens_a_version_and_old_facts_keep_theirs() {
         .await
         .unwrap();
     for _ in 0..2 {
-        let conn = pool.acquire().await.unwrap().detach();
-        let stats = brewlytics_replicator::replay::replay(conn, "0/0".parse().unwrap())
+        let stats = brewlytics_replicator::replay::replay(&pair.olap.url(), "0/0".parse().unwrap())
             .await
             .unwrap();
         assert!(stats.rebuilt && stats.events > 0);

@@ -81,8 +81,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Replay { db, from_lsn } => {
             let urls = databases::resolve(&db)?;
-            let conn = databases::connect(&urls.olap).await?;
-            let stats = brewlytics_replicator::replay::replay(conn, from_lsn).await?;
+            // An unreachable database is named at once (see databases::connect).
+            databases::connect(&urls.olap).await?;
+            let stats = brewlytics_replicator::replay::replay(&urls.olap, from_lsn).await?;
             println!(
                 "replayed {} journal events from {}{}",
                 stats.events,

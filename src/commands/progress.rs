@@ -31,7 +31,11 @@ impl Bar {
             .map(|e| (rows as f64 / e as f64 * 100.0).min(100.0));
         let bar = pct.map_or(String::new(), |pct| {
             let filled = ((pct / 5.0).round() as usize).min(20);
-            format!("[{}{}] {pct:5.1}% ", "#".repeat(filled), " ".repeat(20 - filled))
+            format!(
+                "[{}{}] {pct:5.1}% ",
+                "#".repeat(filled),
+                " ".repeat(20 - filled)
+            )
         });
         let eta = match estimate {
             Some(e) if rate > 0.0 && (e as f64) > rows as f64 => {

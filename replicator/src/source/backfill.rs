@@ -423,7 +423,13 @@ async fn chunk(
         if merged {
             let total = copied + rows as i64;
             let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            telemetry.copy_progress("backfill", &t.qualified_source(), total, estimate, Some(rate));
+            telemetry.copy_progress(
+                "backfill",
+                &t.qualified_source(),
+                total,
+                estimate,
+                Some(rate),
+            );
             tracing::info!(table = %t.qualified_source(), rows_copied = total,
                 rows_estimate = estimate.unwrap_or(0), done = hi.is_none(), "backfill chunk merged");
             return Ok(Some(rows as i64));

@@ -156,9 +156,17 @@ pub async fn copy_published(
         .fetch_one(&mut *tx)
         .await
         .map_err(SnapshotError::Source)?;
-        let (rows, dead) =
-            copy_table(&mut tx, w, &table, ctx, &mut seq, &mut journal, estimate, progress)
-                .await?;
+        let (rows, dead) = copy_table(
+            &mut tx,
+            w,
+            &table,
+            ctx,
+            &mut seq,
+            &mut journal,
+            estimate,
+            progress,
+        )
+        .await?;
         // The key and the other indexes are built once the rows are in.
         sqlx::query("select bulk_load_end($1::regclass)")
             .bind(table.replica_ident())
