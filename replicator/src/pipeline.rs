@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::batch::BatchLimits;
 use crate::checkpoint;
+use crate::daemon::telemetry::{Role, Telemetry};
 use crate::decode::DecodeError;
 use crate::lsn::Lsn;
 use crate::schema::{store, SchemaError, Tracker};
@@ -24,7 +25,6 @@ use crate::source::reader::{Applied, Reader, Work};
 use crate::source::snapshot::{self, SnapshotError};
 use crate::stream::config::{ConfigError, ReplicationConfig};
 use crate::stream::conn::{ConnError, ReplicationConnection};
-use crate::telemetry::{Role, Telemetry};
 use brewlytics_support::DbUrl;
 
 #[derive(Clone, Debug)]

@@ -17,11 +17,12 @@ use crate::batch::{Batcher, CommitMark};
 use crate::change::{
     key_changed, Body, Change, ChunkMerge, Op, RowChange, SchemaChange, TxContext,
 };
+use crate::daemon::heartbeat;
+use crate::daemon::telemetry::Telemetry;
 use crate::decode::{
     chrono_to_pg_timestamp, decode, standby_status_update, PgOutputMessage, RelationCache,
     ReplicationMessage, TupleData,
 };
-use crate::heartbeat;
 use crate::lsn::Lsn;
 use crate::pipeline::{ReplicatorConfig, ReplicatorError};
 use crate::schema::{Resolved, Tracker, DDL_PREFIX};
@@ -29,7 +30,6 @@ use crate::sink::olap::encode::{encode, Encoded};
 use crate::sink::olap::journal::JournalEncoder;
 use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::table::SourceTable;
-use crate::telemetry::Telemetry;
 
 /// How often the source hears from us, whatever we are doing: a status update is a few bytes,
 /// and the source ends a connection it has not heard from for `wal_sender_timeout` (which may

@@ -21,7 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
 use crate::change::Op;
-use crate::heartbeat::Heartbeats;
+use crate::daemon::heartbeat::Heartbeats;
 use crate::lsn::Lsn;
 use crate::sink::olap::ApplyStats;
 
