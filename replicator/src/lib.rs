@@ -40,6 +40,7 @@ pub mod checkpoint;
 pub mod daemon;
 pub mod decode;
 pub mod image;
+pub mod load;
 pub mod lsn;
 pub mod pipeline;
 pub mod redact;

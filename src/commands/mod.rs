@@ -2,6 +2,7 @@
 
 pub mod dbt;
 pub mod insights;
+mod load;
 mod loadtest;
 mod pipeline;
 mod snapshot;
@@ -61,6 +62,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             pipeline::serve_api(&oltp, listen, &services).await
         }
         Command::Replicate { db, replicate } => {
+            replicate.check()?;
             let urls = databases::resolve(&db)?;
             pipeline::replicate(daemon_config(&urls, &replicate)).await
         }
@@ -103,6 +105,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let urls = databases::resolve(&db)?;
             snapshot::run(&urls, &slot.publication, &table, no_wait).await
         }
+        Command::Load(args) => load::run(args).await,
         Command::Loadtest { db, args } => loadtest::run(db, args).await,
         Command::Report(args) => insights::report(args).await,
         Command::Dashboard(args) => insights::dashboard(args).await,
@@ -122,6 +125,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     backfill_chunk_rows: 20_000,
                     retained_wal_warn_mb: 0,
                     ready_max_lag_ms: 0,
+                    sink: crate::cli::SinkKind::Olap,
+                    nats: crate::cli::NatsArgs::disabled(),
                 },
             );
             let lsn = brewlytics_replicator::pipeline::resync(&cfg).await?;
@@ -162,6 +167,7 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         on_error: args.on_error,
         status_interval: std::time::Duration::from_secs(10),
         backfill_chunk_rows: args.backfill_chunk_rows,
+        nats: args.nats_config(),
     }
 }
 

@@ -180,6 +180,51 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         .into_response()
 }
 
+/// Serves [`loader_router`] on `listener` until `stop`.
+pub async fn serve_loader(
+    listener: tokio::net::TcpListener,
+    t: Arc<crate::load::LoaderTelemetry>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, loader_router(t))
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+/// The loader's endpoints (`brewlytics load`): `/health`, `/status` (its live state: stream,
+/// consumer, pending messages, position) and `/metrics`.
+pub fn loader_router(t: Arc<crate::load::LoaderTelemetry>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/status",
+            get(
+                |State(t): State<Arc<crate::load::LoaderTelemetry>>| async move {
+                    Json(json!({ "loader": t.metrics.live() }))
+                },
+            ),
+        )
+        .route(
+            "/metrics",
+            get(
+                |State(t): State<Arc<crate::load::LoaderTelemetry>>| async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        t.encode(),
+                    )
+                        .into_response()
+                },
+            ),
+        )
+        .layer(brewlytics_support::web::security_headers(
+            brewlytics_support::web::PAGE_POLICY,
+        ))
+        .with_state(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
