@@ -699,15 +699,17 @@ pub struct Position {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
+type PositionRow = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    chrono::DateTime<chrono::Utc>,
+);
+
 pub async fn positions(olap: &mut PgConnection) -> Result<Vec<Position>, sqlx::Error> {
-    let rows: Vec<(
-        String,
-        String,
-        i64,
-        Option<String>,
-        i64,
-        chrono::DateTime<chrono::Utc>,
-    )> = sqlx::query_as(
+    let rows: Vec<PositionRow> = sqlx::query_as(
         "select stream, consumer, stream_seq, lsn::text, messages, updated_at
              from cdc_nats_loader order by 1, 2",
     )

@@ -280,6 +280,18 @@ pub fn debezium_op(op: Op) -> Option<&'static str> {
     })
 }
 
+/// A row envelope. The images are embedded as the journal wrote them (`RawValue`): a
+/// numeric's digits, a json column's text are carried exactly, never through a float.
+#[derive(serde::Serialize)]
+struct RowEnvelope<'a> {
+    before: Option<&'a RawValue>,
+    after: Option<&'a RawValue>,
+    source: Value,
+    op: &'a str,
+    ts_ms: i64,
+    transaction: Value,
+}
+
 /// The message of a row change or a truncate (`after`, for a truncate: its options as the
 /// journal keeps them, `{"cascade":…,"restart_identity":…}`, carried in `source.truncate`).
 pub fn row_message(o: &Origin, e: &Event<'_>) -> Message {
@@ -293,15 +305,22 @@ pub fn row_message(o: &Origin, e: &Event<'_>) -> Message {
     } else {
         (raw(e.before), raw(e.after))
     };
-    let payload = json!({
-        "before": before,
-        "after": after,
-        "source": src,
-        "op": op,
-        "ts_ms": now_ms(),
-        "transaction": transaction(e),
-    });
-    message(o, e, o.table_subject(e.schema, e.table), payload)
+    let envelope = RowEnvelope {
+        before,
+        after,
+        source: src,
+        op,
+        ts_ms: now_ms(),
+        transaction: transaction(e),
+    };
+    Message {
+        subject: o.table_subject(e.schema, e.table),
+        pos: e.pos,
+        tx: tx_id(e.xid, e.pos.lsn),
+        order: e.order,
+        headers: headers(o, e),
+        payload: serde_json::to_vec(&envelope).unwrap_or_default(),
+    }
 }
 
 /// The message of a schema change: the table before and after (columns with their source
@@ -866,6 +885,11 @@ mod tests {
         assert_eq!(v["op"], "u");
         assert_eq!(v["before"]["price"], json!(3.50));
         assert_eq!(v["after"]["price"], json!(3.80));
+        let payload_text = String::from_utf8(m.payload.clone()).unwrap();
+        assert!(
+            payload_text.contains(r#""after":{"id":3,"name":"Mocha","price":3.80,"tags":null}"#),
+            "images are embedded exactly: {payload_text}"
+        );
         assert_eq!(v["after"]["name"], "Mocha");
         assert!(
             v["after"].get("description").is_none(),
