@@ -95,6 +95,25 @@ async fn every_type_arrives_value_for_value_and_replays_the_same() {
     )
     .await;
     assert_converged(&c, "after streaming").await;
+    // A key change of the row holding the 1 MB value, which the UPDATE does not carry
+    // (unchanged TOAST under the default identity: only the old key comes with it).
+    exec(
+        &mut oltp,
+        "update kinds set id = 100, t = 'moved' where id = 1",
+    )
+    .await;
+    assert_converged(&c, "after a key change with unchanged TOAST").await;
+    // A table of another schema: mirrored as replica.<schema>__<table>.
+    exec(
+        &mut oltp,
+        "create schema sales;
+         create table sales.kinds (like public.kinds including all);
+         insert into sales.kinds select * from public.kinds;
+         alter publication brewlytics add table sales.kinds;
+         update sales.kinds set t = 'other schema' where id = 2;",
+    )
+    .await;
+    assert_converged(&c, "a table of another schema").await;
 
     // The journal shows json values as JSON, and JSON null apart from SQL NULL.
     let mut olap = c.olap_conn().await;
@@ -127,6 +146,21 @@ async fn every_type_arrives_value_for_value_and_replays_the_same() {
     let out = c.run(&["replay", "--from-lsn", "0/0"]);
     assert!(out.contains("full rebuild"), "{out}");
     assert_converged(&c, "after replay").await;
+    let mut olap = c.olap_conn().await;
+    let kept: Option<i32> =
+        sqlx::query_scalar("select length(big) from replica.kinds where id = 100")
+            .fetch_one(&mut olap)
+            .await
+            .unwrap();
+    let source: Option<i32> = sqlx::query_scalar("select length(big) from kinds where id = 100")
+        .fetch_one(&mut oltp)
+        .await
+        .unwrap();
+    assert!(source.unwrap_or(0) > 1_000_000, "source: {source:?}");
+    assert!(
+        kept.unwrap_or(0) > 1_000_000,
+        "the moved row keeps its 1 MB value: {kept:?}"
+    );
     drop(r);
 }
 
@@ -251,6 +285,14 @@ async fn tables_added_to_the_publication_are_copied_and_removed_ones_are_kept() 
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     assert_converged(&c, "ledger: copied in chunks while it changed").await;
+    // A table renamed on the source: its replica is renamed and keeps following.
+    exec(
+        &mut oltp,
+        "alter table ledger rename to ledger_2024;
+         update ledger_2024 set v = -1 where id < 100;",
+    )
+    .await;
+    assert_converged(&c, "after a table rename").await;
 
     // A table removed from the publication stops being mirrored; its replica is kept.
     exec(

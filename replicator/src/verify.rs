@@ -62,8 +62,10 @@ pub async fn compare(
         let list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
         let digest = |qualified: String| {
             format!(
-                "select count(*), coalesce(md5(string_agg(r::text, E'\\n' order by r::text)), '')
-                 from (select {list} from {qualified}) r"
+                // The row as text through a qualified star: a bare alias could name a column.
+                "select count(*), coalesce(md5(string_agg(x, E'\\n' order by x)), '')
+                 from (select (_cdc_row.*)::text as x
+                       from (select {list} from {qualified}) _cdc_row) _cdc_rows"
             )
         };
         let (n_src, d_src): (i64, String) =

@@ -53,7 +53,8 @@ impl JournalEncoder {
                     _ => out.extend_from_slice(b"\\N"),
                 }
                 out.push(b'\t');
-                let before = if matches!(r.op, Op::Update | Op::Delete) {
+                // An insert that moved a row from another key carries that key as `before`.
+                let before = if matches!(r.op, Op::Update | Op::Delete | Op::Insert) {
                     r.old.as_ref()
                 } else {
                     None
@@ -266,7 +267,7 @@ impl JournalRow {
             Op::Snapshot | Op::Insert => Body::Row(crate::change::RowChange {
                 table: table.clone(),
                 op: self.op,
-                old: None,
+                old: parse(&self.before)?,
                 new: parse(&self.after)?,
             }),
             Op::Update => Body::Row(crate::change::RowChange {

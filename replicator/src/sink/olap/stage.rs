@@ -164,7 +164,10 @@ fn key_bytes(t: &SourceTable, tuple: &TupleData) -> Vec<u8> {
 struct KeyState {
     first_new: bool,
     last: usize,
+    /// The key's values as of its last change (all unknown after a delete).
     image: Vec<Known>,
+    /// Its values just before it was deleted: what a row moved from it takes.
+    deleted: Option<Vec<Known>>,
 }
 
 struct Pending {
@@ -194,17 +197,18 @@ fn stage_keyed(table: &Arc<SourceTable>, changes: &[&Change]) -> Stage {
                 first_new: matches!(rc.op, Op::Insert | Op::Snapshot),
                 last: 0,
                 image: vec![Known::Unknown; n],
+                deleted: None,
             });
             states.len() - 1
         });
         let (values, from) = row_values(table, rc, &states[idx].image, &keys, &states);
         let state = &mut states[idx];
         state.last = pending.len();
-        state.image = if rc.op == Op::Delete {
-            vec![Known::Unknown; n]
+        if rc.op == Op::Delete {
+            state.deleted = Some(std::mem::replace(&mut state.image, vec![Known::Unknown; n]));
         } else {
-            values.clone()
-        };
+            state.image = values.clone();
+        }
         pending.push(Pending {
             key: idx,
             pos: c.pos,
@@ -316,9 +320,10 @@ fn row_values(
         .then_some(rc.old.as_ref())
         .flatten()
         .map(|old| {
-            let img = keys
-                .get(&key_bytes(table, old))
-                .map(|&i| states[i].image.as_slice());
+            let img = keys.get(&key_bytes(table, old)).map(|&i| {
+                let s = &states[i];
+                s.deleted.as_deref().unwrap_or(s.image.as_slice())
+            });
             (old, img)
         });
     let mut values: Vec<Known> = (0..n)
@@ -624,6 +629,43 @@ mod tests {
         assert_eq!(
             l[0],
             format!("0\ti\tt\tt\t{{\"description\"}}\t{TS}\t1\t5\tx\t1\t\\N\t\\N")
+        );
+    }
+
+    #[test]
+    fn a_row_moved_in_the_run_takes_the_values_its_old_key_had() {
+        let t = Arc::new(fixtures::products());
+        let key1 = || row(&[Some("1"), None, None, None, None]);
+        let cs = [
+            change(
+                &t,
+                1,
+                Op::Insert,
+                None,
+                Some(row(&[Some("1"), Some("a"), Some("1"), Some("long"), None])),
+            ),
+            change(&t, 2, Op::Delete, Some(key1()), None),
+            change(
+                &t,
+                3,
+                Op::Insert,
+                Some(key1()),
+                Some(row(&[
+                    Some("5"),
+                    Some("b"),
+                    Some("1"),
+                    Some("<toast>"),
+                    None,
+                ])),
+            ),
+        ];
+        let refs: Vec<&Change> = cs.iter().collect();
+        let s = stage(&t, &refs);
+        assert!(!s.has_keep);
+        assert!(
+            lines(&s)[2].ends_with("\t5\tb\t1\tlong\t\\N"),
+            "{:?}",
+            lines(&s)
         );
     }
 
