@@ -130,6 +130,16 @@ async fn journal(olap: &mut sqlx::PgConnection) -> BTreeMap<(String, i32), Journ
         .collect()
 }
 
+async fn confirmed_flush(c: &Clusters) -> Option<String> {
+    let mut oltp = c.oltp_conn().await;
+    sqlx::query_scalar(
+        "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = 'brewlytics'",
+    )
+    .fetch_one(&mut oltp)
+    .await
+    .unwrap()
+}
+
 async fn exec(c: &Clusters, sql: &str) {
     let mut oltp = c.oltp_conn().await;
     sqlx::raw_sql(sql).execute(&mut oltp).await.unwrap();
@@ -280,7 +290,16 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
     let mut nats = NatsCluster::start(3);
     let url = nats.url();
     let addr = free_addr();
-    let args = ["--sink", "nats", "--nats-url", &url, "--nats-replicas", "3"];
+    let args = [
+        "--sink",
+        "nats",
+        "--nats-url",
+        &url,
+        "--nats-replicas",
+        "3",
+        "--nats-ack-timeout-ms",
+        "3000",
+    ];
     let mut r = c.replicator_with("nats-r1", &addr, &args, &[]);
     wait_streaming(&addr, &r).await;
 
@@ -327,7 +346,30 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut r = c.replicator_with("nats-r2", &addr, &args, &[]);
     wait_streaming(&addr, &r).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // All of NATS away while orders flow: waited out, and nothing is confirmed to the source
+    // meanwhile (the slot keeps the WAL).
+    for n in nats.node_names() {
+        nats.kill9(&n);
+    }
+    println!("killed every NATS node at {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = confirmed_flush(&c).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        confirmed_flush(&c).await,
+        during,
+        "the slot's position moved while JetStream could store nothing"
+    );
+    assert!(
+        r.is_running(),
+        "the replicator gave up during the outage: {}",
+        r.log_text()
+    );
+    nats.restart_all();
+    println!("restarted every NATS node at {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
     let orders = counts.orders.load(Ordering::Relaxed);
@@ -444,6 +486,18 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
         *e = (order, last);
     }
     println!("ops in the stream: {ops:?}");
+    // One message of each op, for reading (the README's examples come from here).
+    let mut samples = serde_json::Map::new();
+    for m in &msgs {
+        let op = m.payload["op"].as_str().unwrap().to_owned();
+        samples.entry(op).or_insert_with(|| {
+            serde_json::json!({"subject": m.subject, "headers": m.headers, "payload": m.payload})
+        });
+    }
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("nats-envelopes.json"),
+        serde_json::to_string_pretty(&samples).unwrap(),
+    );
     for op in ["c", "u", "d", "r", "t", "s", "b"] {
         assert!(
             ops.contains_key(op),

@@ -23,7 +23,7 @@ use sqlx::PgConnection;
 use tokio::sync::watch;
 
 use crate::change::{Body, Change, ChunkMerge, Op, Pos, SchemaChange};
-use crate::decode::{pg_timestamp_to_chrono, TupleData};
+use crate::decode::pg_timestamp_to_chrono;
 use crate::image;
 use crate::schema::store;
 use crate::sink::nats::envelope::{self, ChunkMeta, Decoded};
@@ -170,8 +170,6 @@ struct Loader<'a> {
     batch: Batch,
     /// The message whose acknowledgement covers the complete transactions (AckPolicy::All).
     ack: Option<jetstream::Message>,
-    /// The delete half of an update that moved its row: its old image, for the insert half.
-    moved_from: Option<(Pos, TupleData)>,
 }
 
 impl<'a> Loader<'a> {
@@ -225,7 +223,6 @@ impl<'a> Loader<'a> {
             seen_seq: applied_seq,
             slot: None,
             batch: Batch::default(),
-            moved_from: None,
             ack: None,
         };
         let mut consumer = consumer;
@@ -299,7 +296,7 @@ impl<'a> Loader<'a> {
         self.slot = Some(slot);
         self.batch.open_messages += 1;
         match decoded {
-            Decoded::Row { row, key_moved } => {
+            Decoded::Row { row, .. } => {
                 let table = self.table(&row.schema, &row.table, seq)?;
                 if row.op == Op::Snapshot && row.xid != 0 {
                     // A backfill chunk's row: into the chunk, merged at its merge point.
@@ -317,7 +314,7 @@ impl<'a> Loader<'a> {
                         .rows
                         .push((n, row.after.unwrap_or_default(), row.json_nulls));
                 } else {
-                    let mut change = row
+                    let change = row
                         .to_change(&table, &HashMap::new())
                         .map_err(|e| LoadError::Message {
                             seq,
@@ -327,17 +324,6 @@ impl<'a> Loader<'a> {
                             seq,
                             what: "not a change".into(),
                         })?;
-                    if let Body::Row(r) = &mut change.body {
-                        if key_moved && r.op == Op::Delete {
-                            self.moved_from = r.old.clone().map(|o| (change.pos, o));
-                        } else if key_moved && r.op == Op::Insert {
-                            r.old = self
-                                .moved_from
-                                .take()
-                                .filter(|(p, _)| p.lsn == change.pos.lsn)
-                                .map(|(_, o)| o);
-                        }
-                    }
                     self.batch.open.push(change);
                 }
             }

@@ -132,6 +132,17 @@ impl NatsCluster {
         wait_healthz(port, Duration::from_secs(30), name);
     }
 
+    /// Starts every stopped node, then waits until all are healthy (a node alone cannot be:
+    /// JetStream needs a quorum).
+    pub fn restart_all(&mut self) {
+        let bin = nats_server_binary();
+        let dir = self.dir.clone();
+        for node in self.nodes.iter_mut().filter(|n| n.proc.is_none()) {
+            node.proc = Some(spawn(&bin, node, &dir));
+        }
+        self.wait_ready(Duration::from_secs(30));
+    }
+
     fn wait_ready(&self, within: Duration) {
         for n in &self.nodes {
             wait_healthz(n.monitor_port, within, &n.name);

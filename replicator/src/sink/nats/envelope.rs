@@ -472,8 +472,10 @@ impl Encoder {
                         String::from_utf8(out).unwrap_or_default()
                     })
                 };
+                // As the journal has it: an insert that moved a row from another key carries
+                // the old key (or row) as `before`.
                 let before = match r.op {
-                    Op::Update | Op::Delete => render(r.old.as_ref()),
+                    Op::Update | Op::Delete | Op::Insert => render(r.old.as_ref()),
                     _ => None,
                 };
                 let after = match r.op {

@@ -111,7 +111,8 @@ impl NatsSink {
         &self.stream_name
     }
 
-    async fn last_sequence(&mut self) -> Result<u64, NatsError> {
+    /// The stream's (first, last) sequence.
+    async fn sequences(&mut self) -> Result<(u64, u64), NatsError> {
         let info = self
             .stream
             .get_info()
@@ -120,7 +121,7 @@ impl NatsSink {
                 stream: self.stream_name.clone(),
                 message: e.to_string(),
             })?;
-        Ok(info.state.last_sequence)
+        Ok((info.state.first_sequence, info.state.last_sequence))
     }
 
     /// Reads the stream sequence OLAP committed last (before [`Sink::resume`]). The first
@@ -137,7 +138,7 @@ impl NatsSink {
         let seq = match row {
             Some(s) => s as u64,
             None => {
-                let last = self.last_sequence().await?;
+                let (_, last) = self.sequences().await?;
                 record(olap, &self.origin.slot, &self.stream_name, last).await?;
                 last
             }
@@ -376,8 +377,9 @@ impl Sink for NatsSink {
         self.in_flight.clear();
         self.in_flight_bytes = 0;
         self.skip.clear();
-        let from = self.committed_seq.unwrap_or(0) + 1;
-        let last = self.last_sequence().await?;
+        // Messages the stream no longer holds (its limits) need no look.
+        let (first, last) = self.sequences().await?;
+        let from = (self.committed_seq.unwrap_or(0) + 1).max(first);
         let mut deleted = 0u64;
         for seq in from..=last {
             let msg = match self.stream.get_raw_message(seq).await {
