@@ -268,12 +268,14 @@ pub enum Command {
     /// `replicate --sink nats` publishes, with a durable consumer (on another machine, or
     /// into another OLAP database).
     Load(LoadArgs),
-    /// Slot, checkpoint and lag.
+    /// Slot, checkpoint and lag (and, with --nats-url, the change stream and its consumers' lag).
     Status {
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
         slot: SlotArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brewlytics_replicator::verify;
+use futures_util::StreamExt;
 use harness::nats::NatsCluster;
 use harness::{
-    free_addr, http_get, metric, star_fingerprint_of, wait_streaming, workload, Clusters,
+    free_addr, http_get, metric, star_fingerprint_of, wait_streaming, workload_paced, Clusters,
     LoadCounts, Proc,
 };
 use serde_json::Value;
@@ -46,21 +47,38 @@ async fn read_stream(url: &str, stream: &str) -> Vec<StreamMsg> {
     let js = async_nats::jetstream::new(client);
     let s = js.get_stream(stream).await.unwrap();
     let info = s.get_info().await.unwrap();
+    // An ordered consumer: the whole stream in order, in large batches.
+    let consumer = s
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
     let mut out = Vec::new();
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        let Ok(m) = s.get_raw_message(seq).await else {
-            continue;
-        };
+    let mut seq = 0;
+    while seq < info.state.last_sequence {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the stream's messages")
+            .unwrap()
+            .unwrap();
+        seq = m.info().unwrap().stream_sequence;
         let headers = m
             .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    v.first().map(|v| v.as_str().to_owned()).unwrap_or_default(),
-                )
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            v.first().map(|v| v.as_str().to_owned()).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
             })
-            .collect();
+            .unwrap_or_default();
         out.push(StreamMsg {
             seq,
             subject: m.subject.to_string(),
@@ -285,7 +303,7 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
 {
     let t0 = Instant::now();
     let c = Clusters::start();
-    c.prepare(150);
+    c.prepare(100);
     exec(&c, PROBES).await;
     let mut nats = NatsCluster::start(3);
     let url = nats.url();
@@ -305,7 +323,14 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
 
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(LoadCounts::default());
-    let load = tokio::spawn(workload(c.oltp_url(), stop.clone(), counts.clone(), 11));
+    // About 250 steps a second: a volume that proves something in a bounded time.
+    let load = tokio::spawn(workload_paced(
+        c.oltp_url(),
+        stop.clone(),
+        counts.clone(),
+        11,
+        Some(Duration::from_millis(4)),
+    ));
 
     exec(
         &c,
@@ -431,6 +456,7 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
 
     // Every journal position in the stream exactly once.
     let msgs = read_stream(&url, "BREWLYTICS").await;
+    println!("stream read at {:?}", t0.elapsed());
     let journal = journal(&mut olap).await;
     let mut per_id: HashMap<&str, usize> = HashMap::new();
     for m in &msgs {
@@ -524,6 +550,7 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
         "the loader did not reach stream sequence {last_seq}: {}",
         l.log_text()
     );
+    println!("loaded from the stream at {:?}", t0.elapsed());
     let mut oltp = c.oltp_conn().await;
     let mut lconn = harness::connect(&loaded).await;
     let report = verify::compare(&mut oltp, &mut lconn, "brewlytics")
@@ -564,6 +591,33 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
         metric(&lm, "brewlytics_nats_loader_pending_messages"),
         Some(0.0),
         "{lm}"
+    );
+    // `brewlytics status` shows the stream, the publisher's committed sequence and the
+    // loader's consumer lag.
+    let out = c
+        .command(&["status", "--json", "--nats-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stream = &status["nats"]["stream"];
+    assert_eq!(stream["last_seq"].as_u64(), Some(last_seq), "{status}");
+    assert_eq!(stream["replicas"], 3, "{status}");
+    let consumer = stream["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "brewlytics-loader")
+        .unwrap_or_else(|| panic!("no loader consumer in {status}"));
+    assert_eq!(consumer["pending_messages"], 0, "{status}");
+    assert_eq!(
+        status["nats"]["published"][0]["stream_seq"].as_u64(),
+        Some(last_seq),
+        "{status}"
     );
     assert!(l.terminate(Duration::from_secs(30)).success());
     println!("done in {:?}", t0.elapsed());

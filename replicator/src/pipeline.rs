@@ -154,11 +154,11 @@ pub async fn run_with(
             Ok(()) => return Ok(()),
             Err(e) if !e.is_retryable() => {
                 tracing::error!(error = %e, kind = e.kind(), "replication stopped");
-                telemetry.error(e.kind(), e.to_string());
+                report(&telemetry, &e);
                 return Err(e);
             }
             Err(e) => {
-                telemetry.error(e.kind(), e.to_string());
+                report(&telemetry, &e);
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(250);
                 }
@@ -171,6 +171,14 @@ pub async fn run_with(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// An error that interrupted replication, counted (and a NATS one in `brewlytics_nats_*`).
+fn report(telemetry: &Telemetry, e: &ReplicatorError) {
+    telemetry.error(e.kind(), e.to_string());
+    if let ReplicatorError::Nats(n) = e {
+        telemetry.nats.error(n.kind(), n.to_string());
     }
 }
 

@@ -66,13 +66,25 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let urls = databases::resolve(&db)?;
             pipeline::replicate(daemon_config(&urls, &replicate)).await
         }
-        Command::Status { db, slot, json } => {
+        Command::Status {
+            db,
+            slot,
+            nats,
+            json,
+        } => {
             let urls = databases::resolve(&db)?;
             let mut oltp = databases::pool(&urls.oltp, 1).await?.acquire().await?;
             let mut olap = databases::pool(&urls.olap, 1).await?.acquire().await?;
-            let status = brewlytics_replicator::status::read(&mut oltp, &mut olap, &slot.slot)
+            let mut status = brewlytics_replicator::status::read(&mut oltp, &mut olap, &slot.slot)
                 .await
                 .context("reading the replication status")?;
+            if let Some(cfg) = nats.config() {
+                status.nats.stream = Some(
+                    brewlytics_replicator::sink::nats::report(&cfg)
+                        .await
+                        .context("reading the NATS stream")?,
+                );
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

@@ -384,6 +384,18 @@ pub struct LoadCounts {
 /// inventory), status changes, deletes, price changes, restocks. Survives the source going
 /// away (reconnects); a transaction that fails is rolled back and not counted.
 pub async fn workload(url: DbUrl, stop: Arc<AtomicBool>, counts: Arc<LoadCounts>, seed: u64) {
+    workload_paced(url, stop, counts, seed, None).await
+}
+
+/// [`workload`], at most one step per `pace` (a bounded volume, so a drill's time does not
+/// grow with the machine's speed).
+pub async fn workload_paced(
+    url: DbUrl,
+    stop: Arc<AtomicBool>,
+    counts: Arc<LoadCounts>,
+    seed: u64,
+    pace: Option<Duration>,
+) {
     let mut rng = seed | 1;
     let mut next = move |n: u64| {
         // xorshift64*
@@ -402,6 +414,9 @@ pub async fn workload(url: DbUrl, stop: Arc<AtomicBool>, counts: Arc<LoadCounts>
                     continue;
                 }
             }
+        }
+        if let Some(p) = pace {
+            tokio::time::sleep(p).await;
         }
         let c = conn.as_mut().unwrap();
         let pick = next(100);

@@ -38,6 +38,9 @@ pub struct Status {
 pub struct NatsStatus {
     pub published: Vec<Published>,
     pub loaders: Vec<crate::load::Position>,
+    /// The stream itself and its consumers' lag, when a NATS server was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::sink::nats::StreamReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +74,7 @@ async fn nats_status(olap: &mut PgConnection) -> Result<NatsStatus, sqlx::Error>
             })
             .collect(),
         loaders: crate::load::positions(olap).await?,
+        stream: None,
     })
 }
 
@@ -211,6 +215,28 @@ impl Status {
                 l.messages,
                 l.lsn.as_deref().unwrap_or("-")
             ));
+        }
+        if let Some(r) = &self.nats.stream {
+            out.push_str(&format!(
+                "{:<20} {}: {} messages, sequences {}..{}, {} replicas, leader {}\n",
+                "nats stream",
+                r.stream,
+                r.messages,
+                r.first_seq,
+                r.last_seq,
+                r.replicas,
+                r.leader.as_deref().unwrap_or("-")
+            ));
+            for c in &r.consumers {
+                out.push_str(&format!(
+                    "{:<20} {}: {} pending, {} unacknowledged, acknowledged to {}\n",
+                    "nats consumer",
+                    c.name,
+                    c.pending_messages,
+                    c.ack_pending_messages,
+                    c.ack_floor_stream_seq
+                ));
+            }
         }
         for w in &self.warnings {
             out.push_str(&format!("{:<20} {w}\n", "warning"));

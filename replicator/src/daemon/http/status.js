@@ -48,6 +48,7 @@ function renderNats(n) {
   text("nats-unacked", `${n.unacknowledged_messages} messages, ${bytes(n.unacknowledged_bytes)}`);
   text("nats-ack", n.last_ack_ms === null || n.last_ack_ms === undefined ? null : n.last_ack_ms.toFixed(1) + " ms");
   text("nats-dups", n.duplicates);
+  text("nats-consumers", (n.consumers || []).map((c) => `${c.name}: ${c.pending_messages} pending, ${c.ack_pending_messages} unacked`).join("; ") || null);
 }
 
 function render(doc) {

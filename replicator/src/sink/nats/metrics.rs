@@ -54,6 +54,9 @@ pub struct PublisherLive {
     /// The last batch's slowest acknowledgement, in milliseconds.
     pub last_ack_ms: Option<f64>,
     pub last_error: Option<String>,
+    /// The stream's consumers and their lag (read every few seconds).
+    pub consumers: Vec<super::ConsumerLag>,
+    pub stream_messages: Option<u64>,
 }
 
 impl PublisherMetrics {
@@ -180,6 +183,12 @@ impl PublisherMetrics {
     /// A batch's acknowledgements are all in: the next batch's slowest starts afresh.
     pub fn batch_done(&self) {
         self.live_mut().last_ack_ms = None;
+    }
+
+    pub fn stream_report(&self, r: &super::StreamReport) {
+        let mut l = self.live_mut();
+        l.consumers = r.consumers.clone();
+        l.stream_messages = Some(r.messages);
     }
 
     pub fn skipped(&self, n: u64) {

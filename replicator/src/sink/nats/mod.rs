@@ -15,6 +15,7 @@
 pub mod envelope;
 pub mod metrics;
 pub mod publish;
+pub mod read;
 
 use std::time::Duration;
 
@@ -305,6 +306,75 @@ pub async fn ensure_stream(
         }
         Err(e) => Err(err(e.to_string())),
     }
+}
+
+/// A consumer of the stream and how far behind it is.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ConsumerLag {
+    pub name: String,
+    /// Messages not yet delivered to it (its lag).
+    pub pending_messages: u64,
+    /// Delivered and not yet acknowledged.
+    pub ack_pending_messages: usize,
+    /// The stream sequence acknowledged (all before it too).
+    pub ack_floor_stream_seq: u64,
+}
+
+/// The stream as JetStream reports it, with its consumers' lag.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct StreamReport {
+    pub stream: String,
+    pub messages: u64,
+    pub bytes: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub replicas: usize,
+    pub leader: Option<String>,
+    pub consumers: Vec<ConsumerLag>,
+}
+
+pub async fn stream_report(s: &stream::Stream) -> Result<StreamReport, NatsError> {
+    use futures_util::StreamExt;
+    let err = |e: String| NatsError::Stream {
+        stream: s.cached_info().config.name.clone(),
+        message: e,
+    };
+    let info = s.get_info().await.map_err(|e| err(e.to_string()))?;
+    let mut consumers = Vec::new();
+    let mut list = s.consumers();
+    while let Some(c) = list.next().await {
+        let c = c.map_err(|e| err(e.to_string()))?;
+        consumers.push(ConsumerLag {
+            name: c.name,
+            pending_messages: c.num_pending,
+            ack_pending_messages: c.num_ack_pending,
+            ack_floor_stream_seq: c.ack_floor.stream_sequence,
+        });
+    }
+    Ok(StreamReport {
+        stream: info.config.name.clone(),
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        first_seq: info.state.first_sequence,
+        last_seq: info.state.last_sequence,
+        replicas: info.config.num_replicas,
+        leader: info.cluster.and_then(|c| c.leader),
+        consumers,
+    })
+}
+
+/// [`stream_report`] of `cfg`'s stream (for `brewlytics status --nats-url`).
+pub async fn report(cfg: &NatsConfig) -> Result<StreamReport, NatsError> {
+    let client = connect(cfg, "brewlytics-status", |_| {}).await?;
+    let js = context(cfg, client);
+    let s = js
+        .get_stream(&cfg.stream)
+        .await
+        .map_err(|e| NatsError::Stream {
+            stream: cfg.stream.clone(),
+            message: e.to_string(),
+        })?;
+    stream_report(&s).await
 }
 
 #[cfg(test)]

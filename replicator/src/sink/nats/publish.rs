@@ -72,6 +72,8 @@ pub struct NatsSink {
     committed_seq: Option<u64>,
     acked_seq: u64,
     batch: Published,
+    /// When the stream's consumers were last looked at (for `/status`).
+    reported: Option<Instant>,
 }
 
 impl NatsSink {
@@ -100,6 +102,7 @@ impl NatsSink {
             committed_seq: None,
             acked_seq: 0,
             batch: Published::default(),
+            reported: None,
         })
     }
 
@@ -439,6 +442,17 @@ impl Sink for NatsSink {
                 .in_flight(self.in_flight.len() as i64, self.in_flight_bytes as i64);
         }
         self.metrics.batch_done();
+        if self
+            .reported
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(2))
+        {
+            self.reported = Some(Instant::now());
+            let report = super::stream_report(&self.stream);
+            if let Ok(Ok(r)) = tokio::time::timeout(std::time::Duration::from_secs(1), report).await
+            {
+                self.metrics.stream_report(&r);
+            }
+        }
         let mut done = std::mem::take(&mut self.batch);
         done.stream_seq = self.acked_seq;
         Ok(done)
