@@ -12,9 +12,10 @@
 //! - what travels: `change` (a change at its journal position), `image` (rows as JSON),
 //!   `batch`;
 //! - the sinks: `sink/` — the contract every sink keeps, and one module per sink
-//!   (`sink/olap/`: journal, replica, star); a new sink is a new module there;
+//!   (`sink/olap/`: journal, replica, star; `sink/nats/`: JetStream, beside OLAP); a new sink
+//!   is a new module there;
 //! - the pipeline that joins them: `pipeline` (a session: reader and applier), `checkpoint`,
-//!   `replay`, `verify`;
+//!   `replay`, `verify`; `load` (the NATS change stream applied to another OLAP database);
 //! - the daemon around it: `daemon/` (leader lock, slot monitor, heartbeats, telemetry,
 //!   status, the HTTP endpoints and status page).
 //!
