@@ -154,6 +154,8 @@ struct Batch {
     complete: Option<(u64, Pos, i64)>,
     /// The first start's copy ended in this batch.
     copy_done: bool,
+    /// Star work of a transaction applied in parts waits for its end.
+    deferred: bool,
 }
 
 struct Loader<'a> {
@@ -434,15 +436,17 @@ impl<'a> Loader<'a> {
     }
 
     /// Applies the changes gathered so far — complete transactions, then what the open one
-    /// has received — into the open OLAP transaction (not committed).
+    /// has received — into the open OLAP transaction (not committed). Part of a transaction
+    /// defers its star work to the transaction's end, as the replicator's chunks do.
     async fn apply_part(&mut self) -> Result<(), LoadError> {
         let b = &mut self.batch;
-        if !b.open.is_empty() || !b.open_chunks.is_empty() {
+        let partial = !b.open.is_empty() || !b.open_chunks.is_empty();
+        if partial {
             b.open_applied = true;
         }
         b.changes.append(&mut b.open);
         b.chunks.append(&mut b.open_chunks);
-        if b.changes.is_empty() && b.chunks.is_empty() {
+        if b.changes.is_empty() && b.chunks.is_empty() && (partial || !b.deferred) {
             return Ok(());
         }
         self.writer.begin().await?;
@@ -458,7 +462,13 @@ impl<'a> Loader<'a> {
         }
         let changes = std::mem::take(&mut self.batch.changes);
         let encoded = encode(&mut self.journal, &changes);
-        self.writer.apply(&encoded).await?;
+        if partial {
+            self.writer.apply_chunk(&encoded).await?;
+            self.batch.deferred = true;
+        } else {
+            self.writer.apply(&encoded).await?;
+            self.batch.deferred = false;
+        }
         sqlx::query(drop_requests)
             .execute(self.writer.conn())
             .await?;

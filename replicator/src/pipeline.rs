@@ -364,7 +364,9 @@ async fn apply_loop(
                 let span = tracing::info_span!("chunk", first = ?encoded.first.map(|p| p.to_string()),
                     changes = encoded.changes);
                 async {
-                    olap.write(&encoded).await?;
+                    // Part of a transaction: its star work waits for the transaction's last
+                    // part (the batch that commits it).
+                    olap.writer.apply_chunk(&encoded).await?;
                     if let (Some(p), Some(part)) = (nats.as_mut(), &part) {
                         p.write_items(olap.writer.conn(), part).await?;
                     }

@@ -29,8 +29,10 @@ alter table cdc_events add constraint cdc_events_op_check
     check (op in ('r', 'i', 'u', 'd', 't', 's', 'b'));
 comment on column cdc_events.op is
     'r = row of a copy (initial or backfill), i = insert, u = update, d = delete, t = truncate, s = schema change, b = backfill chunk';
+-- The journal is read by position (replay, a backfill's changes since its chunk, dbt's
+-- incremental models): its primary key serves them all. An index by table cost 40% of the
+-- journal's COPY (measured: 1.76 s vs 1.00 s for 200k changes); add one if you query by table.
 drop index if exists cdc_events_table_idx;
-create index cdc_events_table_idx on cdc_events (source_schema, source_table, lsn);
 
 alter table cdc_dead_letters add column source_schema text not null default 'public';
 alter table cdc_dead_letters add column sqlstate text;

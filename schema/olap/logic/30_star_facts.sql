@@ -39,11 +39,8 @@ begin
     left join dim_customer c on c.customer_id = o.customer_id
     join dim_employee e on e.employee_id = o.employee_id
     join dim_store s on s.store_id = o.store_id
-    join lateral (
-        select dp.product_key from dim_product dp
-        where dp.product_id = i.product_id and dp.valid_from <= o.ordered_at
-          and o.ordered_at < dp.valid_to
-        order by dp.valid_from desc limit 1) p on true
+    join dim_product p on p.product_id = i.product_id
+         and p.valid_from <= o.ordered_at and o.ordered_at < p.valid_to
     where o.id = any (p_orders) and isfinite(o.ordered_at)
     on conflict (order_item_id) do update
         set order_id = excluded.order_id, date_key = excluded.date_key,
@@ -119,8 +116,6 @@ begin
         group by g.d, g.s, g.p, m.reason
     ) a
     join dim_store ds on ds.store_id = a.s
-    join lateral (
-        select dp.product_key from dim_product dp
-        where dp.product_id = a.p and dp.valid_from <= a.last_at and a.last_at < dp.valid_to
-        order by dp.valid_from desc limit 1) p on true;
+    join dim_product p on p.product_id = a.p
+         and p.valid_from <= a.last_at and a.last_at < p.valid_to;
 end $$;

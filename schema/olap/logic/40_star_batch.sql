@@ -12,6 +12,9 @@
 -- still holds the rows as they were) and star_after(), with the stage tables of every table
 -- star_sources() names present (empty when the batch did not touch them).
 
+-- Functions here read the stage tables, which exist only in the replicator's session.
+set local check_function_bodies = off;
+
 create or replace function star_sources() returns text[]
 language sql immutable as $$
     select array['stores', 'employees', 'customers', 'products', 'orders', 'order_items',
@@ -23,13 +26,11 @@ $$;
 -- inventory groups that cannot simply be added to.
 create or replace function star_before() returns void language plpgsql as $$
 begin
+    -- What is touched is gathered until the transaction ends (its chunks each call this).
     if to_regclass('pg_temp.star_touched_orders') is null then
         create temp table star_touched_orders (order_id uuid primary key) on commit delete rows;
         create temp table star_touched_groups (d date, s bigint, p bigint, primary key (d, s, p))
             on commit delete rows;
-    else
-        delete from pg_temp.star_touched_orders;
-        delete from pg_temp.star_touched_groups;
     end if;
 
     -- Orders new in this batch are built from the stage tables (star_add_new_orders); every
@@ -68,8 +69,39 @@ begin
     on conflict do nothing;
 end $$;
 
--- Facts of orders the batch inserts, straight from the stage tables: the last image of the
--- order, of each of its lines and payments.
+-- The fact lines and payments of orders the batch inserts, straight from the stage tables:
+-- the last image of the order, of each of its lines and payments.
+create or replace function star_new_sales() returns setof fact_sales
+language sql stable as $$
+    select i.id, o.id, dim_date_key((o.ordered_at at time zone 'UTC')::date),
+           coalesce(c.customer_key, 0), p.product_key, e.employee_key, s.store_key,
+           i.quantity, i.unit_price, i.quantity * i.unit_price, o.status, o.payment_method,
+           o.ordered_at, extract(hour from o.ordered_at at time zone 'UTC')::smallint
+    from pg_temp.stage_orders o
+    join pg_temp.stage_order_items i on i.order_id = o.id and i._cdc_last and i._cdc_op <> 'd'
+    left join dim_customer c on c.customer_id = o.customer_id
+    join dim_employee e on e.employee_id = o.employee_id
+    join dim_store s on s.store_id = o.store_id
+    join dim_product p on p.product_id = i.product_id
+         and p.valid_from <= o.ordered_at and o.ordered_at < p.valid_to
+    where o._cdc_new and o._cdc_last and o._cdc_op <> 'd' and isfinite(o.ordered_at)
+$$;
+
+create or replace function star_new_payments() returns setof fact_payments
+language sql stable as $$
+    select pm.id, o.id, dim_date_key((pm.paid_at at time zone 'UTC')::date),
+           coalesce(c.customer_key, 0), e.employee_key, s.store_key, pm.amount, pm.method,
+           o.status, pm.paid_at
+    from pg_temp.stage_orders o
+    join pg_temp.stage_payments pm on pm.order_id = o.id and pm._cdc_last and pm._cdc_op <> 'd'
+    left join dim_customer c on c.customer_id = o.customer_id
+    join dim_employee e on e.employee_id = o.employee_id
+    join dim_store s on s.store_id = o.store_id
+    where o._cdc_new and o._cdc_last and o._cdc_op <> 'd' and isfinite(pm.paid_at)
+$$;
+
+-- Facts of orders the batch inserts. They have none yet, so a plain insert (half the cost of
+-- an upsert, measured); should some exist (a replay over a newer state), they are upserted.
 create or replace function star_add_new_orders() returns void language plpgsql as $$
 begin
     perform star_infer(
@@ -86,50 +118,30 @@ begin
               union
               select (pm.paid_at at time zone 'UTC')::date from pg_temp.stage_payments pm
               where pm._cdc_last and pm._cdc_op <> 'd'));
-
-    insert into fact_sales as f (order_item_id, order_id, date_key, customer_key, product_key,
-                                 employee_key, store_key, quantity, unit_price, revenue, status,
-                                 payment_method, ordered_at, hour_of_day)
-    select i.id, o.id, dim_date_key((o.ordered_at at time zone 'UTC')::date),
-           coalesce(c.customer_key, 0), p.product_key, e.employee_key, s.store_key,
-           i.quantity, i.unit_price, i.quantity * i.unit_price, o.status, o.payment_method,
-           o.ordered_at, extract(hour from o.ordered_at at time zone 'UTC')
-    from pg_temp.stage_orders o
-    join pg_temp.stage_order_items i on i.order_id = o.id and i._cdc_last and i._cdc_op <> 'd'
-    left join dim_customer c on c.customer_id = o.customer_id
-    join dim_employee e on e.employee_id = o.employee_id
-    join dim_store s on s.store_id = o.store_id
-    join lateral (
-        select dp.product_key from dim_product dp
-        where dp.product_id = i.product_id and dp.valid_from <= o.ordered_at
-          and o.ordered_at < dp.valid_to
-        order by dp.valid_from desc limit 1) p on true
-    where o._cdc_new and o._cdc_last and o._cdc_op <> 'd' and isfinite(o.ordered_at)
-    on conflict (order_item_id) do update
-        set order_id = excluded.order_id, date_key = excluded.date_key,
-            customer_key = excluded.customer_key, product_key = excluded.product_key,
-            employee_key = excluded.employee_key, store_key = excluded.store_key,
-            quantity = excluded.quantity, unit_price = excluded.unit_price,
-            revenue = excluded.revenue, status = excluded.status,
-            payment_method = excluded.payment_method, ordered_at = excluded.ordered_at,
-            hour_of_day = excluded.hour_of_day;
-
-    insert into fact_payments as f (payment_id, order_id, date_key, customer_key, employee_key,
-                                    store_key, amount, method, order_status, paid_at)
-    select pm.id, o.id, dim_date_key((pm.paid_at at time zone 'UTC')::date),
-           coalesce(c.customer_key, 0), e.employee_key, s.store_key, pm.amount, pm.method,
-           o.status, pm.paid_at
-    from pg_temp.stage_orders o
-    join pg_temp.stage_payments pm on pm.order_id = o.id and pm._cdc_last and pm._cdc_op <> 'd'
-    left join dim_customer c on c.customer_id = o.customer_id
-    join dim_employee e on e.employee_id = o.employee_id
-    join dim_store s on s.store_id = o.store_id
-    where o._cdc_new and o._cdc_last and o._cdc_op <> 'd' and isfinite(pm.paid_at)
-    on conflict (payment_id) do update
-        set order_id = excluded.order_id, date_key = excluded.date_key,
-            customer_key = excluded.customer_key, employee_key = excluded.employee_key,
-            store_key = excluded.store_key, amount = excluded.amount, method = excluded.method,
-            order_status = excluded.order_status, paid_at = excluded.paid_at;
+    begin
+        insert into fact_sales select * from star_new_sales();
+    exception when unique_violation then
+        insert into fact_sales as f select * from star_new_sales()
+        on conflict (order_item_id) do update
+            set order_id = excluded.order_id, date_key = excluded.date_key,
+                customer_key = excluded.customer_key, product_key = excluded.product_key,
+                employee_key = excluded.employee_key, store_key = excluded.store_key,
+                quantity = excluded.quantity, unit_price = excluded.unit_price,
+                revenue = excluded.revenue, status = excluded.status,
+                payment_method = excluded.payment_method, ordered_at = excluded.ordered_at,
+                hour_of_day = excluded.hour_of_day;
+    end;
+    begin
+        insert into fact_payments select * from star_new_payments();
+    exception when unique_violation then
+        insert into fact_payments as f select * from star_new_payments()
+        on conflict (payment_id) do update
+            set order_id = excluded.order_id, date_key = excluded.date_key,
+                customer_key = excluded.customer_key, employee_key = excluded.employee_key,
+                store_key = excluded.store_key, amount = excluded.amount,
+                method = excluded.method, order_status = excluded.order_status,
+                paid_at = excluded.paid_at;
+    end;
 end $$;
 
 -- New movements with a whole image, added to their groups.
@@ -161,10 +173,8 @@ begin
         group by 1, 2, 3, 4
     ) g
     join dim_store ds on ds.store_id = g.s
-    join lateral (
-        select dp.product_key from dim_product dp
-        where dp.product_id = g.p and dp.valid_from <= g.last_at and g.last_at < dp.valid_to
-        order by dp.valid_from desc limit 1) pk on true
+    join dim_product pk on pk.product_id = g.p
+         and pk.valid_from <= g.last_at and g.last_at < pk.valid_to
     on conflict (date_key, store_id, product_id, reason) do update
         set quantity_delta = f.quantity_delta + excluded.quantity_delta,
             movements = f.movements + excluded.movements,
@@ -192,6 +202,10 @@ begin
                                     ch.price, ch.is_available, ch._cdc_keep);
     end loop;
 
+    -- An order new in the transaction is built from the stage tables, whichever chunk
+    -- brought its lines.
+    delete from pg_temp.star_touched_orders t
+    using pg_temp.stage_orders n where n._cdc_new and n.id = t.order_id;
     perform star_add_new_orders();
     perform star_refresh_orders(array(select t.order_id from pg_temp.star_touched_orders t));
 
@@ -200,4 +214,7 @@ begin
           from pg_temp.star_touched_groups t) g
     where g.days is not null;
     perform star_add_new_movements();
+    -- Done: a later run of the same transaction starts from nothing touched.
+    delete from pg_temp.star_touched_orders;
+    delete from pg_temp.star_touched_groups;
 end $$;

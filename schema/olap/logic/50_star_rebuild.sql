@@ -47,11 +47,8 @@ begin
     left join dim_customer c on c.customer_id = o.customer_id
     join dim_employee e on e.employee_id = o.employee_id
     join dim_store s on s.store_id = o.store_id
-    join lateral (
-        select dp.product_key from dim_product dp
-        where dp.product_id = i.product_id and dp.valid_from <= o.ordered_at
-          and o.ordered_at < dp.valid_to
-        order by dp.valid_from desc limit 1) p on true
+    join dim_product p on p.product_id = i.product_id
+         and p.valid_from <= o.ordered_at and o.ordered_at < p.valid_to
     where isfinite(o.ordered_at);
 
     delete from fact_payments;
@@ -82,8 +79,6 @@ begin
         group by 1, 2, 3, 4
     ) a
     join dim_store ds on ds.store_id = a.s
-    join lateral (
-        select dp.product_key from dim_product dp
-        where dp.product_id = a.p and dp.valid_from <= a.last_at and a.last_at < dp.valid_to
-        order by dp.valid_from desc limit 1) p on true;
+    join dim_product p on p.product_id = a.p
+         and p.valid_from <= a.last_at and a.last_at < p.valid_to;
 end $$;

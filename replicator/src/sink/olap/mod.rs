@@ -118,6 +118,12 @@ pub struct OlapWriter {
     dirty: HashSet<String>,
     /// The star's source tables (replica names), once read; empty when OLAP has no star.
     star: Option<Vec<String>>,
+    /// A source transaction applied in chunks: its star work is gathered (the stage rows of
+    /// star sources, in `pg_temp.acc_<table>`) and done once, with its last chunk — so an
+    /// order whose lines arrive in a later chunk still takes the fast path for new orders.
+    deferring: bool,
+    acc: HashMap<String, Arc<SourceTable>>,
+    acc_rows: i64,
     totals: ApplyStats,
     pub started: Option<Instant>,
 }
@@ -136,6 +142,9 @@ impl OlapWriter {
             stages: HashMap::new(),
             dirty: HashSet::new(),
             star: None,
+            deferring: false,
+            acc: HashMap::new(),
+            acc_rows: 0,
             totals: ApplyStats::default(),
             started: None,
         }
@@ -187,6 +196,20 @@ impl OlapWriter {
     /// Journals and applies an encoded batch (or a chunk of one source transaction) into the
     /// open transaction.
     pub async fn apply(&mut self, batch: &Encoded) -> Result<(), ApplyError> {
+        self.apply_part(batch).await?;
+        self.finish_star().await
+    }
+
+    /// Journals and applies a chunk of a source transaction whose end is yet to come: its
+    /// star work waits for the last chunk ([`OlapWriter::apply`]).
+    pub async fn apply_chunk(&mut self, batch: &Encoded) -> Result<(), ApplyError> {
+        self.deferring = true;
+        let r = self.apply_part(batch).await;
+        self.deferring = false;
+        r
+    }
+
+    async fn apply_part(&mut self, batch: &Encoded) -> Result<(), ApplyError> {
         self.begin().await?;
         journal::write(&mut self.conn, &batch.journal).await?;
         self.apply_segments(&batch.segments).await?;
@@ -202,9 +225,16 @@ impl OlapWriter {
         for segment in segments {
             match segment {
                 Segment::Rows(stages) => self.apply_rows(stages).await?,
-                Segment::Truncate(t) => self.apply_truncate(t).await?,
-                Segment::Schema(s, pos) => self.apply_schema(s, *pos).await?,
+                Segment::Truncate(t) => {
+                    self.finish_star().await?;
+                    self.apply_truncate(t).await?
+                }
+                Segment::Schema(s, pos) => {
+                    self.finish_star().await?;
+                    self.apply_schema(s, *pos).await?
+                }
                 Segment::Backfill(m, pos) => {
+                    self.finish_star().await?;
                     backfill::merge(self, m, *pos).await?;
                 }
             }
@@ -245,6 +275,8 @@ impl OlapWriter {
         self.dirty.clear();
         // Stage tables made in the transaction are gone with it.
         self.stages.clear();
+        self.acc.clear();
+        self.acc_rows = 0;
         self.totals = ApplyStats::default();
         Ok(())
     }
@@ -286,9 +318,81 @@ impl OlapWriter {
             self.merge_stage(s).await?;
         }
         if touches_star {
-            self.star_call("select star_after()").await?;
+            if self.deferring || !self.acc.is_empty() {
+                self.gather_star(stages).await?;
+                if !self.deferring {
+                    self.finish_star().await?;
+                }
+            } else {
+                self.star_call("select star_after()").await?;
+            }
         }
         Ok(())
+    }
+
+    /// Keeps the star sources' stage rows of a chunk for the star work of its transaction.
+    async fn gather_star(&mut self, stages: &[Stage]) -> Result<(), ApplyError> {
+        let star = self.star_sources().await?;
+        for s in stages {
+            let t = &s.table;
+            if t.schema.as_ref() != "public" || !star.iter().any(|n| n == t.replica.as_ref()) {
+                continue;
+            }
+            let stage = format!("pg_temp.{}", ident(&stage_name(t)));
+            let acc = format!("pg_temp.{}", ident(&format!("acc_{}", t.replica)));
+            if !self.acc.contains_key(t.replica.as_ref()) {
+                sqlx::query(&format!("drop table if exists {acc}"))
+                    .execute(&mut self.conn)
+                    .await?;
+                sqlx::query(&format!(
+                    "create temp table {} (like {stage}) on commit drop",
+                    ident(&format!("acc_{}", t.replica))
+                ))
+                .execute(&mut self.conn)
+                .await?;
+                self.acc.insert(t.replica.to_string(), t.clone());
+            }
+            // Positions go on from the chunks before (the stage is merged: free to renumber).
+            sqlx::query(&format!("update {stage} set _cdc_pos = _cdc_pos + $1"))
+                .bind(i32::try_from(self.acc_rows).unwrap_or(i32::MAX))
+                .execute(&mut self.conn)
+                .await?;
+            let n = sqlx::query(&format!("insert into {acc} select * from {stage}"))
+                .execute(&mut self.conn)
+                .await?
+                .rows_affected() as i64;
+            self.acc_rows += n;
+        }
+        Ok(())
+    }
+
+    /// The star work gathered over a transaction's chunks, done once: each gathered table's
+    /// stage holds all its changes again, last and new told over the whole transaction.
+    async fn finish_star(&mut self) -> Result<(), ApplyError> {
+        if self.acc.is_empty() {
+            return Ok(());
+        }
+        let star = self.star_sources().await?;
+        for name in &star {
+            self.ensure_star_stage(name).await?;
+        }
+        let gathered: Vec<Arc<SourceTable>> = self.acc.drain().map(|(_, t)| t).collect();
+        self.acc_rows = 0;
+        for t in &gathered {
+            let stage = format!("pg_temp.{}", ident(&stage_name(t)));
+            let acc = format!("pg_temp.{}", ident(&format!("acc_{}", t.replica)));
+            sqlx::query(&format!("truncate {stage}"))
+                .execute(&mut self.conn)
+                .await?;
+            sqlx::query(&merge::regather_sql(t, &stage, &acc))
+                .execute(&mut self.conn)
+                .await?;
+            sqlx::query(&format!("drop table {acc}"))
+                .execute(&mut self.conn)
+                .await?;
+            self.dirty.insert(stage_name(t));
+        }
+        self.star_call("select star_after()").await
     }
 
     /// Merges a stage into its replica. A row the replica refuses (a constraint OLAP has
@@ -296,6 +400,28 @@ impl OlapWriter {
     /// the key's earlier change in the batch, if any, is merged instead.
     async fn merge_stage(&mut self, s: &Stage) -> Result<(), ApplyError> {
         let stage = format!("pg_temp.{}", ident(&stage_name(&s.table)));
+        if s.only_inserts && !s.table.is_keyless() {
+            sqlx::query("savepoint merge")
+                .execute(&mut self.conn)
+                .await?;
+            match sqlx::query(&merge::insert_only_sql(&s.table))
+                .execute(&mut self.conn)
+                .await
+            {
+                Ok(_) => {
+                    sqlx::query("release savepoint merge")
+                        .execute(&mut self.conn)
+                        .await?;
+                    return Ok(());
+                }
+                Err(e) if redact::classify(&e) == Class::Transient => return Err(e.into()),
+                Err(_) => {
+                    sqlx::query("rollback to savepoint merge")
+                        .execute(&mut self.conn)
+                        .await?;
+                }
+            }
+        }
         let all = merge::merge_sql(&s.table, s.has_delete);
         let some = merge::merge_sql_some(&s.table, s.has_delete);
         loop {
