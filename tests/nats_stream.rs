@@ -290,6 +290,9 @@ fn loader(
         olap.expose(),
         "--listen",
         listen,
+        // Small batches: the copy (one transaction of ~1,700 rows) is applied in parts.
+        "--batch-max-changes",
+        "500",
     ]);
     cmd.env("RUST_LOG", "info");
     Proc::spawn(
