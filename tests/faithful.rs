@@ -314,6 +314,13 @@ async fn tables_added_to_the_publication_are_copied_and_removed_ones_are_kept() 
     assert_eq!(n, 30, "the replica is kept as it was");
     let status = c.run(&["status", "--json"]);
     assert!(status.contains("\"backfills\""), "{status}");
+    // Copies show their progress: the first start in the log, backfills on /metrics.
+    assert!(r.log_text().contains("initial copy"), "{}", r.log_text());
+    let metrics = harness::http_get(&listen, "/metrics").await.unwrap().1;
+    assert!(
+        metrics.contains("brewlytics_copy_rows{table=\"public.ledger\",kind=\"backfill\"}"),
+        "{metrics}"
+    );
     drop(r);
 }
 

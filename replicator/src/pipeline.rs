@@ -240,15 +240,30 @@ async fn session(
                 tracing::info!(slot = %cfg.slot, "slot has no checkpoint in OLAP; recreating it for a fresh initial copy");
                 slot::drop_if_exists(&mut oltp, &cfg.slot).await?;
             }
-            first_start(
+            let t = telemetry.clone();
+            let log = copy_logger();
+            let progress = move |p: &snapshot::CopyProgress| {
+                t.copy_progress(
+                    "initial",
+                    &p.table,
+                    p.rows as i64,
+                    p.estimate,
+                    Some(p.rows_per_second),
+                );
+                log(p);
+            };
+            let lsn = first_start(
                 cfg,
                 &mut conn,
                 &mut oltp,
                 &mut writer,
                 false,
+                &progress,
                 publisher.as_mut(),
             )
-            .await?
+            .await?;
+            telemetry.copy_idle();
+            lsn
         }
     };
     tracing::debug!("loading the replica's tables");
@@ -436,12 +451,28 @@ fn warn_unidentified(tracker: &Tracker) {
     }
 }
 
+/// Logs a copy's progress: every 5 s and when a table is done.
+pub fn copy_logger() -> impl Fn(&snapshot::CopyProgress) + Send + Sync {
+    let last = std::sync::Mutex::new(Instant::now());
+    move |p: &snapshot::CopyProgress| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if !p.done && last.elapsed() < Duration::from_secs(5) {
+            return;
+        }
+        *last = Instant::now();
+        tracing::info!(table = %p.table, rows = p.rows, rows_estimate = p.estimate.unwrap_or(0),
+            rows_per_second = p.rows_per_second.round(), eta_seconds = p.eta_seconds().map(|e| e.round()),
+            done = p.done, "initial copy");
+    }
+}
+
 async fn first_start(
     cfg: &ReplicatorConfig,
     conn: &mut ReplicationConnection,
     oltp: &mut PgConnection,
     writer: &mut OlapWriter,
     reset: bool,
+    progress: snapshot::OnProgress<'_>,
     publisher: Option<&mut NatsSink>,
 ) -> Result<Lsn, ReplicatorError> {
     let created = slot::create_exported(conn, &cfg.slot).await?;
@@ -463,6 +494,7 @@ async fn first_start(
         &cfg.publication,
         Some(&created.snapshot_name),
         created.consistent_point,
+        progress,
     )
     .await?;
     if let Some(p) = publisher {
@@ -506,7 +538,10 @@ async fn first_start(
 /// star tables under a new slot's snapshot, in one OLAP transaction. The journal keeps its
 /// history; the copy is journaled (op `r`) at the new slot's consistent point. Refuses while
 /// a replicator streams from the slot.
-pub async fn resync(cfg: &ReplicatorConfig) -> Result<Lsn, ReplicatorError> {
+pub async fn resync(
+    cfg: &ReplicatorConfig,
+    progress: snapshot::OnProgress<'_>,
+) -> Result<Lsn, ReplicatorError> {
     slot::validate_name("slot name", &cfg.slot).map_err(ReplicatorError::Fatal)?;
     slot::validate_name("publication", &cfg.publication).map_err(ReplicatorError::Fatal)?;
     let mut writer = OlapWriter::connect(&cfg.olap_url, cfg.on_error).await?;
@@ -524,7 +559,7 @@ pub async fn resync(cfg: &ReplicatorConfig) -> Result<Lsn, ReplicatorError> {
     }
     let repl_cfg = ReplicationConfig::from_url(&cfg.oltp_url)?;
     let mut conn = ReplicationConnection::connect(&repl_cfg).await?;
-    let lsn = first_start(cfg, &mut conn, &mut oltp, &mut writer, true, None).await?;
+    let lsn = first_start(cfg, &mut conn, &mut oltp, &mut writer, true, progress, None).await?;
     conn.close().await;
     Ok(lsn)
 }

@@ -5,6 +5,7 @@ pub mod insights;
 mod load;
 mod loadtest;
 mod pipeline;
+mod progress;
 mod snapshot;
 mod up;
 
@@ -141,7 +142,19 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     nats: crate::cli::NatsArgs::disabled(),
                 },
             );
-            let lsn = brewlytics_replicator::pipeline::resync(&cfg).await?;
+            let bar = std::sync::Mutex::new(progress::Bar::new());
+            let log = brewlytics_replicator::pipeline::copy_logger();
+            let on_progress = |p: &brewlytics_replicator::source::snapshot::CopyProgress| {
+                let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+                bar.draw(&p.table, p.rows, p.estimate, p.rows_per_second);
+                if p.done {
+                    bar.finish();
+                }
+                if !bar.shows() {
+                    log(p);
+                }
+            };
+            let lsn = brewlytics_replicator::pipeline::resync(&cfg, &on_progress).await?;
             println!(
                 "resynced: slot {} recreated, OLAP copied as of {lsn}",
                 cfg.slot

@@ -1,6 +1,5 @@
 //! `brewlytics snapshot --table NAME`: a backfill requested, then followed until it ends.
 
-use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -20,39 +19,18 @@ pub async fn run(urls: &Urls, publication: &str, table: &str, no_wait: bool) -> 
     if no_wait {
         return Ok(());
     }
-    let tty = std::io::stderr().is_terminal();
+    let mut bar = super::progress::Bar::new();
     let started = Instant::now();
     let mut told_waiting = false;
     loop {
         let Some(p) = backfill::progress(&mut olap, id).await? else {
             bail!("backfill {id} disappeared");
         };
-        let pct = p
-            .rows_estimate
-            .filter(|e| *e > 0)
-            .map(|e| (p.rows_copied as f64 / e as f64 * 100.0).min(100.0));
         let rate = p.rows_copied as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        if tty {
-            let bar = pct.map_or(String::new(), |pct| {
-                let filled = (pct / 5.0).round() as usize;
-                format!(
-                    "[{}{}] {pct:5.1}% ",
-                    "#".repeat(filled),
-                    " ".repeat(20 - filled.min(20))
-                )
-            });
-            eprint!(
-                "\r{bar}{} rows copied ({rate:.0}/s){}",
-                p.rows_copied,
-                " ".repeat(8)
-            );
-            let _ = std::io::stderr().flush();
-        }
+        bar.draw(table, p.rows_copied as u64, p.rows_estimate, rate);
         match p.state.as_str() {
             "done" => {
-                if tty {
-                    eprintln!();
-                }
+                bar.finish();
                 println!(
                     "{table}: {} rows copied in {} chunks ({:.1} s)",
                     p.rows_copied,
@@ -62,9 +40,7 @@ pub async fn run(urls: &Urls, publication: &str, table: &str, no_wait: bool) -> 
                 return Ok(());
             }
             "failed" | "cancelled" => {
-                if tty {
-                    eprintln!();
-                }
+                bar.finish();
                 bail!(
                     "backfill {id} of {table} {}: {}",
                     p.state,
@@ -74,9 +50,9 @@ pub async fn run(urls: &Urls, publication: &str, table: &str, no_wait: bool) -> 
             _ => {}
         }
         if !told_waiting && p.state == "pending" && started.elapsed() > Duration::from_secs(5) {
+            bar.finish();
             eprintln!(
-                "{}waiting for the replicator to start the copy (is `brewlytics replicate` running?)",
-                if tty { "\n" } else { "" }
+                "waiting for the replicator to start the copy (is `brewlytics replicate` running?)"
             );
             told_waiting = true;
         }

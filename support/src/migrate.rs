@@ -26,6 +26,10 @@ pub const OLAP_LOGIC: &[LogicFile] = &[
         include_str!("../../schema/olap/logic/10_journal.sql"),
     ),
     (
+        "15_bulk_load.sql",
+        include_str!("../../schema/olap/logic/15_bulk_load.sql"),
+    ),
+    (
         "20_star_dimensions.sql",
         include_str!("../../schema/olap/logic/20_star_dimensions.sql"),
     ),

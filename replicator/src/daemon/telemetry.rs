@@ -62,8 +62,10 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TableLabels {
+struct CopyLabels {
     table: String,
+    /// `initial` (the first start's copy) or `backfill` (a copy while streaming).
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,16 +155,18 @@ pub struct Live {
     pub last_batch: Option<LastBatch>,
     pub last_error: Option<LastError>,
     pub history: Vec<Sample>,
-    /// The backfill running now, if any.
-    pub backfill: Option<BackfillLive>,
+    /// The copy running now (the first start's, or a backfill), if any.
+    pub copy: Option<CopyLive>,
     /// The NATS publisher, when changes are also published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats: Option<PublisherLive>,
 }
 
-/// A backfill's progress (no row values: counts and a rate).
+/// A copy's progress (no row values: counts and a rate).
 #[derive(Clone, Debug, Serialize)]
-pub struct BackfillLive {
+pub struct CopyLive {
+    /// `initial` or `backfill`.
+    pub kind: &'static str,
     pub table: String,
     pub rows_copied: i64,
     pub rows_estimate: Option<i64>,
@@ -182,7 +186,7 @@ struct State {
     last_batch: Option<LastBatch>,
     last_error: Option<LastError>,
     history: VecDeque<Sample>,
-    backfill: Option<BackfillLive>,
+    copy: Option<CopyLive>,
     changes_at_last_sample: (u64, Instant),
     /// A wal_status outside [`WAL_STATUSES`] last reported (set back to 0 when it changes).
     other_wal_status: Option<String>,
@@ -203,9 +207,9 @@ pub struct Telemetry {
     checkpoint_lsn: Gauge<f64, AtomicU64>,
     errors: Family<KindLabels, Counter>,
     dead_letters: Counter,
-    backfill_rows: Family<TableLabels, Gauge<i64, AtomicI64>>,
-    backfill_estimate: Family<TableLabels, Gauge<i64, AtomicI64>>,
-    backfill_rate: Family<TableLabels, Gauge<f64, AtomicU64>>,
+    copy_rows: Family<CopyLabels, Gauge<i64, AtomicI64>>,
+    copy_estimate: Family<CopyLabels, Gauge<i64, AtomicI64>>,
+    copy_rate: Family<CopyLabels, Gauge<f64, AtomicU64>>,
     max_wal_keep_size: Gauge<i64, AtomicI64>,
     retained_wal_threshold: Gauge<i64, AtomicI64>,
     heartbeat_interval: Gauge<f64, AtomicU64>,
@@ -311,23 +315,23 @@ impl Telemetry {
             "Changes that could not be applied and went to cdc_dead_letters",
             dead_letters.clone(),
         );
-        let backfill_rows = Family::<TableLabels, Gauge<i64, AtomicI64>>::default();
+        let copy_rows = Family::<CopyLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
-            "brewlytics_backfill_rows",
-            "Rows copied so far by the running backfill of a table (a copy made while streaming)",
-            backfill_rows.clone(),
+            "brewlytics_copy_rows",
+            "Rows copied so far of a table by the running copy (initial: the first start; backfill: while streaming)",
+            copy_rows.clone(),
         );
-        let backfill_estimate = Family::<TableLabels, Gauge<i64, AtomicI64>>::default();
+        let copy_estimate = Family::<CopyLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
-            "brewlytics_backfill_rows_estimate",
-            "Rows the source's statistics expect the running backfill of a table to copy",
-            backfill_estimate.clone(),
+            "brewlytics_copy_rows_estimate",
+            "Rows the source's statistics expect the running copy of a table to copy",
+            copy_estimate.clone(),
         );
-        let backfill_rate = Family::<TableLabels, Gauge<f64, AtomicU64>>::default();
+        let copy_rate = Family::<CopyLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
-            "brewlytics_backfill_rows_per_second",
-            "Rows per second of the running backfill of a table (its last chunk)",
-            backfill_rate.clone(),
+            "brewlytics_copy_rows_per_second",
+            "Rows per second of the running copy of a table",
+            copy_rate.clone(),
         );
         let max_wal_keep_size = Gauge::<i64, AtomicI64>::default();
         registry.register_with_unit(
@@ -386,9 +390,9 @@ impl Telemetry {
             checkpoint_lsn,
             errors,
             dead_letters,
-            backfill_rows,
-            backfill_estimate,
-            backfill_rate,
+            copy_rows,
+            copy_estimate,
+            copy_rate,
             max_wal_keep_size,
             retained_wal_threshold,
             heartbeat_interval,
@@ -408,7 +412,7 @@ impl Telemetry {
                 last_batch: None,
                 last_error: None,
                 history: VecDeque::new(),
-                backfill: None,
+                copy: None,
                 changes_at_last_sample: (0, Instant::now()),
                 other_wal_status: None,
             }),
@@ -637,27 +641,41 @@ impl Telemetry {
             last_batch: s.last_batch.clone(),
             last_error: s.last_error.clone(),
             history: s.history.iter().cloned().collect(),
-            backfill: s.backfill.clone(),
+            copy: s.copy.clone(),
             nats: Some(self.nats.live()).filter(|n| n.enabled),
         }
     }
 
-    /// A backfill chunk of `table` was merged: `rows` copied so far of about `estimate`.
-    pub fn backfill_progress(&self, table: &str, rows: i64, estimate: Option<i64>) {
-        let labels = TableLabels {
+    /// A copy of `table` (`kind`: `initial` or `backfill`) has `rows` copied of about
+    /// `estimate`, at `rows_per_second` when known.
+    pub fn copy_progress(
+        &self,
+        kind: &'static str,
+        table: &str,
+        rows: i64,
+        estimate: Option<i64>,
+        rows_per_second: Option<f64>,
+    ) {
+        let labels = CopyLabels {
             table: table.to_owned(),
+            kind,
         };
-        self.backfill_rows.get_or_create(&labels).set(rows);
+        self.copy_rows.get_or_create(&labels).set(rows);
         if let Some(e) = estimate {
-            self.backfill_estimate.get_or_create(&labels).set(e);
+            self.copy_estimate.get_or_create(&labels).set(e);
         }
         let mut s = lock(&self.state);
-        let rate = s
-            .backfill
-            .as_ref()
-            .filter(|b| b.table == table)
-            .and_then(|b| b.rows_per_second);
-        s.backfill = Some(BackfillLive {
+        let rate = rows_per_second.or_else(|| {
+            s.copy
+                .as_ref()
+                .filter(|b| b.table == table && b.kind == kind)
+                .and_then(|b| b.rows_per_second)
+        });
+        if let Some(r) = rate {
+            self.copy_rate.get_or_create(&labels).set(r);
+        }
+        s.copy = Some(CopyLive {
+            kind,
             table: table.to_owned(),
             rows_copied: rows,
             rows_estimate: estimate,
@@ -669,28 +687,9 @@ impl Telemetry {
         });
     }
 
-    /// The last chunk's rate of `table`'s backfill.
-    pub fn backfill_rate(&self, table: &str, rows_per_second: f64) {
-        self.backfill_rate
-            .get_or_create(&TableLabels {
-                table: table.to_owned(),
-            })
-            .set(rows_per_second);
-        if let Some(b) = lock(&self.state)
-            .backfill
-            .as_mut()
-            .filter(|b| b.table == table)
-        {
-            b.rows_per_second = Some(rows_per_second);
-            b.eta_seconds = b
-                .rows_estimate
-                .map(|e| (e - b.rows_copied).max(0) as f64 / rows_per_second.max(1e-9));
-        }
-    }
-
-    /// No backfill runs.
-    pub fn backfill_idle(&self) {
-        lock(&self.state).backfill = None;
+    /// No copy runs.
+    pub fn copy_idle(&self) {
+        lock(&self.state).copy = None;
     }
 }
 

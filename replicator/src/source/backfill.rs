@@ -124,7 +124,7 @@ async fn work(cfg: &WorkerConfig, telemetry: &Arc<Telemetry>) -> Result<(), Back
         .fetch_optional(&mut olap)
         .await?;
         let Some((id, schema_name, table_name, last_key, state, copied)) = next else {
-            telemetry.backfill_idle();
+            telemetry.copy_idle();
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
@@ -159,15 +159,10 @@ async fn work(cfg: &WorkerConfig, telemetry: &Arc<Telemetry>) -> Result<(), Back
             tracing::info!(table = %table.qualified_source(), rows_estimate = estimate,
                 "backfill started");
         }
-        let started = Instant::now();
-        let merged = chunk(
+        chunk(
             cfg, &mut oltp, &mut olap, id, &table, last_key, copied, telemetry,
         )
         .await?;
-        if let Some(rows) = merged {
-            let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            telemetry.backfill_rate(&table.qualified_source(), rate);
-        }
     }
 }
 
@@ -280,6 +275,7 @@ async fn chunk(
     copied: i64,
     telemetry: &Arc<Telemetry>,
 ) -> Result<Option<i64>, BackfillError> {
+    let started = Instant::now();
     let whole = t.is_keyless() || !same_order(oltp, olap, t).await?;
     sqlx::query(&format!("drop table if exists {}", chunk_table(id)))
         .execute(&mut *olap)
@@ -426,7 +422,14 @@ async fn chunk(
         .await?;
         if merged {
             let total = copied + rows as i64;
-            telemetry.backfill_progress(&t.qualified_source(), total, estimate);
+            let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            telemetry.copy_progress(
+                "backfill",
+                &t.qualified_source(),
+                total,
+                estimate,
+                Some(rate),
+            );
             tracing::info!(table = %t.qualified_source(), rows_copied = total,
                 rows_estimate = estimate.unwrap_or(0), done = hi.is_none(), "backfill chunk merged");
             return Ok(Some(rows as i64));

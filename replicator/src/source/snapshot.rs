@@ -47,6 +47,27 @@ impl From<sqlx::Error> for SnapshotError {
     }
 }
 
+/// Where a table's copy is: for the log, the metrics, `/status` and a progress bar.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CopyProgress {
+    pub table: String,
+    pub rows: u64,
+    /// What the source's statistics expect.
+    pub estimate: Option<i64>,
+    pub rows_per_second: f64,
+    pub done: bool,
+}
+
+impl CopyProgress {
+    pub fn eta_seconds(&self) -> Option<f64> {
+        let e = self.estimate? as f64;
+        (self.rows_per_second > 0.0).then(|| (e - self.rows as f64).max(0.0) / self.rows_per_second)
+    }
+}
+
+/// Called as the copy advances (after each piece written to OLAP).
+pub type OnProgress<'a> = &'a (dyn Fn(&CopyProgress) + Send + Sync);
+
 #[derive(Debug, Default)]
 pub struct CopyStats {
     pub tables: usize,
@@ -62,6 +83,7 @@ pub async fn copy_published(
     publication: &str,
     snapshot: Option<&str>,
     lsn: Lsn,
+    progress: OnProgress<'_>,
 ) -> Result<CopyStats, SnapshotError> {
     let mut tx = source.begin().await.map_err(SnapshotError::Source)?;
     for sql in super::backfill::SNAPSHOT_SETTINGS {
@@ -123,9 +145,38 @@ pub async fn copy_published(
         );
         seq += 1;
         journal::write(w.conn(), &journal.encode(&[schema_event])).await?;
-        let (rows, dead) = copy_table(&mut tx, w, &table, ctx, &mut seq, &mut journal).await?;
-        // The key is built once the rows are in.
+        sqlx::query("select bulk_load_begin($1::regclass)")
+            .bind(table.replica_ident())
+            .execute(w.conn())
+            .await?;
+        let estimate: Option<i64> = sqlx::query_scalar(
+            "select nullif(greatest(reltuples, 0)::bigint, 0) from pg_class where oid = $1::oid",
+        )
+        .bind(info.oid as i64)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(SnapshotError::Source)?;
+        let (rows, dead) = copy_table(
+            &mut tx,
+            w,
+            &table,
+            ctx,
+            &mut seq,
+            &mut journal,
+            estimate,
+            progress,
+        )
+        .await?;
+        // The key and the other indexes are built once the rows are in.
+        sqlx::query("select bulk_load_end($1::regclass)")
+            .bind(table.replica_ident())
+            .execute(w.conn())
+            .await?;
         crate::schema::store::apply_steps(w.conn(), &table, &[Step::SetKey]).await?;
+        // Statistics for the planner of the star's joins (the table was empty a moment ago).
+        sqlx::query(&format!("analyze {}", table.replica_ident()))
+            .execute(w.conn())
+            .await?;
         stats.tables += 1;
         stats.rows += rows;
         stats.dead_letters += dead;
@@ -174,6 +225,7 @@ async fn prepare_replica(w: &mut OlapWriter, t: &SourceTable) -> Result<(), Appl
 
 /// One table: the source's COPY lines go to the replica as they are, and to the journal as
 /// images, in pieces. Returns (rows, dead letters).
+#[allow(clippy::too_many_arguments)]
 async fn copy_table(
     source: &mut PgConnection,
     w: &mut OlapWriter,
@@ -181,6 +233,8 @@ async fn copy_table(
     ctx: TxContext,
     seq: &mut i32,
     journal: &mut JournalEncoder,
+    estimate: Option<i64>,
+    progress: OnProgress<'_>,
 ) -> Result<(u64, u64), SnapshotError> {
     let list = t
         .columns
@@ -194,53 +248,81 @@ async fn copy_table(
         ident(&t.name)
     );
     let in_sql = format!("copy {} ({list}) from stdin", t.replica_ident());
-    let mut piece = Piece::default();
-    let mut lines = Lines::default();
-    let (mut rows, mut dead) = (0u64, 0u64);
-    let mut stream = source
-        .copy_out_raw(&out_sql)
-        .await
-        .map_err(SnapshotError::Source)?;
-    let mut malformed = false;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(SnapshotError::Source)?;
-        lines.push(&chunk, |line| {
-            let Some(tuple) = parse_copy_line(&line, t.columns.len()) else {
-                malformed = true;
-                return;
-            };
-            let start = piece.replica.len();
-            piece.replica.extend_from_slice(&line);
-            piece.replica.push(b'\n');
-            piece.spans.push((start, piece.replica.len()));
-            let change = Change::new(
-                ctx,
-                *seq,
-                Body::Row(RowChange {
-                    table: t.clone(),
-                    op: Op::Snapshot,
-                    old: None,
-                    new: Some(tuple),
-                }),
-            );
-            piece.positions.push(change.pos);
-            journal.line(&mut piece.journal, &change);
-            *seq += 1;
-        });
-        if malformed {
-            return Err(SnapshotError::Malformed {
-                table: t.qualified_source(),
+    // Reading and rendering the next piece overlaps OLAP's work on the current one.
+    let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel::<Piece>(2);
+    let read = async move {
+        let mut piece = Piece::default();
+        let mut lines = Lines::default();
+        let mut stream = source
+            .copy_out_raw(&out_sql)
+            .await
+            .map_err(SnapshotError::Source)?;
+        let mut malformed = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(SnapshotError::Source)?;
+            lines.push(&chunk, |line| {
+                let Some(tuple) = parse_copy_line(&line, t.columns.len()) else {
+                    malformed = true;
+                    return;
+                };
+                let start = piece.replica.len();
+                piece.replica.extend_from_slice(&line);
+                piece.replica.push(b'\n');
+                piece.spans.push((start, piece.replica.len()));
+                let change = Change::new(
+                    ctx,
+                    *seq,
+                    Body::Row(RowChange {
+                        table: t.clone(),
+                        op: Op::Snapshot,
+                        old: None,
+                        new: Some(tuple),
+                    }),
+                );
+                piece.positions.push(change.pos);
+                journal.line(&mut piece.journal, &change);
+                *seq += 1;
             });
+            if malformed {
+                return Err(SnapshotError::Malformed {
+                    table: t.qualified_source(),
+                });
+            }
+            if piece.replica.len() >= PIECE_BYTES {
+                // The writer gone means it failed: its error is the one reported.
+                if pieces_tx.send(std::mem::take(&mut piece)).await.is_err() {
+                    return Ok(());
+                }
+            }
         }
-        if piece.replica.len() >= PIECE_BYTES {
+        drop(stream);
+        let _ = pieces_tx.send(piece).await;
+        Ok::<_, SnapshotError>(())
+    };
+    let started = std::time::Instant::now();
+    let report = |rows: u64, done: bool| {
+        progress(&CopyProgress {
+            table: t.qualified_source(),
+            rows,
+            estimate,
+            rows_per_second: rows as f64 / started.elapsed().as_secs_f64().max(1e-3),
+            done,
+        })
+    };
+    let write = async {
+        let (mut rows, mut dead) = (0u64, 0u64);
+        while let Some(mut piece) = pieces_rx.recv().await {
             rows += piece.spans.len() as u64;
             dead += piece.flush(w, t, &in_sql).await?;
+            report(rows, false);
         }
-    }
-    drop(stream);
-    rows += piece.spans.len() as u64;
-    dead += piece.flush(w, t, &in_sql).await?;
-    Ok((rows, dead))
+        report(rows, true);
+        Ok::<_, SnapshotError>((rows, dead))
+    };
+    let (read, written) = tokio::join!(read, write);
+    let counts = written?;
+    read?;
+    Ok(counts)
 }
 
 #[derive(Default)]

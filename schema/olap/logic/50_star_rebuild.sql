@@ -34,7 +34,12 @@ begin
               union select distinct (occurred_at at time zone 'UTC')::date
                     from replica.inventory_movements));
 
-    delete from fact_sales;
+    -- Every fact is written again: in bulk, the indexes built once at the end.
+    truncate fact_sales, fact_payments, fact_inventory;
+    perform bulk_load_begin('fact_sales');
+    perform bulk_load_begin('fact_payments');
+    perform bulk_load_begin('fact_inventory');
+
     insert into fact_sales (order_item_id, order_id, date_key, customer_key, product_key,
                             employee_key, store_key, quantity, unit_price, revenue, status,
                             payment_method, ordered_at, hour_of_day)
@@ -51,7 +56,6 @@ begin
          and p.valid_from <= o.ordered_at and o.ordered_at < p.valid_to
     where isfinite(o.ordered_at);
 
-    delete from fact_payments;
     insert into fact_payments (payment_id, order_id, date_key, customer_key, employee_key,
                                store_key, amount, method, order_status, paid_at)
     select pm.id, o.id, dim_date_key((pm.paid_at at time zone 'UTC')::date),
@@ -64,7 +68,6 @@ begin
     join dim_store s on s.store_id = o.store_id
     where isfinite(pm.paid_at);
 
-    delete from fact_inventory;
     insert into fact_inventory (date_key, store_id, product_id, reason, store_key, product_key,
                                 quantity_delta, movements, last_movement_at)
     select dim_date_key(a.d), a.s, a.p, a.reason, ds.store_key, p.product_key, a.qty, a.n,
@@ -81,4 +84,8 @@ begin
     join dim_store ds on ds.store_id = a.s
     join dim_product p on p.product_id = a.p
          and p.valid_from <= a.last_at and a.last_at < p.valid_to;
+
+    perform bulk_load_end('fact_sales');
+    perform bulk_load_end('fact_payments');
+    perform bulk_load_end('fact_inventory');
 end $$;
