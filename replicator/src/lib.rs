@@ -2,8 +2,22 @@
 //! database, applied to the analytical database exactly once.
 //!
 //! ```text
-//! stream (stream/) → decode (decode/) → batch (batch.rs) → apply (apply.rs) → feedback
+//! stream (stream/) → decode (decode/) → batch (batch.rs) → apply (sink/) → feedback
 //! ```
+//!
+//! # Layout, by role
+//! - the source side: `stream/` (the replication connection), `decode/` (pgoutput), `slot`,
+//!   `source/` (the reader task, the first start's copy, backfills, the source checks),
+//!   `schema/` (following the source's DDL);
+//! - what travels: `change` (a change at its journal position), `image` (rows as JSON),
+//!   `batch`;
+//! - the sinks: `sink/` — the contract every sink keeps, and one module per sink
+//!   (`sink/olap/`: journal, replica, star; `sink/nats/`: JetStream, beside OLAP); a new sink
+//!   is a new module there;
+//! - the pipeline that joins them: `pipeline` (a session: reader and applier), `checkpoint`,
+//!   `replay`, `verify`; `load` (the NATS change stream applied to another OLAP database);
+//! - the daemon around it: `daemon/` (leader lock, slot monitor, heartbeats, telemetry,
+//!   status, the HTTP endpoints and status page).
 //!
 //! Each batch is one OLAP transaction: the journal (`cdc_events`), the `replica.*` mirror,
 //! the star-schema refresh for the touched keys, then the checkpoint. Only after it commits
@@ -26,12 +40,9 @@ pub mod change;
 pub mod checkpoint;
 pub mod daemon;
 pub mod decode;
-pub mod heartbeat;
-pub mod http;
 pub mod image;
-pub mod leader;
+pub mod load;
 pub mod lsn;
-pub mod monitor;
 pub mod pipeline;
 pub mod redact;
 pub mod replay;
@@ -39,8 +50,10 @@ pub mod schema;
 pub mod sink;
 pub mod slot;
 pub mod source;
-pub mod status;
 pub mod stream;
 pub mod table;
-pub mod telemetry;
 pub mod verify;
+
+// The daemon's parts lived at the crate root before they were grouped under `daemon/`;
+// the binary and the tests name these two by their old paths.
+pub use daemon::{status, telemetry};

@@ -13,10 +13,14 @@ use tracing::Instrument;
 
 use crate::batch::BatchLimits;
 use crate::checkpoint;
+use crate::daemon::telemetry::{Role, Telemetry};
 use crate::decode::DecodeError;
 use crate::lsn::Lsn;
 use crate::schema::{store, SchemaError, Tracker};
+use crate::sink::nats::envelope::Origin;
+use crate::sink::nats::{publish, NatsConfig, NatsError, NatsSink};
 use crate::sink::olap::{ApplyError, OlapWriter, OnError};
+use crate::sink::{OlapSink, Sink};
 use crate::slot;
 use crate::source::backfill::{self, WorkerConfig};
 use crate::source::checks;
@@ -24,7 +28,6 @@ use crate::source::reader::{Applied, Reader, Work};
 use crate::source::snapshot::{self, SnapshotError};
 use crate::stream::config::{ConfigError, ReplicationConfig};
 use crate::stream::conn::{ConnError, ReplicationConnection};
-use crate::telemetry::{Role, Telemetry};
 use brewlytics_support::DbUrl;
 
 #[derive(Clone, Debug)]
@@ -39,6 +42,20 @@ pub struct ReplicatorConfig {
     pub status_interval: Duration,
     /// Rows per backfill chunk.
     pub backfill_chunk_rows: i64,
+    /// Also publish every change to NATS JetStream (beside OLAP, acknowledged before OLAP
+    /// commits).
+    pub nats: Option<NatsConfig>,
+}
+
+impl ReplicatorConfig {
+    /// Where published changes say they come from, when they are published.
+    pub fn nats_origin(&self) -> Option<Origin> {
+        self.nats.as_ref().map(|n| Origin {
+            prefix: n.prefix.clone(),
+            slot: self.slot.clone(),
+            db: self.oltp_url.database().to_owned(),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +79,8 @@ pub enum ReplicatorError {
     Schema(#[from] SchemaError),
     #[error("database: {}", crate::redact::db_error(.0))]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
 }
 
 impl ReplicatorError {
@@ -84,6 +103,7 @@ impl ReplicatorError {
                 crate::redact::classify_code(code) == Class::Transient
             }
             Self::Sql(e) => classify(e) == Class::Transient,
+            Self::Nats(e) => e.is_retryable(),
             _ => true,
         }
     }
@@ -99,6 +119,7 @@ impl ReplicatorError {
             Self::Snapshot(_) => "snapshot",
             Self::Schema(_) => "schema",
             Self::Sql(_) => "database",
+            Self::Nats(_) => "nats",
         }
     }
 }
@@ -133,11 +154,11 @@ pub async fn run_with(
             Ok(()) => return Ok(()),
             Err(e) if !e.is_retryable() => {
                 tracing::error!(error = %e, kind = e.kind(), "replication stopped");
-                telemetry.error(e.kind(), e.to_string());
+                report(&telemetry, &e);
                 return Err(e);
             }
             Err(e) => {
-                telemetry.error(e.kind(), e.to_string());
+                report(&telemetry, &e);
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(250);
                 }
@@ -150,6 +171,14 @@ pub async fn run_with(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// An error that interrupted replication, counted (and a NATS one in `brewlytics_nats_*`).
+fn report(telemetry: &Telemetry, e: &ReplicatorError) {
+    telemetry.error(e.kind(), e.to_string());
+    if let ReplicatorError::Nats(n) = e {
+        telemetry.nats.error(n.kind(), n.to_string());
     }
 }
 
@@ -166,6 +195,15 @@ async fn session(
     let existing = slot::info(&mut oltp, &cfg.slot).await?;
     let repl_cfg = ReplicationConfig::from_url(&cfg.oltp_url)?;
     let mut conn = ReplicationConnection::connect(&repl_cfg).await?;
+    let mut publisher = match (&cfg.nats, cfg.nats_origin()) {
+        (Some(n), Some(origin)) => {
+            let mut p = NatsSink::connect(n, origin, telemetry.nats.clone()).await?;
+            p.load_committed(writer.conn()).await?;
+            p.resume(checkpoint.as_ref().map(|c| c.lsn)).await?;
+            Some(p)
+        }
+        _ => None,
+    };
 
     let start = match (existing, checkpoint) {
         (Some(s), Some(cp)) => {
@@ -214,7 +252,16 @@ async fn session(
                 );
                 log(p);
             };
-            let lsn = first_start(cfg, &mut conn, &mut oltp, &mut writer, false, &progress).await?;
+            let lsn = first_start(
+                cfg,
+                &mut conn,
+                &mut oltp,
+                &mut writer,
+                false,
+                &progress,
+                publisher.as_mut(),
+            )
+            .await?;
             telemetry.copy_idle();
             lsn
         }
@@ -235,7 +282,11 @@ async fn session(
         batches: 0,
     });
     let mut applier = tokio::spawn(apply_loop(
-        writer,
+        OlapSink {
+            writer,
+            slot: cfg.slot.clone(),
+        },
+        publisher,
         work_rx,
         applied_tx,
         telemetry.clone(),
@@ -308,10 +359,12 @@ fn applier_end(r: Result<Result<(), ReplicatorError>, tokio::task::JoinError>) -
     }
 }
 
-/// The applier: each piece of work into OLAP, in order; each batch committed with its
-/// checkpoint, then reported.
+/// The applier: each piece of work into OLAP, in order, and published when the changes are
+/// also published; each batch committed with its checkpoint — after JetStream acknowledged
+/// every change of it — then reported.
 async fn apply_loop(
-    mut writer: OlapWriter,
+    mut olap: OlapSink,
+    mut nats: Option<NatsSink>,
     mut work: mpsc::Receiver<Work>,
     applied: watch::Sender<Applied>,
     telemetry: Arc<Telemetry>,
@@ -319,13 +372,27 @@ async fn apply_loop(
 ) -> Result<(), ReplicatorError> {
     while let Some(w) = work.recv().await {
         match w {
-            Work::Chunk(encoded) => {
+            Work::Chunk {
+                encoded,
+                nats: part,
+            } => {
                 let span = tracing::info_span!("chunk", first = ?encoded.first.map(|p| p.to_string()),
                     changes = encoded.changes);
-                writer.apply_chunk(&encoded).instrument(span).await?;
+                async {
+                    // Part of a transaction: its star work waits for the transaction's last
+                    // part (the batch that commits it).
+                    olap.writer.apply_chunk(&encoded).await?;
+                    if let (Some(p), Some(part)) = (nats.as_mut(), &part) {
+                        p.write_items(olap.writer.conn(), part).await?;
+                    }
+                    Ok::<_, ReplicatorError>(())
+                }
+                .instrument(span)
+                .await?;
             }
             Work::Batch {
                 encoded,
+                nats: part,
                 mark,
                 transactions,
                 heartbeat,
@@ -333,12 +400,25 @@ async fn apply_loop(
                 let span = tracing::info_span!("batch", transactions, checkpoint = %mark.end_lsn,
                     changes = encoded.changes);
                 let totals = async {
-                    writer.apply(&encoded).await?;
-                    writer.commit(&slot, mark.end_lsn, mark.commit_ts).await
+                    olap.write(&encoded).await?;
+                    if let (Some(p), Some(part)) = (nats.as_mut(), &part) {
+                        p.write_items(olap.writer.conn(), part).await?;
+                        // Every change of the batch is in JetStream before OLAP commits.
+                        let published = p.commit(&mark).await?;
+                        publish::record(
+                            olap.writer.conn(),
+                            &slot,
+                            p.stream_name(),
+                            published.stream_seq,
+                        )
+                        .await
+                        .map_err(ApplyError::from)?;
+                    }
+                    Ok::<_, ReplicatorError>(olap.commit(&mark).await?)
                 }
                 .instrument(span)
                 .await?;
-                let elapsed = writer.started.map(|s| s.elapsed()).unwrap_or_default();
+                let elapsed = olap.writer.started.map(|s| s.elapsed()).unwrap_or_default();
                 telemetry.batch_applied(&totals, transactions, elapsed, mark.end_lsn);
                 if let Some(seq) = heartbeat {
                     telemetry.heartbeat_applied(seq);
@@ -354,7 +434,10 @@ async fn apply_loop(
         }
     }
     // The reader stopped in the middle of a source transaction: it is sent again.
-    writer.rollback().await?;
+    if let Some(p) = nats.as_mut() {
+        p.abandon().await?;
+    }
+    olap.abandon().await?;
     Ok(())
 }
 
@@ -390,6 +473,7 @@ async fn first_start(
     writer: &mut OlapWriter,
     reset: bool,
     progress: snapshot::OnProgress<'_>,
+    publisher: Option<&mut NatsSink>,
 ) -> Result<Lsn, ReplicatorError> {
     let created = slot::create_exported(conn, &cfg.slot).await?;
     tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point,
@@ -413,6 +497,30 @@ async fn first_start(
         progress,
     )
     .await?;
+    if let Some(p) = publisher {
+        // The copy, as journaled, is in JetStream before OLAP commits it.
+        let copied = p
+            .write_copy(writer.conn(), created.consistent_point)
+            .await?;
+        let mark = crate::batch::CommitMark {
+            end_lsn: created.consistent_point,
+            commit_ts: None,
+        };
+        let published = p.commit(&mark).await?;
+        publish::record(
+            writer.conn(),
+            &cfg.slot,
+            p.stream_name(),
+            published.stream_seq,
+        )
+        .await
+        .map_err(ApplyError::from)?;
+        tracing::info!(
+            messages = copied,
+            stream_seq = published.stream_seq,
+            "initial copy published"
+        );
+    }
     writer
         .commit(&cfg.slot, created.consistent_point, None)
         .await?;
@@ -451,7 +559,7 @@ pub async fn resync(
     }
     let repl_cfg = ReplicationConfig::from_url(&cfg.oltp_url)?;
     let mut conn = ReplicationConnection::connect(&repl_cfg).await?;
-    let lsn = first_start(cfg, &mut conn, &mut oltp, &mut writer, true, progress).await?;
+    let lsn = first_start(cfg, &mut conn, &mut oltp, &mut writer, true, progress, None).await?;
     conn.close().await;
     Ok(lsn)
 }

@@ -51,6 +51,7 @@ impl Pair {
             on_error: Default::default(),
             status_interval: Duration::from_secs(1),
             backfill_chunk_rows: 1000,
+            nats: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod dbt;
 pub mod insights;
+mod load;
 mod loadtest;
 mod pipeline;
 mod progress;
@@ -62,16 +63,29 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             pipeline::serve_api(&oltp, listen, &services).await
         }
         Command::Replicate { db, replicate } => {
+            replicate.check()?;
             let urls = databases::resolve(&db)?;
             pipeline::replicate(daemon_config(&urls, &replicate)).await
         }
-        Command::Status { db, slot, json } => {
+        Command::Status {
+            db,
+            slot,
+            nats,
+            json,
+        } => {
             let urls = databases::resolve(&db)?;
             let mut oltp = databases::pool(&urls.oltp, 1).await?.acquire().await?;
             let mut olap = databases::pool(&urls.olap, 1).await?.acquire().await?;
-            let status = brewlytics_replicator::status::read(&mut oltp, &mut olap, &slot.slot)
+            let mut status = brewlytics_replicator::status::read(&mut oltp, &mut olap, &slot.slot)
                 .await
                 .context("reading the replication status")?;
+            if let Some(cfg) = nats.config() {
+                status.nats.stream = Some(
+                    brewlytics_replicator::sink::nats::report(&cfg)
+                        .await
+                        .context("reading the NATS stream")?,
+                );
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -105,6 +119,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let urls = databases::resolve(&db)?;
             snapshot::run(&urls, &slot.publication, &table, no_wait).await
         }
+        Command::Load(args) => load::run(args).await,
         Command::Loadtest { db, args } => loadtest::run(db, args).await,
         Command::Report(args) => insights::report(args).await,
         Command::Dashboard(args) => insights::dashboard(args).await,
@@ -124,6 +139,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     backfill_chunk_rows: 20_000,
                     retained_wal_warn_mb: 0,
                     ready_max_lag_ms: 0,
+                    sink: crate::cli::SinkKind::Olap,
+                    nats: crate::cli::NatsArgs::disabled(),
                 },
             );
             let bar = std::sync::Mutex::new(progress::Bar::new());
@@ -176,6 +193,7 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         on_error: args.on_error,
         status_interval: std::time::Duration::from_secs(10),
         backfill_chunk_rows: args.backfill_chunk_rows,
+        nats: args.nats_config(),
     }
 }
 

@@ -20,6 +20,7 @@ pub async fn run(
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    replicate.check()?;
     let (cluster, urls, claim) = match (&db.oltp_url, &db.olap_url) {
         (None, None) => {
             let claim = match Claim::acquire(&db.data_dir) {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod prom;
 
 use std::path::PathBuf;
@@ -146,31 +147,7 @@ impl Clusters {
     /// What the star schema holds, by natural keys, with each sale's product version
     /// (valid_from): equal before and after a rebuild from the journal.
     pub async fn star_fingerprint(&self) -> Vec<String> {
-        let mut olap = self.olap_conn().await;
-        let mut out = Vec::new();
-        for sql in [
-            "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
-               select concat_ws('|', f.order_item_id, f.order_id, f.date_key, c.customer_id, p.product_id,
-                                p.valid_from, e.employee_id, s.store_id, f.quantity, f.unit_price,
-                                f.revenue, f.status, f.ordered_at) x
-               from fact_sales f join dim_customer c using (customer_key) join dim_product p using (product_key)
-               join dim_employee e using (employee_key) join dim_store s using (store_key)) t",
-            "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
-               select concat_ws('|', product_id, name, category, price, is_available, valid_from, valid_to, is_current) x
-               from dim_product) t",
-            "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
-               select concat_ws('|', payment_id, order_id, amount, method, order_status) x from fact_payments) t",
-            "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
-               select concat_ws('|', i.date_key, s.store_id, p.product_id, i.reason, i.quantity_delta, i.movements) x
-               from fact_inventory i join dim_store s using (store_key, store_id) join dim_product p using (product_key, product_id)) t",
-        ] {
-            let v: String = sqlx::query_scalar(sql)
-                .fetch_one(&mut olap)
-                .await
-                .unwrap_or_else(|e| panic!("{e}: {sql}"));
-            out.push(v);
-        }
-        out
+        star_fingerprint_of(&mut self.olap_conn().await).await
     }
 
     /// No change journaled twice: (lsn, seq) unique, and no source row inserted twice.
@@ -185,6 +162,34 @@ impl Clusters {
         .await
         .unwrap()
     }
+}
+
+/// [`Clusters::star_fingerprint`] of any OLAP database.
+pub async fn star_fingerprint_of(olap: &mut PgConnection) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
+           select concat_ws('|', f.order_item_id, f.order_id, f.date_key, c.customer_id, p.product_id,
+                            p.valid_from, e.employee_id, s.store_id, f.quantity, f.unit_price,
+                            f.revenue, f.status, f.ordered_at) x
+           from fact_sales f join dim_customer c using (customer_key) join dim_product p using (product_key)
+           join dim_employee e using (employee_key) join dim_store s using (store_key)) t",
+        "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
+           select concat_ws('|', product_id, name, category, price, is_available, valid_from, valid_to, is_current) x
+           from dim_product) t",
+        "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
+           select concat_ws('|', payment_id, order_id, amount, method, order_status) x from fact_payments) t",
+        "select count(*)::text || ' ' || coalesce(md5(string_agg(x, ',' order by x)), '') from (
+           select concat_ws('|', i.date_key, s.store_id, p.product_id, i.reason, i.quantity_delta, i.movements) x
+           from fact_inventory i join dim_store s using (store_key, store_id) join dim_product p using (product_key, product_id)) t",
+    ] {
+        let v: String = sqlx::query_scalar(sql)
+            .fetch_one(&mut *olap)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+        out.push(v);
+    }
+    out
 }
 
 pub async fn connect(url: &DbUrl) -> PgConnection {
@@ -215,6 +220,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A child already started, its output in `log`.
+    pub fn from_child(child: Child, log: PathBuf) -> Self {
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
     /// Starts `cmd` with stdout and stderr in `log`.
     pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
         let file = std::fs::File::create(&log).unwrap();
@@ -371,6 +384,18 @@ pub struct LoadCounts {
 /// inventory), status changes, deletes, price changes, restocks. Survives the source going
 /// away (reconnects); a transaction that fails is rolled back and not counted.
 pub async fn workload(url: DbUrl, stop: Arc<AtomicBool>, counts: Arc<LoadCounts>, seed: u64) {
+    workload_paced(url, stop, counts, seed, None).await
+}
+
+/// [`workload`], at most one step per `pace` (a bounded volume, so a drill's time does not
+/// grow with the machine's speed).
+pub async fn workload_paced(
+    url: DbUrl,
+    stop: Arc<AtomicBool>,
+    counts: Arc<LoadCounts>,
+    seed: u64,
+    pace: Option<Duration>,
+) {
     let mut rng = seed | 1;
     let mut next = move |n: u64| {
         // xorshift64*
@@ -389,6 +414,9 @@ pub async fn workload(url: DbUrl, stop: Arc<AtomicBool>, counts: Arc<LoadCounts>
                     continue;
                 }
             }
+        }
+        if let Some(p) = pace {
+            tokio::time::sleep(p).await;
         }
         let c = conn.as_mut().unwrap();
         let pick = next(100);

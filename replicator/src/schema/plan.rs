@@ -15,7 +15,10 @@ use std::collections::{HashMap, HashSet};
 
 use crate::table::SourceTable;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serialized (tagged by `step`) in the schema events of the NATS stream, so that a loader
+/// follows the change exactly as the replica did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     /// Create the replica table (its columns and key from the new table).
     CreateTable,

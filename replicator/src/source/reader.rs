@@ -17,19 +17,20 @@ use crate::batch::{Batcher, CommitMark};
 use crate::change::{
     key_changed, Body, Change, ChunkMerge, Op, RowChange, SchemaChange, TxContext,
 };
+use crate::daemon::heartbeat;
+use crate::daemon::telemetry::Telemetry;
 use crate::decode::{
     chrono_to_pg_timestamp, decode, standby_status_update, PgOutputMessage, RelationCache,
     ReplicationMessage, TupleData,
 };
-use crate::heartbeat;
 use crate::lsn::Lsn;
 use crate::pipeline::{ReplicatorConfig, ReplicatorError};
 use crate::schema::{Resolved, Tracker, DDL_PREFIX};
+use crate::sink::nats::envelope::{Encoder as NatsEncoder, Part as NatsPart};
 use crate::sink::olap::encode::{encode, Encoded};
 use crate::sink::olap::journal::JournalEncoder;
 use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::table::SourceTable;
-use crate::telemetry::Telemetry;
 
 /// How often the source hears from us, whatever we are doing: a status update is a few bytes,
 /// and the source ends a connection it has not heard from for `wal_sender_timeout` (which may
@@ -39,13 +40,18 @@ fn status_every(cfg: &ReplicatorConfig) -> Duration {
     cfg.status_interval.min(Duration::from_secs(1))
 }
 
-/// What the reader hands the sink.
+/// What the reader hands the sinks: each change encoded for OLAP and, when the changes are
+/// also published, for NATS (`nats`).
 pub enum Work {
     /// Part of a source transaction larger than a batch: applied, not committed.
-    Chunk(Encoded),
+    Chunk {
+        encoded: Encoded,
+        nats: Option<NatsPart>,
+    },
     /// Whole transactions: applied, then committed with the checkpoint `mark`.
     Batch {
         encoded: Encoded,
+        nats: Option<NatsPart>,
         mark: CommitMark,
         transactions: u64,
         heartbeat: Option<u64>,
@@ -69,6 +75,7 @@ pub struct Reader<'a> {
     relations: RelationCache,
     batcher: Batcher,
     journal: JournalEncoder,
+    nats: Option<NatsEncoder>,
     heartbeat: Option<u64>,
     /// The furthest WAL position the server told us about.
     received: Lsn,
@@ -103,6 +110,7 @@ impl<'a> Reader<'a> {
             relations: RelationCache::new(),
             batcher: Batcher::new(cfg.limits),
             journal: JournalEncoder::default(),
+            nats: cfg.nats_origin().map(NatsEncoder::new),
             heartbeat: None,
             received: start,
             flushed: start,
@@ -184,7 +192,8 @@ impl<'a> Reader<'a> {
                 self.message(msg).await?;
                 if let Some(chunk) = self.batcher.take_chunk_if_full() {
                     let encoded = encode(&mut self.journal, &chunk);
-                    self.send(Work::Chunk(encoded)).await?;
+                    let nats = self.nats.as_mut().map(|n| n.encode(&chunk));
+                    self.send(Work::Chunk { encoded, nats }).await?;
                 }
             }
             ReplicationMessage::PrimaryKeepalive {
@@ -429,10 +438,12 @@ impl<'a> Reader<'a> {
             return Ok(());
         };
         let encoded = encode(&mut self.journal, &changes);
+        let nats = self.nats.as_mut().map(|n| n.encode(&changes));
         let heartbeat = self.heartbeat.take();
         self.sent += 1;
         self.send(Work::Batch {
             encoded,
+            nats,
             mark,
             transactions,
             heartbeat,

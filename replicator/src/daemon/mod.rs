@@ -2,16 +2,22 @@
 //! leader lock (one streaming process per slot, standbys take over), the slot monitor and
 //! heartbeats, and the HTTP endpoints.
 
+pub mod heartbeat;
+pub mod http;
+pub mod leader;
+pub mod monitor;
+pub mod status;
+pub mod telemetry;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::leader;
-use crate::monitor::{self, MonitorConfig};
+use self::monitor::MonitorConfig;
+use self::telemetry::{Role, Telemetry};
 use crate::pipeline::{self, ReplicatorConfig, ReplicatorError};
-use crate::telemetry::{Role, Telemetry};
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -42,11 +48,11 @@ pub async fn run(
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 ReplicatorError::Fatal(format!("binding the replicator's endpoints to {addr}: {e}"))
             })?;
-            let state = crate::http::HttpState::new(&cfg, telemetry.clone())?;
+            let state = http::HttpState::new(&cfg, telemetry.clone())?;
             tracing::info!(%addr, "replicator endpoints: /metrics /health /ready /status /");
             let mut stop = shutdown.clone();
             Some(tokio::spawn(async move {
-                let app = crate::http::router(state);
+                let app = http::router(state);
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = stop.wait_for(|v| *v).await;

@@ -21,8 +21,9 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
 use crate::change::Op;
-use crate::heartbeat::Heartbeats;
+use crate::daemon::heartbeat::Heartbeats;
 use crate::lsn::Lsn;
+use crate::sink::nats::metrics::{PublisherLive, PublisherMetrics};
 use crate::sink::olap::ApplyStats;
 
 /// Samples of lag kept for the status page's chart.
@@ -33,7 +34,7 @@ const HISTORY: usize = 600;
 /// series exists at 0 from the first scrape, so `rate()` and `increase()` see the first error.
 pub const ERROR_KINDS: &[&str] = &[
     "fatal", "config", "stream", "decode", "olap", "rejected", "schema", "star", "snapshot",
-    "database", "monitor",
+    "database", "monitor", "nats",
 ];
 
 /// The `op` values of `brewlytics_changes_applied_total`, initialised for every published table.
@@ -156,6 +157,9 @@ pub struct Live {
     pub history: Vec<Sample>,
     /// The copy running now (the first start's, or a backfill), if any.
     pub copy: Option<CopyLive>,
+    /// The NATS publisher, when changes are also published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<PublisherLive>,
 }
 
 /// A copy's progress (no row values: counts and a rate).
@@ -213,6 +217,8 @@ pub struct Telemetry {
     heartbeat_applied_at: Gauge<f64, AtomicU64>,
     heartbeats: Mutex<Heartbeats>,
     state: Mutex<State>,
+    /// The NATS publisher's metrics (`brewlytics_nats_*`, at 0 when not publishing).
+    pub nats: Arc<PublisherMetrics>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -363,6 +369,7 @@ impl Telemetry {
         for &kind in ERROR_KINDS {
             let _ = errors.get_or_create(&KindLabels { kind });
         }
+        let nats = Arc::new(PublisherMetrics::register(&mut registry));
         for &status in WAL_STATUSES {
             let _ = wal_status.get_or_create(&StatusLabels {
                 status: status.to_owned(),
@@ -392,6 +399,7 @@ impl Telemetry {
             heartbeat_emitted_at,
             heartbeat_applied_at,
             heartbeats: Mutex::new(Heartbeats::new(instance)),
+            nats,
             state: Mutex::new(State {
                 role: Role::Starting,
                 since: Utc::now(),
@@ -634,6 +642,7 @@ impl Telemetry {
             last_error: s.last_error.clone(),
             history: s.history.iter().cloned().collect(),
             copy: s.copy.clone(),
+            nats: Some(self.nats.live()).filter(|n| n.enabled),
         }
     }
 
@@ -852,6 +861,7 @@ mod tests {
                 source: sqlx::Error::PoolTimedOut,
             }),
             ReplicatorError::Sql(sqlx::Error::PoolTimedOut),
+            ReplicatorError::Nats(crate::sink::nats::NatsError::Ack("x".into())),
         ];
         for e in &errors {
             assert!(

@@ -29,6 +29,28 @@ function chart(history) {
     : "no samples yet";
 }
 
+let lastPublished = null;
+
+function renderNats(n) {
+  $("nats").hidden = !n;
+  if (!n) return;
+  const now = Date.now();
+  if (lastPublished && now > lastPublished.at) {
+    const rate = (n.published - lastPublished.count) * 1000 / (now - lastPublished.at);
+    text("nats-rate", rate.toFixed(1) + " msg/s");
+  }
+  lastPublished = { at: now, count: n.published };
+  text("nats-stream", n.stream);
+  text("nats-connected", n.connected ? "yes" : "no");
+  $("nats-connected").className = n.connected ? "ok" : "bad";
+  text("nats-published", n.published);
+  text("nats-seq", n.stream_sequence);
+  text("nats-unacked", `${n.unacknowledged_messages} messages, ${bytes(n.unacknowledged_bytes)}`);
+  text("nats-ack", n.last_ack_ms === null || n.last_ack_ms === undefined ? null : n.last_ack_ms.toFixed(1) + " ms");
+  text("nats-dups", n.duplicates);
+  text("nats-consumers", (n.consumers || []).map((c) => `${c.name}: ${c.pending_messages} pending, ${c.ack_pending_messages} unacked`).join("; ") || null);
+}
+
 function render(doc) {
   const live = doc.replicator || {};
   const slot = live.slot || {};
@@ -58,6 +80,7 @@ function render(doc) {
   const err = live.last_error;
   $("error").textContent = doc.error ? doc.error : err ? `${err.at} [${err.kind}] ${err.message}` : "none";
   $("error").className = doc.error || err ? "bad" : "legend";
+  renderNats(live.nats);
   chart(hist);
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }

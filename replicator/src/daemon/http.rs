@@ -18,10 +18,10 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use crate::daemon::status::{self, Status};
+use crate::daemon::telemetry::{Live, Role, Telemetry};
 use crate::daemon::DaemonConfig;
 use crate::pipeline::ReplicatorError;
-use crate::status::{self, Status};
-use crate::telemetry::{Live, Role, Telemetry};
 
 const PAGE: &str = include_str!("http/status.html");
 const PAGE_JS: &str = include_str!("http/status.js");
@@ -178,6 +178,51 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         s.telemetry.encode(),
     )
         .into_response()
+}
+
+/// Serves [`loader_router`] on `listener` until `stop`.
+pub async fn serve_loader(
+    listener: tokio::net::TcpListener,
+    t: Arc<crate::load::LoaderTelemetry>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, loader_router(t))
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+/// The loader's endpoints (`brewlytics load`): `/health`, `/status` (its live state: stream,
+/// consumer, pending messages, position) and `/metrics`.
+pub fn loader_router(t: Arc<crate::load::LoaderTelemetry>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/status",
+            get(
+                |State(t): State<Arc<crate::load::LoaderTelemetry>>| async move {
+                    Json(json!({ "loader": t.metrics.live() }))
+                },
+            ),
+        )
+        .route(
+            "/metrics",
+            get(
+                |State(t): State<Arc<crate::load::LoaderTelemetry>>| async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        t.encode(),
+                    )
+                        .into_response()
+                },
+            ),
+        )
+        .layer(brewlytics_support::web::security_headers(
+            brewlytics_support::web::PAGE_POLICY,
+        ))
+        .with_state(t)
 }
 
 #[cfg(test)]

@@ -28,6 +28,54 @@ pub struct Status {
     pub backfills: Vec<crate::source::backfill::Progress>,
     /// Things an operator should act on (no row values).
     pub warnings: Vec<String>,
+    /// The NATS change stream, as OLAP records it.
+    pub nats: NatsStatus,
+}
+
+/// What OLAP knows of the NATS change stream: the publisher's stream sequence committed with
+/// each slot's checkpoint, and the loaders that applied a stream into this database.
+#[derive(Debug, Default, Serialize)]
+pub struct NatsStatus {
+    pub published: Vec<Published>,
+    pub loaders: Vec<crate::load::Position>,
+    /// The stream itself and its consumers' lag, when a NATS server was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::sink::nats::StreamReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Published {
+    pub slot_name: String,
+    pub stream: String,
+    pub stream_seq: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+async fn nats_status(olap: &mut PgConnection) -> Result<NatsStatus, sqlx::Error> {
+    let migrated: bool = sqlx::query_scalar("select to_regclass('cdc_nats_published') is not null")
+        .fetch_one(&mut *olap)
+        .await?;
+    if !migrated {
+        return Ok(NatsStatus::default());
+    }
+    let rows: Vec<(String, String, i64, DateTime<Utc>)> = sqlx::query_as(
+        "select slot_name, stream, stream_seq, updated_at from cdc_nats_published order by 1",
+    )
+    .fetch_all(&mut *olap)
+    .await?;
+    Ok(NatsStatus {
+        published: rows
+            .into_iter()
+            .map(|r| Published {
+                slot_name: r.0,
+                stream: r.1,
+                stream_seq: r.2,
+                updated_at: r.3,
+            })
+            .collect(),
+        loaders: crate::load::positions(olap).await?,
+        stream: None,
+    })
 }
 
 pub async fn read(
@@ -51,6 +99,7 @@ pub async fn read(
     // than one small record apart) means caught up.
     let backfills = crate::source::backfill::recent(olap, 5).await?;
     let warnings = warnings(olap).await?;
+    let nats = nats_status(olap).await?;
     let lag_seconds = match (&cp, lag_bytes) {
         (Some(_), Some(b)) if b <= 1024 => Some(0.0),
         (Some(c), Some(_)) => c
@@ -72,6 +121,7 @@ pub async fn read(
         journal_events,
         backfills,
         warnings,
+        nats,
     })
 }
 
@@ -144,6 +194,49 @@ impl Status {
                 "{:<20} {} {}: {} rows{of} ({})\n",
                 "backfill", b.table, b.state, b.rows_copied, b.reason
             ));
+        }
+        for p in &self.nats.published {
+            out.push_str(&format!(
+                "{:<20} stream {} at sequence {} (slot {}, committed {})\n",
+                "nats published",
+                p.stream,
+                p.stream_seq,
+                p.slot_name,
+                p.updated_at.to_rfc3339()
+            ));
+        }
+        for l in &self.nats.loaders {
+            out.push_str(&format!(
+                "{:<20} {} from stream {} at sequence {} ({} messages, position {})\n",
+                "nats loader",
+                l.consumer,
+                l.stream,
+                l.stream_seq,
+                l.messages,
+                l.lsn.as_deref().unwrap_or("-")
+            ));
+        }
+        if let Some(r) = &self.nats.stream {
+            out.push_str(&format!(
+                "{:<20} {}: {} messages, sequences {}..{}, {} replicas, leader {}\n",
+                "nats stream",
+                r.stream,
+                r.messages,
+                r.first_seq,
+                r.last_seq,
+                r.replicas,
+                r.leader.as_deref().unwrap_or("-")
+            ));
+            for c in &r.consumers {
+                out.push_str(&format!(
+                    "{:<20} {}: {} pending, {} unacknowledged, acknowledged to {}\n",
+                    "nats consumer",
+                    c.name,
+                    c.pending_messages,
+                    c.ack_pending_messages,
+                    c.ack_floor_stream_seq
+                ));
+            }
         }
         for w in &self.warnings {
             out.push_str(&format!("{:<20} {w}\n", "warning"));

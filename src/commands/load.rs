@@ -1,0 +1,55 @@
+//! `brewlytics load --from nats`: the change stream into an OLAP database, with the loader's
+//! endpoints (`/metrics`, `/health`, `/status`) on `--listen`.
+
+use anyhow::Context;
+use brewlytics_replicator::load::{self, LoaderConfig, LoaderTelemetry};
+use tokio::sync::watch;
+
+use crate::cli::{LoadArgs, LoadFrom};
+use crate::databases;
+
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let LoadFrom::Nats = args.from;
+    let nats = args
+        .nats
+        .config()
+        .context("--from nats needs --nats-url (or NATS_URL)")?;
+    nats.validate().map_err(anyhow::Error::msg)?;
+    // The loader's OLAP is made as `migrate` makes it (no OLTP is needed here).
+    let pool = databases::pool(&args.olap_url, 1).await?;
+    brewlytics_support::migrate::olap(&pool).await?;
+    pool.close().await;
+
+    let telemetry = LoaderTelemetry::new(&nats.stream, &args.consumer);
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        brewlytics_support::shutdown::signal().await;
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the loader's endpoints to {}", args.listen))?;
+    tracing::info!(addr = %args.listen, "loader endpoints: /metrics /health /status");
+    let mut stop = rx.clone();
+    let served = telemetry.clone();
+    tokio::spawn(async move {
+        let _ = brewlytics_replicator::daemon::http::serve_loader(listener, served, async move {
+            let _ = stop.wait_for(|v| *v).await;
+        })
+        .await;
+    });
+    load::run(
+        LoaderConfig {
+            olap_url: args.olap_url,
+            nats,
+            consumer: args.consumer,
+            max_changes: args.batch_max_changes.max(1),
+            on_error: args.on_error,
+        },
+        telemetry.metrics.clone(),
+        rx,
+    )
+    .await?;
+    Ok(())
+}

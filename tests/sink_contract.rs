@@ -1,0 +1,394 @@
+//! The sink contract (replicator/src/sink/mod.rs), checked against both implementations — the
+//! OLAP writer on a real PostgreSQL server and the NATS publisher on a real 3-node JetStream
+//! cluster: changes stored in order; a position stored once however often it is written
+//! (abandoned and written again, or — for the publisher — stored, never acknowledged to the
+//! pipeline, and written again by a new process after JetStream's dedup window has passed);
+//! and everything written is stored once `commit` returns.
+
+mod harness;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brewlytics_replicator::batch::CommitMark;
+use brewlytics_replicator::change::{Body, Change, Pos, RowChange, SchemaChange, TxContext};
+use brewlytics_replicator::decode::{ReplicaIdentity, TupleData, TupleValue};
+use brewlytics_replicator::lsn::Lsn;
+use brewlytics_replicator::schema::plan::Step;
+use brewlytics_replicator::sink::nats::envelope::{Encoder, Item, Message, Origin};
+use brewlytics_replicator::sink::nats::{publish, NatsConfig, NatsSink};
+use brewlytics_replicator::sink::olap::encode::{encode, Encoded};
+use brewlytics_replicator::sink::olap::journal::JournalEncoder;
+use brewlytics_replicator::sink::olap::{OlapWriter, OnError};
+use brewlytics_replicator::sink::{OlapSink, Sink};
+use brewlytics_replicator::table::{replica_name, Column, SourceTable};
+use brewlytics_support::{ClusterOptions, DbUrl, EmbeddedCluster};
+use harness::nats::NatsCluster;
+use sqlx::PgConnection;
+
+const SLOT: &str = "contract";
+
+fn table() -> Arc<SourceTable> {
+    let col = |name: &str, attnum: i16, type_oid: u32, olap_type: &str| Column {
+        name: name.into(),
+        attnum: Some(attnum),
+        type_oid,
+        typmod: -1,
+        olap_type: olap_type.into(),
+    };
+    Arc::new(SourceTable {
+        oid: 1,
+        schema: "public".into(),
+        name: "contract_t".into(),
+        replica: replica_name("public", "contract_t").into(),
+        columns: vec![col("id", 1, 23, "integer"), col("v", 2, 25, "text")],
+        key: vec![0],
+        identity: ReplicaIdentity::Default,
+    })
+}
+
+fn text(s: &str) -> TupleValue {
+    TupleValue::Text(bytes::Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// A source transaction at commit LSN `lsn`: upserts of `(id, v)` (the first time a schema
+/// event creates the table).
+fn tx(lsn: u64, rows: &[(i32, &str)], create: bool) -> Vec<Change> {
+    let ctx = TxContext {
+        lsn: Lsn(lsn),
+        xid: lsn as u32,
+        commit_ts: 700_000_000_000_000 + lsn as i64,
+    };
+    let t = table();
+    let mut out = Vec::new();
+    let mut seq = 0;
+    if create {
+        seq += 1;
+        out.push(Change::new(
+            ctx,
+            seq,
+            Body::Schema(Arc::new(SchemaChange {
+                before: None,
+                after: t.clone(),
+                steps: vec![Step::CreateTable],
+                backfill: None,
+            })),
+        ));
+    }
+    for (id, v) in rows {
+        seq += 1;
+        out.push(Change::new(
+            ctx,
+            seq,
+            Body::Row(RowChange {
+                table: t.clone(),
+                op: brewlytics_replicator::change::Op::Insert,
+                old: None,
+                new: Some(TupleData {
+                    columns: vec![text(&id.to_string()), text(v)],
+                }),
+            }),
+        ));
+    }
+    out
+}
+
+fn mark(lsn: u64) -> CommitMark {
+    CommitMark {
+        end_lsn: Lsn(lsn + 1),
+        commit_ts: None,
+    }
+}
+
+fn positions(changes: &[Change]) -> Vec<Pos> {
+    changes.iter().map(|c| c.pos).collect()
+}
+
+/// One implementation under the contract: how to make it, feed it and read what it stored.
+#[allow(async_fn_in_trait)]
+trait Subject {
+    type S: Sink;
+    /// A fresh instance (as a new process would make), resumed after the last commit.
+    async fn open(&mut self) -> Self::S;
+    fn part(&mut self, changes: &[Change]) -> <Self::S as Sink>::Part;
+    /// What the pipeline does once the sink's commit returned (recorded with the checkpoint).
+    async fn committed(&mut self, sink: &mut Self::S, receipt: <Self::S as Sink>::Receipt);
+    /// The positions durably stored, in the order stored.
+    async fn stored(&mut self) -> Vec<Pos>;
+    /// The value of row `id` as the sink holds it last (order of application).
+    async fn value_of(&mut self, id: i32) -> Option<String>;
+    /// Whether a position written and acknowledged but never recorded (a crash between the
+    /// sink's commit and the pipeline's) can be left behind: the publisher's case.
+    fn acknowledges_apart(&self) -> bool;
+}
+
+async fn contract<T: Subject>(s: &mut T)
+where
+    <<T as Subject>::S as Sink>::Error: std::fmt::Debug,
+{
+    let mut sink = s.open().await;
+    sink.resume(None).await.unwrap();
+
+    // Ordered: two parts of one batch (the second updates the first's row), one commit.
+    let t1 = tx(0x1000, &[(1, "a"), (2, "b")], true);
+    let t2 = tx(0x2000, &[(1, "a2"), (3, "c")], false);
+    let p1 = s.part(&t1);
+    let p2 = s.part(&t2);
+    sink.write(&p1).await.unwrap();
+    sink.write(&p2).await.unwrap();
+    let r = sink.commit(&mark(0x2000)).await.unwrap();
+    s.committed(&mut sink, r).await;
+    let mut want: Vec<Pos> = positions(&t1);
+    want.extend(positions(&t2));
+    assert_eq!(s.stored().await, want, "stored in order, once");
+    assert_eq!(
+        s.value_of(1).await.as_deref(),
+        Some("a2"),
+        "applied in order"
+    );
+
+    // Abandoned, then written again: stored once.
+    let t3 = tx(0x3000, &[(4, "d")], false);
+    let p3 = s.part(&t3);
+    sink.write(&p3).await.unwrap();
+    sink.abandon().await.unwrap();
+    sink.write(&p3).await.unwrap();
+    let r = sink.commit(&mark(0x3000)).await.unwrap();
+    // Durable once commit returns: read by another connection.
+    want.extend(positions(&t3));
+    assert_eq!(s.stored().await, want, "durable once commit returned");
+    s.committed(&mut sink, r).await;
+
+    // Written, stored, never recorded (a crash); a new process resends after the checkpoint.
+    let t4 = tx(0x4000, &[(5, "e"), (6, "f")], false);
+    let p4 = s.part(&t4);
+    sink.write(&p4).await.unwrap();
+    if s.acknowledges_apart() {
+        let _unrecorded = sink.commit(&mark(0x4000)).await.unwrap();
+        // Past JetStream's dedup window: only the sink itself can tell the resend.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    } else {
+        sink.abandon().await.unwrap();
+    }
+    drop(sink);
+    let mut sink = s.open().await;
+    sink.resume(Some(Lsn(0x3001))).await.unwrap();
+    let p4 = s.part(&t4);
+    sink.write(&p4).await.unwrap();
+    let r = sink.commit(&mark(0x4000)).await.unwrap();
+    s.committed(&mut sink, r).await;
+    want.extend(positions(&t4));
+    assert_eq!(
+        s.stored().await,
+        want,
+        "a resend after a restart is stored once"
+    );
+    assert_eq!(s.value_of(6).await.as_deref(), Some("f"));
+}
+
+async fn olap_db() -> (EmbeddedCluster, DbUrl) {
+    let cluster = EmbeddedCluster::start(ClusterOptions::throwaway()).expect("OLAP cluster");
+    cluster.ensure_database("coffee_olap").unwrap();
+    let url = cluster.url("coffee_olap");
+    let pool = sqlx::PgPool::connect_with(url.connect_options().unwrap())
+        .await
+        .unwrap();
+    brewlytics_support::migrate::olap(&pool).await.unwrap();
+    pool.close().await;
+    (cluster, url)
+}
+
+struct Olap {
+    url: DbUrl,
+    journal: JournalEncoder,
+}
+
+impl Subject for Olap {
+    type S = OlapSink;
+    async fn open(&mut self) -> OlapSink {
+        OlapSink {
+            writer: OlapWriter::connect(&self.url, OnError::Stop).await.unwrap(),
+            slot: SLOT.into(),
+        }
+    }
+    fn part(&mut self, changes: &[Change]) -> Encoded {
+        encode(&mut self.journal, changes)
+    }
+    async fn committed(
+        &mut self,
+        _: &mut OlapSink,
+        _: brewlytics_replicator::sink::olap::ApplyStats,
+    ) {
+    }
+    async fn stored(&mut self) -> Vec<Pos> {
+        let mut conn = harness::connect(&self.url).await;
+        let rows: Vec<(String, i32)> =
+            sqlx::query_as("select lsn::text, seq from cdc_events order by lsn, seq")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        rows.into_iter()
+            .map(|(l, seq)| Pos {
+                lsn: l.parse().unwrap(),
+                seq,
+            })
+            .collect()
+    }
+    async fn value_of(&mut self, id: i32) -> Option<String> {
+        let mut conn = harness::connect(&self.url).await;
+        sqlx::query_scalar(&format!(
+            "select v from replica.{} where id = $1",
+            replica_name("public", "contract_t")
+        ))
+        .bind(id)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap()
+    }
+    fn acknowledges_apart(&self) -> bool {
+        false
+    }
+}
+
+struct Nats {
+    cfg: NatsConfig,
+    olap: DbUrl,
+    origin: Origin,
+    encoder: Encoder,
+}
+
+impl Nats {
+    async fn conn(&self) -> PgConnection {
+        harness::connect(&self.olap).await
+    }
+
+    async fn messages(&self) -> Vec<(Pos, HashMap<String, String>, serde_json::Value)> {
+        let servers: Vec<&str> = self.cfg.url.split(',').collect();
+        let client = async_nats::connect(servers.as_slice()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let s = js.get_stream(&self.cfg.stream).await.unwrap();
+        let info = s.get_info().await.unwrap();
+        let mut out = Vec::new();
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            let Ok(m) = s.get_raw_message(seq).await else {
+                continue;
+            };
+            let headers: HashMap<String, String> = m
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        v.first().map(|v| v.to_string()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let (_, pos) = brewlytics_replicator::sink::nats::envelope::parse_message_id(
+                Some(SLOT),
+                &headers["Nats-Msg-Id"],
+            )
+            .unwrap();
+            out.push((pos, headers, serde_json::from_slice(&m.payload).unwrap()));
+        }
+        out
+    }
+}
+
+impl Subject for Nats {
+    type S = NatsSink;
+    async fn open(&mut self) -> NatsSink {
+        let metrics = brewlytics_replicator::telemetry::Telemetry::new()
+            .nats
+            .clone();
+        let mut sink = NatsSink::connect(&self.cfg, self.origin.clone(), metrics)
+            .await
+            .unwrap();
+        sink.load_committed(&mut self.conn().await).await.unwrap();
+        sink
+    }
+    fn part(&mut self, changes: &[Change]) -> Vec<Message> {
+        self.encoder
+            .encode(changes)
+            .items
+            .into_iter()
+            .map(|i| match i {
+                Item::Ready(m) => m,
+                Item::Backfill(_) => unreachable!("no backfill here"),
+            })
+            .collect()
+    }
+    async fn committed(&mut self, sink: &mut NatsSink, receipt: publish::Published) {
+        publish::record(
+            &mut self.conn().await,
+            SLOT,
+            sink.stream_name(),
+            receipt.stream_seq,
+        )
+        .await
+        .unwrap();
+    }
+    async fn stored(&mut self) -> Vec<Pos> {
+        self.messages().await.into_iter().map(|m| m.0).collect()
+    }
+    async fn value_of(&mut self, id: i32) -> Option<String> {
+        self.messages()
+            .await
+            .into_iter()
+            .rfind(|m| m.2["after"]["id"] == id)
+            .and_then(|m| m.2["after"]["v"].as_str().map(str::to_owned))
+    }
+    fn acknowledges_apart(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_olap_writer_keeps_the_sink_contract() {
+    let (_cluster, url) = olap_db().await;
+    contract(&mut Olap {
+        url,
+        journal: JournalEncoder::default(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_publisher_keeps_the_sink_contract() {
+    let (_cluster, olap) = olap_db().await;
+    let nats = NatsCluster::start(3);
+    let mut cfg = NatsConfig::new(&nats.url());
+    cfg.stream = "CONTRACT".into();
+    cfg.prefix = "contract".into();
+    cfg.replicas = 3;
+    cfg.duplicate_window = Duration::from_secs(1);
+    let origin = Origin {
+        prefix: cfg.prefix.clone(),
+        slot: SLOT.into(),
+        db: "coffee_oltp".into(),
+    };
+    let mut subject = Nats {
+        encoder: Encoder::new(origin.clone()),
+        cfg,
+        olap,
+        origin,
+    };
+    contract(&mut subject).await;
+    // The transaction boundaries: each transaction's last message says so, with its count.
+    let msgs = subject.messages().await;
+    let lasts: Vec<(Pos, i64)> = msgs
+        .iter()
+        .filter(|m| m.1.get("Brewlytics-Tx-Last").is_some_and(|v| v == "true"))
+        .map(|m| (m.0, m.1["Brewlytics-Tx-Events"].parse().unwrap()))
+        .collect();
+    let at = |lsn: u64, seq: i32| Pos { lsn: Lsn(lsn), seq };
+    assert_eq!(
+        lasts,
+        vec![
+            (at(0x1000, 3), 3),
+            (at(0x2000, 2), 2),
+            (at(0x3000, 1), 1),
+            (at(0x4000, 2), 2)
+        ]
+    );
+}
