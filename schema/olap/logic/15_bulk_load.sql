@@ -4,12 +4,17 @@
 -- Re-applied by `brewlytics migrate` whenever this file changes.
 
 -- Drops the indexes of `p_table`, keeping their definitions in pg_temp.cdc_bulk_indexes
--- until bulk_load_end() puts them back (in the same transaction).
+-- until bulk_load_end() puts them back (in the same transaction). Building an index needs
+-- CREATE on its schema: a role without it (deploy/roles.sql's writer, in public) loads with
+-- the indexes in place.
 create or replace function bulk_load_begin(p_table regclass) returns void
 language plpgsql as $$
 declare
     ix record;
 begin
+    if not has_schema_privilege((select relnamespace from pg_class where oid = p_table), 'CREATE') then
+        return;
+    end if;
     if to_regclass('pg_temp.cdc_bulk_indexes') is null then
         create temp table cdc_bulk_indexes (tbl regclass, name text, def text, is_constraint boolean)
             on commit drop;
