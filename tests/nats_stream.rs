@@ -18,8 +18,8 @@ use brewlytics_replicator::verify;
 use futures_util::StreamExt;
 use harness::nats::NatsCluster;
 use harness::{
-    free_addr, http_get, metric, star_fingerprint_of, wait_streaming, workload_paced, Clusters,
-    LoadCounts, Proc,
+    free_addr, http_get, metric, metric_total, star_fingerprint_of, wait_streaming, workload_paced,
+    Clusters, LoadCounts, Proc,
 };
 use serde_json::Value;
 
@@ -382,7 +382,20 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
         nats.kill9(&n);
     }
     println!("killed every NATS node at {:?}", t0.elapsed());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The last batch acknowledged before the outage may still be committed and reported:
+    // the position is read once a batch has failed (its acknowledgements timed out).
+    let errors = |m: &str| metric_total(m, "brewlytics_nats_errors_total");
+    let before = errors(&http_get(&addr, "/metrics").await.unwrap().1);
+    let waited = Instant::now();
+    while errors(&http_get(&addr, "/metrics").await.unwrap().1) <= before {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no publish failed while every NATS node was down: {}",
+            r.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let during = confirmed_flush(&c).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
@@ -589,12 +602,19 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
         loaded_rows.len(),
         direct_rows.len()
     );
-    let lm = http_get(&laddr, "/metrics").await.unwrap().1;
-    assert_eq!(
-        metric(&lm, "brewlytics_nats_loader_pending_messages"),
-        Some(0.0),
-        "{lm}"
-    );
+    // The consumer's lag is looked up about once a second: caught up, it reads 0 soon.
+    let waited = Instant::now();
+    loop {
+        let lm = http_get(&laddr, "/metrics").await.unwrap().1;
+        if metric(&lm, "brewlytics_nats_loader_pending_messages") == Some(0.0) {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(15),
+            "the loader's consumer lag never read 0: {lm}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // `brewlytics status` shows the stream, the publisher's committed sequence and the
     // loader's consumer lag.
     let out = c

@@ -391,4 +391,41 @@ async fn the_nats_publisher_keeps_the_sink_contract() {
             (at(0x4000, 2), 2)
         ]
     );
+
+    // Another writer on the stream: a change that would no longer follow the stream's last
+    // message is refused, not stored after it; the next start stops and says what to do.
+    let mut sink = subject.open().await;
+    sink.resume(Some(Lsn(0x4001))).await.unwrap();
+    let servers: Vec<&str> = subject.cfg.url.split(',').collect();
+    let js = async_nats::jetstream::new(async_nats::connect(servers.as_slice()).await.unwrap());
+    let foreign = js
+        .publish("contract.someone.else", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let t5 = tx(0x5000, &[(7, "g")], false);
+    let p5 = subject.part(&t5);
+    sink.write(&p5).await.unwrap();
+    let err = sink.commit(&mark(0x5000)).await.unwrap_err();
+    assert!(
+        err.is_retryable() && err.to_string().contains("not the one this change follows"),
+        "{err}"
+    );
+    let info = js
+        .get_stream("CONTRACT")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.state.last_sequence, foreign.sequence,
+        "nothing stored after it"
+    );
+    drop(sink);
+    let mut sink = subject.open().await;
+    let err = sink.resume(Some(Lsn(0x4001))).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("--nats-stream"), "{err}");
 }

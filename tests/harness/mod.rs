@@ -370,6 +370,17 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .ok()
 }
 
+/// The sum of a metric over all its label sets (0 when it has none yet).
+pub fn metric_total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Counts of what the workload did.
 #[derive(Default)]
 pub struct LoadCounts {

@@ -4,6 +4,13 @@
 //! [`NatsSink::commit`] waits for all of them. The last message of a run is held back until
 //! the next one shows whether its transaction ends there (a transaction larger than a batch
 //! arrives in parts): the last message of every transaction carries `Brewlytics-Tx-Last`.
+//!
+//! Every message names the stream sequence it must follow (`Nats-Expected-Last-Sequence`):
+//! when one in flight is lost (its leader died before storing it), JetStream refuses the ones
+//! after it instead of storing them ahead of it, the batch fails and is sent again from the
+//! last message the stream holds — the stream keeps the source's order through any failure.
+//! So a stream takes one replicator's changes; another writer is found at [`Sink::resume`]
+//! and stops the replicator with what to do.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::{Future, IntoFuture};
@@ -71,9 +78,15 @@ pub struct NatsSink {
     /// The stream sequence stored in OLAP with the checkpoint.
     committed_seq: Option<u64>,
     acked_seq: u64,
+    /// The stream sequence the next message must follow (the stream's last, plus what is in
+    /// flight); read again after any failure.
+    last_seq: Option<u64>,
+    /// Abandoned since the last scan: what the stream holds is read again before a send.
+    stale: bool,
     batch: Published,
     /// When the stream's consumers were last looked at (for `/status`).
     reported: Option<Instant>,
+    ack_timeout: std::time::Duration,
 }
 
 impl NatsSink {
@@ -101,8 +114,11 @@ impl NatsSink {
             skip: HashSet::new(),
             committed_seq: None,
             acked_seq: 0,
+            last_seq: None,
+            stale: false,
             batch: Published::default(),
             reported: None,
+            ack_timeout: cfg.ack_timeout,
         })
     }
 
@@ -156,10 +172,18 @@ impl NatsSink {
     }
 
     async fn send(&mut self, mut m: Message) -> Result<(), NatsError> {
+        let after = match self.last_seq {
+            Some(s) => s,
+            None => self.sequences().await?.1,
+        };
         let mut headers = HeaderMap::new();
         for (name, value) in m.headers.drain(..) {
             headers.insert(name, value.as_str());
         }
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            after.to_string().as_str(),
+        );
         let bytes = m.payload.len();
         let publish = jetstream::message::PublishMessage::build()
             .payload(m.payload.into())
@@ -169,6 +193,7 @@ impl NatsSink {
             .send_publish(m.subject, publish)
             .await
             .map_err(|e| self.send_error(e))?;
+        self.last_seq = Some(after + 1);
         self.in_flight.push_back(InFlight {
             ack: ack.into_future(),
             bytes,
@@ -188,7 +213,21 @@ impl NatsSink {
             return Ok(());
         };
         self.in_flight_bytes -= f.bytes;
-        let ack = f.ack.await.map_err(|e| NatsError::Ack(e.to_string()))?;
+        let ack = f.ack.await.map_err(|e| {
+            self.last_seq = None;
+            if matches!(
+                e.kind(),
+                jetstream::context::PublishErrorKind::WrongLastSequence
+            ) {
+                NatsError::Ack(
+                    "the stream's last message is not the one this change follows (a publish \
+                     before it was lost, or another writer): the batch is sent again"
+                        .into(),
+                )
+            } else {
+                NatsError::Ack(e.to_string())
+            }
+        })?;
         if ack.stream != self.stream_name {
             return Err(NatsError::Config(format!(
                 "a change was stored by stream {} instead of {}: two streams take the subject prefix",
@@ -208,6 +247,9 @@ impl NatsSink {
     /// Takes `m` into the run: the held message before it is sent, marked as its
     /// transaction's last when `m` belongs to another.
     async fn push(&mut self, m: Message) -> Result<(), NatsError> {
+        if self.stale {
+            self.rescan(false).await?;
+        }
         let skip = self.skip.contains(&m.pos);
         if let Some((mut h, h_skip)) = self.held.take() {
             if h.tx != m.tx {
@@ -277,6 +319,61 @@ impl NatsSink {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Reads what the stream holds after the committed stream sequence: this slot's changes
+    /// of a batch OLAP did not commit. They are not sent again (`skip`) — or, when `delete`,
+    /// deleted (a first start over: the pipeline will not produce them again). A message of
+    /// another writer stops the replicator. The next message follows the stream's last.
+    async fn rescan(&mut self, delete: bool) -> Result<(), NatsError> {
+        self.skip.clear();
+        self.stale = false;
+        // Messages the stream no longer holds (its limits) need no look.
+        let (first, last) = self.sequences().await?;
+        let from = (self.committed_seq.unwrap_or(0) + 1).max(first);
+        let mut deleted = 0u64;
+        for seq in from..=last {
+            let msg = match self.stream.get_raw_message(seq).await {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => {
+                    return Err(NatsError::Stream {
+                        stream: self.stream_name.clone(),
+                        message: format!("reading message {seq}: {e}"),
+                    })
+                }
+            };
+            let Some((_, pos)) = msg
+                .headers
+                .get(envelope::MSG_ID)
+                .and_then(|id| envelope::parse_message_id(Some(&self.origin.slot), id.as_str()))
+            else {
+                return Err(NatsError::Config(format!(
+                    "JetStream stream {} holds message {seq} (subject {}) that this replicator \
+                     did not publish, after the last one it committed: a stream takes one \
+                     replicator's changes, in order; give each replicator its own --nats-stream",
+                    self.stream_name, msg.subject
+                )));
+            };
+            if delete {
+                self.stream
+                    .delete_message(seq)
+                    .await
+                    .map_err(|e| NatsError::Stream {
+                        stream: self.stream_name.clone(),
+                        message: format!("deleting message {seq}: {e}"),
+                    })?;
+                deleted += 1;
+            } else {
+                self.skip.insert(pos);
+            }
+        }
+        self.last_seq = Some(self.sequences().await?.1);
+        if !self.skip.is_empty() || deleted > 0 {
+            tracing::info!(stream = %self.stream_name, already_published = self.skip.len(),
+                deleted_uncommitted = deleted, "read the stream's messages after the last commit");
         }
         Ok(())
     }
@@ -379,47 +476,7 @@ impl Sink for NatsSink {
         self.held = None;
         self.in_flight.clear();
         self.in_flight_bytes = 0;
-        self.skip.clear();
-        // Messages the stream no longer holds (its limits) need no look.
-        let (first, last) = self.sequences().await?;
-        let from = (self.committed_seq.unwrap_or(0) + 1).max(first);
-        let mut deleted = 0u64;
-        for seq in from..=last {
-            let msg = match self.stream.get_raw_message(seq).await {
-                Ok(m) => m,
-                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => continue,
-                Err(e) => {
-                    return Err(NatsError::Stream {
-                        stream: self.stream_name.clone(),
-                        message: format!("reading message {seq}: {e}"),
-                    })
-                }
-            };
-            let Some((_, pos)) = msg
-                .headers
-                .get(envelope::MSG_ID)
-                .and_then(|id| envelope::parse_message_id(Some(&self.origin.slot), id.as_str()))
-            else {
-                continue;
-            };
-            if checkpoint.is_some() {
-                self.skip.insert(pos);
-            } else {
-                self.stream
-                    .delete_message(seq)
-                    .await
-                    .map_err(|e| NatsError::Stream {
-                        stream: self.stream_name.clone(),
-                        message: format!("deleting message {seq}: {e}"),
-                    })?;
-                deleted += 1;
-            }
-        }
-        if !self.skip.is_empty() || deleted > 0 {
-            tracing::info!(stream = %self.stream_name, already_published = self.skip.len(),
-                deleted_uncommitted = deleted, "read the stream's messages after the last commit");
-        }
-        Ok(())
+        self.rescan(checkpoint.is_none()).await
     }
 
     async fn write(&mut self, part: &Vec<Message>) -> Result<(), NatsError> {
@@ -453,16 +510,22 @@ impl Sink for NatsSink {
                 self.metrics.stream_report(&r);
             }
         }
+        self.committed_seq = Some(self.acked_seq);
         let mut done = std::mem::take(&mut self.batch);
         done.stream_seq = self.acked_seq;
         Ok(done)
     }
 
-    /// Unacknowledged messages may or may not be stored: they are sent again with the same
-    /// ids, and JetStream drops those it has.
+    /// Unacknowledged messages may or may not be stored: they are given until the
+    /// acknowledgement timeout to settle, and before the next send the stream is read again
+    /// (what it holds is not sent twice, and the next message follows its last).
     async fn abandon(&mut self) -> Result<(), NatsError> {
         self.held = None;
-        self.in_flight.clear();
+        self.last_seq = None;
+        self.stale = true;
+        let pending: Vec<_> = self.in_flight.drain(..).map(|f| f.ack).collect();
+        let _ =
+            tokio::time::timeout(self.ack_timeout, futures_util::future::join_all(pending)).await;
         self.in_flight_bytes = 0;
         self.batch = Published::default();
         self.metrics.in_flight(0, 0);
