@@ -273,6 +273,10 @@ bench_a() {
   OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" RUST_LOG=warn \
     "$BIN" replay --from-lsn 0/0 >>"$WORK/replay.log" 2>&1
   t1=$(now); secs=$(elapsed "$t0" "$t1")
+  # A rate is only a rate of the whole journal: the replay must have read every change.
+  local replayed
+  replayed=$(tail -1 "$WORK/replay.log" | sed -n 's/^replayed \([0-9]*\) journal events.*/\1/p')
+  [ "${replayed:-0}" -ge "$changes" ] || { echo "replay read ${replayed:-no} events of the $changes changes journaled" >&2; exit 1; }
   profile_dump "replay_$run"
   record a_replay_cps "$run" "$(python3 -c "print(round($changes / $secs))")"
 

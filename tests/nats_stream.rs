@@ -124,7 +124,7 @@ type RawJournalRow = (
 async fn journal(olap: &mut sqlx::PgConnection) -> BTreeMap<(String, i32), JournalRow> {
     let rows: Vec<RawJournalRow> = sqlx::query_as(
         "select lsn::text, seq, coalesce(xid, 0), source_schema, source_table, op::text,
-                    before::text, after::text from cdc_events order by lsn, seq",
+                    before::text, after::text from cdc_events e order by e.lsn, e.seq",
     )
     .fetch_all(olap)
     .await
@@ -585,7 +585,7 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
     // The loaded journal is the direct path's, event for event, every column.
     let sql = "select lsn::text, seq, concat_ws('|', xid, commit_ts, source_schema, source_table,
                     op, key::text, before::text, after::text, json_nulls::text)
-               from cdc_events order by lsn, seq";
+               from cdc_events e order by e.lsn, e.seq";
     let loaded_rows: Vec<(String, i32, String)> =
         sqlx::query_as(sql).fetch_all(&mut lconn).await.unwrap();
     let direct_rows: Vec<(String, i32, String)> =

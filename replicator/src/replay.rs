@@ -57,7 +57,8 @@ impl History {
             .map(|t| ((t.schema.to_string(), t.name.to_string()), Arc::new(t)))
             .collect();
         let rows: Vec<(String, i32, String)> = sqlx::query_as(
-            "select lsn::text, seq, after::text from cdc_events where op = 's' order by lsn, seq",
+            "select e.lsn::text, e.seq, e.after::text from cdc_events e where e.op = 's'
+             order by e.lsn, e.seq",
         )
         .fetch_all(&mut *conn)
         .await?;

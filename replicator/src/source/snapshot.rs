@@ -25,8 +25,9 @@ use crate::sink::olap::journal::{self, JournalEncoder};
 use crate::sink::olap::{ApplyError, OlapWriter};
 use crate::table::{ident, SourceTable};
 
-/// Rows sent per COPY piece (replica, then journal).
-const PIECE_BYTES: usize = 4 << 20;
+/// Bytes (replica lines and journal images together) sent per COPY piece: one piece is
+/// written while the next is read, so memory stays a few pieces whatever the table's size.
+const PIECE_BYTES: usize = 2 << 20;
 
 /// The first `seq` of a copy: copied rows sort before any streamed change at the same LSN.
 pub const FIRST_COPY_SEQ: i32 = i32::MIN + 1;
@@ -249,7 +250,7 @@ async fn copy_table(
     );
     let in_sql = format!("copy {} ({list}) from stdin", t.replica_ident());
     // Reading and rendering the next piece overlaps OLAP's work on the current one.
-    let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel::<Piece>(2);
+    let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel::<Piece>(1);
     let read = async move {
         let mut piece = Piece::default();
         let mut lines = Lines::default();
@@ -288,7 +289,7 @@ async fn copy_table(
                     table: t.qualified_source(),
                 });
             }
-            if piece.replica.len() >= PIECE_BYTES {
+            if piece.replica.len() + piece.journal.len() >= PIECE_BYTES {
                 // The writer gone means it failed: its error is the one reported.
                 if pieces_tx.send(std::mem::take(&mut piece)).await.is_err() {
                     return Ok(());

@@ -170,6 +170,9 @@ pub struct JournalRow {
     pub json_nulls: Vec<String>,
 }
 
+/// The columns of a journal row as [`JournalRow`] reads them. `lsn` goes out as text: a
+/// query ordering by it must name the table's column (`e.lsn`), or PostgreSQL orders by the
+/// output column — the text — and `0/10000000` sorts before `0/F0000000`.
 const READ_COLUMNS: &str = "lsn::text, seq, coalesce(xid, 0), \
     (extract(epoch from commit_ts - '2000-01-01 00:00:00+00'::timestamptz) * 1000000)::bigint, \
     source_schema, source_table, op::text, key::text, before::text, after::text, \
@@ -214,8 +217,8 @@ pub async fn read_after(
     limit: i64,
 ) -> Result<Vec<JournalRow>, sqlx::Error> {
     let rows: Vec<RawRow> = sqlx::query_as(&format!(
-        "select {READ_COLUMNS} from cdc_events where (lsn, seq) > ($1::pg_lsn, $2)
-         order by lsn, seq limit $3"
+        "select {READ_COLUMNS} from cdc_events e where (e.lsn, e.seq) > ($1::pg_lsn, $2)
+         order by e.lsn, e.seq limit $3"
     ))
     .bind(after.lsn.to_string())
     .bind(after.seq)
@@ -234,10 +237,10 @@ pub async fn read_table_range(
     to: crate::change::Pos,
 ) -> Result<Vec<JournalRow>, sqlx::Error> {
     let rows: Vec<RawRow> = sqlx::query_as(&format!(
-        "select {READ_COLUMNS} from cdc_events
-         where source_schema = $1 and source_table = $2 and lsn >= $3::pg_lsn
-           and (lsn, seq) < ($4::pg_lsn, $5)
-         order by lsn, seq"
+        "select {READ_COLUMNS} from cdc_events e
+         where e.source_schema = $1 and e.source_table = $2 and e.lsn >= $3::pg_lsn
+           and (e.lsn, e.seq) < ($4::pg_lsn, $5)
+         order by e.lsn, e.seq"
     ))
     .bind(schema)
     .bind(table)
