@@ -240,6 +240,8 @@ impl NatsSink {
         self.batch.messages += 1;
         if ack.duplicate {
             self.batch.duplicates += 1;
+            // Not stored again: the stream's last is not where the next send would expect.
+            self.last_seq = None;
         }
         Ok(())
     }
