@@ -143,6 +143,23 @@ pub async fn merge(w: &mut OlapWriter, m: &ChunkMerge, pos: Pos) -> Result<(), A
     };
     let t = &m.table;
     let source = chunk_table(m.backfill_id);
+    if !same_columns(w.conn(), &source, &t.replica_ident()).await? {
+        // The table's columns changed between the chunk's copy and its watermark (a DDL the
+        // stream has followed since): the copy starts again with the columns as they are.
+        tracing::info!(table = %t.qualified_source(),
+            "the table's columns changed while a backfill chunk was copied: copying it again");
+        request(
+            w.conn(),
+            t,
+            "the table's columns changed during its copy",
+            true,
+        )
+        .await?;
+        sqlx::query(&format!("drop table if exists {source}"))
+            .execute(w.conn())
+            .await?;
+        return Ok(());
+    }
     replace_range(w, t, &source, lo.as_deref(), hi.as_deref()).await?;
     // The chunk's rows are journaled as copies (op r) after the watermark's own event.
     sqlx::query(&format!(
@@ -189,6 +206,25 @@ pub async fn merge(w: &mut OlapWriter, m: &ChunkMerge, pos: Pos) -> Result<(), A
     };
     sqlx::query(&sql).execute(w.conn()).await?;
     Ok(())
+}
+
+/// Whether two tables have the same columns, names and types (the bookkeeping `_cdc_*`
+/// columns aside).
+async fn same_columns(conn: &mut PgConnection, a: &str, b: &str) -> Result<bool, sqlx::Error> {
+    let sql = r"select coalesce(array_agg(attname::text || ' ' || format_type(atttypid, atttypmod)
+                                 order by attname), '{}')
+                from pg_attribute
+                where attrelid = $1::regclass and attnum > 0 and not attisdropped
+                  and attname::text not like '\_cdc\_%'";
+    let left: Vec<String> = sqlx::query_scalar(sql)
+        .bind(a)
+        .fetch_one(&mut *conn)
+        .await?;
+    let right: Vec<String> = sqlx::query_scalar(sql)
+        .bind(b)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(left == right)
 }
 
 /// The replica's rows in the key range `(lo, hi]` become `source`'s (a table or query with the
