@@ -494,3 +494,91 @@ async fn the_journal_reads_back_in_position_order() {
     let got: Vec<Pos> = range.iter().map(|r| r.pos).collect();
     assert_eq!(got, want, "read_table_range");
 }
+
+/// A backfill chunk copied with columns the replica no longer has at the chunk's watermark (a
+/// DDL the stream followed in between) is not merged: the backfill starts again, the replica
+/// is untouched, and the apply goes on (before, the merge failed and stopped replication).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_copied_with_other_columns_is_copied_again() {
+    use brewlytics_replicator::change::ChunkMerge;
+    use brewlytics_replicator::sink::olap::backfill;
+    let (_cluster, url) = olap_db().await;
+    let mut conn = harness::connect(&url).await;
+    let t = table();
+    sqlx::query(&format!(
+        "create table {} (id integer primary key, v text)",
+        t.replica_ident()
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "insert into cdc_backfills (source_schema, source_table, reason, state)
+         values ('public', 'contract_t', 'test', 'running') returning id",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into cdc_backfill_chunks (backfill_id, attempt, chunk, snapshot, from_lsn, rows)
+         values ($1, 'a1', 1, '10:10:', '0/10', 1)",
+    )
+    .bind(id)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // The worker copied the chunk while the table had a column `w` instead of `v`.
+    let mut then = (*t).clone();
+    then.columns[1].name = "w".into();
+    sqlx::query(&backfill::chunk_table_sql(id, &then))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "insert into {} values (1, null, null, null, 1, 'x')",
+        backfill::chunk_table(id)
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let mut w = OlapWriter::connect(&url, OnError::Stop).await.unwrap();
+    w.begin().await.unwrap();
+    let m = ChunkMerge {
+        table: t.clone(),
+        backfill_id: id,
+        attempt: "a1".into(),
+    };
+    backfill::merge(
+        &mut w,
+        &m,
+        Pos {
+            lsn: Lsn(0x20),
+            seq: 1,
+        },
+    )
+    .await
+    .expect("the merge goes on");
+    w.commit_without_checkpoint().await.unwrap();
+
+    let states: Vec<(i64, String)> = sqlx::query_as(
+        "select id, state from cdc_backfills where source_table = 'contract_t' order by id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert_eq!(states[0], (id, "cancelled".to_owned()));
+    assert_eq!(states[1].1, "pending", "a new copy is requested");
+    let left: Option<String> = sqlx::query_scalar("select to_regclass($1)::text")
+        .bind(backfill::chunk_table(id))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, None, "the stale chunk is dropped");
+    let rows: i64 = sqlx::query_scalar(&format!("select count(*) from {}", t.replica_ident()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing of the stale chunk reached the replica");
+}
