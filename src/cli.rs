@@ -62,6 +62,8 @@ pub struct ReplicateArgs {
     #[arg(long, env = "BACKFILL_CHUNK_ROWS", default_value_t = 20_000,
           value_parser = clap::value_parser!(i64).range(1..))]
     pub backfill_chunk_rows: i64,
+    #[command(flatten)]
+    pub copy: CopyArgs,
     /// Where the replicator serves /metrics, /health, /ready, /status and its status page.
     #[arg(
         long = "replicator-listen",
@@ -84,6 +86,16 @@ pub struct ReplicateArgs {
     pub sink: SinkKind,
     #[command(flatten)]
     pub nats: NatsArgs,
+}
+
+/// How a copy of the source (first start, `resync`) runs.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct CopyArgs {
+    /// Tables copied at the same time (each with its own source and OLAP connection).
+    #[arg(long, env = "COPY_WORKERS",
+          default_value_t = brewlytics_replicator::source::snapshot::DEFAULT_WORKERS as u16,
+          value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub copy_workers: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -307,6 +319,8 @@ pub enum Command {
         db: DbArgs,
         #[command(flatten)]
         slot: SlotArgs,
+        #[command(flatten)]
+        copy: CopyArgs,
     },
     /// Drive the API like a morning rush; report throughput, latency and end-to-end freshness.
     Loadtest {

@@ -447,3 +447,120 @@ async fn secrets_never_appear_in_logs_status_or_errors() {
         }
     }
 }
+
+/// A copy (here `resync`) that died after its journal workers committed and before the
+/// transaction with the replica and the checkpoint did: the slot made for it must not be
+/// streamed from, the orphaned journal rows go, and `resync` copies again exactly once —
+/// with the tables copied in parallel (3 workers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_never_committed_is_not_streamed_from_and_its_journal_rows_go() {
+    let c = Clusters::start();
+    c.prepare(200);
+    let addr = free_addr();
+    let mut r = c.replicator("copy-1", &addr, &[("COPY_WORKERS", "3")]);
+    let report = c.converged(Duration::from_secs(90)).await;
+    assert!(report.all_equal(), "{report:#?}");
+    assert!(r.terminate(Duration::from_secs(30)).success());
+    let mut olap = c.olap_conn().await;
+    let mut oltp = c.oltp_conn().await;
+    // Every source row journaled once by the parallel copy, each table's schema event first.
+    let (copied, misplaced): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where op = 'r'),
+                count(*) filter (where op = 'r' and seq < (select max(seq) from cdc_events s
+                                                           where s.op = 's' and s.lsn = e.lsn
+                                                             and s.source_table = e.source_table))
+         from cdc_events e where seq < 0",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    let source_rows: i64 = sqlx::query_scalar(
+        "select (select count(*) from stores) + (select count(*) from employees)
+              + (select count(*) from customers) + (select count(*) from products)
+              + (select count(*) from orders) + (select count(*) from order_items)
+              + (select count(*) from payments) + (select count(*) from inventory_movements)",
+    )
+    .fetch_one(&mut oltp)
+    .await
+    .unwrap();
+    assert_eq!((copied, misplaced), (source_rows, 0));
+
+    // What a `resync` killed between its journal's commit and its own leaves: a new slot, the
+    // mark, and journal rows at the new slot's consistent point.
+    sqlx::query("select pg_drop_replication_slot('brewlytics')")
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+    let orphan_lsn: String = sqlx::query_scalar(
+        "select lsn::text from pg_create_logical_replication_slot('brewlytics', 'pgoutput')",
+    )
+    .fetch_one(&mut oltp)
+    .await
+    .unwrap();
+    sqlx::query("insert into cdc_copy_attempts (slot_name, lsn) values ('brewlytics', $1::pg_lsn)")
+        .bind(&orphan_lsn)
+        .execute(&mut olap)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into cdc_events (lsn, seq, xid, commit_ts, source_schema, source_table, op, key,
+                                 before, after, json_nulls)
+         select $1::pg_lsn, seq, xid, commit_ts, source_schema, source_table, op, key, before,
+                after, json_nulls
+         from cdc_events where seq < 0",
+    )
+    .bind(&orphan_lsn)
+    .execute(&mut olap)
+    .await
+    .unwrap();
+    // Orders the dead copy's slot would stream, but not what came before it.
+    sqlx::query("update orders set status = 'completed' where status <> 'completed'")
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+
+    let out = c
+        .command(&["replicate"])
+        .env("REPLICATOR_LISTEN", free_addr())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "replicate streamed from a copy's slot: {stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("never committed") && last.contains("resync"),
+        "{stderr}"
+    );
+
+    let out = c.run(&["resync", "--copy-workers", "2"]);
+    assert!(out.contains("resynced"), "{out}");
+    let left: (i64, i64) = sqlx::query_as(
+        "select (select count(*) from cdc_events where lsn = $1::pg_lsn),
+                (select count(*) from cdc_copy_attempts)",
+    )
+    .bind(&orphan_lsn)
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        (0, 0),
+        "the dead copy's journal rows or mark are still there"
+    );
+    let copies: Vec<(String, i64)> = sqlx::query_as(
+        "select lsn::text, count(*) from cdc_events where op = 'r' group by 1 order by 1",
+    )
+    .fetch_all(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert!(copies.iter().all(|(_, n)| *n == source_rows), "{copies:?}");
+
+    let mut r = c.replicator("copy-2", &free_addr(), &[]);
+    let report = c.converged(Duration::from_secs(90)).await;
+    assert!(report.all_equal(), "{report:#?}");
+    assert!(r.terminate(Duration::from_secs(30)).success());
+}

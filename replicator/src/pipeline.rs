@@ -45,6 +45,8 @@ pub struct ReplicatorConfig {
     /// Also publish every change to NATS JetStream (beside OLAP, acknowledged before OLAP
     /// commits).
     pub nats: Option<NatsConfig>,
+    /// Tables copied at the same time by a first start or `resync`.
+    pub copy_workers: usize,
 }
 
 impl ReplicatorConfig {
@@ -191,6 +193,9 @@ async fn session(
     let mut writer = OlapWriter::connect(&cfg.olap_url, cfg.on_error).await?;
     let mut oltp = PgConnection::connect_with(&cfg.oltp_url.connect_options()?).await?;
     let checkpoint = checkpoint::load(writer.conn(), &cfg.slot).await?;
+    let unfinished_copy = snapshot::abandoned(writer.conn(), &cfg.slot)
+        .await
+        .map_err(ApplyError::from)?;
     checks::source_ready(&mut oltp, &cfg.publication, checkpoint.is_none()).await?;
     let existing = slot::info(&mut oltp, &cfg.slot).await?;
     let repl_cfg = ReplicationConfig::from_url(&cfg.oltp_url)?;
@@ -206,6 +211,16 @@ async fn session(
     };
 
     let start = match (existing, checkpoint) {
+        (Some(_), Some(cp)) if unfinished_copy.is_some() => {
+            return Err(ReplicatorError::Fatal(format!(
+                "a copy of the source for slot {:?} (resync) started at {} and never committed: \
+                 OLAP holds the copy before it, up to {}, and the slot made for the new copy \
+                 cannot continue from there; run `brewlytics resync` again",
+                cfg.slot,
+                unfinished_copy.unwrap_or_default(),
+                cp.lsn
+            )))
+        }
         (Some(s), Some(cp)) => {
             if s.wal_status.as_deref() == Some("lost") {
                 return Err(ReplicatorError::Fatal(format!(
@@ -475,6 +490,12 @@ async fn first_start(
     progress: snapshot::OnProgress<'_>,
     publisher: Option<&mut NatsSink>,
 ) -> Result<Lsn, ReplicatorError> {
+    if let Some(lsn) = snapshot::clean_abandoned(writer.conn(), &cfg.slot)
+        .await
+        .map_err(ApplyError::from)?
+    {
+        tracing::info!(slot = %cfg.slot, %lsn, "journal rows of a copy that never committed deleted");
+    }
     let created = slot::create_exported(conn, &cfg.slot).await?;
     tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point,
         "slot created; copying the published tables");
@@ -488,11 +509,18 @@ async fn first_start(
             .await
             .map_err(ApplyError::from)?;
     }
+    let setup = snapshot::CopySetup {
+        oltp_url: cfg.oltp_url.clone(),
+        olap_url: cfg.olap_url.clone(),
+        slot: cfg.slot.clone(),
+        workers: cfg.copy_workers,
+    };
     let stats = snapshot::copy_published(
         oltp,
         writer,
+        &setup,
         &cfg.publication,
-        Some(&created.snapshot_name),
+        &created.snapshot_name,
         created.consistent_point,
         progress,
     )

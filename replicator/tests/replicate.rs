@@ -52,6 +52,7 @@ impl Pair {
             status_interval: Duration::from_secs(1),
             backfill_chunk_rows: 1000,
             nats: None,
+            copy_workers: 2,
         }
     }
 

@@ -125,7 +125,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dashboard(args) => insights::dashboard(args).await,
         Command::Dashboards { command } => insights::dashboards(command).await,
         Command::DbtEnv(args) => dbt::env(args),
-        Command::Resync { db, slot } => {
+        Command::Resync { db, slot, copy } => {
             let urls = databases::resolve(&db)?;
             let cfg = replicator_config(
                 &urls,
@@ -137,20 +137,19 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     listen: ([127, 0, 0, 1], 0).into(),
                     heartbeat_interval_ms: 0,
                     backfill_chunk_rows: 20_000,
+                    copy,
                     retained_wal_warn_mb: 0,
                     ready_max_lag_ms: 0,
                     sink: crate::cli::SinkKind::Olap,
                     nats: crate::cli::NatsArgs::disabled(),
                 },
             );
-            let bar = std::sync::Mutex::new(progress::Bar::new());
+            let bar = std::sync::Mutex::new((progress::Bar::new(), progress::CopyBars::default()));
             let log = brewlytics_replicator::pipeline::copy_logger();
             let on_progress = |p: &brewlytics_replicator::source::snapshot::CopyProgress| {
-                let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
-                bar.draw(&p.table, p.rows, p.estimate, p.rows_per_second);
-                if p.done {
-                    bar.finish();
-                }
+                let mut guard = bar.lock().unwrap_or_else(|e| e.into_inner());
+                let (bar, tables) = &mut *guard;
+                tables.update(bar, p);
                 if !bar.shows() {
                     log(p);
                 }
@@ -194,6 +193,7 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         status_interval: std::time::Duration::from_secs(10),
         backfill_chunk_rows: args.backfill_chunk_rows,
         nats: args.nats_config(),
+        copy_workers: usize::from(args.copy.copy_workers),
     }
 }
 

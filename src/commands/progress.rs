@@ -3,6 +3,8 @@
 
 use std::io::{IsTerminal, Write};
 
+use brewlytics_replicator::source::snapshot::CopyProgress;
+
 /// Draws `[#####     ]  42.0% table: rows (rate/s, ETA)` on stderr when it is a terminal.
 pub struct Bar {
     tty: bool,
@@ -54,5 +56,47 @@ impl Bar {
             eprintln!();
             self.drawn = false;
         }
+    }
+
+    /// A line of its own above the bar (the bar is drawn again by the next `draw`).
+    pub fn note(&mut self, line: &str) {
+        if !self.tty {
+            return;
+        }
+        eprintln!("\r{line}\x1b[K");
+        self.drawn = false;
+    }
+}
+
+/// Tables copied at the same time, shown as one bar: their rows, estimates and rates added
+/// up; a line for each table when it is done.
+#[derive(Default)]
+pub struct CopyBars {
+    live: std::collections::BTreeMap<String, (u64, Option<i64>, f64)>,
+}
+
+impl CopyBars {
+    pub fn update(&mut self, bar: &mut Bar, p: &CopyProgress) {
+        if p.done {
+            self.live.remove(&p.table);
+            bar.note(&format!("{}: {} rows copied", p.table, p.rows));
+            if self.live.is_empty() {
+                bar.finish();
+                return;
+            }
+        } else {
+            self.live
+                .insert(p.table.clone(), (p.rows, p.estimate, p.rows_per_second));
+        }
+        let rows = self.live.values().map(|v| v.0).sum();
+        let estimate = self
+            .live
+            .values()
+            .map(|v| v.1)
+            .sum::<Option<i64>>()
+            .map(|e| e.max(rows as i64));
+        let rate = self.live.values().map(|v| v.2).sum();
+        let label = self.live.keys().cloned().collect::<Vec<_>>().join(", ");
+        bar.draw(&label, rows, estimate, rate);
     }
 }

@@ -4,16 +4,28 @@
 //! which ends with the checkpoint at the consistent point, so the stream continues exactly
 //! where the copy ends.
 //!
+//! Tables are copied in parallel by [`CopySetup::workers`] workers, each with its own source
+//! connection importing the exported snapshot and its own OLAP connection for the journal.
+//! Replica rows go to the caller's transaction (one COPY per piece, whichever table it is
+//! of); each table's indexes are built once its rows are in. The workers' journal
+//! transactions commit just before the caller's: `cdc_copy_attempts` marks the copy as under
+//! way until the caller's transaction deletes the mark, so journal rows of a copy that never
+//! committed are found and deleted at the next start ([`clean_abandoned`]).
+//!
 //! Copied rows are numbered with negative `seq`s: a transaction that commits exactly at the
 //! consistent point is streamed with `seq`s 1, 2, … at the same LSN, and must not collide.
-//! Each table's primary key is built after its rows are loaded. A row OLAP refuses is
-//! dead-lettered (or stops the copy, with `--on-error stop`), like a streamed change.
+//! Each table's schema event comes before any of its rows; rows of tables copied at the same
+//! time interleave. A row OLAP refuses is dead-lettered (or stops the copy, with
+//! `--on-error stop`), like a streamed change.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use sqlx::{Connection, PgConnection};
+use tokio::sync::mpsc;
 
 use super::copy::{parse_copy_line, Lines};
 use crate::change::{Body, Change, Op, Pos, RowChange, TxContext};
@@ -24,13 +36,18 @@ use crate::schema::{self, source, store};
 use crate::sink::olap::journal::{self, JournalEncoder};
 use crate::sink::olap::{ApplyError, OlapWriter};
 use crate::table::{ident, SourceTable};
+use brewlytics_support::DbUrl;
 
-/// Bytes (replica lines and journal images together) sent per COPY piece: one piece is
-/// written while the next is read, so memory stays a few pieces whatever the table's size.
+/// Bytes (replica lines and journal images together) read per COPY piece: a worker journals
+/// one piece and hands its replica lines on while the next is read, so memory stays a few
+/// pieces per worker whatever the tables' sizes.
 const PIECE_BYTES: usize = 2 << 20;
 
 /// The first `seq` of a copy: copied rows sort before any streamed change at the same LSN.
 pub const FIRST_COPY_SEQ: i32 = i32::MIN + 1;
+
+/// The default number of tables copied at the same time.
+pub const DEFAULT_WORKERS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -40,6 +57,8 @@ pub enum SnapshotError {
     Apply(#[from] ApplyError),
     #[error("the initial copy of {table} sent a malformed COPY line")]
     Malformed { table: String },
+    #[error("a copy worker ended without a result")]
+    WorkerLost,
 }
 
 impl From<sqlx::Error> for SnapshotError {
@@ -76,34 +95,69 @@ pub struct CopyStats {
     pub dead_letters: u64,
 }
 
-/// Copies the published tables seen by `snapshot` into OLAP through `w` (in its open
-/// transaction). Journal positions are `(lsn, FIRST_COPY_SEQ..)`.
+/// What the workers connect to, and how many there are.
+#[derive(Clone, Debug)]
+pub struct CopySetup {
+    pub oltp_url: DbUrl,
+    pub olap_url: DbUrl,
+    /// The slot the copy is for (the mark in `cdc_copy_attempts`).
+    pub slot: String,
+    /// Tables copied at the same time (at least 1).
+    pub workers: usize,
+}
+
+/// The LSN of a copy of `slot` that started and never committed, if there is one.
+pub async fn abandoned(olap: &mut PgConnection, slot: &str) -> Result<Option<Lsn>, sqlx::Error> {
+    let lsn: Option<String> =
+        sqlx::query_scalar("select lsn::text from cdc_copy_attempts where slot_name = $1")
+            .bind(slot)
+            .fetch_optional(&mut *olap)
+            .await?;
+    Ok(lsn.and_then(|l| l.parse().ok()))
+}
+
+/// Deletes what a copy that never committed left (its mark and its journal rows); returns the
+/// LSN it was at, if there was one.
+pub async fn clean_abandoned(
+    olap: &mut PgConnection,
+    slot: &str,
+) -> Result<Option<Lsn>, sqlx::Error> {
+    let lsn: Option<String> = sqlx::query_scalar(
+        "with mark as (delete from cdc_copy_attempts where slot_name = $1 returning lsn),
+              gone as (delete from cdc_events e using mark
+                       where e.lsn = mark.lsn and e.seq < 0 returning 1)
+         select lsn::text from mark, (select count(*) from gone) g",
+    )
+    .bind(slot)
+    .fetch_optional(&mut *olap)
+    .await?;
+    Ok(lsn.and_then(|l| l.parse().ok()))
+}
+
+/// Copies the published tables seen by the exported `snapshot` into OLAP: replica rows and
+/// the star through `w` (in its open transaction), the journal through the workers'
+/// connections (committed when this returns Ok; the caller's transaction must then commit,
+/// or the next start cleans them up). Journal positions are `(lsn, FIRST_COPY_SEQ..)`.
 pub async fn copy_published(
     source: &mut PgConnection,
     w: &mut OlapWriter,
+    setup: &CopySetup,
     publication: &str,
-    snapshot: Option<&str>,
+    snapshot: &str,
     lsn: Lsn,
     progress: OnProgress<'_>,
 ) -> Result<CopyStats, SnapshotError> {
+    if snapshot.is_empty()
+        || !snapshot
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(SnapshotError::Malformed {
+            table: "(snapshot name)".into(),
+        });
+    }
     let mut tx = source.begin().await.map_err(SnapshotError::Source)?;
-    for sql in super::backfill::SNAPSHOT_SETTINGS {
-        sqlx::query(sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(SnapshotError::Source)?;
-    }
-    if let Some(name) = snapshot {
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(SnapshotError::Malformed {
-                table: "(snapshot name)".into(),
-            });
-        }
-        sqlx::query(&format!("set transaction snapshot '{name}'"))
-            .execute(&mut *tx)
-            .await
-            .map_err(SnapshotError::Source)?;
-    }
+    import_snapshot(&mut tx, snapshot).await?;
     let tables = source::published_tables(&mut tx, publication)
         .await
         .map_err(SnapshotError::Source)?;
@@ -116,10 +170,10 @@ pub async fn copy_published(
         xid: 0,
         commit_ts: chrono_to_pg_timestamp(commit_ts),
     };
-    let mut stats = CopyStats::default();
     let mut seq = FIRST_COPY_SEQ;
     let mut types = HashMap::new();
     let mut journal = JournalEncoder::default();
+    let mut jobs = Vec::new();
     for (schema_name, table_name) in &tables {
         let Some(info) = source::table_by_name(&mut tx, schema_name, table_name)
             .await
@@ -134,6 +188,7 @@ pub async fn copy_published(
                 .map_err(SnapshotError::Source)?,
         );
         prepare_replica(w, &table).await?;
+        // Every table's schema event before any table's rows.
         let schema_event = Change::new(
             ctx,
             seq,
@@ -157,31 +212,13 @@ pub async fn copy_published(
         .fetch_one(&mut *tx)
         .await
         .map_err(SnapshotError::Source)?;
-        let (rows, dead) = copy_table(
-            &mut tx,
-            w,
-            &table,
-            ctx,
-            &mut seq,
-            &mut journal,
+        jobs.push(Job {
+            index: jobs.len(),
+            table,
             estimate,
-            progress,
-        )
-        .await?;
-        // The key and the other indexes are built once the rows are in.
-        sqlx::query("select bulk_load_end($1::regclass)")
-            .bind(table.replica_ident())
-            .execute(w.conn())
-            .await?;
-        crate::schema::store::apply_steps(w.conn(), &table, &[Step::SetKey]).await?;
-        // Statistics for the planner of the star's joins (the table was empty a moment ago).
-        sqlx::query(&format!("analyze {}", table.replica_ident()))
-            .execute(w.conn())
-            .await?;
-        stats.tables += 1;
-        stats.rows += rows;
-        stats.dead_letters += dead;
+        });
     }
+    tx.commit().await.map_err(SnapshotError::Source)?;
     sqlx::query(
         "update cdc_tables set published = false, updated_at = now()
          where published and not (source_schema, source_table) in
@@ -191,11 +228,90 @@ pub async fn copy_published(
     .bind(tables.iter().map(|t| t.1.clone()).collect::<Vec<_>>())
     .execute(w.conn())
     .await?;
-    tx.commit().await.map_err(SnapshotError::Source)?;
+    mark_attempt(&setup.olap_url, &setup.slot, lsn).await?;
+
+    let tables: Vec<Arc<SourceTable>> = jobs.iter().map(|j| j.table.clone()).collect();
+    let estimates: Vec<Option<i64>> = jobs.iter().map(|j| j.estimate).collect();
+    // The largest tables first: the copy ends when its longest table does.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.estimate.unwrap_or(0)));
+    let shared = Arc::new(Shared {
+        jobs: Mutex::new(jobs.into()),
+        seq: AtomicI32::new(seq),
+        failed: AtomicBool::new(false),
+        ctx,
+        snapshot: snapshot.to_owned(),
+        setup: setup.clone(),
+    });
+    let workers = setup.workers.clamp(1, tables.len().max(1));
+    let (pieces_tx, pieces_rx) = mpsc::channel::<ToReplica>(workers);
+    let handles: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(run_worker(shared.clone(), pieces_tx.clone())))
+        .collect();
+    drop(pieces_tx);
+
+    let written = write_replica(w, &tables, &estimates, pieces_rx, progress).await;
+    if written.is_err() {
+        shared.failed.store(true, Ordering::Relaxed);
+    }
+    let mut journals = Vec::new();
+    let mut worker_error = None;
+    for h in handles {
+        match h.await {
+            Ok(Ok(conn)) => journals.push(conn),
+            Ok(Err(e)) => {
+                worker_error.get_or_insert(e);
+            }
+            Err(_) => {
+                worker_error.get_or_insert(SnapshotError::WorkerLost);
+            }
+        }
+    }
+    // A worker's own error is the cause; the writer then only saw its channel close early.
+    if let Some(e) = worker_error {
+        return Err(e);
+    }
+    let stats = written?;
     if !w.star_sources().await?.is_empty() {
         w.star_call("select star_refresh_all()").await?;
     }
+    for mut conn in journals {
+        sqlx::query("commit").execute(&mut conn).await?;
+    }
+    sqlx::query("delete from cdc_copy_attempts where slot_name = $1")
+        .bind(&setup.slot)
+        .execute(w.conn())
+        .await?;
     Ok(stats)
+}
+
+/// The copy's mark, committed before any of its journal rows can be.
+async fn mark_attempt(olap: &DbUrl, slot: &str, lsn: Lsn) -> Result<(), SnapshotError> {
+    let mut conn = PgConnection::connect_with(&olap.connect_options()?).await?;
+    sqlx::query(
+        "insert into cdc_copy_attempts (slot_name, lsn) values ($1, $2::pg_lsn)
+         on conflict (slot_name) do update set lsn = excluded.lsn, started_at = now()",
+    )
+    .bind(slot)
+    .bind(lsn.to_string())
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// The settings of a copy's source transaction, and the exported snapshot imported.
+async fn import_snapshot(source: &mut PgConnection, snapshot: &str) -> Result<(), SnapshotError> {
+    for sql in super::backfill::SNAPSHOT_SETTINGS {
+        sqlx::query(sql)
+            .execute(&mut *source)
+            .await
+            .map_err(SnapshotError::Source)?;
+    }
+    sqlx::query(&format!("set transaction snapshot '{snapshot}'"))
+        .execute(&mut *source)
+        .await
+        .map_err(SnapshotError::Source)?;
+    Ok(())
 }
 
 /// The replica table made (or reconciled) for `t`, emptied, without its primary key while
@@ -224,19 +340,114 @@ async fn prepare_replica(w: &mut OlapWriter, t: &SourceTable) -> Result<(), Appl
     Ok(())
 }
 
-/// One table: the source's COPY lines go to the replica as they are, and to the journal as
-/// images, in pieces. Returns (rows, dead letters).
-#[allow(clippy::too_many_arguments)]
+/// A table to copy: its place in the copy's list, and what the source expects of it.
+struct Job {
+    index: usize,
+    table: Arc<SourceTable>,
+    estimate: Option<i64>,
+}
+
+/// What the workers share.
+struct Shared {
+    jobs: Mutex<VecDeque<Job>>,
+    /// The next journal `seq`.
+    seq: AtomicI32,
+    /// Set when the copy has failed: workers stop at their next piece.
+    failed: AtomicBool,
+    ctx: TxContext,
+    snapshot: String,
+    setup: CopySetup,
+}
+
+impl Shared {
+    fn next_job(&self) -> Option<Job> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+}
+
+/// From the workers to the replica's writer.
+enum ToReplica {
+    Piece { index: usize, piece: Piece },
+    Done { index: usize },
+}
+
+#[derive(Default)]
+struct Piece {
+    replica: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    positions: Vec<Pos>,
+}
+
+/// One worker: tables from the shared list until none is left. Returns its OLAP connection
+/// with the journal rows it wrote, not yet committed.
+async fn run_worker(
+    shared: Arc<Shared>,
+    out: mpsc::Sender<ToReplica>,
+) -> Result<PgConnection, SnapshotError> {
+    let result = work(&shared, &out).await;
+    if result.is_err() {
+        shared.failed.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+async fn work(
+    shared: &Shared,
+    out: &mpsc::Sender<ToReplica>,
+) -> Result<PgConnection, SnapshotError> {
+    let mut source = PgConnection::connect_with(
+        &shared
+            .setup
+            .oltp_url
+            .connect_options()
+            .map_err(SnapshotError::Source)?,
+    )
+    .await
+    .map_err(SnapshotError::Source)?;
+    sqlx::query("begin")
+        .execute(&mut source)
+        .await
+        .map_err(SnapshotError::Source)?;
+    import_snapshot(&mut source, &shared.snapshot).await?;
+    let mut olap = PgConnection::connect_with(&shared.setup.olap_url.connect_options()?).await?;
+    sqlx::query("begin").execute(&mut olap).await?;
+    // The journal must be on disk before the checkpoint that follows it.
+    sqlx::query("select set_config('synchronous_commit', 'on', true)")
+        .execute(&mut olap)
+        .await?;
+    let mut journal = JournalEncoder::default();
+    while let Some(job) = shared.next_job() {
+        if shared.failed.load(Ordering::Relaxed) {
+            break;
+        }
+        copy_table(&mut source, &mut olap, &mut journal, shared, &job, out).await?;
+        if out
+            .send(ToReplica::Done { index: job.index })
+            .await
+            .is_err()
+        {
+            // The replica's writer failed: its error is the one reported.
+            break;
+        }
+    }
+    let _ = source.close().await;
+    Ok(olap)
+}
+
+/// One table: the source's COPY lines go to the replica's writer as they are, and to the
+/// journal (this worker's connection) as images, in pieces.
 async fn copy_table(
     source: &mut PgConnection,
-    w: &mut OlapWriter,
-    t: &Arc<SourceTable>,
-    ctx: TxContext,
-    seq: &mut i32,
+    olap: &mut PgConnection,
     journal: &mut JournalEncoder,
-    estimate: Option<i64>,
-    progress: OnProgress<'_>,
-) -> Result<(u64, u64), SnapshotError> {
+    shared: &Shared,
+    job: &Job,
+    out: &mpsc::Sender<ToReplica>,
+) -> Result<(), SnapshotError> {
+    let t = &job.table;
     let list = t
         .columns
         .iter()
@@ -248,18 +459,18 @@ async fn copy_table(
         ident(&t.schema),
         ident(&t.name)
     );
-    let in_sql = format!("copy {} ({list}) from stdin", t.replica_ident());
-    // Reading and rendering the next piece overlaps OLAP's work on the current one.
-    let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel::<Piece>(1);
-    let read = async move {
-        let mut piece = Piece::default();
-        let mut lines = Lines::default();
-        let mut stream = source
-            .copy_out_raw(&out_sql)
-            .await
-            .map_err(SnapshotError::Source)?;
-        let mut malformed = false;
-        while let Some(chunk) = stream.next().await {
+    let mut stream = source
+        .copy_out_raw(&out_sql)
+        .await
+        .map_err(SnapshotError::Source)?;
+    let mut piece = Piece::default();
+    let mut images = Vec::new();
+    let mut lines = Lines::default();
+    let mut malformed = false;
+    loop {
+        let chunk = stream.next().await;
+        let end = chunk.is_none();
+        if let Some(chunk) = chunk {
             let chunk = chunk.map_err(SnapshotError::Source)?;
             lines.push(&chunk, |line| {
                 let Some(tuple) = parse_copy_line(&line, t.columns.len()) else {
@@ -270,9 +481,10 @@ async fn copy_table(
                 piece.replica.extend_from_slice(&line);
                 piece.replica.push(b'\n');
                 piece.spans.push((start, piece.replica.len()));
+                let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
                 let change = Change::new(
-                    ctx,
-                    *seq,
+                    shared.ctx,
+                    seq,
                     Body::Row(RowChange {
                         table: t.clone(),
                         op: Op::Snapshot,
@@ -281,77 +493,99 @@ async fn copy_table(
                     }),
                 );
                 piece.positions.push(change.pos);
-                journal.line(&mut piece.journal, &change);
-                *seq += 1;
+                journal.line(&mut images, &change);
             });
-            if malformed {
+            if malformed || (end && lines.leftover() > 0) {
                 return Err(SnapshotError::Malformed {
                     table: t.qualified_source(),
                 });
             }
-            if piece.replica.len() + piece.journal.len() >= PIECE_BYTES {
-                // The writer gone means it failed: its error is the one reported.
-                if pieces_tx.send(std::mem::take(&mut piece)).await.is_err() {
-                    return Ok(());
-                }
+        }
+        if (end && !piece.spans.is_empty()) || piece.replica.len() + images.len() >= PIECE_BYTES {
+            if shared.failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            journal::write(olap, &images).await?;
+            images.clear();
+            let index = job.index;
+            let piece = std::mem::take(&mut piece);
+            if out.send(ToReplica::Piece { index, piece }).await.is_err() {
+                return Ok(());
             }
         }
-        drop(stream);
-        let _ = pieces_tx.send(piece).await;
-        Ok::<_, SnapshotError>(())
-    };
-    let started = std::time::Instant::now();
-    let report = |rows: u64, done: bool| {
+        if end {
+            return Ok(());
+        }
+    }
+}
+
+/// The replica's side, in the caller's transaction: each piece COPYed into its table (rows
+/// OLAP refuses dead-lettered), each table's indexes built once it is whole.
+async fn write_replica(
+    w: &mut OlapWriter,
+    tables: &[Arc<SourceTable>],
+    estimates: &[Option<i64>],
+    mut pieces: mpsc::Receiver<ToReplica>,
+    progress: OnProgress<'_>,
+) -> Result<CopyStats, SnapshotError> {
+    let in_sql: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            let list = t
+                .columns
+                .iter()
+                .map(|c| ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("copy {} ({list}) from stdin", t.replica_ident())
+        })
+        .collect();
+    let mut rows = vec![0u64; tables.len()];
+    let mut started: Vec<Option<Instant>> = vec![None; tables.len()];
+    let mut stats = CopyStats::default();
+    let report = |i: usize, rows: u64, started: Instant, done: bool| {
         progress(&CopyProgress {
-            table: t.qualified_source(),
+            table: tables[i].qualified_source(),
             rows,
-            estimate,
+            estimate: estimates[i],
             rows_per_second: rows as f64 / started.elapsed().as_secs_f64().max(1e-3),
             done,
         })
     };
-    let write = async {
-        let (mut rows, mut dead) = (0u64, 0u64);
-        while let Some(mut piece) = pieces_rx.recv().await {
-            rows += piece.spans.len() as u64;
-            dead += piece.flush(w, t, &in_sql).await?;
-            report(rows, false);
+    while let Some(msg) = pieces.recv().await {
+        match msg {
+            ToReplica::Piece { index, piece } => {
+                let t = &tables[index];
+                let since = *started[index].get_or_insert_with(Instant::now);
+                let refused = w
+                    .copy_checked(&in_sql[index], &piece.replica, &piece.spans)
+                    .await?;
+                for (row, e) in &refused {
+                    w.reject(t, &[piece.positions[*row]], Op::Snapshot, e)
+                        .await?;
+                }
+                rows[index] += piece.spans.len() as u64;
+                stats.dead_letters += refused.len() as u64;
+                report(index, rows[index], since, false);
+            }
+            ToReplica::Done { index } => {
+                let t = &tables[index];
+                // The key and the other indexes are built once the rows are in.
+                sqlx::query("select bulk_load_end($1::regclass)")
+                    .bind(t.replica_ident())
+                    .execute(w.conn())
+                    .await?;
+                store::apply_steps(w.conn(), t, &[Step::SetKey]).await?;
+                // Statistics for the planner of the star's joins (the table was empty).
+                sqlx::query(&format!("analyze {}", t.replica_ident()))
+                    .execute(w.conn())
+                    .await?;
+                let since = *started[index].get_or_insert_with(Instant::now);
+                report(index, rows[index], since, true);
+                stats.tables += 1;
+                stats.rows += rows[index];
+            }
         }
-        report(rows, true);
-        Ok::<_, SnapshotError>((rows, dead))
-    };
-    let (read, written) = tokio::join!(read, write);
-    let counts = written?;
-    read?;
-    Ok(counts)
-}
-
-#[derive(Default)]
-struct Piece {
-    replica: Vec<u8>,
-    spans: Vec<(usize, usize)>,
-    positions: Vec<Pos>,
-    journal: Vec<u8>,
-}
-
-impl Piece {
-    async fn flush(
-        &mut self,
-        w: &mut OlapWriter,
-        t: &SourceTable,
-        in_sql: &str,
-    ) -> Result<u64, ApplyError> {
-        if self.spans.is_empty() {
-            return Ok(0);
-        }
-        let refused = w.copy_checked(in_sql, &self.replica, &self.spans).await?;
-        journal::write(w.conn(), &self.journal).await?;
-        for (row, e) in &refused {
-            w.reject(t, &[self.positions[*row]], Op::Snapshot, e)
-                .await?;
-        }
-        let n = refused.len() as u64;
-        *self = Piece::default();
-        Ok(n)
     }
+    Ok(stats)
 }

@@ -6,7 +6,10 @@
 -- deleted), a product without a version gets one valid from -infinity (product history is
 -- kept: it cannot be rebuilt from the replica), and every fact is recomputed.
 
-create or replace function star_refresh_all() returns void language plpgsql as $$
+-- Joins of whole tables: memory enough for their hashes in one batch (1M orders: ~120 MB),
+-- and no JIT compilation (measured on 1M orders: fact_sales 7.0 s -> 5.1 s).
+create or replace function star_refresh_all() returns void language plpgsql
+set work_mem = '128MB' set jit = off as $$
 begin
     perform star_refresh_dims(
         array(select id from replica.stores union select store_id from dim_store),
