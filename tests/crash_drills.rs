@@ -564,3 +564,77 @@ async fn a_copy_that_never_committed_is_not_streamed_from_and_its_journal_rows_g
     assert!(report.all_equal(), "{report:#?}");
     assert!(r.terminate(Duration::from_secs(30)).success());
 }
+
+/// The journal is written on its own connection and committed just before the batch's
+/// transaction: a replicator killed between the two leaves journal rows past the checkpoint.
+/// They are deleted at the next start and journaled again from the stream, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_rows_past_the_checkpoint_are_replaced_by_the_stream() {
+    let c = Clusters::start();
+    c.prepare(20);
+    let mut r = c.replicator("ahead-1", &free_addr(), &[]);
+    assert!(c.converged(Duration::from_secs(60)).await.all_equal());
+    assert!(r.terminate(Duration::from_secs(30)).success());
+
+    // Transactions the slot has not sent yet, and what a killed replicator would have
+    // journaled for them (with other content, to tell them apart).
+    let mut oltp = c.oltp_conn().await;
+    for i in 0..5 {
+        sqlx::query("insert into stores (name) values ($1)")
+            .bind(format!("ahead {i}"))
+            .execute(&mut oltp)
+            .await
+            .unwrap();
+    }
+    // Their commit LSNs, read from the slot without consuming it (once the WAL is flushed:
+    // the test cluster commits asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let commits: Vec<String> = loop {
+        let commits: Vec<String> = sqlx::query_scalar(
+            "select format('%s/%s', to_hex((b >> 32)::integer),
+                           to_hex((b & x'FFFFFFFF'::bigint)::integer))
+             from (select ('x' || encode(substring(data from 3 for 8), 'hex'))::bit(64)::bigint as b
+                   from pg_logical_slot_peek_binary_changes('brewlytics', null, null,
+                        'proto_version', '1', 'publication_names', 'brewlytics')
+                   where get_byte(data, 0) = 67) c",
+        )
+        .fetch_all(&mut oltp)
+        .await
+        .unwrap();
+        if commits.len() >= 5 {
+            break commits;
+        }
+        assert!(Instant::now() < deadline, "{commits:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut olap = c.olap_conn().await;
+    for lsn in &commits {
+        sqlx::query(
+            "insert into cdc_events (lsn, seq, xid, commit_ts, source_schema, source_table, op, after)
+             values ($1::pg_lsn, 1, 0, now(), 'public', 'stores', 'i', '{\"orphan\": true}')",
+        )
+        .bind(lsn)
+        .execute(&mut olap)
+        .await
+        .unwrap();
+    }
+
+    let mut r = c.replicator("ahead-2", &free_addr(), &[]);
+    assert_exactly_once(&c, "journal ahead").await;
+    let (orphans, journaled): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where after::text like '%orphan%'),
+                count(*) filter (where after->>'name' like 'ahead %')
+         from cdc_events where lsn = any($1::text[]::pg_lsn[])",
+    )
+    .bind(&commits)
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!((orphans, journaled), (0, 5));
+    assert!(r.terminate(Duration::from_secs(30)).success());
+    assert!(
+        r.log_text().contains("batch that never committed deleted"),
+        "{}",
+        r.log_text()
+    );
+}

@@ -19,7 +19,7 @@ use crate::lsn::Lsn;
 use crate::schema::{store, SchemaError, Tracker};
 use crate::sink::nats::envelope::Origin;
 use crate::sink::nats::{publish, NatsConfig, NatsError, NatsSink};
-use crate::sink::olap::{ApplyError, OlapWriter, OnError};
+use crate::sink::olap::{journal, ApplyError, OlapWriter, OnError};
 use crate::sink::{OlapSink, Sink};
 use crate::slot;
 use crate::source::backfill::{self, WorkerConfig};
@@ -281,6 +281,16 @@ async fn session(
             lsn
         }
     };
+    // From here the journal is written on its own connection, beside each batch's transaction;
+    // rows it wrote for a batch that never committed are deleted first.
+    let ahead = journal::delete_after(writer.conn(), start)
+        .await
+        .map_err(ApplyError::from)?;
+    if ahead > 0 {
+        tracing::info!(rows = ahead, checkpoint = %start,
+            "journal rows of a batch that never committed deleted; the stream sends them again");
+    }
+    writer.journal_apart(&cfg.olap_url).await?;
     tracing::debug!("loading the replica's tables");
     let tracker = Tracker::new(store::load(writer.conn()).await?);
     tracing::debug!(tables = tracker.applied().count(), "starting the stream");
@@ -502,6 +512,14 @@ async fn first_start(
     let t0 = Instant::now();
     writer.begin().await?;
     if reset {
+        if let Some(cp) = checkpoint::load(writer.conn(), &cfg.slot)
+            .await
+            .map_err(ApplyError::from)?
+        {
+            journal::delete_after(writer.conn(), cp.lsn)
+                .await
+                .map_err(ApplyError::from)?;
+        }
         crate::replay::reset_replica_and_star(writer.conn())
             .await
             .map_err(ApplyError::from)?;

@@ -311,6 +311,70 @@ impl JournalRow {
     }
 }
 
+/// A second OLAP connection the streamed journal is written on, while the batch's own
+/// transaction applies the same changes to the replica and the star. Its transaction commits
+/// just before the batch's (which holds the checkpoint): after a crash between the two, the
+/// journal holds rows past the checkpoint, and [`delete_after`] removes them before the
+/// stream sends those transactions again.
+pub struct Side {
+    conn: PgConnection,
+    in_tx: bool,
+}
+
+impl Side {
+    pub async fn connect(url: &brewlytics_support::DbUrl) -> Result<Self, sqlx::Error> {
+        use sqlx::Connection;
+        let mut conn = PgConnection::connect_with(&url.connect_options()?).await?;
+        // Its rows must be on disk before the checkpoint that follows them.
+        sqlx::query("set synchronous_commit = on")
+            .execute(&mut conn)
+            .await?;
+        Ok(Self { conn, in_tx: false })
+    }
+
+    /// Journals `data` (COPY lines) in this connection's open transaction.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), sqlx::Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if !self.in_tx {
+            sqlx::query("begin").execute(&mut self.conn).await?;
+            self.in_tx = true;
+        }
+        write(&mut self.conn, data).await.map(|_| ())
+    }
+
+    /// Makes what was written visible (and durable).
+    pub async fn commit(&mut self) -> Result<(), sqlx::Error> {
+        if self.in_tx {
+            sqlx::query("commit").execute(&mut self.conn).await?;
+            self.in_tx = false;
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(&mut self) -> Result<(), sqlx::Error> {
+        if self.in_tx {
+            self.in_tx = false;
+            sqlx::query("rollback").execute(&mut self.conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes journal rows past `checkpoint`: written by a [`Side`] whose batch never committed.
+/// Returns how many.
+pub async fn delete_after(
+    conn: &mut PgConnection,
+    checkpoint: crate::lsn::Lsn,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("delete from cdc_events where lsn > $1::pg_lsn")
+        .bind(checkpoint.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Writes COPY data into the journal, sent in pieces of about 1 MiB.
 pub async fn write(conn: &mut PgConnection, data: &[u8]) -> Result<u64, sqlx::Error> {
     if data.is_empty() {

@@ -74,6 +74,8 @@ pub enum ApplyError {
              in schema/olap/logic or the offending source rows)"
     )]
     Star(String),
+    #[error("the journal already holds changes past the checkpoint: {0}")]
+    JournalAhead(String),
 }
 
 impl ApplyError {
@@ -81,6 +83,7 @@ impl ApplyError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Sql(e) => redact::classify(e) == Class::Transient,
+            Self::JournalAhead(_) => true,
             _ => false,
         }
     }
@@ -92,7 +95,23 @@ impl ApplyError {
             Self::Rejected { .. } => "rejected",
             Self::Ddl { .. } => "schema",
             Self::Star(_) => "star",
+            Self::JournalAhead(_) => "olap",
         }
+    }
+}
+
+/// An error of the journal's own connection. A key already there means journal rows of a
+/// batch that never committed were written after this session deleted them (a replicator
+/// that lost its OLAP connection but not this one): worth a new session, which deletes them.
+fn journal_error(e: sqlx::Error) -> ApplyError {
+    let dup = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "23505");
+    if dup {
+        ApplyError::JournalAhead(redact::db_error(&e))
+    } else {
+        ApplyError::Sql(e)
     }
 }
 
@@ -126,6 +145,8 @@ pub struct OlapWriter {
     acc_rows: i64,
     totals: ApplyStats,
     pub started: Option<Instant>,
+    /// Where the journal is written when it is not in this connection's transaction.
+    side: Option<journal::Side>,
 }
 
 impl OlapWriter {
@@ -147,6 +168,7 @@ impl OlapWriter {
             acc_rows: 0,
             totals: ApplyStats::default(),
             started: None,
+            side: None,
         }
     }
 
@@ -209,10 +231,39 @@ impl OlapWriter {
         r
     }
 
+    /// Journals on a second connection from now on, in parallel with the rest of each batch
+    /// (see [`journal::Side`]); the caller deletes journal rows past its checkpoint first.
+    pub async fn journal_apart(&mut self, url: &DbUrl) -> Result<(), ApplyError> {
+        self.side = Some(journal::Side::connect(url).await?);
+        Ok(())
+    }
+
     async fn apply_part(&mut self, batch: &Encoded) -> Result<(), ApplyError> {
         self.begin().await?;
-        journal::write(&mut self.conn, &batch.journal).await?;
-        self.apply_segments(&batch.segments).await?;
+        // A backfill merge reads the journal up to its position in this transaction.
+        let reads_journal = batch
+            .segments
+            .iter()
+            .any(|s| matches!(s, Segment::Backfill(..)));
+        match self.side.take() {
+            Some(mut side) if !reads_journal => {
+                let (journaled, applied) = tokio::join!(
+                    side.write(&batch.journal),
+                    self.apply_segments(&batch.segments)
+                );
+                self.side = Some(side);
+                journaled.map_err(journal_error)?;
+                applied?;
+            }
+            side => {
+                self.side = side;
+                if let Some(side) = &mut self.side {
+                    side.commit().await.map_err(journal_error)?;
+                }
+                journal::write(&mut self.conn, &batch.journal).await?;
+                self.apply_segments(&batch.segments).await?;
+            }
+        }
         self.totals.events += batch.changes;
         self.totals
             .by_table
@@ -250,6 +301,9 @@ impl OlapWriter {
         commit_ts: Option<DateTime<Utc>>,
     ) -> Result<ApplyStats, ApplyError> {
         self.begin().await?;
+        if let Some(side) = &mut self.side {
+            side.commit().await.map_err(journal_error)?;
+        }
         checkpoint::store(&mut self.conn, slot, lsn, commit_ts).await?;
         sqlx::query("commit").execute(&mut self.conn).await?;
         self.in_tx = false;
@@ -260,6 +314,9 @@ impl OlapWriter {
     /// Commits without moving any checkpoint (replay).
     pub async fn commit_without_checkpoint(&mut self) -> Result<ApplyStats, ApplyError> {
         self.begin().await?;
+        if let Some(side) = &mut self.side {
+            side.commit().await.map_err(journal_error)?;
+        }
         sqlx::query("commit").execute(&mut self.conn).await?;
         self.in_tx = false;
         self.dirty.clear();
@@ -268,6 +325,12 @@ impl OlapWriter {
 
     /// Abandons the open transaction.
     pub async fn rollback(&mut self) -> Result<(), ApplyError> {
+        if let Some(side) = &mut self.side {
+            if side.rollback().await.is_err() {
+                // A broken connection: the journal goes back into the batch's transaction.
+                self.side = None;
+            }
+        }
         if self.in_tx {
             sqlx::query("rollback").execute(&mut self.conn).await?;
             self.in_tx = false;
