@@ -541,3 +541,114 @@ async fn a_transaction_at_the_consistent_point_does_not_collide_with_the_copy() 
     .unwrap();
     assert_eq!((streamed, name.as_str()), (1, "At the point"));
 }
+
+/// A table rewritten (here by VACUUM FULL) between the slot's snapshot and the copy's locks
+/// would read empty under that snapshot: the copy refuses it and says it starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_rewritten_as_the_copy_begins_is_not_copied_empty() {
+    use brewlytics_replicator::slot;
+    use brewlytics_replicator::source::snapshot::{self, CopySetup, SnapshotError};
+    use brewlytics_replicator::stream::config::ReplicationConfig;
+    use brewlytics_replicator::stream::conn::ReplicationConnection;
+
+    let pair = Pair::new("rw").await;
+    let mut oltp = pair.oltp().await;
+    sqlx::raw_sql(MASTER).execute(&mut oltp).await.unwrap();
+    let cfg = pair.config();
+    let mut repl =
+        ReplicationConnection::connect(&ReplicationConfig::from_url(&cfg.oltp_url).unwrap())
+            .await
+            .unwrap();
+    let created = slot::create_exported(&mut repl, &cfg.slot).await.unwrap();
+    sqlx::query("vacuum full stores")
+        .execute(&mut oltp)
+        .await
+        .unwrap();
+
+    let mut w =
+        brewlytics_replicator::sink::olap::OlapWriter::connect(&cfg.olap_url, Default::default())
+            .await
+            .unwrap();
+    w.begin().await.unwrap();
+    let setup = CopySetup {
+        oltp_url: cfg.oltp_url.clone(),
+        olap_url: cfg.olap_url.clone(),
+        slot: cfg.slot.clone(),
+        workers: 2,
+    };
+    let mut source = pair.oltp().await;
+    let out = snapshot::copy_published(
+        &mut source,
+        &mut w,
+        &setup,
+        &cfg.publication,
+        &created.snapshot_name,
+        created.consistent_point,
+        &|_| {},
+    )
+    .await;
+    match out {
+        Err(e @ SnapshotError::Rewritten { .. }) => {
+            assert!(e.to_string().contains("stores"), "{e}")
+        }
+        other => panic!("copied a rewritten table: {:?}", other.map(|s| s.rows)),
+    }
+    w.rollback().await.unwrap();
+    repl.close().await;
+}
+
+/// An ALTER TABLE issued while the first copy holds its lock on the table, before the copy's
+/// worker reached that table: the worker would queue behind the ALTER, and the ALTER behind
+/// the copy. The worker does not wait (as pg_dump's do not): the copy gives way, the ALTER
+/// goes through, and the copy starts again and converges, new column included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_waiting_on_the_first_copy_neither_deadlocks_nor_is_lost() {
+    let pair = Pair::new("ddlcopy").await;
+    let mut oltp = pair.oltp().await;
+    sqlx::raw_sql(MASTER).execute(&mut oltp).await.unwrap();
+    // A large table, copied first (largest first, one worker): `stores` comes last.
+    sqlx::query(
+        "insert into inventory_movements (store_id, product_id, delta, reason)
+         select 1, 1, 1, 'adjustment' from generate_series(1, 200000)",
+    )
+    .execute(&mut oltp)
+    .await
+    .unwrap();
+    sqlx::query("analyze").execute(&mut oltp).await.unwrap();
+    let mut cfg = pair.config();
+    cfg.copy_workers = 1;
+    let run = start(cfg);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "select count(*) from pg_locks l join pg_class c on c.oid = l.relation
+             where c.relname = 'stores' and l.mode = 'AccessShareLock' and l.granted
+               and l.pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut oltp)
+        .await
+        .unwrap();
+        if held > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy never locked its tables"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ddl = pair.oltp().await;
+    tokio::time::timeout(
+        Duration::from_secs(90),
+        sqlx::query("alter table stores add column ddl_probe date default '2024-05-01'")
+            .execute(&mut ddl),
+    )
+    .await
+    .expect("the ALTER waited behind the copy for 90 s")
+    .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(120), pair.converged())
+        .await
+        .expect("converged within 120 s");
+    assert!(report.all_equal(), "{report:#?}");
+    run.stop().await;
+}

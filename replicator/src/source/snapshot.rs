@@ -59,6 +59,11 @@ pub enum SnapshotError {
     Malformed { table: String },
     #[error("a copy worker ended without a result")]
     WorkerLost,
+    #[error(
+        "{table} was rewritten or truncated as the copy began (its snapshot would read it \
+         empty): starting the copy again"
+    )]
+    Rewritten { table: String },
 }
 
 impl From<sqlx::Error> for SnapshotError {
@@ -161,6 +166,7 @@ pub async fn copy_published(
     let tables = source::published_tables(&mut tx, publication)
         .await
         .map_err(SnapshotError::Source)?;
+    lock_tables(&mut tx, &tables).await?;
     let commit_ts: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
         .fetch_one(&mut *tx)
         .await
@@ -218,7 +224,6 @@ pub async fn copy_published(
             estimate,
         });
     }
-    tx.commit().await.map_err(SnapshotError::Source)?;
     sqlx::query(
         "update cdc_tables set published = false, updated_at = now()
          where published and not (source_schema, source_table) in
@@ -271,6 +276,8 @@ pub async fn copy_published(
         return Err(e);
     }
     let stats = written?;
+    // The tables' locks go: the rows are all read.
+    tx.commit().await.map_err(SnapshotError::Source)?;
     if !w.star_sources().await?.is_empty() {
         w.star_call("select star_refresh_all()").await?;
     }
@@ -282,6 +289,47 @@ pub async fn copy_published(
         .execute(w.conn())
         .await?;
     Ok(stats)
+}
+
+/// As pg_dump does: the published tables locked (ACCESS SHARE) for the copy's duration, so
+/// none is rewritten or truncated while it is read — a rewrite is not MVCC-safe, and a copy
+/// under the older snapshot would read the table empty. DDL on them waits for the copy. One
+/// rewritten between the snapshot and the lock is found (its file is not the one the snapshot
+/// sees) and the copy starts again under a new snapshot.
+async fn lock_tables(
+    tx: &mut PgConnection,
+    tables: &[(String, String)],
+) -> Result<(), SnapshotError> {
+    sqlx::query("set local lock_timeout = '30s'")
+        .execute(&mut *tx)
+        .await
+        .map_err(SnapshotError::Source)?;
+    for (schema_name, table_name) in tables {
+        sqlx::query(&format!(
+            "lock table {}.{} in access share mode",
+            ident(schema_name),
+            ident(table_name)
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(SnapshotError::Source)?;
+    }
+    let rewritten: Option<String> = sqlx::query_scalar(
+        "select format('%I.%I', n.nspname, c.relname)
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where (n.nspname, c.relname) in (select s, t from unnest($1::text[], $2::text[]) x(s, t))
+           and c.relfilenode <> 0 and pg_relation_filenode(c.oid) is distinct from c.relfilenode
+         limit 1",
+    )
+    .bind(tables.iter().map(|t| t.0.clone()).collect::<Vec<_>>())
+    .bind(tables.iter().map(|t| t.1.clone()).collect::<Vec<_>>())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(SnapshotError::Source)?;
+    match rewritten {
+        Some(table) => Err(SnapshotError::Rewritten { table }),
+        None => Ok(()),
+    }
 }
 
 /// The copy's mark, committed before any of its journal rows can be.
@@ -459,6 +507,17 @@ async fn copy_table(
         ident(&t.schema),
         ident(&t.name)
     );
+    // The copy's first transaction holds this lock already; a DDL waiting for it would make
+    // a plain request here wait behind the DDL, and the DDL behind the copy: pg_dump's
+    // answer — fail at once, and start the copy again (the DDL goes first).
+    sqlx::query(&format!(
+        "lock table {}.{} in access share mode nowait",
+        ident(&t.schema),
+        ident(&t.name)
+    ))
+    .execute(&mut *source)
+    .await
+    .map_err(SnapshotError::Source)?;
     let mut stream = source
         .copy_out_raw(&out_sql)
         .await
