@@ -368,6 +368,18 @@ pub async fn delete_after(
     conn: &mut PgConnection,
     checkpoint: crate::lsn::Lsn,
 ) -> Result<u64, sqlx::Error> {
+    // The journal's last position first, by its key (backwards, one row): a plain range
+    // delete on a large journal whose statistics are stale can be planned as a full scan.
+    let last: Option<String> =
+        sqlx::query_scalar("select lsn::text from cdc_events order by lsn desc, seq desc limit 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let ahead = last
+        .and_then(|l| l.parse::<crate::lsn::Lsn>().ok())
+        .is_some_and(|l| l > checkpoint);
+    if !ahead {
+        return Ok(0);
+    }
     let done = sqlx::query("delete from cdc_events where lsn > $1::pg_lsn")
         .bind(checkpoint.to_string())
         .execute(&mut *conn)
