@@ -368,19 +368,12 @@ async fn an_invalidated_slot_stops_with_how_to_recover_and_resync_recovers() {
         "the slot was not invalidated"
     );
 
-    let out = c
-        .command(&["replicate"])
-        .env("REPLICATOR_LISTEN", free_addr())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "replicate went on with a lost slot");
-    let last = stderr.lines().last().unwrap_or_default();
+    let last = c.replicate_refusal();
     assert!(
         last.starts_with("error: ")
             && last.contains("wal_status = lost")
             && last.contains("brewlytics resync"),
-        "{stderr}"
+        "{last}"
     );
 
     let out = c.run(&["resync"]);
@@ -519,20 +512,10 @@ async fn a_copy_that_never_committed_is_not_streamed_from_and_its_journal_rows_g
         .await
         .unwrap();
 
-    let out = c
-        .command(&["replicate"])
-        .env("REPLICATOR_LISTEN", free_addr())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "replicate streamed from a copy's slot: {stderr}"
-    );
-    let last = stderr.lines().last().unwrap_or_default();
+    let last = c.replicate_refusal();
     assert!(
         last.starts_with("error: ") && last.contains("never committed") && last.contains("resync"),
-        "{stderr}"
+        "{last}"
     );
 
     let out = c.run(&["resync", "--copy-workers", "2"]);

@@ -62,6 +62,19 @@ impl Clusters {
         c
     }
 
+    /// `brewlytics replicate` run to its end, expected to refuse: its last line on stderr
+    /// (panics with the whole of it when it succeeded).
+    pub fn replicate_refusal(&self) -> String {
+        let out = self
+            .command(&["replicate"])
+            .env("REPLICATOR_LISTEN", free_addr())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "replicate went on: {stderr}");
+        stderr.lines().last().unwrap_or_default().to_owned()
+    }
+
     /// Runs a command to completion; panics with its output when it fails.
     pub fn run(&self, args: &[&str]) -> String {
         let out = self.command(args).output().expect("running brewlytics");

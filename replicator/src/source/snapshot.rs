@@ -127,16 +127,19 @@ pub async fn clean_abandoned(
     olap: &mut PgConnection,
     slot: &str,
 ) -> Result<Option<Lsn>, sqlx::Error> {
-    let lsn: Option<String> = sqlx::query_scalar(
-        "with mark as (delete from cdc_copy_attempts where slot_name = $1 returning lsn),
-              gone as (delete from cdc_events e using mark
-                       where e.lsn = mark.lsn and e.seq < 0 returning 1)
-         select lsn::text from mark, (select count(*) from gone) g",
-    )
-    .bind(slot)
-    .fetch_optional(&mut *olap)
-    .await?;
-    Ok(lsn.and_then(|l| l.parse().ok()))
+    let Some(lsn) = abandoned(olap, slot).await? else {
+        return Ok(None);
+    };
+    // The rows first: stopped in between, the mark is still there to try again.
+    sqlx::query("delete from cdc_events where lsn = $1::pg_lsn and seq < 0")
+        .bind(lsn.to_string())
+        .execute(&mut *olap)
+        .await?;
+    sqlx::query("delete from cdc_copy_attempts where slot_name = $1")
+        .bind(slot)
+        .execute(&mut *olap)
+        .await?;
+    Ok(Some(lsn))
 }
 
 /// Copies the published tables seen by the exported `snapshot` into OLAP: replica rows and
@@ -388,6 +391,15 @@ async fn prepare_replica(w: &mut OlapWriter, t: &SourceTable) -> Result<(), Appl
     Ok(())
 }
 
+/// The table's columns, quoted, in order: the same list on both sides of the copy.
+fn column_list(t: &SourceTable) -> String {
+    t.columns
+        .iter()
+        .map(|c| ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A table to copy: its place in the copy's list, and what the source expects of it.
 struct Job {
     index: usize,
@@ -496,12 +508,7 @@ async fn copy_table(
     out: &mpsc::Sender<ToReplica>,
 ) -> Result<(), SnapshotError> {
     let t = &job.table;
-    let list = t
-        .columns
-        .iter()
-        .map(|c| ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = column_list(t);
     let out_sql = format!(
         "copy (select {list} from {}.{}) to stdout",
         ident(&t.schema),
@@ -589,15 +596,7 @@ async fn write_replica(
 ) -> Result<CopyStats, SnapshotError> {
     let in_sql: Vec<String> = tables
         .iter()
-        .map(|t| {
-            let list = t
-                .columns
-                .iter()
-                .map(|c| ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("copy {} ({list}) from stdin", t.replica_ident())
-        })
+        .map(|t| format!("copy {} ({}) from stdin", t.replica_ident(), column_list(t)))
         .collect();
     let mut rows = vec![0u64; tables.len()];
     let mut started: Vec<Option<Instant>> = vec![None; tables.len()];
