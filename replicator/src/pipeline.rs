@@ -283,9 +283,14 @@ async fn session(
     };
     // From here the journal is written on its own connection, beside each batch's transaction;
     // rows it wrote for a batch that never committed are deleted first.
-    let ahead = journal::delete_after(writer.conn(), start)
+    let ahead = journal::delete_past_checkpoint(writer.conn(), &cfg.slot, start)
         .await
-        .map_err(ApplyError::from)?;
+        .map_err(ApplyError::from)?
+        .map_err(|now| {
+            ApplyError::JournalAhead(format!(
+                "the checkpoint moved from {start} to {now} as this session started"
+            ))
+        })?;
     if ahead > 0 {
         tracing::info!(rows = ahead, checkpoint = %start,
             "journal rows of a batch that never committed deleted; the stream sends them again");
@@ -357,7 +362,11 @@ async fn session(
             _ => Err(ReplicatorError::WriterGone),
         },
         Err(e) => {
-            applier.abort();
+            // Gone before the next session reads the checkpoint (its connections closed).
+            if !applier.is_finished() {
+                applier.abort();
+                let _ = applier.await;
+            }
             Err(e)
         }
     }

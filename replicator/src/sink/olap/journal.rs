@@ -362,6 +362,39 @@ impl Side {
     }
 }
 
+/// At a session's start: deletes journal rows past `slot`'s checkpoint, expected at
+/// `expected`, holding the checkpoint's row meanwhile — a batch whose commit is still under way
+/// (a session that ended a moment ago) finishes first. `Ok(Err(lsn))` when the checkpoint is
+/// no longer `expected`: nothing was deleted, and the session must start again from there.
+pub async fn delete_past_checkpoint(
+    conn: &mut PgConnection,
+    slot: &str,
+    expected: crate::lsn::Lsn,
+) -> Result<Result<u64, crate::lsn::Lsn>, sqlx::Error> {
+    sqlx::query("begin").execute(&mut *conn).await?;
+    let result = async {
+        let now: Option<String> = sqlx::query_scalar(
+            "select lsn::text from replication_checkpoint where slot_name = $1 for update",
+        )
+        .bind(slot)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let now = now.and_then(|l| l.parse::<crate::lsn::Lsn>().ok());
+        if now != Some(expected) {
+            return Ok(Err(now.unwrap_or_default()));
+        }
+        delete_after(conn, expected).await.map(Ok)
+    }
+    .await;
+    let end = if matches!(result, Ok(Ok(_))) {
+        "commit"
+    } else {
+        "rollback"
+    };
+    sqlx::query(end).execute(&mut *conn).await?;
+    result
+}
+
 /// Deletes journal rows past `checkpoint`: written by a [`Side`] whose batch never committed.
 /// Returns how many.
 pub async fn delete_after(
