@@ -44,6 +44,7 @@ pub mod image;
 pub mod load;
 pub mod lsn;
 pub mod pipeline;
+pub mod published;
 pub mod redact;
 pub mod replay;
 pub mod schema;

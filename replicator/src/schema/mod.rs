@@ -6,7 +6,10 @@
 //! it with the table as the replica has it (`cdc_tables`), learning attnums from the DDL event
 //! trigger's messages or the source catalog, and [`plan`] says what to do.
 
+pub mod audit;
+pub mod generated;
 pub mod plan;
+pub mod publication;
 pub mod source;
 pub mod store;
 
@@ -52,6 +55,8 @@ pub struct Tracker {
     ddl: HashMap<u32, Vec<CatalogTable>>,
     /// OLAP type of each (type oid, typmod).
     types: HashMap<(u32, i32), String>,
+    /// The publications streamed (their definitions of a table: row filter, column list).
+    publications: Vec<String>,
 }
 
 impl Tracker {
@@ -63,6 +68,12 @@ impl Tracker {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    /// The publications the stream subscribes to (`PUBLICATION`).
+    pub fn publishing(mut self, publications: Vec<String>) -> Self {
+        self.publications = publications;
+        self
     }
 
     pub fn applied(&self) -> impl Iterator<Item = &Arc<SourceTable>> {
@@ -117,22 +128,40 @@ impl Tracker {
             .find(|t| t.oid == rel.id && t.oid != 0)
             .or_else(|| self.applied.get(&(rel.namespace.clone(), rel.name.clone())))
             .cloned();
+        // What the publications publish of it now (None: not published, or not streamable).
+        let def = publication::definition(oltp, &self.publications, rel.id)
+            .await
+            .map_err(err)?
+            .and_then(Result::ok);
+        let list = match &def {
+            Some(d) => d.column_list.clone(),
+            None => before
+                .as_ref()
+                .and_then(|b| b.published.column_list.clone()),
+        };
+        let listed = |t: &CatalogTable| CatalogTable {
+            column_list: list.clone(),
+            ..t.clone()
+        };
         // What the source says of the table at this point of the stream: the latest DDL
         // message that matches the Relation message, else the catalog if it still does.
         let mut info = self
             .ddl
             .get(&rel.id)
-            .and_then(|l| l.iter().rev().find(|t| matches(rel, t)).cloned());
+            .and_then(|l| l.iter().rev().map(listed).find(|t| matches(rel, t)));
         let mut catalog_now = None;
         if info.is_none() {
-            let now = source::table_by_oid(oltp, rel.id).await.map_err(err)?;
+            let now = source::table_by_oid(oltp, rel.id)
+                .await
+                .map_err(err)?
+                .map(|t| listed(&t));
             if now.as_ref().is_some_and(|t| matches(rel, t)) {
                 info = now;
             } else {
                 catalog_now = now;
             }
         }
-        let after = describe(
+        let mut after = describe(
             oltp,
             &mut self.types,
             rel,
@@ -141,6 +170,17 @@ impl Tracker {
         )
         .await
         .map_err(err)?;
+        after.published = match (&def, info.as_ref().or(catalog_now.as_ref())) {
+            (Some(d), Some(t)) => Arc::new(
+                publication::published_of(oltp, &mut self.types, t, d)
+                    .await
+                    .map_err(err)?,
+            ),
+            _ => before
+                .as_ref()
+                .map(|b| b.published.clone())
+                .unwrap_or_default(),
+        };
         // The same name under another OID: the table was dropped and created again.
         let recreated = before
             .as_ref()
@@ -162,6 +202,9 @@ impl Tracker {
             plan.backfill = Some("added to the publication".into());
         } else if recreated {
             plan.backfill = Some("the table was created again on the source".into());
+        }
+        if let (None, Some(b)) = (&plan.backfill, before.as_deref()) {
+            plan.backfill = publication::backfill_reason(b, &after);
         }
         let after = Arc::new(after);
         self.current.insert(rel.id, after.clone());
@@ -195,7 +238,71 @@ impl Tracker {
             return Ok(None);
         }
         self.current.remove(&t.oid);
-        self.resolve(oltp, &relation_of(&t)).await.map(Some)
+        let rel = self.published_relation(oltp, t).await?;
+        self.resolve(oltp, &rel).await.map(Some)
+    }
+
+    /// An `ALTER PUBLICATION` reached the stream: each mirrored table whose row filter or
+    /// column list is no longer the replica's follows here, in the stream's order (a row
+    /// filter change sends nothing through pgoutput).
+    pub async fn follow_publication(
+        &mut self,
+        oltp: &mut PgConnection,
+        content: &[u8],
+    ) -> Result<Vec<Resolved>, SchemaError> {
+        if !publication::concerns(content, &self.publications) {
+            return Ok(Vec::new());
+        }
+        let defs = publication::definitions(oltp, &self.publications, None)
+            .await
+            .map_err(|source| SchemaError::Catalog {
+                table: "the publications' tables".into(),
+                source,
+            })?;
+        let changed: Vec<Arc<SourceTable>> = self
+            .applied
+            .values()
+            .filter(|t| {
+                defs.get(&t.oid).is_some_and(|d| {
+                    d.as_ref().is_ok_and(|d| {
+                        d.row_filter != t.published.row_filter
+                            || d.column_list != t.published.column_list
+                    })
+                })
+            })
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for t in changed {
+            if let Some(r) = self.follow_catalog(oltp, &t.schema, &t.name).await? {
+                // The next change is resolved from its own Relation message (pgoutput sends
+                // one after a publication changed): the catalog may be past this point.
+                self.current.remove(&t.oid);
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The Relation message pgoutput sends for `t` under its publications' column list.
+    async fn published_relation(
+        &self,
+        oltp: &mut PgConnection,
+        mut t: CatalogTable,
+    ) -> Result<RelationBody, SchemaError> {
+        let def = publication::definition(oltp, &self.publications, t.oid)
+            .await
+            .map_err(|source| SchemaError::Catalog {
+                table: format!("{}.{}", t.schema, t.table),
+                source,
+            })?;
+        t.column_list = match def {
+            Some(Ok(d)) => d.column_list,
+            _ => self
+                .applied_table(&t.schema, &t.table)
+                .and_then(|a| a.published.column_list.clone()),
+        };
+        Ok(relation_of(&t))
     }
 
     /// A table the replica mirrors, checked against the source's catalog as it is now (the
@@ -216,7 +323,11 @@ impl Tracker {
             return Ok(None);
         };
         self.current.remove(&t.oid);
-        self.resolve(oltp, &relation_of(&t)).await.map(Some)
+        // The catalog is what is asked for: DDL messages of before this point describe an
+        // older table (a generated column changed since sends no Relation message).
+        self.ddl.remove(&t.oid);
+        let rel = self.published_relation(oltp, t).await?;
+        self.resolve(oltp, &rel).await.map(Some)
     }
 
     fn is_mirrored(&self, oid: u32, schema: &str, table: &str) -> bool {
@@ -245,7 +356,10 @@ impl Tracker {
                 source,
             })?;
         match info {
-            Some(info) => self.resolve(oltp, &relation_of(&info)).await.map(Some),
+            Some(info) => {
+                let rel = self.published_relation(oltp, info).await?;
+                self.resolve(oltp, &rel).await.map(Some)
+            }
             None => Ok(None),
         }
     }
@@ -326,6 +440,7 @@ pub async fn describe(
         columns,
         key,
         identity: rel.replica_identity,
+        published: Default::default(),
     })
 }
 
@@ -426,6 +541,7 @@ mod tests {
             table: "t".into(),
             identity: "f".into(),
             key: Some(vec![2]),
+            column_list: None,
             columns: vec![
                 source::CatalogColumn {
                     attnum: 1,
@@ -435,6 +551,8 @@ mod tests {
                     hasdef: false,
                     hasmissing: false,
                     generated: false,
+                    expression: None,
+                    uses: None,
                 },
                 source::CatalogColumn {
                     attnum: 2,
@@ -444,6 +562,8 @@ mod tests {
                     hasdef: false,
                     hasmissing: false,
                     generated: false,
+                    expression: None,
+                    uses: None,
                 },
             ],
         };

@@ -18,6 +18,10 @@ pub struct CatalogTable {
     #[serde(default)]
     pub key: Option<Vec<i16>>,
     pub columns: Vec<CatalogColumn>,
+    /// The publication's column list (attnums), when it has one: what [`Self::published_columns`]
+    /// keeps. Not part of the catalog's description: set from the publication's definition.
+    #[serde(default)]
+    pub column_list: Option<Vec<i16>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -32,12 +36,34 @@ pub struct CatalogColumn {
     pub hasmissing: bool,
     #[serde(default)]
     pub generated: bool,
+    /// A generated column's expression, as the source prints it.
+    #[serde(default)]
+    pub expression: Option<String>,
+    /// What a generated column's expression uses that is the source's own (functions,
+    /// operators, types, columns of such types), as the source describes them.
+    #[serde(default)]
+    pub uses: Option<Vec<String>>,
 }
 
 impl CatalogTable {
-    /// The columns logical replication sends (generated columns are not).
+    /// The columns logical replication sends: not generated, and in the column list if any.
     pub fn published_columns(&self) -> impl Iterator<Item = &CatalogColumn> {
-        self.columns.iter().filter(|c| !c.generated)
+        self.columns.iter().filter(|c| {
+            !c.generated
+                && self
+                    .column_list
+                    .as_ref()
+                    .is_none_or(|list| list.contains(&c.attnum))
+        })
+    }
+
+    /// The attnums of the columns that are not generated (what a column list may name).
+    pub fn ordinary_attnums(&self) -> Vec<i16> {
+        self.columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| c.attnum)
+            .collect()
     }
 }
 
@@ -54,9 +80,30 @@ const TABLE_SQL: &str = "
         'columns', coalesce((select json_agg(json_build_object(
                                'attnum', a.attnum, 'name', a.attname, 'type_oid', a.atttypid::bigint,
                                'typmod', a.atttypmod, 'hasdef', a.atthasdef,
-                               'hasmissing', a.atthasmissing, 'generated', a.attgenerated <> '')
+                               'hasmissing', a.atthasmissing, 'generated', a.attgenerated <> '',
+                               'expression', case when a.attgenerated <> ''
+                                                  then pg_get_expr(d.adbin, d.adrelid) end,
+                               'uses', case when a.attgenerated <> '' then (
+                                   select coalesce(json_agg(u order by u), '[]') from (
+                                       select pg_describe_object(dep.refclassid, dep.refobjid, 0) u
+                                       from pg_depend dep
+                                       where dep.classid = 'pg_attrdef'::regclass and dep.objid = d.oid
+                                         and dep.refclassid <> 'pg_class'::regclass
+                                         and dep.refobjid >= 16384
+                                       union
+                                       select format('column %I of type %s', ra.attname,
+                                                     format_type(ra.atttypid, ra.atttypmod))
+                                       from pg_depend dep
+                                       join pg_attribute ra on ra.attrelid = dep.refobjid
+                                                           and ra.attnum = dep.refobjsubid
+                                       join pg_type ty on ty.oid = ra.atttypid
+                                       where dep.classid = 'pg_attrdef'::regclass and dep.objid = d.oid
+                                         and dep.refclassid = 'pg_class'::regclass
+                                         and dep.refobjsubid > 0
+                                         and ty.oid >= 16384 and ty.typtype <> 'd') x) end)
                            order by a.attnum)
                     from pg_attribute a
+                    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
                     where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped), '[]'))::text
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where ";
@@ -117,16 +164,16 @@ pub async fn olap_types(
         .collect())
 }
 
-/// Published tables of `publication` (schema, table).
+/// Tables published by any of `publications` (schema, table).
 pub async fn published_tables(
     conn: &mut PgConnection,
-    publication: &str,
+    publications: &[String],
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
     sqlx::query_as(
-        "select schemaname::text, tablename::text from pg_publication_tables
-         where pubname = $1 order by 1, 2",
+        "select distinct schemaname::text, tablename::text from pg_publication_tables
+         where pubname = any($1) order by 1, 2",
     )
-    .bind(publication)
+    .bind(publications)
     .fetch_all(&mut *conn)
     .await
 }

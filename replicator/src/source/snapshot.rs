@@ -32,7 +32,7 @@ use crate::change::{Body, Change, Op, Pos, RowChange, TxContext};
 use crate::decode::chrono_to_pg_timestamp;
 use crate::lsn::Lsn;
 use crate::schema::plan::Step;
-use crate::schema::{self, source, store};
+use crate::schema::{publication, source, store};
 use crate::sink::olap::journal::{self, JournalEncoder};
 use crate::sink::olap::{ApplyError, OlapWriter};
 use crate::table::{ident, SourceTable};
@@ -64,6 +64,8 @@ pub enum SnapshotError {
          empty): starting the copy again"
     )]
     Rewritten { table: String },
+    #[error("{table} cannot be streamed: {why}; PostgreSQL refuses it — make them publish the same columns")]
+    Unstreamable { table: String, why: String },
 }
 
 impl From<sqlx::Error> for SnapshotError {
@@ -145,7 +147,8 @@ pub async fn clean_abandoned(
 /// Copies the published tables seen by the exported `snapshot` into OLAP: replica rows and
 /// the star through `w` (in its open transaction), the journal through the workers'
 /// connections (committed when this returns Ok; the caller's transaction must then commit,
-/// or the next start cleans them up). Journal positions are `(lsn, FIRST_COPY_SEQ..)`.
+/// or the next start cleans them up). Journal positions are `(lsn, FIRST_COPY_SEQ..)`. Each
+/// table is read as its publications publish it: their row filter and column list.
 pub async fn copy_published(
     source: &mut PgConnection,
     w: &mut OlapWriter,
@@ -155,18 +158,11 @@ pub async fn copy_published(
     lsn: Lsn,
     progress: OnProgress<'_>,
 ) -> Result<CopyStats, SnapshotError> {
-    if snapshot.is_empty()
-        || !snapshot
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(SnapshotError::Malformed {
-            table: "(snapshot name)".into(),
-        });
-    }
+    check_snapshot_name(snapshot)?;
     let mut tx = source.begin().await.map_err(SnapshotError::Source)?;
     import_snapshot(&mut tx, snapshot).await?;
-    let tables = source::published_tables(&mut tx, publication)
+    let publications = publication::names(publication);
+    let tables = source::published_tables(&mut tx, &publications)
         .await
         .map_err(SnapshotError::Source)?;
     lock_tables(&mut tx, &tables).await?;
@@ -180,27 +176,83 @@ pub async fn copy_published(
         commit_ts: chrono_to_pg_timestamp(commit_ts),
     };
     let mut seq = FIRST_COPY_SEQ;
+    let jobs = prepare_jobs(&mut tx, w, &publications, &tables, ctx, &mut seq).await?;
+    unpublish_others(w, &tables).await?;
+    mark_attempt(&setup.olap_url, &setup.slot, lsn).await?;
+    let (stats, journals) = run_workers(w, setup, jobs, ctx, seq, snapshot, progress).await?;
+    // The tables' locks go: the rows are all read.
+    tx.commit().await.map_err(SnapshotError::Source)?;
+    if !w.star_sources().await?.is_empty() {
+        w.star_call("select star_refresh_all()").await?;
+    }
+    for mut conn in journals {
+        sqlx::query("commit").execute(&mut conn).await?;
+    }
+    sqlx::query("delete from cdc_copy_attempts where slot_name = $1")
+        .bind(&setup.slot)
+        .execute(w.conn())
+        .await?;
+    Ok(stats)
+}
+
+/// An exported snapshot's name goes into `SET TRANSACTION SNAPSHOT`, which takes no
+/// parameter: only what PostgreSQL makes of one (hex digits and dashes) is accepted.
+fn check_snapshot_name(snapshot: &str) -> Result<(), SnapshotError> {
+    let ok = !snapshot.is_empty()
+        && snapshot
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::Malformed {
+            table: "(snapshot name)".into(),
+        })
+    }
+}
+
+/// Each published table described as its publications publish it, its replica made ready
+/// and its schema event journaled (every table's before any table's rows).
+async fn prepare_jobs(
+    tx: &mut PgConnection,
+    w: &mut OlapWriter,
+    publications: &[String],
+    tables: &[(String, String)],
+    ctx: TxContext,
+    seq: &mut i32,
+) -> Result<Vec<Job>, SnapshotError> {
+    let defs = publication::definitions(tx, publications, None)
+        .await
+        .map_err(SnapshotError::Source)?;
     let mut types = HashMap::new();
     let mut journal = JournalEncoder::default();
     let mut jobs = Vec::new();
-    for (schema_name, table_name) in &tables {
-        let Some(info) = source::table_by_name(&mut tx, schema_name, table_name)
+    for (schema_name, table_name) in tables {
+        let Some(info) = source::table_by_name(tx, schema_name, table_name)
             .await
             .map_err(SnapshotError::Source)?
         else {
             continue;
         };
-        let rel = schema::relation_of(&info);
+        let def = match defs.get(&info.oid) {
+            Some(Ok(d)) => d.clone(),
+            Some(Err(why)) => {
+                return Err(SnapshotError::Unstreamable {
+                    table: format!("{schema_name}.{table_name}"),
+                    why: why.clone(),
+                })
+            }
+            None => continue,
+        };
         let table = Arc::new(
-            schema::describe(&mut tx, &mut types, &rel, Some(&info), true)
+            publication::describe(tx, &mut types, &info, &def)
                 .await
                 .map_err(SnapshotError::Source)?,
         );
         prepare_replica(w, &table).await?;
-        // Every table's schema event before any table's rows.
         let schema_event = Change::new(
             ctx,
-            seq,
+            *seq,
             Body::Schema(Arc::new(crate::change::SchemaChange {
                 before: None,
                 after: table.clone(),
@@ -208,7 +260,7 @@ pub async fn copy_published(
                 backfill: None,
             })),
         );
-        seq += 1;
+        *seq += 1;
         journal::write(w.conn(), &journal.encode(&[schema_event])).await?;
         sqlx::query("select bulk_load_begin($1::regclass)")
             .bind(table.replica_ident())
@@ -227,6 +279,14 @@ pub async fn copy_published(
             estimate,
         });
     }
+    Ok(jobs)
+}
+
+/// Tables the replica mirrored that are no longer published: not mirrored any more.
+async fn unpublish_others(
+    w: &mut OlapWriter,
+    tables: &[(String, String)],
+) -> Result<(), SnapshotError> {
     sqlx::query(
         "update cdc_tables set published = false, updated_at = now()
          where published and not (source_schema, source_table) in
@@ -236,12 +296,28 @@ pub async fn copy_published(
     .bind(tables.iter().map(|t| t.1.clone()).collect::<Vec<_>>())
     .execute(w.conn())
     .await?;
-    mark_attempt(&setup.olap_url, &setup.slot, lsn).await?;
+    Ok(())
+}
 
+/// The largest tables first: the copy ends when its longest table does.
+fn largest_first(jobs: &mut [Job]) {
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.estimate.unwrap_or(0)));
+}
+
+/// The workers copy the jobs' tables while `w` takes their rows into the replica. Returns
+/// the workers' OLAP connections with their journal rows, not yet committed.
+async fn run_workers(
+    w: &mut OlapWriter,
+    setup: &CopySetup,
+    mut jobs: Vec<Job>,
+    ctx: TxContext,
+    seq: i32,
+    snapshot: &str,
+    progress: OnProgress<'_>,
+) -> Result<(CopyStats, Vec<PgConnection>), SnapshotError> {
     let tables: Vec<Arc<SourceTable>> = jobs.iter().map(|j| j.table.clone()).collect();
     let estimates: Vec<Option<i64>> = jobs.iter().map(|j| j.estimate).collect();
-    // The largest tables first: the copy ends when its longest table does.
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.estimate.unwrap_or(0)));
+    largest_first(&mut jobs);
     let shared = Arc::new(Shared {
         jobs: Mutex::new(jobs.into()),
         seq: AtomicI32::new(seq),
@@ -278,20 +354,7 @@ pub async fn copy_published(
     if let Some(e) = worker_error {
         return Err(e);
     }
-    let stats = written?;
-    // The tables' locks go: the rows are all read.
-    tx.commit().await.map_err(SnapshotError::Source)?;
-    if !w.star_sources().await?.is_empty() {
-        w.star_call("select star_refresh_all()").await?;
-    }
-    for mut conn in journals {
-        sqlx::query("commit").execute(&mut conn).await?;
-    }
-    sqlx::query("delete from cdc_copy_attempts where slot_name = $1")
-        .bind(&setup.slot)
-        .execute(w.conn())
-        .await?;
-    Ok(stats)
+    Ok((written?, journals))
 }
 
 /// As pg_dump does: the published tables locked (ACCESS SHARE) for the copy's duration, so
@@ -389,15 +452,6 @@ async fn prepare_replica(w: &mut OlapWriter, t: &SourceTable) -> Result<(), Appl
     }
     store::save(w.conn(), t, None).await?;
     Ok(())
-}
-
-/// The table's columns, quoted, in order: the same list on both sides of the copy.
-fn column_list(t: &SourceTable) -> String {
-    t.columns
-        .iter()
-        .map(|c| ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A table to copy: its place in the copy's list, and what the source expects of it.
@@ -508,12 +562,7 @@ async fn copy_table(
     out: &mpsc::Sender<ToReplica>,
 ) -> Result<(), SnapshotError> {
     let t = &job.table;
-    let list = column_list(t);
-    let out_sql = format!(
-        "copy (select {list} from {}.{}) to stdout",
-        ident(&t.schema),
-        ident(&t.name)
-    );
+    let out_sql = format!("copy ({}) to stdout", publication::copy_query(t));
     // The copy's first transaction holds this lock already; a DDL waiting for it would make
     // a plain request here wait behind the DDL, and the DDL behind the copy: pg_dump's
     // answer — fail at once, and start the copy again (the DDL goes first).
@@ -596,7 +645,13 @@ async fn write_replica(
 ) -> Result<CopyStats, SnapshotError> {
     let in_sql: Vec<String> = tables
         .iter()
-        .map(|t| format!("copy {} ({}) from stdin", t.replica_ident(), column_list(t)))
+        .map(|t| {
+            format!(
+                "copy {} ({}) from stdin",
+                t.replica_ident(),
+                publication::column_list(t)
+            )
+        })
         .collect();
     let mut rows = vec![0u64; tables.len()];
     let mut started: Vec<Option<Instant>> = vec![None; tables.len()];
