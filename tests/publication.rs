@@ -250,15 +250,7 @@ async fn filters_and_column_lists_are_followed_from_the_first_start_to_replay() 
     );
     wait_streaming(&listen, &r).await;
     // The replica's table has the published columns only.
-    let mut olap = c.olap_conn().await;
-    let cols: Vec<String> = sqlx::query_scalar(
-        "select attname::text from pg_attribute where attrelid = 'replica.cl'::regclass
-         and attnum > 0 and not attisdropped order by attnum",
-    )
-    .fetch_all(&mut olap)
-    .await
-    .unwrap();
-    assert_eq!(cols, ["id", "name"]);
+    assert_eq!(replica_columns(&c, "cl").await, ["id", "name"]);
     let mut want = expected("region = 'eu'", "amount % 2 = 0", "id, note");
     want.truncate(4);
     check(&c, BOTH, "first start", &want).await;
@@ -320,6 +312,7 @@ async fn filters_and_column_lists_are_followed_from_the_first_start_to_replay() 
         &want,
     )
     .await;
+    assert_eq!(replica_columns(&c, "cl2").await, ["id", "note"]);
     let log = r.log_text();
     assert!(log.contains("row filter changed"), "said: {log}");
     assert!(
@@ -355,6 +348,34 @@ async fn filters_and_column_lists_are_followed_from_the_first_start_to_replay() 
     let (found, messages) = marker_in_stream(&url, "BREWLYTICS", MARKER).await;
     assert!(messages > 600, "the stream holds the changes: {messages}");
     assert!(found.is_empty(), "the marker is in the stream: {found:?}");
+
+    // Two streamed publications giving one table different column lists: PostgreSQL refuses
+    // to stream it, and the replicator says so at once.
+    exec(&mut oltp, "alter publication extra add table cl (id)").await;
+    let out = c
+        .command(&["replicate"])
+        .env("PUBLICATION", BOTH)
+        .env("REPLICATOR_LISTEN", free_addr())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("public.cl") && stderr.contains("different column lists"),
+        "{stderr}"
+    );
+}
+
+/// The columns of a replica table, in order.
+async fn replica_columns(c: &Clusters, table: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "select attname::text from pg_attribute where attrelid = format('replica.%I', $1::text)::regclass
+         and attnum > 0 and not attisdropped order by attnum",
+    )
+    .bind(table)
+    .fetch_all(&mut c.olap_conn().await)
+    .await
+    .unwrap()
 }
 
 const GENERATED: &str = "

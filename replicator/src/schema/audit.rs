@@ -22,22 +22,24 @@ const SCAN_TIMEOUT: &str = "60s";
 pub async fn warnings(olap: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
     let mut out = Vec::new();
     for t in store::load(olap).await? {
+        if t.published.generated.is_empty() {
+            continue;
+        }
         for (column, why) in generated::missing(olap, &t).await? {
             out.push(format!(
-                "{} has no generated column {column} of {}: {why}",
-                t.replica_ident(),
+                "replica.{} has no generated column {column} of {}: {why}",
+                t.replica,
                 t.qualified_source()
             ));
         }
-        for column in unmirrored_columns(olap, &t).await? {
-            out.push(format!(
-                "{} has column {column}, which the publication does not publish for {}: \
-                 run `brewlytics snapshot --table {}` to clean it",
-                t.replica_ident(),
-                t.qualified_source(),
-                t.qualified_source()
-            ));
-        }
+    }
+    let extra: Vec<(String, String, String)> =
+        sqlx::query_as(UNMIRRORED_SQL).fetch_all(&mut *olap).await?;
+    for (replica, source, column) in extra {
+        out.push(format!(
+            "{replica} has column {column}, which the publication does not publish for \
+             {source}: run `brewlytics snapshot --table {source}` to clean it"
+        ));
     }
     let migrated: bool =
         sqlx::query_scalar("select to_regclass('cdc_publication_findings') is not null")
@@ -55,7 +57,21 @@ pub async fn warnings(olap: &mut PgConnection) -> Result<Vec<String>, sqlx::Erro
     Ok(out)
 }
 
-/// Replica columns that are neither the table's mirrored columns nor its generated ones.
+/// Replica columns of every mirrored table that are neither its mirrored columns nor its
+/// generated ones: (replica, source table, column).
+const UNMIRRORED_SQL: &str = "
+    select 'replica.' || t.replica_table, format('%s.%s', t.source_schema, t.source_table),
+           a.attname::text
+    from cdc_tables t
+    join pg_attribute a on a.attrelid = to_regclass(format('%I.%I', 'replica', t.replica_table))
+                       and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
+    where t.published
+      and not exists (select 1 from jsonb_array_elements(t.columns) c where c ->> 'name' = a.attname)
+      and not exists (select 1 from jsonb_array_elements(coalesce(t.publication -> 'generated', '[]')) g
+                      where g ->> 'name' = a.attname)
+    order by 1, a.attnum";
+
+/// The replica columns of `t` that are neither its mirrored columns nor its generated ones.
 async fn unmirrored_columns(
     olap: &mut PgConnection,
     t: &SourceTable,
@@ -176,9 +192,9 @@ async fn rows_outside_filter(
     Ok(match bounded_count(olap, &sql).await? {
         Ok(0) => None,
         Ok(n) => Some(format!(
-            "{} holds {n} rows outside the publication's row filter of {}: run `brewlytics \
-             snapshot --table {}` to clean it",
-            t.replica_ident(),
+            "replica.{} holds {n} rows outside the publication's row filter of {}: run \
+             `brewlytics snapshot --table {}` to clean it",
+            t.replica,
             t.qualified_source(),
             t.qualified_source()
         )),

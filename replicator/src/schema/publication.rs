@@ -130,10 +130,13 @@ pub async fn unstreamable(
     let Some((oid, why)) = bad.first() else {
         return Ok(None);
     };
-    let name: String = sqlx::query_scalar("select $1::oid::regclass::text")
-        .bind(i64::from(*oid))
-        .fetch_one(&mut *conn)
-        .await?;
+    let name: String = sqlx::query_scalar(
+        "select format('%I.%I', n.nspname, c.relname)
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = $1::oid",
+    )
+    .bind(i64::from(*oid))
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(Some(format!(
         "table {name} cannot be streamed: {why}; make them publish the same columns \
          (ALTER PUBLICATION … SET TABLE {name} (…)), or stream one of them"
@@ -321,6 +324,113 @@ pub fn backfill_reason(before: &SourceTable, after: &SourceTable) -> Option<Stri
 mod tests {
     use super::*;
     use crate::table::fixtures;
+
+    fn catalog() -> CatalogTable {
+        let column = |attnum: i16, name: &str, generated: Option<&str>| source::CatalogColumn {
+            attnum,
+            name: name.into(),
+            type_oid: 23,
+            typmod: -1,
+            hasdef: generated.is_some(),
+            hasmissing: false,
+            generated: generated.is_some(),
+            expression: generated.map(str::to_owned),
+            uses: generated.map(|_| Vec::new()),
+        };
+        CatalogTable {
+            oid: 7,
+            schema: "public".into(),
+            table: "gc".into(),
+            identity: "d".into(),
+            key: Some(vec![1]),
+            columns: vec![
+                column(1, "id", None),
+                column(2, "a", None),
+                column(4, "b", Some("(a * 2)")),
+                column(5, "secret", None),
+            ],
+            column_list: None,
+        }
+    }
+
+    #[test]
+    fn what_is_published_of_a_table() {
+        let types = HashMap::from([((23, -1), "integer".to_owned())]);
+        let mut info = catalog();
+        let p = published_from(&info, &Definition::default(), &types);
+        assert_eq!(p.last_attnum, 5);
+        assert_eq!(p.generated.len(), 1);
+        assert_eq!(p.generated[0].expression, "(a * 2)");
+        assert_eq!(p.generated[0].olap_type, "integer");
+        assert!(p.generated[0].carried());
+        // A function of the source's own: not carried, and why.
+        info.columns[2].uses = Some(vec!["function public.dbl(integer)".into()]);
+        let p = published_from(&info, &Definition::default(), &types);
+        let why = p.generated[0].not_carried.clone().unwrap();
+        assert!(why.contains("function public.dbl(integer)"), "{why}");
+        // Under a column list: no generated column, and only the listed ones are sent.
+        let listed = Definition {
+            row_filter: Some("(a > 1)".into()),
+            column_list: Some(vec![1, 2]),
+        };
+        let p = published_from(&info, &listed, &types);
+        assert!(p.generated.is_empty());
+        assert_eq!(p.row_filter.as_deref(), Some("(a > 1)"));
+        info.column_list = listed.column_list.clone();
+        let sent: Vec<&str> = info.published_columns().map(|c| c.name.as_str()).collect();
+        assert_eq!(sent, ["id", "a"]);
+    }
+
+    #[test]
+    fn a_mirrored_table_is_stale_when_its_columns_or_definition_differ() {
+        let types = HashMap::from([((23, -1), "integer".to_owned())]);
+        let info = catalog();
+        let def = Definition::default();
+        let columns: Vec<Column> = info
+            .published_columns()
+            .map(|c| Column {
+                name: c.name.clone(),
+                attnum: Some(c.attnum),
+                type_oid: c.type_oid,
+                typmod: c.typmod,
+                olap_type: "integer".into(),
+            })
+            .collect();
+        let known = published_from(&info, &def, &types);
+        assert!(!stale(&columns, &known, &info, &def));
+        // Another filter, another list, another expression, another column.
+        let filtered = Definition {
+            row_filter: Some("(a > 1)".into()),
+            ..Default::default()
+        };
+        assert!(stale(&columns, &known, &info, &filtered));
+        let mut listed = info.clone();
+        listed.column_list = Some(vec![1, 2]);
+        let list = Definition {
+            column_list: Some(vec![1, 2]),
+            ..Default::default()
+        };
+        assert!(stale(&columns, &known, &listed, &list));
+        let mut changed = info.clone();
+        changed.columns[2].expression = Some("(a * 3)".into());
+        assert!(stale(&columns, &known, &changed, &def));
+        assert!(stale(&columns[..2], &known, &info, &def));
+    }
+
+    #[test]
+    fn an_insert_lacking_a_value_copies_the_table_again() {
+        let row = |v| TupleData {
+            columns: vec![TupleValue::Null, v],
+        };
+        assert!(leaves_out_toast(&row(TupleValue::UnchangedToast)));
+        assert!(!leaves_out_toast(&row(TupleValue::Null)));
+        let t = Arc::new(fixtures::products());
+        let r = copy_again(t.clone(), TOAST_GAP);
+        let (before, plan) = r.change.unwrap();
+        assert_eq!(before.as_deref(), Some(&*t));
+        assert!(plan.steps.is_empty());
+        assert_eq!(plan.backfill.as_deref(), Some(TOAST_GAP));
+    }
 
     #[test]
     fn alter_publication_messages() {

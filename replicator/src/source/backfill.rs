@@ -725,3 +725,32 @@ pub async fn request_by_name(
     .await?;
     Ok((id, true))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::fixtures;
+
+    #[test]
+    fn a_chunk_reads_the_published_rows_in_key_order_after_the_last_key() {
+        let mut t = fixtures::products();
+        assert_eq!(
+            chunk_query(&t, false, Some(100)),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             order by \"id\" limit 100"
+        );
+        std::sync::Arc::make_mut(&mut t.published).row_filter = Some("(price > 1::numeric)".into());
+        assert_eq!(
+            chunk_query(&t, true, Some(5)),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             where row(\"id\") > row((current_setting('brewlytics.backfill_after')::text[])[1]::bigint) \
+             and ((price > 1::numeric)) order by \"id\" limit 5"
+        );
+        // One chunk: the whole table, filtered.
+        assert_eq!(
+            chunk_query(&t, false, None),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             where ((price > 1::numeric))"
+        );
+    }
+}

@@ -702,3 +702,34 @@ async fn write_replica(
     }
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::fixtures;
+
+    #[test]
+    fn only_an_exported_snapshot_name_is_imported() {
+        assert!(check_snapshot_name("00000003-00000002-1").is_ok());
+        assert!(check_snapshot_name("").is_err());
+        assert!(check_snapshot_name("1'; drop table x; --").is_err());
+    }
+
+    #[test]
+    fn the_largest_tables_are_copied_first() {
+        let job = |index, estimate| Job {
+            index,
+            table: Arc::new(fixtures::products()),
+            estimate,
+        };
+        let mut jobs = vec![
+            job(0, Some(10)),
+            job(1, None),
+            job(2, Some(5000)),
+            job(3, Some(7)),
+        ];
+        largest_first(&mut jobs);
+        let order: Vec<usize> = jobs.iter().map(|j| j.index).collect();
+        assert_eq!(order, vec![2, 0, 3, 1]);
+    }
+}
