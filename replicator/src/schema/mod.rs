@@ -19,6 +19,7 @@ use std::sync::Arc;
 use sqlx::PgConnection;
 
 use crate::decode::{RelationBody, ReplicaIdentity};
+use crate::published::Definition;
 use crate::table::{replica_name, Column, SourceTable};
 use plan::{Knowledge, Plan};
 use source::CatalogTable;
@@ -57,6 +58,9 @@ pub struct Tracker {
     types: HashMap<(u32, i32), String>,
     /// The publications streamed (their definitions of a table: row filter, column list).
     publications: Vec<String>,
+    /// What they publish of each table, by OID (Err: not streamable): read once, and again
+    /// when the stream meets a change of the publications or of a table, or a table it lacks.
+    definitions: Option<HashMap<u32, Result<Definition, String>>>,
 }
 
 impl Tracker {
@@ -128,11 +132,8 @@ impl Tracker {
             .find(|t| t.oid == rel.id && t.oid != 0)
             .or_else(|| self.applied.get(&(rel.namespace.clone(), rel.name.clone())))
             .cloned();
-        // What the publications publish of it now (None: not published, or not streamable).
-        let def = publication::definition(oltp, &self.publications, rel.id)
-            .await
-            .map_err(err)?
-            .and_then(Result::ok);
+        // What the publications publish of it (None: not published, or not streamable).
+        let def = self.definition(oltp, rel.id).await.map_err(err)?;
         let list = match &def {
             Some(d) => d.column_list.clone(),
             None => before
@@ -238,6 +239,8 @@ impl Tracker {
             return Ok(None);
         }
         self.current.remove(&t.oid);
+        // A column of a column list dropped takes the table out of the publication.
+        self.definitions = None;
         let rel = self.published_relation(oltp, t).await?;
         self.resolve(oltp, &rel).await.map(Some)
     }
@@ -272,6 +275,7 @@ impl Tracker {
             })
             .cloned()
             .collect();
+        self.definitions = Some(defs);
         let mut out = Vec::new();
         for t in changed {
             if let Some(r) = self.follow_catalog(oltp, &t.schema, &t.name).await? {
@@ -284,21 +288,44 @@ impl Tracker {
         Ok(out)
     }
 
+    /// The publications' definition of table `oid` (None: not published, or not streamable).
+    async fn definition(
+        &mut self,
+        oltp: &mut PgConnection,
+        oid: u32,
+    ) -> Result<Option<Definition>, sqlx::Error> {
+        if !self
+            .definitions
+            .as_ref()
+            .is_some_and(|d| d.contains_key(&oid))
+        {
+            self.definitions =
+                Some(publication::definitions(oltp, &self.publications, None).await?);
+        }
+        Ok(self
+            .definitions
+            .as_ref()
+            .and_then(|d| d.get(&oid))
+            .and_then(|d| d.as_ref().ok())
+            .cloned())
+    }
+
     /// The Relation message pgoutput sends for `t` under its publications' column list.
     async fn published_relation(
-        &self,
+        &mut self,
         oltp: &mut PgConnection,
         mut t: CatalogTable,
     ) -> Result<RelationBody, SchemaError> {
-        let def = publication::definition(oltp, &self.publications, t.oid)
+        let def = self
+            .definition(oltp, t.oid)
             .await
             .map_err(|source| SchemaError::Catalog {
                 table: format!("{}.{}", t.schema, t.table),
                 source,
             })?;
         t.column_list = match def {
-            Some(Ok(d)) => d.column_list,
-            _ => self
+            Some(d) => d.column_list,
+            None => self
                 .applied_table(&t.schema, &t.table)
                 .and_then(|a| a.published.column_list.clone()),
         };
@@ -324,8 +351,10 @@ impl Tracker {
         };
         self.current.remove(&t.oid);
         // The catalog is what is asked for: DDL messages of before this point describe an
-        // older table (a generated column changed since sends no Relation message).
+        // older table (a generated column changed since sends no Relation message), and the
+        // publications may have changed.
         self.ddl.remove(&t.oid);
+        self.definitions = None;
         let rel = self.published_relation(oltp, t).await?;
         self.resolve(oltp, &rel).await.map(Some)
     }
