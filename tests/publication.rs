@@ -142,6 +142,11 @@ alter table mp replica identity full;
 insert into mp select g, case when g % 3 = 0 then 'eu' else 'us' end, g from generate_series(1, 100) g;
 -- mp in two streamed publications: their filters are ORed.
 create publication extra for table mp where (amount > 80);
+-- sales.st through a schema in extra: every row, whatever brewlytics' filter.
+create schema sales;
+create table sales.st (id int primary key, v int);
+insert into sales.st select g, g from generate_series(1, 20) g;
+alter publication extra add tables in schema sales;
 -- Not streamed: that it publishes rf and cl whole changes nothing.
 create publication unstreamed for table rf, cl;
 -- A row filter over a replica identity index: an UPDATE bringing a row in is sent as an
@@ -152,7 +157,8 @@ alter table tt replica identity using index tt_identity;
 alter table tt alter column big set storage external;
 insert into tt select g, 'us', repeat(md5(g::text), 4000) from generate_series(1, 3) g;
 alter publication brewlytics add table rf where (region = 'eu'), cl (id, name),
-                                        mp where (region = 'eu'), tt where (region = 'eu');
+                                        mp where (region = 'eu'), tt where (region = 'eu'),
+                                        sales.st where (id > 15);
 ";
 
 const STREAMED: &str = "
@@ -169,6 +175,7 @@ update mp set amount = 95 where id = 1;                                      -- 
 update mp set region = 'us' where id = 3;                                    -- out of both
 update mp set region = 'eu', amount = 0 where id = 90;                       -- out of extra's, in brewlytics'
 update tt set region = 'eu' where id = 1;                                    -- in, its big value unsent
+update sales.st set v = 1 where id = 20;
 ";
 
 const ADDED: &str = "
@@ -191,7 +198,8 @@ insert into cl2 values (100, 'n100', 'SSN-MARKER-2-100', 'note 100');
 fn set_tables(rf: &str, rf2: &str, cl2: &str) -> String {
     format!(
         "alter publication brewlytics set table rf where ({rf}), cl (id, name),
-             mp where (region = 'eu'), tt where (region = 'eu'), rf2 where ({rf2}), cl2 ({cl2});"
+             mp where (region = 'eu'), tt where (region = 'eu'), sales.st where (id > 15),
+             rf2 where ({rf2}), cl2 ({cl2});"
     )
 }
 
@@ -212,6 +220,10 @@ fn expected<'a>(rf: &'a str, rf2: &'a str, cl2: &'a str) -> Vec<(String, String)
         (
             "select id, region, md5(big) from tt where region = 'eu'".into(),
             "select id, region, md5(big) from replica.tt".into(),
+        ),
+        (
+            "select id, v from sales.st".into(),
+            "select id, v from replica.sales__st".into(),
         ),
         (
             format!("select id, region, amount from rf2 where {rf2}"),
@@ -252,7 +264,7 @@ async fn filters_and_column_lists_are_followed_from_the_first_start_to_replay() 
     // The replica's table has the published columns only.
     assert_eq!(replica_columns(&c, "cl").await, ["id", "name"]);
     let mut want = expected("region = 'eu'", "amount % 2 = 0", "id, note");
-    want.truncate(4);
+    want.truncate(5);
     check(&c, BOTH, "first start", &want).await;
 
     exec(&mut oltp, STREAMED).await;
@@ -351,10 +363,10 @@ async fn filters_and_column_lists_are_followed_from_the_first_start_to_replay() 
 
     // Two streamed publications giving one table different column lists: PostgreSQL refuses
     // to stream it, and the replicator says so at once.
-    exec(&mut oltp, "alter publication extra add table cl (id)").await;
+    exec(&mut oltp, "create publication third for table cl (id)").await;
     let out = c
         .command(&["replicate"])
-        .env("PUBLICATION", BOTH)
+        .env("PUBLICATION", "brewlytics,third")
         .env("REPLICATOR_LISTEN", free_addr())
         .output()
         .unwrap();
@@ -599,7 +611,16 @@ async fn unpublished_data_in_olap_is_reported_and_cleaned_by_snapshot() {
     );
     let report = c.converged(Duration::from_secs(60)).await;
     assert!(report.all_equal(), "{report:#?}");
+
+    // `resync` copies what is published, too.
     drop(r);
+    c.run(&["resync"]);
+    replica_equals(&c, &pairs(&want("region = 'eu'", "id, name")), "resynced").await;
+    let found = marker_in_olap(&mut olap, MARKER).await;
+    assert!(
+        found.is_empty(),
+        "the marker is in OLAP after resync: {found:?}"
+    );
 }
 
 fn pairs(want: &[(String, String)]) -> Vec<(&str, &str)> {

@@ -143,6 +143,26 @@ pub async fn unstreamable(
     )))
 }
 
+/// A digest of every publication's definition as `conn`'s snapshot sees it (plain catalog
+/// reads: under an imported snapshot, the publications as of that snapshot).
+/// `pg_get_publication_tables` reads the catalog as it is now, whatever the snapshot: the
+/// first start compares the two to know that the definitions it read are the snapshot's.
+pub async fn catalog_digest(conn: &mut PgConnection) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "select md5(concat_ws('|',
+            (select string_agg(concat_ws(',', oid, pubname, puballtables, pubinsert, pubupdate,
+                                         pubdelete, pubtruncate, pubviaroot), ';' order by oid)
+             from pg_publication),
+            (select string_agg(concat_ws(',', oid, prpubid, prrelid, prqual::text, prattrs::text),
+                               ';' order by oid)
+             from pg_publication_rel),
+            (select string_agg(concat_ws(',', oid, pnpubid, pnnspid), ';' order by oid)
+             from pg_publication_namespace)))",
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// The definition of one table; None when the publications do not publish it.
 pub async fn definition(
     conn: &mut PgConnection,

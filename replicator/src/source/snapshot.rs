@@ -31,6 +31,7 @@ use super::copy::{parse_copy_line, Lines};
 use crate::change::{Body, Change, Op, Pos, RowChange, TxContext};
 use crate::decode::chrono_to_pg_timestamp;
 use crate::lsn::Lsn;
+use crate::published::Definition;
 use crate::schema::plan::Step;
 use crate::schema::{publication, source, store};
 use crate::sink::olap::journal::{self, JournalEncoder};
@@ -66,6 +67,8 @@ pub enum SnapshotError {
     Rewritten { table: String },
     #[error("{table} cannot be streamed: {why}; PostgreSQL refuses it — make them publish the same columns")]
     Unstreamable { table: String, why: String },
+    #[error("a publication was altered as the copy began: starting the copy again")]
+    PublicationChanged,
 }
 
 impl From<sqlx::Error> for SnapshotError {
@@ -176,7 +179,11 @@ pub async fn copy_published(
         commit_ts: chrono_to_pg_timestamp(commit_ts),
     };
     let mut seq = FIRST_COPY_SEQ;
-    let jobs = prepare_jobs(&mut tx, w, &publications, &tables, ctx, &mut seq).await?;
+    let defs = publication::definitions(&mut tx, &publications, None)
+        .await
+        .map_err(SnapshotError::Source)?;
+    definitions_are_the_snapshots(&mut tx, setup).await?;
+    let jobs = prepare_jobs(&mut tx, w, &defs, &tables, ctx, &mut seq).await?;
     unpublish_others(w, &tables).await?;
     mark_attempt(&setup.olap_url, &setup.slot, lsn).await?;
     let (stats, journals) = run_workers(w, setup, jobs, ctx, seq, snapshot, progress).await?;
@@ -216,14 +223,11 @@ fn check_snapshot_name(snapshot: &str) -> Result<(), SnapshotError> {
 async fn prepare_jobs(
     tx: &mut PgConnection,
     w: &mut OlapWriter,
-    publications: &[String],
+    defs: &HashMap<u32, Result<Definition, String>>,
     tables: &[(String, String)],
     ctx: TxContext,
     seq: &mut i32,
 ) -> Result<Vec<Job>, SnapshotError> {
-    let defs = publication::definitions(tx, publications, None)
-        .await
-        .map_err(SnapshotError::Source)?;
     let mut types = HashMap::new();
     let mut journal = JournalEncoder::default();
     let mut jobs = Vec::new();
@@ -280,6 +284,35 @@ async fn prepare_jobs(
         });
     }
     Ok(jobs)
+}
+
+/// The publications' definitions were read as the catalog is now (the way PostgreSQL
+/// reads them); the copy reads the rows of the snapshot. Unless the publications are the same
+/// in both — a publication altered in between would leave the copy and the stream disagreeing
+/// with nothing to tell — the copy starts again.
+async fn definitions_are_the_snapshots(
+    tx: &mut PgConnection,
+    setup: &CopySetup,
+) -> Result<(), SnapshotError> {
+    let then = publication::catalog_digest(tx)
+        .await
+        .map_err(SnapshotError::Source)?;
+    let options = setup
+        .oltp_url
+        .connect_options()
+        .map_err(SnapshotError::Source)?;
+    let mut fresh = PgConnection::connect_with(&options)
+        .await
+        .map_err(SnapshotError::Source)?;
+    let now = publication::catalog_digest(&mut fresh)
+        .await
+        .map_err(SnapshotError::Source)?;
+    let _ = fresh.close().await;
+    if then == now {
+        Ok(())
+    } else {
+        Err(SnapshotError::PublicationChanged)
+    }
 }
 
 /// Tables the replica mirrored that are no longer published: not mirrored any more.
