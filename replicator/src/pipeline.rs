@@ -16,7 +16,7 @@ use crate::checkpoint;
 use crate::daemon::telemetry::{Role, Telemetry};
 use crate::decode::DecodeError;
 use crate::lsn::Lsn;
-use crate::schema::{publication, store, SchemaError, Tracker};
+use crate::schema::{store, SchemaError, Tracker};
 use crate::sink::nats::envelope::Origin;
 use crate::sink::nats::{publish, NatsConfig, NatsError, NatsSink};
 use crate::sink::olap::{journal, ApplyError, OlapWriter, OnError};
@@ -143,7 +143,7 @@ pub async fn run_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
     slot::validate_name("slot name", &cfg.slot).map_err(ReplicatorError::Fatal)?;
-    publication::validate(&cfg.publication).map_err(ReplicatorError::Fatal)?;
+    slot::validate_publications(&cfg.publication).map_err(ReplicatorError::Fatal)?;
     let mut backoff = Duration::from_millis(250);
     loop {
         if *shutdown.borrow() {
@@ -300,7 +300,7 @@ async fn session(
     writer.journal_apart(&cfg.olap_url).await?;
     tracing::debug!("loading the replica's tables");
     let tracker = Tracker::new(store::load(writer.conn()).await?)
-        .publishing(publication::names(&cfg.publication));
+        .publishing(slot::publication_names(&cfg.publication));
     tracing::debug!(tables = tracker.applied().count(), "starting the stream");
     warn_unidentified(&tracker);
     conn.start_copy_both(&slot::start_sql(&cfg.slot, start, &cfg.publication))
@@ -601,7 +601,7 @@ pub async fn resync(
     progress: snapshot::OnProgress<'_>,
 ) -> Result<Lsn, ReplicatorError> {
     slot::validate_name("slot name", &cfg.slot).map_err(ReplicatorError::Fatal)?;
-    publication::validate(&cfg.publication).map_err(ReplicatorError::Fatal)?;
+    slot::validate_publications(&cfg.publication).map_err(ReplicatorError::Fatal)?;
     let mut writer = OlapWriter::connect(&cfg.olap_url, cfg.on_error).await?;
     let mut oltp = PgConnection::connect_with(&cfg.oltp_url.connect_options()?).await?;
     checks::source_ready(&mut oltp, &cfg.publication, true).await?;

@@ -174,14 +174,48 @@ pub async fn definition(
         .remove(&oid))
 }
 
-/// What is published of the table `info` describes under `def`, its generated columns' OLAP
-/// types read into `types` first.
+/// What a table's generated columns' expressions use that is the source's own, by attnum: a
+/// function, operator or type it defines (OLAP may lack it, or define it otherwise), or a
+/// column of a type OLAP holds as text (an enum: other comparisons, other functions).
+const USES_SQL: &str = "
+    select d.adnum, array(
+        select pg_describe_object(dep.refclassid, dep.refobjid, 0) from pg_depend dep
+        where dep.classid = 'pg_attrdef'::regclass and dep.objid = d.oid
+          and dep.refclassid <> 'pg_class'::regclass and dep.refobjid >= 16384
+        union
+        select format('column %I of type %s', a.attname, format_type(a.atttypid, a.atttypmod))
+        from pg_depend dep
+        join pg_attribute a on a.attrelid = dep.refobjid and a.attnum = dep.refobjsubid
+        join pg_type ty on ty.oid = a.atttypid
+        where dep.classid = 'pg_attrdef'::regclass and dep.objid = d.oid
+          and dep.refclassid = 'pg_class'::regclass and dep.refobjsubid > 0
+          and ty.oid >= 16384 and ty.typtype <> 'd'
+        order by 1)
+    from pg_attrdef d
+    join pg_attribute g on g.attrelid = d.adrelid and g.attnum = d.adnum and g.attgenerated <> ''
+    where d.adrelid = $1::oid";
+
+/// What is published of the table `info` describes under `def`, what its generated columns'
+/// expressions use and their OLAP types read first.
 pub async fn published_of(
     conn: &mut PgConnection,
     types: &mut HashMap<(u32, i32), String>,
     info: &CatalogTable,
     def: &Definition,
 ) -> Result<Published, sqlx::Error> {
+    if def.column_list.is_some() || !info.columns.iter().any(|c| c.generated) {
+        return Ok(published_from(info, def, types));
+    }
+    let uses: HashMap<i16, Vec<String>> = sqlx::query_as(USES_SQL)
+        .bind(i64::from(info.oid))
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut info = info.clone();
+    for c in info.columns.iter_mut().filter(|c| c.generated) {
+        c.uses = uses.get(&c.attnum).cloned();
+    }
     let wanted: Vec<(u32, i32)> = info
         .columns
         .iter()
@@ -194,7 +228,7 @@ pub async fn published_of(
     if !wanted.is_empty() {
         types.extend(source::olap_types(conn, &wanted).await?);
     }
-    Ok(published_from(info, def, types))
+    Ok(published_from(&info, def, types))
 }
 
 /// What is published of the table `info` describes under `def` (pure); `types` holds the

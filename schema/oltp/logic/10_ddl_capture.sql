@@ -32,27 +32,7 @@ language sql stable as $$
                                'hasmissing', a.atthasmissing,
                                'generated', a.attgenerated <> '',
                                'expression', case when a.attgenerated <> ''
-                                                  then pg_get_expr(d.adbin, d.adrelid) end,
-                               -- what a generated column's expression uses that is the
-                               -- source's own: OLAP is not trusted to compute it the same
-                               'uses', case when a.attgenerated <> '' then (
-                                   select coalesce(json_agg(u order by u), '[]') from (
-                                       select pg_describe_object(dep.refclassid, dep.refobjid, 0) u
-                                       from pg_depend dep
-                                       where dep.classid = 'pg_attrdef'::regclass and dep.objid = d.oid
-                                         and dep.refclassid <> 'pg_class'::regclass
-                                         and dep.refobjid >= 16384
-                                       union
-                                       select format('column %I of type %s', ra.attname,
-                                                     format_type(ra.atttypid, ra.atttypmod))
-                                       from pg_depend dep
-                                       join pg_attribute ra on ra.attrelid = dep.refobjid
-                                                           and ra.attnum = dep.refobjsubid
-                                       join pg_type ty on ty.oid = ra.atttypid
-                                       where dep.classid = 'pg_attrdef'::regclass and dep.objid = d.oid
-                                         and dep.refclassid = 'pg_class'::regclass
-                                         and dep.refobjsubid > 0
-                                         and ty.oid >= 16384 and ty.typtype <> 'd') x) end)
+                                                  then pg_get_expr(d.adbin, d.adrelid) end)
                            order by a.attnum)
                     from pg_attribute a
                     left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
