@@ -13,7 +13,7 @@ pub mod publication;
 pub mod source;
 pub mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::PgConnection;
@@ -429,17 +429,8 @@ pub async fn describe(
     info: Option<&CatalogTable>,
     exact: bool,
 ) -> Result<SourceTable, sqlx::Error> {
-    let wanted: Vec<(u32, i32)> = rel
-        .columns
-        .iter()
-        .map(|c| (c.type_oid, c.type_modifier))
-        .filter(|t| !types.contains_key(t))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    if !wanted.is_empty() {
-        types.extend(source::olap_types(oltp, &wanted).await?);
-    }
+    let wanted = rel.columns.iter().map(|c| (c.type_oid, c.type_modifier));
+    source::cache_olap_types(oltp, types, wanted).await?;
     let attnum_of = |name: &str| -> Option<i16> {
         let t = info.filter(|_| exact)?;
         t.published_columns()

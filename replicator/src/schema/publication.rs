@@ -11,7 +11,7 @@
 //! compares the definitions with what the replica mirrors every few seconds and asks the
 //! stream to look when they differ (a row filter change sends nothing through pgoutput).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::PgConnection;
@@ -216,18 +216,12 @@ pub async fn published_of(
     for c in info.columns.iter_mut().filter(|c| c.generated) {
         c.uses = uses.get(&c.attnum).cloned();
     }
-    let wanted: Vec<(u32, i32)> = info
+    let wanted = info
         .columns
         .iter()
         .filter(|c| c.generated)
-        .map(|c| (c.type_oid, c.typmod))
-        .filter(|t| !types.contains_key(t))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    if !wanted.is_empty() {
-        types.extend(source::olap_types(conn, &wanted).await?);
-    }
+        .map(|c| (c.type_oid, c.typmod));
+    source::cache_olap_types(conn, types, wanted).await?;
     Ok(published_from(&info, def, types))
 }
 

@@ -147,6 +147,24 @@ pub async fn olap_types(
         .collect())
 }
 
+/// Reads into `types` the OLAP type of each of `wanted` it does not hold yet.
+pub async fn cache_olap_types(
+    conn: &mut PgConnection,
+    types: &mut HashMap<(u32, i32), String>,
+    wanted: impl IntoIterator<Item = (u32, i32)>,
+) -> Result<(), sqlx::Error> {
+    let missing: Vec<(u32, i32)> = wanted
+        .into_iter()
+        .filter(|t| !types.contains_key(t))
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        types.extend(olap_types(conn, &missing).await?);
+    }
+    Ok(())
+}
+
 /// Tables published by any of `publications` (schema, table).
 pub async fn published_tables(
     conn: &mut PgConnection,
