@@ -40,7 +40,7 @@ pub struct SlotArgs {
     /// The logical replication slot on OLTP.
     #[arg(long, env = "SLOT_NAME", default_value = "brewlytics")]
     pub slot: String,
-    /// The publication the slot streams.
+    /// The publication the slot streams (several: comma-separated, streamed together).
     #[arg(long, env = "PUBLICATION", default_value = "brewlytics")]
     pub publication: String,
 }

@@ -8,7 +8,8 @@
 //! # Layout, by role
 //! - the source side: `stream/` (the replication connection), `decode/` (pgoutput), `slot`,
 //!   `source/` (the reader task, the first start's copy, backfills, the source checks),
-//!   `schema/` (following the source's DDL);
+//!   `schema/` (following the source's DDL and what its publications publish), `published`
+//!   (PostgreSQL's rules for row filters, column lists and generated columns);
 //! - what travels: `change` (a change at its journal position), `image` (rows as JSON),
 //!   `batch`;
 //! - the sinks: `sink/` — the contract every sink keeps, and one module per sink
@@ -44,6 +45,7 @@ pub mod image;
 pub mod load;
 pub mod lsn;
 pub mod pipeline;
+pub mod published;
 pub mod redact;
 pub mod replay;
 pub mod schema;

@@ -94,7 +94,9 @@ impl ReplicatorError {
             Self::Fatal(_) | Self::Config(_) | Self::Decode(_) => false,
             Self::WriterGone => true,
             Self::Apply(e) => e.is_retryable(),
-            Self::Snapshot(SnapshotError::Malformed { .. }) => false,
+            Self::Snapshot(
+                SnapshotError::Malformed { .. } | SnapshotError::Unstreamable { .. },
+            ) => false,
             Self::Snapshot(SnapshotError::Apply(e)) => e.is_retryable(),
             Self::Snapshot(SnapshotError::Source(e)) => classify(e) == Class::Transient,
             Self::Schema(SchemaError::Catalog { source, .. }) => {
@@ -141,7 +143,7 @@ pub async fn run_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
     slot::validate_name("slot name", &cfg.slot).map_err(ReplicatorError::Fatal)?;
-    slot::validate_name("publication", &cfg.publication).map_err(ReplicatorError::Fatal)?;
+    slot::validate_publications(&cfg.publication).map_err(ReplicatorError::Fatal)?;
     let mut backoff = Duration::from_millis(250);
     loop {
         if *shutdown.borrow() {
@@ -297,7 +299,8 @@ async fn session(
     }
     writer.journal_apart(&cfg.olap_url).await?;
     tracing::debug!("loading the replica's tables");
-    let tracker = Tracker::new(store::load(writer.conn()).await?);
+    let tracker = Tracker::new(store::load(writer.conn()).await?)
+        .publishing(slot::publication_names(&cfg.publication));
     tracing::debug!(tables = tracker.applied().count(), "starting the stream");
     warn_unidentified(&tracker);
     conn.start_copy_both(&slot::start_sql(&cfg.slot, start, &cfg.publication))
@@ -598,7 +601,7 @@ pub async fn resync(
     progress: snapshot::OnProgress<'_>,
 ) -> Result<Lsn, ReplicatorError> {
     slot::validate_name("slot name", &cfg.slot).map_err(ReplicatorError::Fatal)?;
-    slot::validate_name("publication", &cfg.publication).map_err(ReplicatorError::Fatal)?;
+    slot::validate_publications(&cfg.publication).map_err(ReplicatorError::Fatal)?;
     let mut writer = OlapWriter::connect(&cfg.olap_url, cfg.on_error).await?;
     let mut oltp = PgConnection::connect_with(&cfg.oltp_url.connect_options()?).await?;
     checks::source_ready(&mut oltp, &cfg.publication, true).await?;

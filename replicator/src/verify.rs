@@ -1,8 +1,11 @@
 //! Checking OLAP against OLTP: every replica table row for row, and the facts against what a
 //! from-scratch rebuild from OLTP gives. Used by the tests and the crash drills.
 
+use std::collections::HashMap;
+
 use sqlx::PgConnection;
 
+use crate::schema::{publication, source};
 use crate::table::ident;
 
 /// One table's comparison.
@@ -33,61 +36,68 @@ impl Report {
     }
 }
 
-/// The published tables of `publication`, compared row for row (as multisets) by a digest of
-/// their text: every column logical replication sends, value for value.
+/// The published tables of `publication` (one name, or several comma-separated), compared
+/// row for row (as multisets) by a digest of their text: what the publications publish —
+/// `select <published columns> from <table> where <row filter>` on the source, the
+/// generated columns the replica computes included — against the replica.
 pub async fn compare(
     oltp: &mut PgConnection,
     olap: &mut PgConnection,
     publication: &str,
 ) -> Result<Report, sqlx::Error> {
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "select schemaname::text, tablename::text from pg_publication_tables
-         where pubname = $1 order by 1, 2",
-    )
-    .bind(publication)
-    .fetch_all(&mut *oltp)
-    .await?;
+    let publications = crate::slot::publication_names(publication);
+    let tables = source::published_tables(oltp, &publications).await?;
+    let defs = publication::definitions(oltp, &publications, None).await?;
+    let mut types = HashMap::new();
     let mut checks = Vec::new();
     for (schema, t) in tables {
-        let cols: Vec<String> = sqlx::query_scalar(
-            "select attname::text from pg_attribute
-             where attrelid = format('%I.%I', $1::text, $2::text)::regclass and attnum > 0
-               and not attisdropped and attgenerated = ''
-             order by attnum",
-        )
-        .bind(&schema)
-        .bind(&t)
-        .fetch_all(&mut *oltp)
-        .await?;
-        let list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-        let digest = |qualified: String| {
+        let Some(info) = source::table_by_name(oltp, &schema, &t).await? else {
+            continue;
+        };
+        let Some(Ok(def)) = defs.get(&info.oid) else {
+            continue;
+        };
+        let table = publication::describe(oltp, &mut types, &info, def).await?;
+        let list = table
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(table.published.generated_carried().map(|g| g.name.as_str()))
+            .map(ident)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let digest = |qualified: String, filter: &str| {
             format!(
                 // The row as text through a qualified star: a bare alias could name a column.
                 "select count(*), coalesce(md5(string_agg(x, E'\\n' order by x)), '')
                  from (select (_cdc_row.*)::text as x
-                       from (select {list} from {qualified}) _cdc_row) _cdc_rows"
+                       from (select {list} from {qualified}{filter}) _cdc_row) _cdc_rows"
             )
         };
-        let (n_src, d_src): (i64, String) =
-            sqlx::query_as(&digest(format!("{}.{}", ident(&schema), ident(&t))))
-                .fetch_one(&mut *oltp)
-                .await?;
+        let (n_src, d_src): (i64, String) = sqlx::query_as(&digest(
+            format!("{}.{}", ident(&schema), ident(&t)),
+            &table.published.where_clause(),
+        ))
+        .fetch_one(&mut *oltp)
+        .await?;
         let replica = format!(
             "{}.{}",
             ident(crate::table::REPLICA_SCHEMA),
             ident(&crate::table::replica_name(&schema, &t))
         );
-        let (n_rep, d_rep): (i64, String) =
-            match sqlx::query_as(&digest(replica)).fetch_one(&mut *olap).await {
-                Ok(r) => r,
-                // No replica (yet), or not the source's columns (yet): not equal.
-                Err(sqlx::Error::Database(e))
-                    if matches!(e.code().as_deref(), Some("42P01") | Some("42703")) =>
-                {
-                    (-1, String::new())
-                }
-                Err(e) => return Err(e),
-            };
+        let (n_rep, d_rep): (i64, String) = match sqlx::query_as(&digest(replica, ""))
+            .fetch_one(&mut *olap)
+            .await
+        {
+            Ok(r) => r,
+            // No replica (yet), or not the source's columns (yet): not equal.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P01") | Some("42703")) =>
+            {
+                (-1, String::new())
+            }
+            Err(e) => return Err(e),
+        };
         let table = if schema == "public" {
             t
         } else {

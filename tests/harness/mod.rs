@@ -141,12 +141,17 @@ impl Clusters {
 
     /// Waits (bounded) until OLAP equals OLTP; returns the last report.
     pub async fn converged(&self, within: Duration) -> verify::Report {
+        self.converged_for("brewlytics", within).await
+    }
+
+    /// [`Clusters::converged`] for the tables of `publication` (several: comma-separated).
+    pub async fn converged_for(&self, publication: &str, within: Duration) -> verify::Report {
         let start = Instant::now();
         loop {
             let attempt = async {
                 let mut oltp = self.oltp_conn().await;
                 let mut olap = self.olap_conn().await;
-                verify::compare(&mut oltp, &mut olap, "brewlytics").await
+                verify::compare(&mut oltp, &mut olap, publication).await
             };
             match attempt.await {
                 Ok(r) if r.all_equal() => return r,

@@ -42,7 +42,7 @@ pub async fn run(
 ) -> Result<(), ReplicatorError> {
     let rc = &cfg.replicator;
     crate::slot::validate_name("slot name", &rc.slot).map_err(ReplicatorError::Fatal)?;
-    crate::slot::validate_name("publication", &rc.publication).map_err(ReplicatorError::Fatal)?;
+    crate::slot::validate_publications(&rc.publication).map_err(ReplicatorError::Fatal)?;
     let http = match cfg.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {

@@ -125,8 +125,8 @@ pub async fn read(
     })
 }
 
-/// Mirrored tables whose UPDATE and DELETE the source refuses (no key, no FULL identity), and
-/// failed backfills.
+/// Mirrored tables whose UPDATE and DELETE the source refuses (no key, no FULL identity),
+/// failed backfills, and unpublished data in OLAP.
 async fn warnings(olap: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
     let mut out: Vec<String> = sqlx::query_scalar(
         "select format('table %s.%s has no primary key and REPLICA IDENTITY DEFAULT: the source \
@@ -145,6 +145,7 @@ async fn warnings(olap: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
     .fetch_all(&mut *olap)
     .await?;
     out.extend(failed);
+    out.extend(crate::schema::audit::warnings(olap).await?);
     Ok(out)
 }
 

@@ -25,7 +25,7 @@ use crate::decode::{
 };
 use crate::lsn::Lsn;
 use crate::pipeline::{ReplicatorConfig, ReplicatorError};
-use crate::schema::{Resolved, Tracker, DDL_PREFIX};
+use crate::schema::{publication, Resolved, Tracker, DDL_PREFIX};
 use crate::sink::nats::envelope::{Encoder as NatsEncoder, Part as NatsPart};
 use crate::sink::olap::encode::{encode, Encoded};
 use crate::sink::olap::journal::JournalEncoder;
@@ -242,8 +242,13 @@ impl<'a> Reader<'a> {
                 self.relations.update(r);
             }
             PgOutputMessage::Insert(i) => {
+                let gap = publication::leaves_out_toast(&i.new);
                 self.row(i.relation_id, Op::Insert, None, Some(i.new))
                     .await?;
+                if gap && self.batcher.next_change_would_apply() {
+                    let table = self.table_of(i.relation_id).await?;
+                    self.follow(publication::copy_again(table, publication::TOAST_GAP));
+                }
             }
             PgOutputMessage::Update(u) => {
                 let old = u.old.map(|o| o.tuple().clone());
@@ -290,6 +295,15 @@ impl<'a> Reader<'a> {
                         }
                     } else if m.prefix == super::backfill::PREFIX {
                         self.watermark(&m.content).await?;
+                    } else if m.prefix == publication::PREFIX {
+                        let content = &m.content;
+                        for r in self
+                            .tracker
+                            .follow_publication(&mut self.oltp, content)
+                            .await?
+                        {
+                            self.follow(r);
+                        }
                     } else if m.prefix == super::backfill::SCHEMA_CHECK_PREFIX {
                         if let Ok(t) =
                             serde_json::from_slice::<super::backfill::TableName>(&m.content)

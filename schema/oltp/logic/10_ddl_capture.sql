@@ -1,13 +1,18 @@
--- Schema changes of the source, told to the replicator through the slot. Re-applied by
--- `brewlytics migrate` whenever this file changes.
+-- Schema and publication changes of the source, told to the replicator through the slot.
+-- Re-applied by `brewlytics migrate` whenever this file changes.
 --
 -- pgoutput's Relation message names a table's columns but not their attnums, so a renamed
 -- column looks like a dropped one plus a new one. This event trigger sends, in the same
 -- transaction as every ALTER TABLE, a logical decoding message (prefix `brewlytics_ddl`) with
 -- the table's columns as the catalog has them afterwards — attnum, name, type, whether it has
--- a default — so the replicator renames, drops, adds and retypes replica columns exactly.
+-- a default, a stored generated column's expression — so the replicator renames, drops, adds
+-- and retypes replica columns exactly, and computes generated columns as the source does.
+-- With every ALTER PUBLICATION it sends the names of the publications altered (prefix
+-- `brewlytics_publication`): a changed row filter sends nothing through pgoutput, and the
+-- replicator then copies the table again under the new filter at that point of the stream.
 -- Event triggers need a superuser: without one, this file only says so (NOTICE) and the
--- replicator falls back to re-copying a table whose change it cannot read exactly.
+-- replicator falls back to re-copying a table whose change it cannot read exactly, and to
+-- comparing the publications with the replica every few seconds.
 
 create or replace function public.brewlytics_ddl_columns(p_table oid) returns json
 language sql stable as $$
@@ -25,9 +30,12 @@ language sql stable as $$
                                'attnum', a.attnum, 'name', a.attname, 'type_oid', a.atttypid::bigint,
                                'typmod', a.atttypmod, 'hasdef', a.atthasdef,
                                'hasmissing', a.atthasmissing,
-                               'generated', a.attgenerated <> '')
+                               'generated', a.attgenerated <> '',
+                               'expression', case when a.attgenerated <> ''
+                                                  then pg_get_expr(d.adbin, d.adrelid) end)
                            order by a.attnum)
                     from pg_attribute a
+                    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
                     where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped))
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where c.oid = p_table
@@ -45,20 +53,44 @@ begin
     language plpgsql security definer set search_path = pg_catalog as $fn$
     declare
         t oid;
+        altered json;
     begin
+        -- Without logical decoding there is no slot to tell (and the call would fail).
+        if current_setting('wal_level') <> 'logical' then
+            return;
+        end if;
+        if tg_tag = 'ALTER PUBLICATION' then
+            -- The publications altered ([] when the command names none: DROP TABLE).
+            select coalesce(json_agg(distinct p.pubname), '[]') into altered
+            from pg_event_trigger_ddl_commands() d
+            join pg_publication p on p.oid = case d.classid
+                when 'pg_publication'::regclass then d.objid
+                when 'pg_publication_rel'::regclass
+                    then (select r.prpubid from pg_publication_rel r where r.oid = d.objid)
+                when 'pg_publication_namespace'::regclass
+                    then (select s.pnpubid from pg_publication_namespace s where s.oid = d.objid)
+            end;
+            perform pg_logical_emit_message(true, 'brewlytics_publication', altered::text);
+            return;
+        end if;
         for t in select distinct d.objid from pg_event_trigger_ddl_commands() d
                  join pg_class c on c.oid = d.objid
                  where d.classid = 'pg_class'::regclass and c.relkind in ('r', 'p')
         loop
-            -- Without logical decoding there is no slot to tell (and the call would fail).
-            continue when current_setting('wal_level') <> 'logical';
             perform pg_logical_emit_message(true, 'brewlytics_ddl',
                                             public.brewlytics_ddl_columns(t)::text);
         end loop;
     end $fn$;
 
+    -- An older trigger that fired on ALTER TABLE only is made again.
+    if exists (select 1 from pg_event_trigger
+               where evtname = 'brewlytics_ddl'
+                 and evttags is distinct from array['ALTER TABLE', 'ALTER PUBLICATION']) then
+        drop event trigger brewlytics_ddl;
+    end if;
     if not exists (select 1 from pg_event_trigger where evtname = 'brewlytics_ddl') then
-        create event trigger brewlytics_ddl on ddl_command_end when tag in ('ALTER TABLE')
+        create event trigger brewlytics_ddl on ddl_command_end
+            when tag in ('ALTER TABLE', 'ALTER PUBLICATION')
             execute function brewlytics_capture_ddl();
     end if;
 end $do$;

@@ -64,7 +64,7 @@ pub async fn request(
     if restart {
         sqlx::query(
             "update cdc_backfills set state = 'cancelled', finished_at = now(), updated_at = now(),
-                    error = 'the table''s columns changed: copied again by a new backfill'
+                    error = 'the table''s columns or row filter changed: copied again by a new backfill'
              where source_schema = $1 and source_table = $2 and state in ('pending', 'running')",
         )
         .bind(t.schema.as_ref())
@@ -209,13 +209,13 @@ pub async fn merge(w: &mut OlapWriter, m: &ChunkMerge, pos: Pos) -> Result<(), A
 }
 
 /// Whether two tables have the same columns, names and types (the bookkeeping `_cdc_*`
-/// columns aside).
+/// columns and the generated columns OLAP computes aside).
 async fn same_columns(conn: &mut PgConnection, a: &str, b: &str) -> Result<bool, sqlx::Error> {
     let sql = r"select coalesce(array_agg(attname::text || ' ' || format_type(atttypid, atttypmod)
                                  order by attname), '{}')
                 from pg_attribute
                 where attrelid = $1::regclass and attnum > 0 and not attisdropped
-                  and attname::text not like '\_cdc\_%'";
+                  and attgenerated = '' and attname::text not like '\_cdc\_%'";
     let left: Vec<String> = sqlx::query_scalar(sql)
         .bind(a)
         .fetch_one(&mut *conn)

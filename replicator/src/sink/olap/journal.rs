@@ -127,6 +127,7 @@ pub fn table_json(t: &SourceTable) -> serde_json::Value {
         "columns": &t.columns,
         "key": t.key_names(),
         "identity": (t.identity.as_byte() as char).to_string(),
+        "published": &*t.published,
     })
 }
 
@@ -152,6 +153,11 @@ pub fn table_from_json(v: &serde_json::Value) -> Option<SourceTable> {
             .and_then(|i| i.bytes().next())
             .and_then(crate::decode::ReplicaIdentity::from_byte)
             .unwrap_or(crate::decode::ReplicaIdentity::Default),
+        published: std::sync::Arc::new(
+            t.get("published")
+                .and_then(|p| serde_json::from_value(p.clone()).ok())
+                .unwrap_or_default(),
+        ),
     })
 }
 
@@ -481,6 +487,24 @@ mod tests {
     #[test]
     fn schema_events_round_trip_the_table() {
         let t = fixtures::products();
+        let v = serde_json::json!({"table": table_json(&t)});
+        assert_eq!(table_from_json(&v), Some(t));
+        // With what the publication publishes: a filter, a generated column.
+        let mut t = fixtures::products();
+        t.published = std::sync::Arc::new(crate::published::Published {
+            row_filter: Some("(price > 1)".into()),
+            column_list: None,
+            generated: vec![crate::published::Generated {
+                name: "price2".into(),
+                attnum: 6,
+                type_oid: 1700,
+                typmod: -1,
+                olap_type: "numeric".into(),
+                expression: "(price * 2)".into(),
+                not_carried: None,
+            }],
+            last_attnum: 6,
+        });
         let v = serde_json::json!({"table": table_json(&t)});
         assert_eq!(table_from_json(&v), Some(t));
     }

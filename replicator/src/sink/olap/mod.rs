@@ -821,7 +821,10 @@ impl OlapWriter {
                 "the replica followed a schema change of its source");
         }
         if let Some(reason) = &s.backfill {
-            let changed_shape = s.before.as_ref().is_some_and(|b| !b.same_shape(&s.after));
+            // Chunks copied under other columns or another row filter are copied again.
+            let changed_shape = s.before.as_ref().is_some_and(|b| {
+                !b.same_shape(&s.after) || b.published.row_filter != s.after.published.row_filter
+            });
             backfill::request(&mut self.conn, &s.after, reason, changed_shape).await?;
             tracing::info!(table = %table, reason = %reason, "the table will be copied again (backfill)");
         }
