@@ -26,6 +26,9 @@ pub struct Status {
     pub journal_events: Option<i64>,
     /// Tables being copied while the stream runs (and the last few that were).
     pub backfills: Vec<crate::source::backfill::Progress>,
+    /// The partitions of the partitioned tables mirrored, and what was done when they came
+    /// or went.
+    pub partitions: Vec<crate::sink::olap::partitions::PartitionStatus>,
     /// Things an operator should act on (no row values).
     pub warnings: Vec<String>,
     /// The NATS change stream, as OLAP records it.
@@ -98,6 +101,7 @@ pub async fn read(
     // Lag in time: nothing waiting (the slot has confirmed up to the source's position, less
     // than one small record apart) means caught up.
     let backfills = crate::source::backfill::recent(olap, 5).await?;
+    let partitions = crate::sink::olap::partitions::status(olap).await?;
     let warnings = warnings(olap).await?;
     let nats = nats_status(olap).await?;
     let lag_seconds = match (&cp, lag_bytes) {
@@ -120,6 +124,7 @@ pub async fn read(
         dead_letters,
         journal_events,
         backfills,
+        partitions,
         warnings,
         nats,
     })
@@ -196,6 +201,7 @@ impl Status {
                 "backfill", b.table, b.state, b.rows_copied, b.reason
             ));
         }
+        out.push_str(&crate::sink::olap::partitions::lines(&self.partitions));
         for p in &self.nats.published {
             out.push_str(&format!(
                 "{:<20} stream {} at sequence {} (slot {}, committed {})\n",
