@@ -6,6 +6,7 @@
 
 pub mod nats;
 pub mod prom;
+pub mod sql;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

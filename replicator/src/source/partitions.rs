@@ -210,6 +210,7 @@ impl Watch {
         olap: &mut PgConnection,
         publications: &[String],
     ) -> Result<bool, sqlx::Error> {
+        note_dropped(oltp, olap).await?;
         let watched = watched(oltp, olap).await?;
         if watched.is_empty() {
             self.differing.clear();
@@ -260,6 +261,38 @@ impl Watch {
             .await?;
         Ok(true)
     }
+}
+
+/// Partitions recorded detached whose table is gone from the source: dropped since (a
+/// record only — what a detach does to the replica is done already).
+async fn note_dropped(oltp: &mut PgConnection, olap: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let detached: Vec<i64> = sqlx::query_scalar(
+        "select distinct partition_oid from cdc_partitions where state = 'detached'",
+    )
+    .fetch_all(&mut *olap)
+    .await?;
+    if detached.is_empty() {
+        return Ok(());
+    }
+    let existing: Vec<i64> =
+        sqlx::query_scalar("select oid::bigint from pg_class where oid = any($1::bigint[]::oid[])")
+            .bind(&detached)
+            .fetch_all(&mut *oltp)
+            .await?;
+    let gone: Vec<i64> = detached
+        .into_iter()
+        .filter(|o| !existing.contains(o))
+        .collect();
+    if !gone.is_empty() {
+        sqlx::query(
+            "update cdc_partitions set state = 'dropped', changed_at = now()
+             where state = 'detached' and partition_oid = any($1)",
+        )
+        .bind(&gone)
+        .execute(&mut *olap)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The partitioned tables to watch: those mirrored through their root, the roots of

@@ -27,6 +27,15 @@ pub async fn tree(conn: &mut PgConnection, oid: u32) -> Result<Option<Tree>, sql
     Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
 }
 
+/// Whether `oid` is the root of its tree now (not since attached under another table).
+pub async fn is_root(conn: &mut PgConnection, oid: u32) -> Result<bool, sqlx::Error> {
+    let root: Option<i64> = sqlx::query_scalar("select pg_partition_root($1::oid)::bigint")
+        .bind(i64::from(oid))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(root == Some(i64::from(oid)))
+}
+
 /// How a table is partitioned: its OID, whether it is partitioned itself, and the root of
 /// its tree when it is a partition.
 #[derive(Clone, Debug, PartialEq, Eq)]

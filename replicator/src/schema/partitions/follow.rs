@@ -155,18 +155,32 @@ impl Tracker {
             };
             out.push(Outcome::Follow(recorded(table, step)));
         }
-        // Leaves published as tables of their own.
+        // Leaves published as tables of their own (none when the root is mirrored).
         let root = tree.rel();
-        let followed = self
+        let key = (root.schema.clone(), root.table.clone());
+        if self
             .partitions
             .tables
-            .contains_key(&(root.schema.clone(), root.table.clone()));
+            .get(&key)
+            .is_some_and(|f| f.mirrored_as == MirroredAs::Root)
+        {
+            return Ok(());
+        }
+        let followed = self.partitions.tables.contains_key(&key);
         let leaves: Vec<&Member> = tree
             .partitions
             .iter()
             .filter(|m| m.leaf && !covered.contains(&m.oid))
             .collect();
         if leaves.is_empty() && !followed {
+            return Ok(());
+        }
+        // A tree made apart and attached under another in the same transaction: that later
+        // command's message describes where its leaves are published from.
+        let is_root = catalog::is_root(oltp, tree.oid)
+            .await
+            .map_err(catalog_error(root.qualified()))?;
+        if !is_root {
             return Ok(());
         }
         let defs = publication::definitions(oltp, &self.publications, None)
