@@ -749,6 +749,10 @@ pub async fn request_by_name(
     .fetch_one(&mut *oltp)
     .await?;
     if !published {
+        // A partition of a table mirrored through its root: its rows, copied again.
+        if let Some(id) = super::partitions::request_copy(oltp, olap, &schema, &table).await? {
+            return Ok((id, true));
+        }
         return Err(BackfillError::Failed(format!(
             "{schema}.{table} is not in publication {publication:?}: add it first \
              (ALTER PUBLICATION \"{publication}\" ADD TABLE …) — it is then copied by itself"

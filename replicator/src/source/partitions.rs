@@ -126,6 +126,65 @@ pub async fn as_expected(
     Ok(attached == scoped.attached)
 }
 
+/// `brewlytics snapshot --table <partition>` for a partition of a table mirrored through its
+/// root: its rows copied again (a backfill of the root limited to it) — what a TRUNCATE of
+/// that partition alone, which PostgreSQL does not send, needs. None: no such partition.
+pub async fn request_copy(
+    oltp: &mut PgConnection,
+    olap: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let root: Option<(String, String)> = sqlx::query_as(
+        "select root_schema, root_table from cdc_partitions
+         where partition_schema = $1 and partition_table = $2 and state = 'attached'
+           and mirrored_as = 'root'
+         order by changed_at desc limit 1",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_optional(&mut *olap)
+    .await?;
+    let Some((root_schema, root_table)) = root else {
+        return Ok(None);
+    };
+    let now: Option<(i64, Option<String>, Option<String>)> = sqlx::query_as(
+        "select c.oid::bigint, pg_get_expr(c.relpartbound, c.oid),
+                pg_get_partition_constraintdef(c.oid)
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where n.nspname = $1 and c.relname = $2 and c.relispartition",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_optional(&mut *oltp)
+    .await?;
+    let Some((oid, bound, scope)) = now else {
+        return Ok(None);
+    };
+    let root = Rel {
+        oid: 0,
+        schema: root_schema,
+        table: root_table,
+    };
+    let partition = crate::schema::partitions::Member {
+        oid: oid as u32,
+        schema: schema.to_owned(),
+        table: table.to_owned(),
+        parent: 0,
+        level: 0,
+        leaf: true,
+        bound,
+        scope,
+    };
+    let reason = format!(
+        "partition {} requested (brewlytics snapshot)",
+        partition.qualified()
+    );
+    crate::sink::olap::partitions::request(olap, &root, &partition, true, &reason)
+        .await
+        .map(Some)
+}
+
 /// The partitions of the tables a first start copies, as its snapshot `tx` sees them: what
 /// the stream starts from (each partitioned table whole; each leaf published as itself).
 pub async fn baseline(

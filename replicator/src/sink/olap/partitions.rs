@@ -220,7 +220,7 @@ async fn work(
 
 /// A backfill of `root` limited to partition `p`'s rows: a copy of them (`attached`), or
 /// the removal of rows its scope no longer holds.
-async fn request(
+pub async fn request(
     conn: &mut PgConnection,
     root: &Rel,
     p: &Member,
