@@ -5,8 +5,8 @@
 //! partitioned by month, a year attached with its months), under
 //! `publish_via_partition_root = true` (rows under the root's name) and `false` (each leaf a
 //! table of its own), with `--partition-detach keep` (the default) and `mirror`, with the DDL
-//! event trigger and without it (the worker's check), and `kill -9` of the replicator in the
-//! middle of an attached month's copy.
+//! event trigger and without it (the worker's check), `kill -9` of the replicator in the
+//! middle of an attached month's copy, and the NATS stream loaded into another OLAP.
 //!
 //! Each ends with the replica compared with the source row for row — plus, under `keep`, the
 //! rows the detached months held when they went, read from the source as they went — `status`
@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use harness::nats::NatsCluster;
 use harness::sql::{exec, rows};
 use harness::{free_addr, wait_streaming, workload_paced, Clusters, LoadCounts, Proc};
 use sqlx::{Connection, PgConnection};
@@ -463,6 +464,16 @@ async fn rotation_published_through_the_root_keeps_detached_months_across_kill_9
         partition(&list, "ev_default"),
         ("attached", "baseline", None)
     );
+    // The journal records what was done, as schema events of the table.
+    let journaled: i64 = sqlx::query_scalar(
+        "select count(*) from cdc_events where op = 's' and source_table = 'ev'
+         and after::jsonb @> '{\"partitions\": [{\"events\": [{\"action\": \"keep\",
+             \"partition\": {\"table\": \"ev_2026_01\"}}]}]}'",
+    )
+    .fetch_one(&mut c.olap_conn().await)
+    .await
+    .unwrap();
+    assert_eq!(journaled, 1, "the detach of ev_2026_01 in the journal");
     let text = c.run(&["status"]);
     assert!(text.contains("public.ev: "), "{text}");
     assert!(
@@ -470,6 +481,49 @@ async fn rotation_published_through_the_root_keeps_detached_months_across_kill_9
         "{text}"
     );
     replay_gives_the_same(&c, r, &check).await;
+}
+
+/// A second OLAP database loaded from the NATS stream by `brewlytics load` holds the same
+/// rows of `ev` as the replicator's (waits ≤ 90 s).
+async fn loaded_from_the_stream_alike(c: &Clusters, nats_url: &str) {
+    c.olap.ensure_database("coffee_olap_loaded").unwrap();
+    let loaded = c.olap.url("coffee_olap_loaded");
+    let mut cmd = c.command(&[
+        "load",
+        "--from",
+        "nats",
+        "--nats-url",
+        nats_url,
+        "--olap-url",
+        loaded.expose(),
+        "--listen",
+        &free_addr(),
+    ]);
+    cmd.env("RUST_LOG", "info");
+    let log = harness::scratch_dir("logs").join("partitions-loader.log");
+    let l = Proc::spawn(cmd, log);
+    let want = rows(
+        &mut c.olap_conn().await,
+        "select id, day, v from replica.ev",
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut conn = harness::connect(&loaded).await;
+        let have = rows(&mut conn, "select id, day, v from replica.ev").await;
+        if have.as_ref().is_ok_and(|h| *h == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the OLAP loaded from the stream differs: {} rows, {} expected; {}",
+            have.map_or(-1, |h| h.len() as i64),
+            want.len(),
+            l.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,7 +545,10 @@ async fn rotation_published_through_the_root_mirrors_detached_months_without_the
         ("BACKFILL_CHUNK_ROWS", "300"),
         ("PARTITION_DETACH", "mirror"),
     ];
-    let r = c.replicator("root-mirror", &listen, &env);
+    let nats = NatsCluster::start(1);
+    let url = nats.url();
+    let args = ["--sink", "nats", "--nats-url", &url];
+    let r = c.replicator_with("root-mirror", &listen, &args, &env);
     wait_streaming(&listen, &r).await;
     let all = "select id, day, v from ev";
     let check = || replica_is(&c, all, "select id, day, v from replica.ev", &[], "mirror");
@@ -523,6 +580,8 @@ async fn rotation_published_through_the_root_mirrors_detached_months_without_the
     // Without the trigger a drop is a partition gone (its rows removed), then found dropped.
     status_shows(&c, "ev_2026_01", ("dropped", "remove", Some("done"))).await;
     status_shows(&c, "ev_2025_11", ("dropped", "remove", Some("done"))).await;
+    // The copies and removals travel through the stream: a loader merges them alike.
+    loaded_from_the_stream_alike(&c, &url).await;
     replay_gives_the_same(&c, r, &check).await;
 }
 

@@ -378,6 +378,17 @@ impl<'a> Loader<'a> {
                 chunk,
             } => {
                 let table = self.table(&schema, &table, seq)?;
+                if chunk.is_some()
+                    && self
+                        .batch
+                        .chunks
+                        .iter()
+                        .any(|c| c.backfill_id == backfill_id)
+                {
+                    // A backfill's chunks share one staging table: the chunk before is merged
+                    // (and committed) before this one is staged.
+                    self.flush().await?;
+                }
                 if let Some(meta) = chunk {
                     self.batch.open_chunks.push(PendingChunk {
                         backfill_id,

@@ -817,10 +817,7 @@ impl OlapWriter {
             .as_deref()
             .filter(|b| b.schema != s.after.schema || b.name != s.after.name);
         crate::schema::store::save(&mut self.conn, &s.after, renamed_from).await?;
-        let partition_steps = s.steps.iter().filter_map(|s| match s {
-            crate::schema::plan::Step::Partitions(p) => Some(p),
-            _ => None,
-        });
+        let partition_steps = s.partitions();
         if s.steps.len() > partition_steps.clone().count() {
             tracing::info!(table = %table, steps = s.steps.len(), at = %pos,
                 "the replica followed a schema change of its source");
