@@ -574,7 +574,11 @@ fn load_or_make_password(root: &Path) -> Result<String, ClusterError> {
     Ok(password)
 }
 
-fn write_private(path: &Path, text: &str, for_postgres: bool) -> Result<(), ClusterError> {
+pub(crate) fn write_private(
+    path: &Path,
+    text: &str,
+    for_postgres: bool,
+) -> Result<(), ClusterError> {
     let mut f = fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -592,7 +596,7 @@ fn write_private(path: &Path, text: &str, for_postgres: bool) -> Result<(), Clus
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Letters and digits from the kernel's random source.
-fn random_token(len: usize) -> Result<String, ClusterError> {
+pub(crate) fn random_token(len: usize) -> Result<String, ClusterError> {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut raw = vec![0u8; len];
     use std::io::Read;

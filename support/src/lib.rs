@@ -6,8 +6,10 @@
 pub mod browser;
 pub mod cluster;
 pub mod dburl;
+pub mod devtools;
 pub mod instance;
 pub mod migrate;
+pub mod roles;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
