@@ -37,6 +37,7 @@ pub enum Method {
     Get,
     Post,
     Put,
+    Patch,
     Delete,
 }
 
@@ -46,6 +47,7 @@ impl Method {
             Self::Get => "GET",
             Self::Post => "POST",
             Self::Put => "PUT",
+            Self::Patch => "PATCH",
             Self::Delete => "DELETE",
         }
     }
@@ -145,6 +147,7 @@ impl JsonApi {
             Method::Get => self.http.get(&url),
             Method::Post => self.http.post(&url),
             Method::Put => self.http.put(&url),
+            Method::Patch => self.http.patch(&url),
             Method::Delete => self.http.delete(&url),
         };
         if !query.is_empty() {

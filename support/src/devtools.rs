@@ -191,12 +191,10 @@ impl Page {
         }
     }
 
-    /// Saves a PNG of the whole page (not only the window) at `file`.
+    /// Saves a PNG of the window at `file` (open the page with a window as tall as what
+    /// should be in it: capturing beyond it leaves some pages, Superset's, blank).
     pub fn screenshot(&mut self, file: &Path) -> Result<(), BrowserError> {
-        let shot = self.call(
-            "Page.captureScreenshot",
-            json!({"format": "png", "captureBeyondViewport": true}),
-        )?;
+        let shot = self.call("Page.captureScreenshot", json!({"format": "png"}))?;
         let png = base64::engine::general_purpose::STANDARD
             .decode(shot["data"].as_str().unwrap_or_default())
             .map_err(|e| BrowserError::Io(std::io::Error::other(e)))?;

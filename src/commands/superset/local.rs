@@ -103,10 +103,12 @@ impl LocalSuperset {
             ]);
             // Through the environment (click reads it), never on a command line.
             admin.env("FLASK_FAB_CREATE_ADMIN_PASSWORD", password.expose());
-            run(admin, &log).await?;
-            let mut reset = superset(&["fab", "reset-password", "--username", ADMIN]);
-            reset.env("FLASK_FAB_RESET_PASSWORD_PASSWORD", password.expose());
-            run(reset, &log).await?;
+            if run(admin, &log).await?.contains("already exists") {
+                // Metadata of an earlier version: the admin keeps this password.
+                let mut reset = superset(&["fab", "reset-password", "--username", ADMIN]);
+                reset.env("FLASK_FAB_RESET_PASSWORD_PASSWORD", password.expose());
+                run(reset, &log).await?;
+            }
             run(superset(&["init"]), &log).await?;
             std::fs::write(&marker, &version)?;
         }
@@ -245,26 +247,31 @@ fn installed_version(venv: &Path) -> anyhow::Result<String> {
     bail!("no apache-superset package in {}", venv.display())
 }
 
-/// Runs one `superset` set-up command, its output appended to `log`; killed if `up` stops
-/// waiting for it.
-async fn run(mut cmd: tokio::process::Command, log: &Path) -> anyhow::Result<()> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
+/// Runs one `superset` set-up command, its output appended to `log` and returned; killed if
+/// `up` stops waiting for it.
+async fn run(mut cmd: tokio::process::Command, log: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
     let what = format!("{:?}", cmd.as_std().get_args().take(2).collect::<Vec<_>>());
-    let status = cmd
+    let out = cmd
         .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
         .kill_on_drop(true)
-        .status()
+        .output()
         .await
         .with_context(|| format!("running superset {what}"))?;
-    if !status.success() {
-        bail!("superset {what} failed ({status}): {}", tail(log, 5));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?
+        .write_all(text.as_bytes())?;
+    if !out.status.success() {
+        bail!("superset {what} failed ({}): {}", out.status, tail(log, 5));
     }
-    Ok(())
+    Ok(text)
 }
 
 /// A detached shell that stops gunicorn's group once this process is gone, and ends by itself
