@@ -161,7 +161,8 @@ async fn every_question_answers_exactly() {
 async fn headline_figures_follow_the_range_and_store() {
     let (_db, pool) = olap("questions_headline").await;
     load_fixture(&pool).await;
-    const HEADER: &str = "today_revenue,today_orders,revenue,orders,average_order_value,open_orders\n";
+    const HEADER: &str =
+        "today_revenue,today_orders,revenue,orders,average_order_value,open_orders\n";
     // Five revenue orders (order 3 was cancelled); orders 5 and 6 are still open; none today.
     assert_eq!(
         csv(&pool, "headline", &MAY).await,

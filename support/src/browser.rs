@@ -167,6 +167,17 @@ pub(crate) const BASE_FLAGS: &[&str] = &[
     "--hide-scrollbars",
 ];
 
+/// Starts `cmd` (which runs Chromium, `program`) as the leader of a process group of its own.
+pub(crate) fn spawn_group(mut cmd: Command, program: &Path) -> Result<GroupGuard, BrowserError> {
+    cmd.process_group(0)
+        .spawn()
+        .map(GroupGuard)
+        .map_err(|source| BrowserError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })
+}
+
 /// Kills the process group of a child on drop (the child is its group's leader).
 pub(crate) struct GroupGuard(pub(crate) Child);
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::browser::{chromium_path, BrowserError, GroupGuard, BASE_FLAGS};
+use crate::browser::{chromium_path, spawn_group, BrowserError, GroupGuard, BASE_FLAGS};
 
 /// How long one command may take to be answered.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,14 +50,8 @@ impl Page {
             .arg("about:blank")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0);
-        use std::os::unix::process::CommandExt;
-        let child = cmd.spawn().map_err(|source| BrowserError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
-        let mut guard = GroupGuard(child);
+            .stderr(Stdio::null());
+        let mut guard = spawn_group(cmd, &program)?;
         let input = guard.0.stdin.take().expect("piped");
         let mut output = guard.0.stdout.take().expect("piped");
         let (tx, answers) = mpsc::channel();

@@ -6,10 +6,10 @@
 //! again by hand.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
-use crate::cluster::{self, ClusterError, EmbeddedCluster, SUPERUSER};
+use crate::cluster::{self, ClusterError, EmbeddedCluster};
 use crate::dburl::DbUrl;
 
 /// `deploy/roles.sql`.
@@ -88,25 +88,11 @@ impl RolePasswords {
 /// Runs `deploy/roles.sql` on the cluster as its superuser (idempotent: run it after every
 /// migration). Its output, which holds no password, is returned.
 pub fn apply(cluster: &EmbeddedCluster, passwords: &RolePasswords) -> Result<String, ClusterError> {
-    let psql: PathBuf = cluster::find_bindir()?.join("psql");
-    let mut cmd = Command::new(psql);
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-        .arg("-h")
-        .arg(cluster.socket_dir())
-        .args([
-            "-p",
-            &cluster.port().to_string(),
-            "-U",
-            SUPERUSER,
-            "-d",
-            "postgres",
-        ])
+    let mut cmd = cluster.psql_command("postgres");
+    cmd.args(["-q", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for var in ["PGPASSWORD", "PGDATABASE", "PGUSER", "PGHOST", "PGPORT"] {
-        cmd.env_remove(var);
-    }
     for (name, value) in VARIABLES.iter().zip(&passwords.values) {
         cmd.env(name, value);
     }

@@ -274,21 +274,14 @@ async fn run(mut cmd: tokio::process::Command, log: &Path) -> anyhow::Result<Str
     Ok(text)
 }
 
-/// A detached shell that stops gunicorn's group once this process is gone, and ends by itself
-/// when gunicorn does.
+/// A shell that stops gunicorn's group once `up` is gone, and ends by itself when gunicorn
+/// does.
 fn watchdog(gunicorn: u32) -> anyhow::Result<std::process::Child> {
-    let script = format!(
-        "while kill -0 {owner} 2>/dev/null && kill -0 {gunicorn} 2>/dev/null; do sleep 1; done; \
-         kill -TERM -{gunicorn} 2>/dev/null; sleep 10; kill -KILL -{gunicorn} 2>/dev/null",
-        owner = std::process::id(),
+    let stop = format!(
+        "kill -TERM -{gunicorn} 2>/dev/null; sleep {}; kill -KILL -{gunicorn} 2>/dev/null",
+        STOP_GRACE.as_secs()
     );
-    Ok(std::process::Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()?)
+    Ok(brewlytics_support::watchdog::spawn(&stop, Some(gunicorn))?)
 }
 
 fn signal_group(signal: &str, group: &str) {
