@@ -25,6 +25,9 @@ pub async fn run(
     superset: UpArgs,
 ) -> anyhow::Result<()> {
     replicate.check()?;
+    if superset.superset {
+        superset::local::preflight(&superset.superset_venv, superset.superset_listen)?;
+    }
     let (cluster, urls, claim) = match (&db.oltp_url, &db.olap_url) {
         (None, None) => {
             let claim = match Claim::acquire(&db.data_dir) {

@@ -39,6 +39,23 @@ pub fn admin_password_file(data_dir: &Path) -> PathBuf {
     state_dir(data_dir).join("admin.password")
 }
 
+/// What can be said before anything starts: Superset is installed in `venv`, and `listen`
+/// is free.
+pub fn preflight(venv: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let bin = |name: &str| venv.join("bin").join(name);
+    if !bin("superset").is_file() || !bin("gunicorn").is_file() {
+        bail!(
+            "Superset is not installed in {}: run scripts/install-superset (or point \
+             --superset-venv / SUPERSET_VENV at its virtual environment)",
+            venv.display()
+        );
+    }
+    std::net::TcpListener::bind(listen).with_context(|| {
+        format!("Superset's address {listen} is in use: choose another with --superset-listen")
+    })?;
+    Ok(())
+}
+
 /// A running Superset.
 pub struct LocalSuperset {
     gunicorn: std::process::Child,
@@ -53,19 +70,9 @@ impl LocalSuperset {
     /// Prepares the state directory (first start: metadata, admin, roles) and starts
     /// gunicorn; returns once Superset answers its health check.
     pub async fn start(venv: &Path, data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Self> {
+        preflight(venv, listen)?;
         let venv = std::path::absolute(venv)?;
         let bin = |name: &str| venv.join("bin").join(name);
-        if !bin("superset").is_file() || !bin("gunicorn").is_file() {
-            bail!(
-                "Superset is not installed in {}: run scripts/install-superset (or point \
-                 --superset-venv / SUPERSET_VENV at its virtual environment)",
-                venv.display()
-            );
-        }
-        // Said before the minute of set-up, not after it.
-        std::net::TcpListener::bind(listen).with_context(|| {
-            format!("Superset's address {listen} is in use: choose another with --superset-listen")
-        })?;
         let dir = std::path::absolute(state_dir(data_dir))?;
         std::fs::create_dir_all(&dir)?;
         secret_file(&dir.join("secret_key"), 48)?;
