@@ -1,10 +1,12 @@
-//! `brewlytics report`, `brewlytics dashboard` and `brewlytics dashboards provision`.
+//! `brewlytics report`, `brewlytics dashboard` and `brewlytics dashboards provision|superset`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use brewlytics_dashboards::metabase::{self, OlapConnection, Secret, Target};
+use brewlytics_dashboards::connection::Secret;
+use brewlytics_dashboards::definition::Definition;
+use brewlytics_dashboards::metabase::{self, Target};
 use brewlytics_dashboards::question::{self, ParamType, ParamValue, Params};
 use brewlytics_dashboards::report::{self, Format};
 use brewlytics_support::DbUrl;
@@ -58,6 +60,9 @@ pub enum DashboardsCommand {
     /// Create or update the Brewlytics dashboard, its cards and the coffee_olap database in
     /// Metabase (idempotent).
     Provision(ProvisionArgs),
+    /// Create or update the Brewlytics dashboard, its charts and datasets and the coffee_olap
+    /// database in Apache Superset (idempotent).
+    Superset(super::superset::ProvisionArgs),
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +80,8 @@ pub struct ProvisionArgs {
     /// (e.g. host.docker.internal for Metabase in a container).
     #[arg(long, env = "METABASE_OLAP_HOST")]
     pub olap_host: Option<String>,
+    #[command(flatten)]
+    pub bi: super::bi::BiArgs,
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -198,9 +205,8 @@ pub async fn run_dashboard(
 pub async fn dashboards(command: DashboardsCommand) -> anyhow::Result<()> {
     match command {
         DashboardsCommand::Provision(args) => {
-            let def = metabase::Definition::load()?;
-            let url = olap_url(&args.db)?;
-            let olap = OlapConnection::from_url(&url, args.olap_host.as_deref())?;
+            let def = Definition::load()?;
+            let olap = super::bi::connection(&args.db, &args.bi, args.olap_host.as_deref())?;
             let target = Target {
                 url: args.metabase_url,
                 user: args.user,
@@ -210,5 +216,6 @@ pub async fn dashboards(command: DashboardsCommand) -> anyhow::Result<()> {
             println!("Metabase provisioned: {done}");
             Ok(())
         }
+        DashboardsCommand::Superset(args) => super::superset::provision(args).await,
     }
 }

@@ -10,6 +10,9 @@ use anyhow::Context;
 use brewlytics_support::instance::{Claim, ClaimError};
 use tokio::sync::watch;
 
+use brewlytics_dashboards::connection::OlapConnection;
+
+use super::superset::{self, UpArgs};
 use crate::cli::{DbArgs, ReplicateArgs};
 use crate::databases;
 
@@ -19,8 +22,12 @@ pub async fn run(
     seed_orders: u32,
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
+    superset: UpArgs,
 ) -> anyhow::Result<()> {
     replicate.check()?;
+    if superset.superset {
+        superset::local::preflight(&superset.superset_venv, superset.superset_listen)?;
+    }
     let (cluster, urls, claim) = match (&db.oltp_url, &db.olap_url) {
         (None, None) => {
             let claim = match Claim::acquire(&db.data_dir) {
@@ -41,9 +48,13 @@ pub async fn run(
         api_listen,
         seed_orders,
         &replicate,
-        cluster.as_ref().map(|c| c.data_dir().to_path_buf()),
         dashboard_listen,
-        claim.as_ref(),
+        Machine {
+            cluster: cluster.as_ref(),
+            claim: claim.as_ref(),
+            data_dir: &db.data_dir,
+        },
+        &superset,
     )
     .await;
     if let Some(mut c) = cluster {
@@ -53,16 +64,35 @@ pub async fn run(
     result
 }
 
+/// What `up` holds on this machine: the embedded cluster and the claim on its data directory
+/// (none with database URLs given), and that directory.
+struct Machine<'a> {
+    cluster: Option<&'a brewlytics_support::EmbeddedCluster>,
+    claim: Option<&'a Claim>,
+    data_dir: &'a std::path::Path,
+}
+
 async fn serve(
     urls: &databases::Urls,
     api_listen: SocketAddr,
     seed_orders: u32,
     replicate: &ReplicateArgs,
-    embedded_dir: Option<std::path::PathBuf>,
     dashboard_listen: SocketAddr,
-    claim: Option<&Claim>,
+    machine: Machine<'_>,
+    superset_args: &UpArgs,
 ) -> anyhow::Result<()> {
+    let Machine {
+        cluster,
+        claim,
+        data_dir,
+    } = machine;
     super::migrate(urls).await?;
+    let embedded_dir = cluster.map(|c| c.data_dir().to_path_buf());
+    // The read-only role for BI tools (deploy/roles.sql), on the embedded cluster.
+    let reader = match cluster {
+        Some(c) => Some(super::bi::embedded_roles(c).await?),
+        None => None,
+    };
     let oltp = databases::pool(&urls.oltp, 4).await?;
     let existing: i64 = sqlx::query_scalar("select count(*) from orders")
         .fetch_one(&oltp)
@@ -81,6 +111,18 @@ async fn serve(
     drop(oltp);
     let dashboard_listener = super::insights::bind_dashboard(dashboard_listen).await?;
     let dashboard_addr = dashboard_listener.local_addr()?;
+    let superset = match superset_args.superset {
+        false => None,
+        true => {
+            let embedded = reader
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("no embedded cluster"));
+            let external = cluster.is_none().then_some(&urls.olap);
+            let bi_url = super::bi::choose(superset_args.bi.bi_url.clone(), external, || embedded)?;
+            let olap = OlapConnection::from_url(&bi_url, None)?;
+            Some(superset::start(superset_args, data_dir, &olap).await?)
+        }
+    };
 
     let (tx, rx) = watch::channel(false);
     let cfg = super::daemon_config(urls, replicate);
@@ -112,22 +154,37 @@ async fn serve(
         "  Replicator   http://{replicator_listen}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
     );
     println!("  Dashboard    http://{dashboard_addr}   (`brewlytics report --list` for the same figures as CSV)");
+    if let Some(s) = &superset {
+        println!(
+            "  Superset     {}   (user {}, password in {})",
+            s.dashboard_url,
+            superset::local::ADMIN,
+            s.superset.password_file.display()
+        );
+    }
     println!("  OLTP         {}", urls.oltp);
     println!("  OLAP         {}", urls.olap);
+    if let Some(url) = &reader {
+        println!("  BI role      {url}   (read-only)");
+    }
     if let Some(dir) = embedded_dir {
         println!(
-            "  Embedded PostgreSQL in {} (password in {}/superuser.password)",
+            "  Embedded PostgreSQL in {} (password in {}/superuser.password, the roles' in {}/roles.env)",
+            dir.display(),
             dir.display(),
             dir.display()
         );
     }
     println!("Press Ctrl-C to stop.");
     if let Some(claim) = claim {
-        let endpoints = [
+        let mut endpoints = vec![
             ("API", format!("http://{api_listen}")),
             ("replicator", format!("http://{replicator_listen}")),
             ("dashboard", format!("http://{dashboard_addr}")),
         ];
+        if let Some(s) = &superset {
+            endpoints.push(("Superset", s.superset.url.clone()));
+        }
         if let Err(e) = claim.publish(&endpoints) {
             tracing::warn!(error = %e, "could not record the endpoints in the data directory");
         }
@@ -161,6 +218,9 @@ async fn serve(
         let _ = (&mut dashboard).await;
     })
     .await;
+    if let Some(s) = superset {
+        s.superset.stop().await;
+    }
     println!("Brewlytics stopped.");
     outcome
 }

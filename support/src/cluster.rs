@@ -173,11 +173,11 @@ impl EmbeddedCluster {
         .expect("a well-formed URL")
     }
 
-    /// Runs `psql -c sql` over the Unix socket as the superuser.
-    pub fn psql(&self, database: &str, sql: &str) -> Result<String, ClusterError> {
-        let out = Command::new(self.bindir.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .arg("-h")
+    /// `psql` connected over the Unix socket as the superuser to `database`, untouched by
+    /// the `PG*` variables of the environment; add the script or command to run.
+    pub fn psql_command(&self, database: &str) -> Command {
+        let mut cmd = Command::new(self.bindir.join("psql"));
+        cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.socket_dir)
             .args([
                 "-p",
@@ -186,8 +186,18 @@ impl EmbeddedCluster {
                 SUPERUSER,
                 "-d",
                 database,
-            ])
-            .args(["-c", sql])
+            ]);
+        for var in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD"] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Runs `psql -c sql` over the Unix socket as the superuser.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, ClusterError> {
+        let out = self
+            .psql_command(database)
+            .args(["-q", "-A", "-t", "-c", sql])
             .stdin(Stdio::null())
             .output()?;
         checked("psql", out).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
@@ -382,18 +392,10 @@ impl EmbeddedCluster {
         } else {
             String::new()
         };
-        let script = format!(
-            "i=0; while kill -0 {owner} 2>/dev/null && [ $i -lt 86400 ]; do sleep 1; i=$((i+1)); done; \
-             {stop} >/dev/null 2>&1{cleanup}",
-            owner = std::process::id(),
-        );
-        Ok(Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()?)
+        Ok(crate::watchdog::spawn(
+            &format!("{stop} >/dev/null 2>&1{cleanup}"),
+            None,
+        )?)
     }
 
     fn command(&self, program: &str) -> Command {
@@ -426,8 +428,6 @@ impl Drop for EmbeddedCluster {
         let _ = self.stop();
     }
 }
-
-use std::os::unix::process::CommandExt;
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`: `PG_BINDIR`, else
 /// `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
@@ -574,7 +574,11 @@ fn load_or_make_password(root: &Path) -> Result<String, ClusterError> {
     Ok(password)
 }
 
-fn write_private(path: &Path, text: &str, for_postgres: bool) -> Result<(), ClusterError> {
+pub(crate) fn write_private(
+    path: &Path,
+    text: &str,
+    for_postgres: bool,
+) -> Result<(), ClusterError> {
     let mut f = fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -592,7 +596,7 @@ fn write_private(path: &Path, text: &str, for_postgres: bool) -> Result<(), Clus
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Letters and digits from the kernel's random source.
-fn random_token(len: usize) -> Result<String, ClusterError> {
+pub(crate) fn random_token(len: usize) -> Result<String, ClusterError> {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut raw = vec![0u8; len];
     use std::io::Read;
