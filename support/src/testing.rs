@@ -1,4 +1,5 @@
-//! Test support: one embedded cluster per test binary, one database per test.
+//! Test support: one embedded cluster per test binary, one database per test, and free ports
+//! for the servers a test starts.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -64,4 +65,23 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let _ = self.cluster.drop_database(&self.name);
     }
+}
+
+/// Leases of [`free_port`], held until the test binary exits.
+static HELD: std::sync::Mutex<Vec<crate::ports::Lease>> = std::sync::Mutex::new(Vec::new());
+
+/// A loopback port for a server the test starts (or for "nobody listens here"): leased
+/// outside the kernel's ephemeral range ([`crate::ports`]) and held until the test binary
+/// exits, so no other test of any binary is given it, a restarted server finds it again, and
+/// no outgoing connection takes it meanwhile.
+pub fn free_port() -> u16 {
+    let lease = crate::ports::lease().unwrap_or_else(|e| panic!("leasing a port: {e}"));
+    let port = lease.port();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lease);
+    port
+}
+
+/// `127.0.0.1:` a [`free_port`].
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
