@@ -11,7 +11,7 @@
 //!
 //! The alerts against a live pipeline (OLAP stopped, the lag alert firing and resolving) are
 //! in tests/alerting.rs. Needs the `prometheus` package (/usr/bin/prometheus and promtool;
-//! `.ci/run` installs it). Without it the tests fail, naming the package: a check that cannot
+//! `scripts/test` installs it). Without it the tests fail, naming the package: a check that cannot
 //! run is not a check that passed.
 
 mod harness;

@@ -28,7 +28,7 @@ pub fn nats_server_binary() -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "nats-server is not installed: install the Debian package `nats-server` \
-                 (apt-get install nats-server; .ci/run does) or set NATS_SERVER_BIN"
+                 (apt-get install nats-server; scripts/test does) or set NATS_SERVER_BIN"
             )
         })
 }
