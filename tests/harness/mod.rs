@@ -15,9 +15,11 @@ pub mod up;
 
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
+pub use brewlytics_support::testing::Scratch;
+#[allow(unused_imports)]
 pub use net::{free_addr, free_port, http, http_get};
 #[allow(unused_imports)]
-pub use process::{wait_for, Proc, Scratch};
+pub use process::{wait_for, Proc};
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
