@@ -76,6 +76,6 @@ pub async fn replicate(cfg: DaemonConfig) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         let _ = tx.send(true);
     });
-    brewlytics_replicator::daemon::run_on(cfg, listener, Telemetry::new(), rx).await?;
+    brewlytics_replicator::daemon::run_bound(cfg, listener, Telemetry::new(), rx).await?;
     Ok(())
 }

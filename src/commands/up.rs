@@ -130,7 +130,7 @@ async fn serve(
         let rx = rx.clone();
         let listener = listeners.replicator;
         services.spawn(async move {
-            brewlytics_replicator::daemon::run_on(
+            brewlytics_replicator::daemon::run_bound(
                 cfg,
                 Some(listener),
                 brewlytics_replicator::telemetry::Telemetry::new(),

@@ -34,39 +34,38 @@ pub struct DaemonConfig {
 /// How often a standby tries the lock, and the leader checks it still holds it.
 const LOCK_POLL: Duration = Duration::from_millis(500);
 
-/// Runs until `shutdown` turns true or replication cannot go on; the endpoints on
-/// `cfg.listen`.
+/// Runs until `shutdown` turns true or replication cannot go on.
 pub async fn run(
     cfg: DaemonConfig,
     telemetry: Arc<Telemetry>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
-    let listener = match cfg.listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            ReplicatorError::Fatal(format!("binding the replicator's endpoints to {addr}: {e}"))
-        })?),
-        None => None,
-    };
-    run_on(cfg, listener, telemetry, shutdown).await
+    run_bound(cfg, None, telemetry, shutdown).await
 }
 
-/// [`run`] with the endpoints on `listener`, which the caller bound before it announced
-/// anything (`cfg.listen` is not bound again).
-pub async fn run_on(
+/// [`run`], with the endpoints on `bound` when the caller bound `cfg.listen` itself, before
+/// it announced anything (so a taken address stopped it first, in its own words).
+pub async fn run_bound(
     cfg: DaemonConfig,
-    listener: Option<tokio::net::TcpListener>,
+    bound: Option<tokio::net::TcpListener>,
     telemetry: Arc<Telemetry>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
     let rc = &cfg.replicator;
     crate::slot::validate_name("slot name", &rc.slot).map_err(ReplicatorError::Fatal)?;
     crate::slot::validate_name("publication", &rc.publication).map_err(ReplicatorError::Fatal)?;
-    let http = match listener {
-        Some(listener) => {
-            let addr = listener
-                .local_addr()
-                .map_err(|e| ReplicatorError::Fatal(format!("the replicator's endpoints: {e}")))?;
+    let http = match cfg.listen {
+        Some(addr) => {
+            let listener = match bound {
+                Some(listener) => listener,
+                None => tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    ReplicatorError::Fatal(format!(
+                        "binding the replicator's endpoints to {addr}: {e}"
+                    ))
+                })?,
+            };
             let state = http::HttpState::new(&cfg, telemetry.clone())?;
+            let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(%addr, "replicator endpoints: /metrics /health /ready /status /");
             let mut stop = shutdown.clone();
             Some(tokio::spawn(async move {
