@@ -50,6 +50,7 @@ pub mod schema;
 pub mod sink;
 pub mod slot;
 pub mod source;
+pub mod star;
 pub mod stream;
 pub mod table;
 pub mod verify;

@@ -30,6 +30,10 @@ pub const OLAP_LOGIC: &[LogicFile] = &[
         include_str!("../../schema/olap/logic/15_bulk_load.sql"),
     ),
     (
+        "12_star_inputs.sql",
+        include_str!("../../schema/olap/logic/12_star_inputs.sql"),
+    ),
+    (
         "20_star_dimensions.sql",
         include_str!("../../schema/olap/logic/20_star_dimensions.sql"),
     ),
