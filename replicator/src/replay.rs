@@ -116,6 +116,11 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
     w.set_replaying();
     let mut reader = PgConnection::connect_with(&url.connect_options()?).await?;
     w.begin().await?;
+    // The replica gate alone (see OlapWriter::begin): a replicator's batch in flight finishes
+    // first, the next waits for the replay to commit.
+    sqlx::query("select pg_advisory_xact_lock(hashtext('brewlytics replica'))")
+        .execute(w.conn())
+        .await?;
     let latest_copy: Option<String> = sqlx::query_scalar(
         "select max(lsn)::text from cdc_events where op = 'r' and coalesce(xid, 0) = 0",
     )

@@ -1,15 +1,19 @@
 //! Whether the star's type for an attribute holds every value of a source column's type
 //! (pure): read it as it is, through a cast, widen the star's column, or read it value by
 //! value — a row whose value the star's type refuses is then left out and dead-lettered.
+//!
+//! Whatever the replica column's type, the input view's column has the star's type: the
+//! star's functions keep their plans (PL/pgSQL refuses a record whose field changed type
+//! within a session), and the star's columns never see another type than their own.
 
 use super::Role;
 
 /// How the input view reads a replica column (`star_bindings.read`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Read {
-    /// The column itself: PostgreSQL coerces it where the star needs (int → bigint, …).
+    /// The column itself: it has the star's type.
     AsIs,
-    /// `column::star_type`.
+    /// `column::star_type`, which holds every value (int → bigint, varchar → text, …).
     Cast,
     /// `column::text::star_type` (floating point into numeric: its shortest exact text).
     ViaText,
@@ -59,7 +63,6 @@ fn base(t: &str) -> &str {
 
 const INTEGERS: [&str; 3] = ["smallint", "integer", "bigint"];
 const FLOATS: [&str; 2] = ["real", "double precision"];
-const STRINGS: [&str; 3] = ["text", "character varying", "character"];
 
 /// How a star attribute of type `star` (and `role`) reads a replica column of type `replica`
 /// (both as `format_type` spells them).
@@ -70,14 +73,13 @@ pub fn fit(star: &str, replica: &str, role: Role) -> Fit {
     let (s, r) = (base(star), base(replica));
     let numeric_star = s == "numeric" && !star.contains('(');
     match s {
-        "text" if STRINGS.contains(&r) => Fit::Held(Read::AsIs),
         "text" => Fit::Held(Read::Cast),
-        "bigint" if INTEGERS.contains(&r) => Fit::Held(Read::AsIs),
+        "bigint" if INTEGERS.contains(&r) => Fit::Held(Read::Cast),
         "bigint" if role == Role::Measure && (r == "numeric" || FLOATS.contains(&r)) => {
             Fit::Widen("numeric".into())
         }
         "numeric" if numeric_star && (INTEGERS.contains(&r) || r == "numeric") => {
-            Fit::Held(Read::AsIs)
+            Fit::Held(Read::Cast)
         }
         "numeric" if numeric_star && FLOATS.contains(&r) => Fit::Held(Read::ViaText),
         "timestamp with time zone" if r == "timestamp without time zone" || r == "date" => {
@@ -92,24 +94,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_same_type_and_narrower_integers_are_read_as_they_are() {
+    fn the_same_type_is_read_as_it_is_and_narrower_integers_cast() {
         assert_eq!(fit("bigint", "bigint", Role::Key), Fit::Held(Read::AsIs));
-        assert_eq!(fit("bigint", "integer", Role::Measure), Fit::Held(Read::AsIs));
-        assert_eq!(fit("bigint", "smallint", Role::Member), Fit::Held(Read::AsIs));
+        assert_eq!(fit("bigint", "integer", Role::Measure), Fit::Held(Read::Cast));
+        assert_eq!(fit("bigint", "smallint", Role::Member), Fit::Held(Read::Cast));
         assert_eq!(
             fit("numeric", "numeric(12,2)", Role::Measure),
-            Fit::Held(Read::AsIs)
+            Fit::Held(Read::Cast)
         );
-        assert_eq!(fit("numeric", "integer", Role::Measure), Fit::Held(Read::AsIs));
+        assert_eq!(fit("numeric", "integer", Role::Measure), Fit::Held(Read::Cast));
     }
 
     #[test]
     fn text_holds_every_value() {
         assert_eq!(
             fit("text", "character varying(40)", Role::Label),
-            Fit::Held(Read::AsIs)
+            Fit::Held(Read::Cast)
         );
-        assert_eq!(fit("text", "character(5)", Role::Label), Fit::Held(Read::AsIs));
+        assert_eq!(fit("text", "character(5)", Role::Label), Fit::Held(Read::Cast));
         assert_eq!(fit("text", "integer", Role::Attribute), Fit::Held(Read::Cast));
         assert_eq!(fit("text", "jsonb", Role::Attribute), Fit::Held(Read::Cast));
     }

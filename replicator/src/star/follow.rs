@@ -3,7 +3,7 @@
 //! fitted, or dropped — and what has to be done about it around the replica's DDL.
 
 use super::fit::{fit, Fit, Read};
-use super::{At, Attribute, Input, Role, State, TableState};
+use super::{At, Attribute, Input, Note, Role, State, TableState};
 use crate::table::{Column, SourceTable};
 
 /// The outcome of following one schema change.
@@ -21,7 +21,7 @@ pub struct Followed {
     /// key found again): the star is computed again from its inputs.
     pub recompute: bool,
     /// One line per change, said once it is committed.
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
 }
 
 impl Followed {
@@ -54,10 +54,10 @@ pub fn follow(input: &Input, table: &SourceTable, at: At) -> Followed {
     }
     if new.source_table != *table.name || new.source_schema != *table.schema {
         if same_relation {
-            out.notes.push(format!(
+            out.notes.push(Note::followed(format!(
                 "source table {} renamed to {source}: the star follows it",
                 input.qualified_source()
-            ));
+            )));
             new.state = TableState::Renamed;
             new.changed = at;
         }
@@ -68,9 +68,9 @@ pub fn follow(input: &Input, table: &SourceTable, at: At) -> Followed {
     if matches!(new.state, TableState::Dropped | TableState::Unpublished) {
         new.state = TableState::Bound;
         new.changed = at;
-        out.notes.push(format!(
+        out.notes.push(Note::followed(format!(
             "source table {source} is mirrored again: the star reads it"
-        ));
+        )));
     }
     // Columns another attribute is bound to are not taken by name.
     let taken: Vec<i16> = input
@@ -95,12 +95,12 @@ pub fn follow(input: &Input, table: &SourceTable, at: At) -> Followed {
                 } else {
                     out.keep.push(old.name.clone());
                 }
-                out.notes.push(format!(
+                out.notes.push(Note::degraded(format!(
                     "{}: source column {source}.{} dropped{}",
                     old.feeds.join(", "),
                     old.source_column.as_deref().unwrap_or(&old.name),
                     dropped_effect(old.role)
-                ));
+                )));
             }
         }
         if old.state.is_degraded() && !a.state.is_degraded() {
@@ -122,9 +122,9 @@ pub fn follow(input: &Input, table: &SourceTable, at: At) -> Followed {
         new.state = TableState::Bound;
         new.changed = at;
         out.recompute = true;
-        out.notes.push(format!(
+        out.notes.push(Note::followed(format!(
             "source table {source} has its key again: the star reads it again"
-        ));
+        )));
     }
     out
 }
@@ -156,7 +156,7 @@ fn bind(
     source: &str,
     at: At,
     widen: &mut Vec<String>,
-    notes: &mut Vec<String>,
+    notes: &mut Vec<Note>,
 ) {
     let renamed = old.source_column.as_deref() != Some(col.name.as_str());
     let retyped = old.replica_type.as_deref() != Some(col.olap_type.as_str());
@@ -217,7 +217,10 @@ fn bind(
         }
     };
     a.detail = Some(note.clone());
-    notes.push(note);
+    notes.push(Note {
+        degraded: a.state.is_degraded(),
+        text: note,
+    });
 }
 
 /// What a dropped attribute becomes, by role (for the log).
@@ -271,7 +274,10 @@ mod tests {
             attributes: vec![
                 attribute("id", Role::Key, "bigint", 1, "bigint"),
                 attribute("order_id", Role::Reference, "uuid", 2, "uuid"),
-                attribute("quantity", Role::Measure, "bigint", 4, "integer"),
+                Attribute {
+                read: Read::Cast,
+                ..attribute("quantity", Role::Measure, "bigint", 4, "integer")
+            },
             ],
         };
         let table = SourceTable {
@@ -314,11 +320,11 @@ mod tests {
         let q = &f.input.attributes[2];
         assert_eq!(
             (q.state, q.source_column.as_deref(), q.read),
-            (State::Renamed, Some("qty"), Read::AsIs)
+            (State::Renamed, Some("qty"), Read::Cast)
         );
         assert_eq!(q.changed, at(7));
         assert!(f.keep.is_empty() && !f.recompute && f.widen.is_empty());
-        assert!(f.notes[0].contains("renamed to qty"), "{:?}", f.notes);
+        assert!(f.notes[0].text.contains("renamed to qty"), "{:?}", f.notes);
     }
 
     #[test]
@@ -347,7 +353,7 @@ mod tests {
         assert_eq!(q.source_column.as_deref(), Some("quantity"), "its last name");
         assert_eq!(f.keep, vec!["quantity".to_string()]);
         assert!(f.input.is_degraded() && !f.freeze);
-        assert!(f.notes[0].contains("later rows read NULL"), "{:?}", f.notes);
+        assert!(f.notes[0].text.contains("later rows read NULL"), "{:?}", f.notes);
         // Followed again (another change of the table): still dropped, no new note.
         let g = follow(&f.input, &table, at(12));
         assert!(g.is_noop(&f.input), "{g:?}");
@@ -426,6 +432,6 @@ mod tests {
             (g.input.state, g.input.replica_table.as_str()),
             (TableState::Renamed, "lines")
         );
-        assert!(g.notes[0].contains("renamed to public.lines"));
+        assert!(g.notes[0].text.contains("renamed to public.lines"));
     }
 }

@@ -149,6 +149,30 @@ impl TableState {
     }
 }
 
+/// One line about a change the star followed, logged once its batch commits (a warning when
+/// it degrades the star).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub degraded: bool,
+    pub text: String,
+}
+
+impl Note {
+    pub fn followed(text: String) -> Self {
+        Self {
+            degraded: false,
+            text,
+        }
+    }
+
+    pub fn degraded(text: String) -> Self {
+        Self {
+            degraded: true,
+            text,
+        }
+    }
+}
+
 /// Where a change happened: the source position and commit time (unknown for a copy).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct At {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 
 use super::follow::{follow, Followed};
-use super::{At, Attribute, Degraded, Input, Read, Role, State, TableState};
+use super::{At, Attribute, Degraded, Input, Note, Read, Role, State, TableState};
 use crate::lsn::Lsn;
 use crate::table::{ident, SourceTable};
 
@@ -196,7 +196,7 @@ pub async fn before_ddl(
 pub async fn after_ddl(
     conn: &mut PgConnection,
     pending: Pending,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<Note>, sqlx::Error> {
     let mut f = pending.followed;
     for name in std::mem::take(&mut f.widen) {
         let Some(a) = f.input.attributes.iter_mut().find(|a| a.name == name) else {
@@ -206,13 +206,13 @@ pub async fn after_ddl(
             if let Some(was) = pending.before.attributes.iter().find(|b| b.name == name) {
                 a.star_type = was.star_type.clone();
             }
-            f.notes.push(format!(
+            f.notes.push(Note::degraded(format!(
                 "{}: the star's column could not be widened to {} ({}): values it cannot \
                  hold are left out (star_dead_letters)",
                 a.feeds.join(", "),
                 a.star_type,
                 crate::redact::db_error(&e)
-            ));
+            )));
             a.state = State::Incompatible;
             a.read = Read::PerRow;
             f.recompute = true;
@@ -357,7 +357,7 @@ pub async fn table_gone(
     );
     i.detail = Some(note.clone());
     save(conn, &i).await?;
-    tracing::warn!(change = %note, "the star schema follows a source schema change");
+    tracing::warn!(change = %note, "the star schema degrades: a source schema change");
     Ok(())
 }
 

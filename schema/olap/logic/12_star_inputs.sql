@@ -218,21 +218,29 @@ begin
                    star_input_select(p_input, p_stage));
 end $$;
 
--- The table of values kept for an input's dropped attributes, with columns for `p_attrs`.
+-- The table of values kept for an input's dropped attributes, with columns for `p_attrs`
+-- (altered only when one is missing: a batch reading it is not waited for).
 create or replace function star_kept_table(p_input text, p_attrs text[]) returns void
 language plpgsql as $$
 declare
     key_attr text := (select s.attribute from star_inputs() s
                       where s.input = p_input and s.role = 'key');
+    kept regclass := to_regclass(format('star_kept.%I', p_input));
     b record;
 begin
-    execute format('create table if not exists star_kept.%I (%I %s primary key)', p_input,
-                   key_attr, (select star_type from star_bindings
-                              where input = p_input and attribute = key_attr));
-    for b in select attribute, star_type from star_bindings
-             where input = p_input and attribute = any (p_attrs)
+    if kept is null then
+        execute format('create table star_kept.%I (%I %s primary key)', p_input, key_attr,
+                       (select star_type from star_bindings
+                        where input = p_input and attribute = key_attr));
+        kept := to_regclass(format('star_kept.%I', p_input));
+    end if;
+    for b in select x.attribute, x.star_type from star_bindings x
+             where x.input = p_input and x.attribute = any (p_attrs)
+               and not exists (select 1 from pg_attribute a
+                               where a.attrelid = kept and a.attname = x.attribute
+                                 and not a.attisdropped)
     loop
-        execute format('alter table star_kept.%I add column if not exists %I %s', p_input,
+        execute format('alter table star_kept.%I add column %I %s', p_input,
                        b.attribute, b.star_type);
     end loop;
 end $$;
@@ -376,15 +384,18 @@ end $$;
 
 -- Back to the bindings' state before any row arrived (replay's rebuild, resync): nothing kept,
 -- nothing frozen, no dead letters; the replicator then binds each input to its table's shape
--- at the copy.
+-- at the copy. Kept values are deleted, not their tables (a replicator's session has views
+-- over them).
 create or replace function star_reset() returns void
 language plpgsql as $$
 declare
     i text;
 begin
     for i in select input from star_input_tables loop
-        execute format('drop table if exists star_kept.%I, star_kept.%I cascade',
-                       i, i || '__frozen');
+        if to_regclass(format('star_kept.%I', i)) is not null then
+            execute format('delete from star_kept.%I', i);
+        end if;
+        execute format('drop table if exists star_kept.%I cascade', i || '__frozen');
     end loop;
     delete from star_dead_letters;
     update star_input_tables set state = 'bound' where state = 'frozen';
@@ -400,8 +411,11 @@ begin
     insert into star_input_tables (input, source_table, replica_table)
     select distinct s.input, s.input, s.input from star_inputs() s
     on conflict (input) do nothing;
-    insert into star_bindings (input, attribute, star_type, source_column, replica_type, state)
+    insert into star_bindings (input, attribute, star_type, source_column, replica_type, read,
+                               state)
     select s.input, s.attribute, s.star_type, a.attname, format_type(a.atttypid, a.atttypmod),
+           case when format_type(a.atttypid, a.atttypmod) = s.star_type then 'as_is'
+                else 'cast' end,
            case when a.attname is null then 'dropped' else 'bound' end
     from star_inputs() s
     join star_input_tables t on t.input = s.input

@@ -214,13 +214,18 @@ impl OlapWriter {
         // re-checked row by row. The refresh inserts every dimension member (inferred if
         // need be) before the facts that name it, so they hold by construction — the crash
         // drills check it.
+        //
+        // Every batch holds the replica gate shared: `replay` takes it alone before it empties
+        // and rebuilds the replica, so a batch never waits for replay on one table while
+        // replay waits for it on another (a deadlock one of them would lose).
         sqlx::query(
             "select set_config('synchronous_commit', 'on', true),
                     set_config('intervalstyle', 'postgres', true),
                     set_config('datestyle', 'ISO, MDY', true),
                     set_config('client_min_messages', 'warning', true),
                     case when has_parameter_privilege('session_replication_role', 'SET')
-                         then set_config('session_replication_role', 'replica', true) end",
+                         then set_config('session_replication_role', 'replica', true) end,
+                    pg_advisory_xact_lock_shared(hashtext('brewlytics replica'))",
         )
         .execute(&mut self.conn)
         .await?;
@@ -598,18 +603,13 @@ impl OlapWriter {
     }
 
     pub async fn star_call(&mut self, sql: &str) -> Result<(), ApplyError> {
-        sqlx::query("savepoint star")
-            .execute(&mut self.conn)
-            .await?;
-        match sqlx::query(sql).execute(&mut self.conn).await {
-            Ok(_) => {
-                sqlx::query("release savepoint star")
-                    .execute(&mut self.conn)
-                    .await?;
-                Ok(())
+        match self.star_try(sql).await? {
+            Err(e) if star_inputs::lost_view(&e) => {
+                // Another session (a replay) dropped what this session's input views read.
+                self.star_views_again().await?;
+                self.star_try(sql).await?.map_err(star_inputs::star_error)
             }
-            Err(e) if redact::classify(&e) == Class::Transient => Err(e.into()),
-            Err(e) => Err(ApplyError::Star(redact::db_error(&e))),
+            r => r.map_err(star_inputs::star_error),
         }
     }
 

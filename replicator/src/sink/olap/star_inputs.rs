@@ -24,7 +24,7 @@ pub(super) struct StarInputs {
     /// Some input degrades: batches keep its bookkeeping (`star_note_batch`).
     degraded: bool,
     /// Lines to log once the open transaction commits.
-    notes: Vec<String>,
+    notes: Vec<star::Note>,
     /// The bindings changed in the open transaction.
     changed: bool,
     read_at: Option<Instant>,
@@ -103,7 +103,7 @@ impl OlapWriter {
                 literal(&input),
                 literal(&format!("pg_temp.{}", ident(stage)))
             );
-            self.star_call(&sql).await?;
+            self.star_try(&sql).await?.map_err(star_error)?;
         }
         Ok(())
     }
@@ -189,7 +189,11 @@ impl OlapWriter {
     /// when they changed (or now and then) for the metric.
     pub(super) async fn star_committed(&mut self) -> Option<StarReading> {
         for note in self.star.notes.drain(..) {
-            tracing::warn!(change = %note, "the star schema follows a source schema change");
+            if note.degraded {
+                tracing::warn!(change = %note.text, "the star schema degrades: a source schema change");
+            } else {
+                tracing::info!(change = %note.text, "the star schema follows a source schema change");
+            }
         }
         let due = self.star.read_at.is_none_or(|t| t.elapsed() >= READ_EVERY);
         if !std::mem::take(&mut self.star.changed) && !due {
@@ -211,7 +215,53 @@ impl OlapWriter {
     }
 }
 
-fn star_error(e: sqlx::Error) -> ApplyError {
+impl OlapWriter {
+    /// `sql` under a savepoint: its error, the transaction still usable.
+    pub(super) async fn star_try(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<(), sqlx::Error>, ApplyError> {
+        sqlx::query("savepoint star")
+            .execute(&mut self.conn)
+            .await?;
+        let r = sqlx::query(sql).execute(&mut self.conn).await.map(|_| ());
+        let end = if r.is_ok() {
+            "release savepoint star"
+        } else {
+            "rollback to savepoint star"
+        };
+        sqlx::query(end).execute(&mut self.conn).await?;
+        Ok(r)
+    }
+
+    /// The input views over this session's stage tables, made again.
+    pub(super) async fn star_views_again(&mut self) -> Result<(), ApplyError> {
+        let stages: Vec<(String, String)> = self
+            .stages
+            .iter()
+            .map(|(name, t)| {
+                let replica = match t {
+                    Some(t) => t.replica.to_string(),
+                    None => name.trim_start_matches("stage_").to_owned(),
+                };
+                (replica, name.clone())
+            })
+            .collect();
+        for (replica, stage) in stages {
+            self.star_stage_view(&replica, &stage).await?;
+        }
+        Ok(())
+    }
+}
+
+/// An input view of this session is gone (undefined table `input_…`).
+pub(super) fn lost_view(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.code().as_deref() == Some("42P01") && d.message().contains("input_")
+    })
+}
+
+pub(super) fn star_error(e: sqlx::Error) -> ApplyError {
     if redact::classify(&e) == Class::Transient {
         ApplyError::Sql(e)
     } else {
