@@ -17,8 +17,9 @@ pub struct Followed {
     pub freeze: bool,
     /// Attributes whose star columns widen to their new `star_type`.
     pub widen: Vec<String>,
-    /// Rows already in the star read differently now (a value read row by row, a column or
-    /// key found again): the star is computed again from its inputs.
+    /// Rows already in the star may read differently now (a column retyped — its values
+    /// cast, or rewritten by `USING` —, read row by row, found again; a key found again): the
+    /// star is computed again from its inputs, as a rebuild would.
     pub recompute: bool,
     /// One line per change, said once it is committed.
     pub notes: Vec<Note>,
@@ -83,7 +84,10 @@ pub fn follow(input: &Input, table: &SourceTable, at: At) -> Followed {
         let found = find(old, table, by_attnum, &taken);
         let a = &mut new.attributes[i];
         match found {
-            Some(col) => bind(a, old, col, &source, at, &mut out.widen, &mut out.notes),
+            Some(col) => {
+                let retyped = bind(a, old, col, &source, at, &mut out.widen, &mut out.notes);
+                out.recompute |= retyped;
+            }
             None if old.state == State::Dropped => {}
             None => {
                 a.state = State::Dropped;
@@ -148,7 +152,7 @@ fn find<'a>(
         .find(|c| c.name == name || (a.state == State::Dropped && c.name == a.name))
 }
 
-/// `a` (was `old`) reads `col` now.
+/// `a` (was `old`) reads `col` now. Whether its type changed.
 fn bind(
     a: &mut Attribute,
     old: &Attribute,
@@ -157,7 +161,7 @@ fn bind(
     at: At,
     widen: &mut Vec<String>,
     notes: &mut Vec<Note>,
-) {
+) -> bool {
     let renamed = old.source_column.as_deref() != Some(col.name.as_str());
     let retyped = old.replica_type.as_deref() != Some(col.olap_type.as_str());
     let again = old.state == State::Dropped;
@@ -188,8 +192,9 @@ fn bind(
         || a.state != old.state
         || (renamed && old.source_column.is_some())
         || (retyped && old.replica_type.is_some());
+    let retyped = retyped && old.replica_type.is_some();
     if !changed {
-        return;
+        return retyped;
     }
     a.changed = at;
     let note = if again {
@@ -221,6 +226,7 @@ fn bind(
         degraded: a.state.is_degraded(),
         text: note,
     });
+    retyped
 }
 
 /// What a dropped attribute becomes, by role (for the log).
@@ -388,7 +394,8 @@ mod tests {
         table.columns[3] = column("quantity", 20, "bigint", 4);
         let f = follow(&input, &table, at(4));
         assert_eq!(f.input.attributes[2].state, State::Retyped);
-        assert!(f.widen.is_empty() && !f.recompute);
+        assert!(f.widen.is_empty());
+        assert!(f.recompute, "values may have been rewritten: the star reads them again");
 
         table.columns[3] = column("quantity", 1700, "numeric(10,2)", 4);
         let f = follow(&input, &table, at(5));
