@@ -55,7 +55,10 @@ const TABLES: &[(&str, &[&str])] = &[
         "order_items",
         &["id", "order_id", "product_id", "quantity", "unit_price"],
     ),
-    ("payments", &["id", "order_id", "amount", "method", "paid_at"]),
+    (
+        "payments",
+        &["id", "order_id", "amount", "method", "paid_at"],
+    ),
     (
         "inventory_movements",
         &[
@@ -309,8 +312,13 @@ impl Source {
             )
             .await;
         let old = self.customers[(n as usize * 7) % self.customers.len()];
-        self.update(c, "customers", &s(&old), &[("name", format!("Regular {n}"))])
-            .await;
+        self.update(
+            c,
+            "customers",
+            &s(&old),
+            &[("name", format!("Regular {n}"))],
+        )
+        .await;
         let (employee, store) = self.staff[n as usize % self.staff.len()];
         let customer_id = customer
             .filter(|_| n % 3 != 0)
@@ -339,7 +347,9 @@ impl Source {
             // A fraction where the column takes one.
             let fraction = k == 1;
             let quantity = self.number(c, "order_items", "quantity", fraction).await;
-            let delta = self.number(c, "inventory_movements", "delta", fraction).await;
+            let delta = self
+                .number(c, "inventory_movements", "delta", fraction)
+                .await;
             amount += price.parse::<f64>().unwrap_or(1.0) * quantity.parse::<f64>().unwrap();
             self.insert(
                 c,
@@ -490,6 +500,8 @@ struct Drill {
     api_addr: String,
     api_orders: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    /// Orders through the API wait while OLAP is compared with OLTP.
+    paused: Arc<AtomicBool>,
     load: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -519,6 +531,7 @@ impl Drill {
             api_addr,
             api_orders: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
+            paused: Arc::new(AtomicBool::new(false)),
             load: None,
         };
         d.orders_through_the_api().await;
@@ -547,13 +560,18 @@ impl Drill {
                 {{"product_id": {}, "quantity": 1}}]}}"#,
             products[0], products[1]
         );
-        let (addr, stop, orders) = (
+        let (addr, stop, paused, orders) = (
             self.api_addr.clone(),
             self.stop.clone(),
+            self.paused.clone(),
             self.api_orders.clone(),
         );
         self.load = Some(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                if paused.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
                 if let Some((201, _)) = http(&addr, "POST", "/orders", Some(&body)) {
                     orders.fetch_add(1, Ordering::Relaxed);
                 }
@@ -577,7 +595,11 @@ impl Drill {
 
     /// OLAP equals OLTP, the replicator still runs and never failed on the star.
     async fn converged(&mut self, label: &str) {
+        self.paused.store(true, Ordering::Relaxed);
+        // (an order on its way is committed by then)
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let r = self.c.converged(Duration::from_secs(120)).await;
+        self.paused.store(false, Ordering::Relaxed);
         assert!(r.all_equal(), "{label}: OLAP differs from OLTP: {r:#?}");
         assert!(
             self.replicator.is_running(),
@@ -628,7 +650,11 @@ impl Drill {
             .map(|d| {
                 assert!(d["lsn"].is_string(), "{d}");
                 (
-                    format!("{}.{}", d["star_table"].as_str().unwrap(), d["attribute"].as_str().unwrap()),
+                    format!(
+                        "{}.{}",
+                        d["star_table"].as_str().unwrap(),
+                        d["attribute"].as_str().unwrap()
+                    ),
                     d["state"].as_str().unwrap().to_owned(),
                 )
             })
@@ -675,7 +701,10 @@ async fn every_feeding_column_renamed_retyped_and_dropped_one_at_a_time() {
 
     // Renamed, each followed by writes: the star does not change.
     for (t, cols) in TABLES {
-        for col in cols.iter().filter(|c| RETYPES.iter().any(|r| r.0 == *t && r.1 == **c)) {
+        for col in cols
+            .iter()
+            .filter(|c| RETYPES.iter().any(|r| r.0 == *t && r.1 == **c))
+        {
             let (name, _) = src.column(&mut oltp, t, col).await.unwrap();
             exec(
                 &mut oltp,
@@ -727,7 +756,10 @@ async fn every_feeding_column_renamed_retyped_and_dropped_one_at_a_time() {
     .fetch_one(&mut olap)
     .await
     .unwrap();
-    assert_eq!(q, "numeric", "fact_sales.quantity widened with order_items.quantity");
+    assert_eq!(
+        q, "numeric",
+        "fact_sales.quantity widened with order_items.quantity"
+    );
     let half: i64 = sqlx::query_scalar("select count(*) from fact_sales where quantity = 1.5")
         .fetch_one(&mut olap)
         .await
@@ -741,7 +773,11 @@ async fn every_feeding_column_renamed_retyped_and_dropped_one_at_a_time() {
     .fetch_one(&mut olap)
     .await
     .unwrap();
-    assert_eq!((listed, in_facts), (1, 0), "the unreadable amount is a star dead letter");
+    assert_eq!(
+        (listed, in_facts),
+        (1, 0),
+        "the unreadable amount is a star dead letter"
+    );
     let degraded = d.degraded();
     assert_eq!(
         degraded.get("fact_payments.amount").map(String::as_str),
@@ -810,7 +846,11 @@ async fn every_feeding_column_renamed_retyped_and_dropped_one_at_a_time() {
     .fetch_one(&mut olap)
     .await
     .unwrap();
-    assert_eq!(newest, ("unknown".to_owned(), None), "a customer added after the drops");
+    assert_eq!(
+        newest,
+        ("unknown".to_owned(), None),
+        "a customer added after the drops"
+    );
     assert!(
         sqlx::query_scalar::<_, i64>("select count(*) from dim_customer")
             .fetch_one(&mut olap)
@@ -819,17 +859,29 @@ async fn every_feeding_column_renamed_retyped_and_dropped_one_at_a_time() {
             > before_customers
     );
     let last = last_line.expect("the last round before the references were dropped");
-    let lines: Vec<(i64, i64, i64, i64, Option<String>, Option<String>, String, bool)> =
-        sqlx::query_as(
-            "select customer_key, employee_key, store_key, product_key, quantity::text,
+    let lines: Vec<(
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<String>,
+        Option<String>,
+        String,
+        bool,
+    )> = sqlx::query_as(
+        "select customer_key, employee_key, store_key, product_key, quantity::text,
                     revenue::text, status, isfinite(ordered_at)
              from fact_sales where order_item_id in ($1, $1 - 1) order by order_item_id",
-        )
-        .bind(last)
-        .fetch_all(&mut olap)
-        .await
-        .unwrap();
-    assert_eq!(lines.len(), 2, "the lines written after the drops are facts");
+    )
+    .bind(last)
+    .fetch_all(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the lines written after the drops are facts"
+    );
     for l in &lines {
         assert_eq!(
             l,
@@ -865,7 +917,8 @@ async fn every_feeding_column_renamed_retyped_and_dropped_one_at_a_time() {
     // Said once, at the change.
     let log = d.replicator.log_text();
     assert_eq!(
-        log.matches("source column public.customers.email_v2 dropped").count(),
+        log.matches("source column public.customers.email_v2 dropped")
+            .count(),
         1,
         "{log}"
     );
@@ -873,7 +926,8 @@ async fn every_feeding_column_renamed_retyped_and_dropped_one_at_a_time() {
     let api = d.stop_orders();
     assert!(api >= 3, "orders through the API: {api}");
     settle(&mut d, "at the end").await;
-    d.replay_gives_the_same_star("a replay across every DDL").await;
+    d.replay_gives_the_same_star("a replay across every DDL")
+        .await;
     d.star_is_its_rebuild("after the replay").await;
     drop(d.api);
 }

@@ -267,7 +267,13 @@ impl Shapes {
         let key = (after.schema.to_string(), after.name.to_string());
         let before = self.take(&key, after.oid);
         self.now.insert(key, after.clone());
-        Some(schema_change(before, after, row.pos, row.xid, row.commit_ts))
+        Some(schema_change(
+            before,
+            after,
+            row.pos,
+            row.xid,
+            row.commit_ts,
+        ))
     }
 
     /// The table `key` (or the one with `oid`, renamed since) out of the map.

@@ -109,7 +109,8 @@ pub async fn compare(
     let facts_compared: bool = sqlx::query_scalar(FACT_INPUTS_AS_THEY_WERE)
         .fetch_one(&mut *olap)
         .await?;
-    let [mut sales_src, mut sales_olap, mut pay_src, mut pay_olap]: [String; 4] = Default::default();
+    let [mut sales_src, mut sales_olap, mut pay_src, mut pay_olap]: [String; 4] =
+        Default::default();
     if facts_compared {
         sales_src = sqlx::query_scalar(SALES_FROM_OLTP)
             .fetch_one(&mut *oltp)

@@ -249,7 +249,9 @@ impl Status {
             }
         }
         for d in &self.star_degraded {
-            let at = d.at.map(|t| format!(" ({})", t.to_rfc3339())).unwrap_or_default();
+            let at =
+                d.at.map(|t| format!(" ({})", t.to_rfc3339()))
+                    .unwrap_or_default();
             out.push_str(&format!("{:<20} {}{at}\n", "star degraded", d.message));
         }
         for w in &self.warnings {

@@ -96,13 +96,22 @@ mod tests {
     #[test]
     fn the_same_type_is_read_as_it_is_and_narrower_integers_cast() {
         assert_eq!(fit("bigint", "bigint", Role::Key), Fit::Held(Read::AsIs));
-        assert_eq!(fit("bigint", "integer", Role::Measure), Fit::Held(Read::Cast));
-        assert_eq!(fit("bigint", "smallint", Role::Member), Fit::Held(Read::Cast));
+        assert_eq!(
+            fit("bigint", "integer", Role::Measure),
+            Fit::Held(Read::Cast)
+        );
+        assert_eq!(
+            fit("bigint", "smallint", Role::Member),
+            Fit::Held(Read::Cast)
+        );
         assert_eq!(
             fit("numeric", "numeric(12,2)", Role::Measure),
             Fit::Held(Read::Cast)
         );
-        assert_eq!(fit("numeric", "integer", Role::Measure), Fit::Held(Read::Cast));
+        assert_eq!(
+            fit("numeric", "integer", Role::Measure),
+            Fit::Held(Read::Cast)
+        );
     }
 
     #[test]
@@ -111,8 +120,14 @@ mod tests {
             fit("text", "character varying(40)", Role::Label),
             Fit::Held(Read::Cast)
         );
-        assert_eq!(fit("text", "character(5)", Role::Label), Fit::Held(Read::Cast));
-        assert_eq!(fit("text", "integer", Role::Attribute), Fit::Held(Read::Cast));
+        assert_eq!(
+            fit("text", "character(5)", Role::Label),
+            Fit::Held(Read::Cast)
+        );
+        assert_eq!(
+            fit("text", "integer", Role::Attribute),
+            Fit::Held(Read::Cast)
+        );
         assert_eq!(fit("text", "jsonb", Role::Attribute), Fit::Held(Read::Cast));
     }
 
@@ -148,7 +163,10 @@ mod tests {
             fit("timestamp with time zone", "date", Role::Time),
             Fit::Held(Read::Utc)
         );
-        assert_eq!(fit("timestamp with time zone", "text", Role::Time), Fit::PerRow);
+        assert_eq!(
+            fit("timestamp with time zone", "text", Role::Time),
+            Fit::PerRow
+        );
         assert_eq!(
             fit("date", "timestamp with time zone", Role::Attribute),
             Fit::PerRow
@@ -161,12 +179,21 @@ mod tests {
         assert_eq!(fit("uuid", "text", Role::Key), Fit::PerRow);
         assert_eq!(fit("boolean", "text", Role::Attribute), Fit::PerRow);
         assert_eq!(fit("numeric", "money", Role::Measure), Fit::PerRow);
-        assert_eq!(fit("numeric(10,2)", "numeric(12,2)", Role::Measure), Fit::PerRow);
+        assert_eq!(
+            fit("numeric(10,2)", "numeric(12,2)", Role::Measure),
+            Fit::PerRow
+        );
     }
 
     #[test]
     fn reads_round_trip_their_names() {
-        for r in [Read::AsIs, Read::Cast, Read::ViaText, Read::Utc, Read::PerRow] {
+        for r in [
+            Read::AsIs,
+            Read::Cast,
+            Read::ViaText,
+            Read::Utc,
+            Read::PerRow,
+        ] {
             assert_eq!(Read::parse(r.as_str()), r);
         }
     }

@@ -173,7 +173,11 @@ fn bind(
     let (read, state, star_type) = match fit(&old.star_type, &col.olap_type, old.role) {
         Fit::Held(read) => (read, None, old.star_type.clone()),
         Fit::Widen(t) => (Read::AsIs, Some(State::Widened), t),
-        Fit::PerRow => (Read::PerRow, Some(State::Incompatible), old.star_type.clone()),
+        Fit::PerRow => (
+            Read::PerRow,
+            Some(State::Incompatible),
+            old.star_type.clone(),
+        ),
     };
     a.read = read;
     if star_type != old.star_type {
@@ -281,9 +285,9 @@ mod tests {
                 attribute("id", Role::Key, "bigint", 1, "bigint"),
                 attribute("order_id", Role::Reference, "uuid", 2, "uuid"),
                 Attribute {
-                read: Read::Cast,
-                ..attribute("quantity", Role::Measure, "bigint", 4, "integer")
-            },
+                    read: Read::Cast,
+                    ..attribute("quantity", Role::Measure, "bigint", 4, "integer")
+                },
             ],
         };
         let table = SourceTable {
@@ -356,10 +360,18 @@ mod tests {
         let f = follow(&input, &table, at(9));
         let q = &f.input.attributes[2];
         assert_eq!((q.state, q.changed), (State::Dropped, at(9)));
-        assert_eq!(q.source_column.as_deref(), Some("quantity"), "its last name");
+        assert_eq!(
+            q.source_column.as_deref(),
+            Some("quantity"),
+            "its last name"
+        );
         assert_eq!(f.keep, vec!["quantity".to_string()]);
         assert!(f.input.is_degraded() && !f.freeze);
-        assert!(f.notes[0].text.contains("later rows read NULL"), "{:?}", f.notes);
+        assert!(
+            f.notes[0].text.contains("later rows read NULL"),
+            "{:?}",
+            f.notes
+        );
         // Followed again (another change of the table): still dropped, no new note.
         let g = follow(&f.input, &table, at(12));
         assert!(g.is_noop(&f.input), "{g:?}");
@@ -395,7 +407,10 @@ mod tests {
         let f = follow(&input, &table, at(4));
         assert_eq!(f.input.attributes[2].state, State::Retyped);
         assert!(f.widen.is_empty());
-        assert!(f.recompute, "values may have been rewritten: the star reads them again");
+        assert!(
+            f.recompute,
+            "values may have been rewritten: the star reads them again"
+        );
 
         table.columns[3] = column("quantity", 1700, "numeric(10,2)", 4);
         let f = follow(&input, &table, at(5));
@@ -431,7 +446,11 @@ mod tests {
         let f = follow(&input, &table, at(1));
         assert_eq!(f.input.source_oid, Some(16500));
         assert_eq!(f.input.attributes[2].attnum, Some(4));
-        assert!(f.notes.is_empty(), "learning is not a change: {:?}", f.notes);
+        assert!(
+            f.notes.is_empty(),
+            "learning is not a change: {:?}",
+            f.notes
+        );
         table.name = "lines".into();
         table.replica = "lines".into();
         let g = follow(&f.input, &table, at(2));

@@ -138,8 +138,7 @@ pub fn input_for<'a>(
         }
     }
     inputs.iter().find(|i| {
-        i.replica_table == *table.replica
-            || before.is_some_and(|b| i.replica_table == *b.replica)
+        i.replica_table == *table.replica || before.is_some_and(|b| i.replica_table == *b.replica)
     })
 }
 
@@ -282,9 +281,10 @@ async fn widen(conn: &mut PgConnection, a: &Attribute) -> Result<(), sqlx::Error
 pub async fn learn(conn: &mut PgConnection, tables: &[SourceTable]) -> Result<bool, sqlx::Error> {
     let inputs = load(conn).await?;
     let mut learned = false;
-    for i in inputs.iter().filter(|i| {
-        i.source_oid.is_none() || i.attributes.iter().any(|a| a.attnum.is_none())
-    }) {
+    for i in inputs
+        .iter()
+        .filter(|i| i.source_oid.is_none() || i.attributes.iter().any(|a| a.attnum.is_none()))
+    {
         let Some(t) = tables
             .iter()
             .find(|t| t.replica.as_ref() == i.replica_table && t.oid != 0)

@@ -83,7 +83,8 @@ language sql immutable as $$
     select array(select distinct input from star_inputs() order by 1)
 $$;
 
--- `p_value` read as the type of `p_type`, or NULL when that type's input function refuses it.
+-- `p_value` read as the type of `p_type`, or NULL when that type's input function refuses it
+-- (a subtransaction per value: star_read() tries a pattern first).
 create or replace function star_cast(p_value text, p_type anyelement) returns anyelement
 language plpgsql stable as $$
 declare
@@ -94,6 +95,33 @@ begin
 exception when others then
     return null;
 end $$;
+
+-- What a dropped attribute reads in rows written since (and kept for them, see
+-- star_note_batch): 'unknown' for a label, -1 (the unknown member) for a dimension's id, else
+-- NULL (a time is the commit time of the row's insert, kept when it is inserted).
+create or replace function star_fallback(p_role text, p_type text) returns text
+language sql immutable as $$
+    select case p_role when 'label' then format('%L::%s', 'unknown', p_type)
+                       when 'member' then format('(-1)::%s', p_type)
+                       else format('null::%s', p_type) end
+$$;
+
+-- The expression reading `p_expr` (text) as `p_type`, value by value: the canonical text of
+-- the type is cast at once (a pattern it matches cannot fail), anything else through
+-- star_cast().
+create or replace function star_read(p_expr text, p_type text) returns text
+language sql immutable as $$
+    select case when pattern is null then format('star_cast(%s, null::%s)', p_expr, p_type)
+                else format('case when %1$s ~* %3$L then %1$s::%2$s else star_cast(%1$s, null::%2$s) end',
+                            p_expr, p_type, pattern) end
+    from (select case p_type
+                     when 'bigint' then '^\s*[-+]?[0-9]{1,18}\s*$'
+                     when 'integer' then '^\s*[-+]?[0-9]{1,9}\s*$'
+                     when 'numeric' then '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)(e[-+]?[0-9]{1,3})?\s*$'
+                     when 'uuid' then '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                     when 'boolean' then '^\s*(t|true|f|false|yes|no|on|off|y|n|1|0)\s*$'
+                 end) x(pattern)
+$$;
 
 -- The query of an input's view: over its replica table, or (p_stage) over a stage table with
 -- the stage's bookkeeping columns, `_cdc_keep` naming attributes.
@@ -150,19 +178,18 @@ begin
              where x.input = p_input order by s.ord
     loop
         if b.state = 'dropped' or b.source_column is null then
-            -- (the key comes first: kept values are found by it)
+            -- A row kept (the key comes first: kept values are found by it) reads its value,
+            -- NULL included; the others the fallback.
             if b.attribute = any (kept_cols) and key_expr is not null then
                 join_kept := true;
-                v := format('k.%I', b.attribute);
+                e := format('case when k.%I is null then %s else k.%I end', key_attr,
+                            star_fallback(b.role, b.star_type), b.attribute);
             else
-                v := format('null::%s', b.star_type);
+                e := star_fallback(b.role, b.star_type);
             end if;
             if b.role = 'reference' then
-                held := held || format('%s is not null', v);
+                held := held || format('(%s) is not null', e);
             end if;
-            e := case b.role when 'label' then format('coalesce(%s, %L)', v, 'unknown')
-                             when 'member' then format('coalesce(%s, -1)', v)
-                             else v end;
         else
             v := format('r.%I', b.source_column);
             e := case b.read
@@ -170,7 +197,7 @@ begin
                      when 'cast' then format('%s::%s', v, b.star_type)
                      when 'via_text' then format('%s::text::%s', v, b.star_type)
                      when 'utc' then format('(%s::timestamp at time zone %L)', v, 'UTC')
-                     else format('star_cast(%s::text, null::%s)', v, b.star_type) end;
+                     else star_read(v || '::text', b.star_type) end;
             if b.read = 'per_row' then
                 held := held || format('(%s is null or %s is not null)', v, e);
             end if;
@@ -191,14 +218,17 @@ begin
                         array_to_string(names, ', '))
             else 'r._cdc_keep' end || ' as _cdc_keep';
     end if;
-    return format('select %s%s, %s as _held%s from %s r%s',
+    -- Values read one by one are read once per row (`offset 0` keeps the view from being
+    -- merged into the star's joins, where they would be read again for every pair of rows).
+    return format('select %s%s, %s as _held%s from %s r%s%s',
         stage_cols, array_to_string(cols, ', '),
         case when cardinality(held) = 0 then 'true'
              else '(' || array_to_string(held, ' and ') || ')' end,
         tail, src,
         case when join_kept
              then format(' left join star_kept.%I k on k.%I = %s', p_input, key_attr, key_expr)
-             else '' end);
+             else '' end,
+        case when cardinality(held) > 0 then ' offset 0' else '' end);
 end $$;
 
 -- (Re)creates the view star_input.<input> from its bindings.
@@ -245,16 +275,21 @@ begin
     end loop;
 end $$;
 
--- Keeps the values the input's rows have now of `p_attrs`, about to be dropped.
+-- Keeps the values the input's rows have now of `p_attrs`, about to be dropped. A row kept
+-- for the first time keeps what it reads of the attributes dropped before, too.
 create or replace function star_keep(p_input text, p_attrs text[]) returns void
 language plpgsql as $$
 declare
     key_attr text := (select s.attribute from star_inputs() s
                       where s.input = p_input and s.role = 'key');
-    cols text := (select string_agg(format('%I', a), ', ') from unnest(p_attrs) a);
+    attrs text[] := p_attrs || array(select b.attribute from star_bindings b
+                                     where b.input = p_input and b.state = 'dropped'
+                                       and b.attribute <> key_attr
+                                       and b.attribute <> all (p_attrs));
+    cols text := (select string_agg(format('%I', a), ', ') from unnest(attrs) a);
     sets text := (select string_agg(format('%1$I = excluded.%1$I', a), ', ') from unnest(p_attrs) a);
 begin
-    perform star_kept_table(p_input, p_attrs);
+    perform star_kept_table(p_input, attrs);
     execute format('insert into star_kept.%1$I as k (%2$I, %3$s)
                     select %2$I, %3$s from star_input.%1$I where %2$I is not null
                     on conflict (%2$I) do update set %4$s', p_input, key_attr, cols, sets);
@@ -365,9 +400,14 @@ begin
                        group by 1) n
                  on conflict (%2$I) do update set %7$s',
                 i.input, key_attr,
-                (select string_agg(format('%I', a), ', ') from unnest(attrs) a),
-                (select string_agg(case when a = any (i.times) then 'n.at' else 'null' end, ', ')
-                 from unnest(attrs) a),
+                (select string_agg(format('%I', x.a), ', ' order by x.n)
+                 from unnest(attrs) with ordinality x(a, n)),
+                (select string_agg(case when x.a = any (i.times) then 'n.at'
+                                        else star_fallback(s.role, b.star_type) end, ', '
+                                   order by x.n)
+                 from unnest(attrs) with ordinality x(a, n)
+                 join star_bindings b on b.input = i.input and b.attribute = x.a
+                 join star_inputs() s on s.input = i.input and s.attribute = x.a),
                 stage, 'i',
                 (select string_agg(format('%1$I = excluded.%1$I', a), ', ') from unnest(attrs) a));
         elsif i.dropped_before and cardinality(i.others) > 0

@@ -256,9 +256,8 @@ impl OlapWriter {
 
 /// An input view of this session is gone (undefined table `input_…`).
 pub(super) fn lost_view(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| {
-        d.code().as_deref() == Some("42P01") && d.message().contains("input_")
-    })
+    e.as_database_error()
+        .is_some_and(|d| d.code().as_deref() == Some("42P01") && d.message().contains("input_"))
 }
 
 pub(super) fn star_error(e: sqlx::Error) -> ApplyError {
