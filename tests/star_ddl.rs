@@ -931,3 +931,213 @@ async fn every_feeding_column_renamed_retyped_and_dropped_one_at_a_time() {
     d.star_is_its_rebuild("after the replay").await;
     drop(d.api);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_changes_in_one_transaction_with_writes_in_it() {
+    let mut d = Drill::start("star-together").await;
+    let mut oltp = d.c.oltp_conn().await;
+    let mut src = Source::capture(&mut oltp).await;
+    src.round(&mut oltp).await;
+    settle(&mut d, "before the DDL").await;
+    let mut olap = d.c.olap_conn().await;
+    let (old_customer, old_email): (i64, Option<String>) = sqlx::query_as(
+        "select customer_id, email from dim_customer where customer_id is not null order by 1 limit 1",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+
+    // One source transaction: renames, retypes and drops on four tables, rows written
+    // between them and after them.
+    exec(
+        &mut oltp,
+        "begin;
+         alter table orders rename column status to state;
+         alter table orders drop column employee_id;
+         update orders set state = 'preparing' where state = 'placed';
+         alter table order_items alter column quantity type numeric(10,2);
+         alter table order_items rename column unit_price to price_each;
+         alter table customers drop column email;
+         alter table customers rename column name to display_name;
+         insert into customers (display_name) values ('No-Email');
+         alter table products alter column price type numeric(14,4);
+         alter table products drop column category;
+         commit;",
+    )
+    .await;
+    for _ in 0..4 {
+        src.round(&mut oltp).await;
+    }
+    settle(&mut d, "after one transaction of DDL").await;
+    let degraded = d.degraded();
+    let mut names: Vec<&str> = degraded.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "dim_customer.email",
+            "dim_product.category",
+            "fact_payments.employee_key",
+            "fact_sales.employee_key"
+        ],
+        "what degraded, and only that (renames and retypes are followed): {degraded:?}"
+    );
+    let (email, newest, category, fractional): (Option<String>, Option<String>, String, i64) =
+        sqlx::query_as(
+            "select (select email from dim_customer where customer_id = $1),
+                    (select email from dim_customer where name = 'No-Email'),
+                    (select category from dim_product where product_id = (select max(product_id) from dim_product where product_id > 0) and is_current),
+                    (select count(*) from fact_sales where quantity <> trunc(quantity))",
+        )
+        .bind(old_customer)
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert_eq!(email, old_email, "a customer keeps the email it had");
+    assert_eq!(newest, None, "a customer added after the drop has none");
+    assert_ne!(category, "", "a product keeps its category");
+    assert!(fractional > 0, "the retyped quantity carries fractions");
+    let (kept_staff, new_staff): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where status = 'preparing' and employee_key > 0),
+                count(*) filter (where employee_key = -1)
+         from fact_sales",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert!(
+        kept_staff > 0 && new_staff > 0,
+        "orders moved on in the DDL's transaction keep their employee (the renamed status \
+         followed); orders written later name the unknown one: {kept_staff}, {new_staff}"
+    );
+    d.star_is_its_rebuild("after one transaction of DDL").await;
+    d.stop_orders();
+    settle(&mut d, "at the end").await;
+    d.replay_gives_the_same_star("a replay across the transaction")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_tables_renamed_dropped_or_without_their_key() {
+    let mut d = Drill::start("star-tables").await;
+    let mut oltp = d.c.oltp_conn().await;
+    exec(
+        &mut oltp,
+        "alter table order_items drop constraint order_items_order_id_fkey;
+         alter table payments drop constraint payments_order_id_fkey;
+         alter table inventory_movements drop constraint inventory_movements_order_id_fkey;",
+    )
+    .await;
+    let mut src = Source::capture(&mut oltp).await;
+    src.round(&mut oltp).await;
+    settle(&mut d, "before the DDL").await;
+
+    // Renamed: followed.
+    exec(
+        &mut oltp,
+        "alter table customers rename to clients;
+         alter table payments rename to payments_2024;
+         alter table payments_2024 rename column amount to paid",
+    )
+    .await;
+    src.round(&mut oltp).await;
+    settle(&mut d, "after renaming tables").await;
+    assert!(d.degraded().is_empty(), "{:?}", d.degraded());
+    let mut olap = d.c.olap_conn().await;
+    let newest: String = sqlx::query_scalar(
+        "select name from dim_customer where customer_id = (select max(customer_id) from dim_customer)",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert!(
+        newest.starts_with("Guest"),
+        "clients feed dim_customer: {newest}"
+    );
+    d.star_is_its_rebuild("after renaming tables").await;
+
+    // The key of order lines dropped: the star keeps the lines it had; the rest goes on.
+    exec(&mut oltp, "alter table order_items drop column id").await;
+    src.round(&mut oltp).await;
+    src.round(&mut oltp).await;
+    settle(&mut d, "after dropping the key of order_items").await;
+    let degraded = d.degraded();
+    assert_eq!(
+        degraded.get("fact_sales.quantity").map(String::as_str),
+        Some("frozen"),
+        "{degraded:?}"
+    );
+    let latest: Vec<String> = src.orders.iter().rev().take(2).cloned().collect();
+    let (lines, payments): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from fact_sales where order_id::text = any ($1)),
+                (select count(*) from fact_payments where order_id::text = any ($1))",
+    )
+    .bind(&latest)
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(
+        (lines, payments),
+        (0, 2),
+        "lines written after the key was dropped are not read; their payments are"
+    );
+    d.star_is_its_rebuild("after dropping a key").await;
+
+    // A table dropped: the star keeps what it has, the other tables stream on.
+    let inventory: i64 = sqlx::query_scalar("select count(*) from fact_inventory")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    exec(&mut oltp, "drop table inventory_movements").await;
+    let paid_before: i64 = sqlx::query_scalar("select count(*) from fact_payments")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    src.round(&mut oltp).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let degraded = d.degraded();
+        let metrics = d.metrics().await;
+        if degraded.get("fact_inventory.quantity_delta").map(String::as_str) == Some("dropped")
+            && metrics.contains(
+                "brewlytics_star_degraded_inputs{star_table=\"fact_inventory\",attribute=\"quantity_delta\"} 1",
+            )
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped table is not reported: {degraded:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    src.round(&mut oltp).await;
+    settle(&mut d, "after dropping a table").await;
+    let (inventory_now, paid_now): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from fact_inventory), (select count(*) from fact_payments)",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(inventory_now, inventory, "fact_inventory keeps what it had");
+    assert!(paid_now > paid_before, "payments stream on");
+    let log = d.replicator.log_text();
+    assert_eq!(
+        log.matches("source table public.inventory_movements dropped on the source")
+            .count(),
+        1,
+        "{log}"
+    );
+    d.star_is_its_rebuild("after dropping a table").await;
+    d.stop_orders();
+    settle(&mut d, "at the end").await;
+    d.replay_gives_the_same_star("a replay across table changes")
+        .await;
+    assert_eq!(
+        d.degraded()
+            .get("fact_inventory.quantity_delta")
+            .map(String::as_str),
+        Some("dropped"),
+        "a replay keeps the table dropped"
+    );
+}

@@ -106,24 +106,25 @@ pub async fn compare(
             equal: n_src == n_rep && d_src == d_rep,
         });
     }
-    let facts_compared: bool = sqlx::query_scalar(FACT_INPUTS_AS_THEY_WERE)
+    let mut facts_compared: bool = sqlx::query_scalar(FACT_INPUTS_AS_THEY_WERE)
         .fetch_one(&mut *olap)
         .await?;
     let [mut sales_src, mut sales_olap, mut pay_src, mut pay_olap]: [String; 4] =
         Default::default();
     if facts_compared {
-        sales_src = sqlx::query_scalar(SALES_FROM_OLTP)
-            .fetch_one(&mut *oltp)
-            .await?;
-        sales_olap = sqlx::query_scalar(SALES_FROM_OLAP)
-            .fetch_one(&mut *olap)
-            .await?;
-        pay_src = sqlx::query_scalar(PAYMENTS_FROM_OLTP)
-            .fetch_one(&mut *oltp)
-            .await?;
-        pay_olap = sqlx::query_scalar(PAYMENTS_FROM_OLAP)
-            .fetch_one(&mut *olap)
-            .await?;
+        // The source may have changed since OLAP last heard of it: a column gone is no error.
+        match source_digests(oltp).await? {
+            Some((sales, payments)) => {
+                (sales_src, pay_src) = (sales, payments);
+                sales_olap = sqlx::query_scalar(SALES_FROM_OLAP)
+                    .fetch_one(&mut *olap)
+                    .await?;
+                pay_olap = sqlx::query_scalar(PAYMENTS_FROM_OLAP)
+                    .fetch_one(&mut *olap)
+                    .await?;
+            }
+            None => facts_compared = false,
+        }
     }
     let orphan_facts: i64 = sqlx::query_scalar(ORPHAN_FACTS)
         .fetch_one(&mut *olap)
@@ -135,6 +136,31 @@ pub async fn compare(
         orphan_facts,
         facts_compared,
     })
+}
+
+/// The sales and payments digests of OLTP; None when a column they read is not there (any
+/// more) under its name and type.
+async fn source_digests(oltp: &mut PgConnection) -> Result<Option<(String, String)>, sqlx::Error> {
+    let changed = |e: &sqlx::Error| {
+        e.as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| matches!(c.as_ref(), "42703" | "42P01" | "42883" | "42804"))
+    };
+    let sales = match sqlx::query_scalar(SALES_FROM_OLTP)
+        .fetch_one(&mut *oltp)
+        .await
+    {
+        Err(e) if changed(&e) => return Ok(None),
+        r => r?,
+    };
+    let payments = match sqlx::query_scalar(PAYMENTS_FROM_OLTP)
+        .fetch_one(&mut *oltp)
+        .await
+    {
+        Err(e) if changed(&e) => return Ok(None),
+        r => r?,
+    };
+    Ok(Some((sales, payments)))
 }
 
 /// The orders, their lines and payments are read by the star as they were first bound.

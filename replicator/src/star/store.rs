@@ -152,17 +152,24 @@ pub struct Pending {
 /// Before the replica's DDL for `after`: decides what the input reading it becomes, keeps
 /// the values of columns about to be dropped (or freezes the input), and drops its view (a
 /// view over a replica column blocks dropping or retyping it). None: no input reads it.
+/// `replaying`: a table dropped or unpublished stays so (the journal does not say when).
 pub async fn before_ddl(
     conn: &mut PgConnection,
     before: Option<&SourceTable>,
     after: &SourceTable,
     at: At,
+    replaying: bool,
 ) -> Result<Option<Pending>, sqlx::Error> {
     let inputs = load(conn).await?;
     let Some(input) = input_for(&inputs, after, before) else {
         return Ok(None);
     };
-    let followed = follow(input, after, at);
+    let mut followed = follow(input, after, at);
+    if replaying && matches!(input.state, TableState::Dropped | TableState::Unpublished) {
+        followed.input.state = input.state;
+        followed.input.changed = input.changed;
+        followed.input.detail = input.detail.clone();
+    }
     if !followed.keep.is_empty() {
         sqlx::query("select star_keep($1, $2)")
             .bind(&input.name)

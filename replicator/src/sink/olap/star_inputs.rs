@@ -163,7 +163,7 @@ impl OlapWriter {
         if !store::exists(&mut self.conn).await? {
             return Ok(PendingStar(None));
         }
-        store::before_ddl(&mut self.conn, before, after, at)
+        store::before_ddl(&mut self.conn, before, after, at, self.replaying)
             .await
             .map(PendingStar)
             .map_err(star_error)
