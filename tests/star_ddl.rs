@@ -321,7 +321,7 @@ impl Source {
         .await;
         let (employee, store) = self.staff[n as usize % self.staff.len()];
         let customer_id = customer
-            .filter(|_| n % 3 != 0)
+            .filter(|_| !n.is_multiple_of(3))
             .unwrap_or_else(|| s(&self.customers[n as usize % self.customers.len()]));
         let order: String = sqlx::query_scalar("select gen_random_uuid()::text")
             .fetch_one(&mut *c)
@@ -398,7 +398,7 @@ impl Source {
             &[("price", format!("{}.{:02}", 3 + n % 4, n % 100))],
         )
         .await;
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let store = self
                 .insert(
                     c,
@@ -421,6 +421,18 @@ impl Source {
         }
     }
 }
+
+/// A fact line's members, measures, status and whether its time is finite.
+type LineFacts = (
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    bool,
+);
 
 /// Each star table's rows by natural keys (surrogate keys differ between a stream and a
 /// rebuild), as text: equal when the star is the same.
@@ -859,16 +871,7 @@ async fn every_feeding_column_renamed_retyped_and_dropped_one_at_a_time() {
             > before_customers
     );
     let last = last_line.expect("the last round before the references were dropped");
-    let lines: Vec<(
-        i64,
-        i64,
-        i64,
-        i64,
-        Option<String>,
-        Option<String>,
-        String,
-        bool,
-    )> = sqlx::query_as(
+    let lines: Vec<LineFacts> = sqlx::query_as(
         "select customer_key, employee_key, store_key, product_key, quantity::text,
                     revenue::text, status, isfinite(ordered_at)
              from fact_sales where order_item_id in ($1, $1 - 1) order by order_item_id",
