@@ -308,6 +308,8 @@ pub async fn replace_range(
     .execute(w.conn())
     .await?;
     if is_star {
+        // (copied rows: no insert times to keep; rows the star cannot read are listed)
+        w.star_note_batch(&[]).await?;
         w.star_call("select star_before()").await?;
     }
     for sql in merge::merge_sql(t, true) {
