@@ -26,12 +26,12 @@ pub const OLAP_LOGIC: &[LogicFile] = &[
         include_str!("../../schema/olap/logic/10_journal.sql"),
     ),
     (
-        "15_bulk_load.sql",
-        include_str!("../../schema/olap/logic/15_bulk_load.sql"),
-    ),
-    (
         "12_star_inputs.sql",
         include_str!("../../schema/olap/logic/12_star_inputs.sql"),
+    ),
+    (
+        "15_bulk_load.sql",
+        include_str!("../../schema/olap/logic/15_bulk_load.sql"),
     ),
     (
         "20_star_dimensions.sql",
