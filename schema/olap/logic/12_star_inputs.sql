@@ -9,6 +9,7 @@
 -- schema changes (replicator/src/star/): the source table and columns are known by identity
 -- (relation oid, attnum), so
 --   a renamed column is read under its new name;
+--   a label the source leaves NULL reads 'unknown' (the star's column requires one);
 --   a retyped one as it is, cast, or — when the star's type cannot hold every value of the
 --     new type — value by value: a row whose value does not read is left out of the star
 --     (`_held` is false) and listed in star_dead_letters;
@@ -200,6 +201,11 @@ begin
                      else star_read(v || '::text', b.star_type) end;
             if b.read = 'per_row' then
                 held := held || format('(%s is null or %s is not null)', v, e);
+            end if;
+            -- A label the star requires reads 'unknown' where the source has none (a column
+            -- the replica refills after a change it could not read exactly, say).
+            if b.role = 'label' then
+                e := format('coalesce(%s, %s)', e, star_fallback(b.role, b.star_type));
             end if;
             names := names || format('(%L, %L)', b.source_column, b.attribute);
             renamed := renamed or b.source_column <> b.attribute;
