@@ -110,7 +110,8 @@ pub fn follow(input: &Input, table: &SourceTable, at: At) -> Followed {
         if old.state.is_degraded() && !a.state.is_degraded() {
             out.recompute = true;
         }
-        if a.state == State::Incompatible && old.state != State::Incompatible {
+        // Rows left out come in, or the other way round.
+        if (a.state == State::Incompatible) != (old.state == State::Incompatible) {
             out.recompute = true;
         }
     }
@@ -423,6 +424,14 @@ mod tests {
         let o = &f.input.attributes[1];
         assert_eq!((o.state, o.read), (State::Incompatible, Read::PerRow));
         assert!(f.recompute, "rows whose value does not read leave the star");
+
+        table.columns.remove(1);
+        let g = follow(&f.input, &table, at(7));
+        assert_eq!(g.input.attributes[1].state, State::Dropped);
+        assert!(
+            g.recompute,
+            "rows left out for their value come back with the value kept"
+        );
     }
 
     #[test]
