@@ -240,6 +240,8 @@ pub enum Command {
         dashboard_listen: SocketAddr,
         #[command(flatten)]
         replicate: ReplicateArgs,
+        #[command(flatten)]
+        superset: crate::commands::superset::UpArgs,
     },
     /// Apply the schema migrations of both databases (idempotent).
     Migrate {
@@ -340,7 +342,8 @@ pub enum Command {
     /// coffee_olap's connection as shell exports for the dbt project in dbt/:
     /// `eval "$(brewlytics dbt-env)"`.
     DbtEnv(crate::commands::dbt::DbtEnvArgs),
-    /// Metabase: `provision` creates or updates the Brewlytics dashboard.
+    /// The coffee dashboard in a BI tool: `provision` (Metabase) or `superset` creates or
+    /// updates it.
     Dashboards {
         #[command(subcommand)]
         command: crate::commands::insights::DashboardsCommand,

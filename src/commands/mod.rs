@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+mod bi;
 pub mod dbt;
 pub mod insights;
 mod load;
@@ -7,6 +8,7 @@ mod loadtest;
 mod pipeline;
 mod progress;
 mod snapshot;
+pub mod superset;
 mod up;
 
 use anyhow::Context;
@@ -24,7 +26,18 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             seed_orders,
             replicate,
             dashboard_listen,
-        } => up::run(db, api_listen, seed_orders, replicate, dashboard_listen).await,
+            superset,
+        } => {
+            up::run(
+                db,
+                api_listen,
+                seed_orders,
+                replicate,
+                dashboard_listen,
+                superset,
+            )
+            .await
+        }
         Command::Migrate {
             db,
             no_source_check,
