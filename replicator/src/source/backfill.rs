@@ -819,7 +819,7 @@ mod tests {
         assert_eq!(
             chunk_query(&t, false, None, Some("(id >= 10)")),
             "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
-             where (price > 1::numeric) and ((id >= 10))"
+             where ((price > 1::numeric)) and ((id >= 10))"
         );
         // One chunk: the whole table, filtered.
         assert_eq!(
