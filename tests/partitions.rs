@@ -275,6 +275,16 @@ impl Traffic {
         }
     }
 
+    /// The first steps of a rotation, the writes flowing around them: next month created
+    /// ahead, then a month of `rows` loaded into a plain table and attached.
+    async fn create_and_attach(&self, oltp: &mut PgConnection, rows: u32) {
+        exec(oltp, CREATE_AHEAD).await;
+        self.phase.store(1, Ordering::Relaxed);
+        self.flow().await;
+        exec(oltp, &load_and_attach(rows)).await;
+        self.phase.store(2, Ordering::Relaxed);
+    }
+
     /// Lets the writes go on a while (between two steps of a rotation).
     async fn flow(&self) {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -356,36 +366,61 @@ where
     assert_eq!(star, c.star_fingerprint().await, "the star after replay");
 }
 
-/// Waits (≤ 30 s) until `status` shows partition `name` as `want` (state, action, backfill).
-async fn status_shows(c: &Clusters, name: &str, want: (&str, &str, Option<&str>)) {
+/// What `status` shows of a partition: (state, action, its backfill's state).
+type Shown<'a> = (&'a str, &'a str, Option<&'a str>);
+
+/// Waits (≤ 30 s) until `status` shows each partition of `want` so.
+async fn status_shows(c: &Clusters, want: &[(&str, Shown<'_>)]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list = status_partitions(c);
-        let got = partition(&list, name);
-        if got == want {
+        let differ: Vec<String> = want
+            .iter()
+            .filter(|(name, shown)| partition(&list, name) != *shown)
+            .map(|(name, shown)| format!("{name}: {:?}, not {shown:?}", partition(&list, name)))
+            .collect();
+        if differ.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "{name}: {got:?}, not {want:?}");
+        assert!(Instant::now() < deadline, "{differ:#?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_published_through_the_root_keeps_detached_months_across_kill_9() {
+/// Small chunks; detached partitions' rows removed.
+const MIRROR: [(&str, &str); 2] = [
+    ("BACKFILL_CHUNK_ROWS", "300"),
+    ("PARTITION_DETACH", "mirror"),
+];
+
+/// `ev` published through its root.
+const THROUGH_ROOT: &str = "alter publication brewlytics add table ev;
+    alter publication brewlytics set (publish_via_partition_root = true);";
+
+/// A drill's start: two servers with orders, `ev` with its partitions, `publish` (and more)
+/// run on the source, and the replicator (`args`, `env`) streaming on `listen`.
+async fn start(
+    name: &str,
+    publish: &str,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Arc<Clusters>, PgConnection, Proc) {
     let c = Arc::new(Clusters::start());
-    c.prepare(100);
+    c.prepare(50);
     let mut oltp = c.oltp_conn().await;
     exec(&mut oltp, TREE).await;
-    exec(
-        &mut oltp,
-        "alter publication brewlytics add table ev;
-         alter publication brewlytics set (publish_via_partition_root = true);",
-    )
-    .await;
+    exec(&mut oltp, publish).await;
+    let r = c.replicator_with(name, listen, args, env);
+    wait_streaming(listen, &r).await;
+    (c, oltp, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_published_through_the_root_keeps_detached_months_across_kill_9() {
     let listen = free_addr();
     let env = [("BACKFILL_CHUNK_ROWS", "500")];
-    let mut r = c.replicator("root-keep", &listen, &env);
-    wait_streaming(&listen, &r).await;
+    let (c, mut oltp, mut r) = start("root-keep", THROUGH_ROOT, &listen, &[], &env).await;
     let all = "select id, day, v from ev";
     replica_is(
         &c,
@@ -396,11 +431,7 @@ async fn rotation_published_through_the_root_keeps_detached_months_across_kill_9
     )
     .await;
     let traffic = Traffic::start(&c);
-
-    exec(&mut oltp, CREATE_AHEAD).await;
-    traffic.phase.store(1, Ordering::Relaxed);
-    exec(&mut oltp, &load_and_attach(20_000)).await;
-    traffic.phase.store(2, Ordering::Relaxed);
+    traffic.create_and_attach(&mut oltp, 20_000).await;
     // kill -9 in the middle of the attached month's copy; a new process resumes it.
     let copied = copy_under_way(&c, &r).await;
     r.kill9();
@@ -440,30 +471,21 @@ async fn rotation_published_through_the_root_keeps_detached_months_across_kill_9
         "{n} attached rows in the replica, {m} on the source"
     );
 
-    let list = status_partitions(&c);
-    assert_eq!(
-        partition(&list, "ev_2026_04"),
-        ("attached", "copy", Some("done"))
-    );
-    assert_eq!(
-        partition(&list, "ev_2026_03"),
-        ("attached", "created", None)
-    );
-    assert_eq!(
-        partition(&list, "ev_2025_10"),
-        ("attached", "copy", Some("done"))
-    );
-    assert_eq!(
-        partition(&list, "ev_2027"),
-        ("attached", "copy", Some("done"))
-    );
-    assert_eq!(partition(&list, "ev_2027_01").1, "with_parent");
-    assert_eq!(partition(&list, "ev_2026_01"), ("dropped", "keep", None));
-    assert_eq!(partition(&list, "ev_2025_11"), ("dropped", "keep", None));
-    assert_eq!(
-        partition(&list, "ev_default"),
-        ("attached", "baseline", None)
-    );
+    let copied = ("attached", "copy", Some("done"));
+    status_shows(
+        &c,
+        &[
+            ("ev_2026_04", copied),
+            ("ev_2026_03", ("attached", "created", None)),
+            ("ev_2025_10", copied),
+            ("ev_2027", copied),
+            ("ev_2027_01", ("attached", "with_parent", None)),
+            ("ev_2026_01", ("dropped", "keep", None)),
+            ("ev_2025_11", ("dropped", "keep", None)),
+            ("ev_default", ("attached", "baseline", None)),
+        ],
+    )
+    .await;
     // The journal records what was done, as schema events of the table.
     let journaled: i64 = sqlx::query_scalar(
         "select count(*) from cdc_events where op = 's' and source_table = 'ev'
@@ -528,37 +550,19 @@ async fn loaded_from_the_stream_alike(c: &Clusters, nats_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_published_through_the_root_mirrors_detached_months_without_the_trigger() {
-    let c = Arc::new(Clusters::start());
-    c.prepare(50);
-    let mut oltp = c.oltp_conn().await;
-    exec(&mut oltp, TREE).await;
-    exec(
-        &mut oltp,
-        "alter publication brewlytics add table ev;
-         alter publication brewlytics set (publish_via_partition_root = true);
-         drop event trigger brewlytics_ddl;
-         drop event trigger brewlytics_drop;",
-    )
-    .await;
     let listen = free_addr();
-    let env = [
-        ("BACKFILL_CHUNK_ROWS", "300"),
-        ("PARTITION_DETACH", "mirror"),
-    ];
     let nats = NatsCluster::start(1);
     let url = nats.url();
     let args = ["--sink", "nats", "--nats-url", &url];
-    let r = c.replicator_with("root-mirror", &listen, &args, &env);
-    wait_streaming(&listen, &r).await;
+    let untriggered = format!(
+        "{THROUGH_ROOT} drop event trigger brewlytics_ddl; drop event trigger brewlytics_drop;"
+    );
+    let (c, mut oltp, r) = start("root-mirror", &untriggered, &listen, &args, &MIRROR).await;
     let all = "select id, day, v from ev";
     let check = || replica_is(&c, all, "select id, day, v from replica.ev", &[], "mirror");
     check().await;
     let traffic = Traffic::start(&c);
-    exec(&mut oltp, CREATE_AHEAD).await;
-    traffic.phase.store(1, Ordering::Relaxed);
-    traffic.flow().await;
-    exec(&mut oltp, &load_and_attach(2_000)).await;
-    traffic.phase.store(2, Ordering::Relaxed);
+    traffic.create_and_attach(&mut oltp, 2_000).await;
     traffic.flow().await;
     exec(&mut oltp, NESTED).await;
     // Found by the worker's look at the trees (no trigger): the copies done.
@@ -568,18 +572,19 @@ async fn rotation_published_through_the_root_mirrors_detached_months_without_the
     assert!(!gone.is_empty());
     traffic.flow().await;
     settle(&c, traffic, &check).await;
-    let list = status_partitions(&c);
-    assert_eq!(
-        partition(&list, "ev_2026_04"),
-        ("attached", "copy", Some("done"))
-    );
-    assert_eq!(
-        partition(&list, "ev_2027"),
-        ("attached", "copy", Some("done"))
-    );
     // Without the trigger a drop is a partition gone (its rows removed), then found dropped.
-    status_shows(&c, "ev_2026_01", ("dropped", "remove", Some("done"))).await;
-    status_shows(&c, "ev_2025_11", ("dropped", "remove", Some("done"))).await;
+    let copied = ("attached", "copy", Some("done"));
+    let removed = ("dropped", "remove", Some("done"));
+    status_shows(
+        &c,
+        &[
+            ("ev_2026_04", copied),
+            ("ev_2027", copied),
+            ("ev_2026_01", removed),
+            ("ev_2025_11", removed),
+        ],
+    )
+    .await;
     // The copies and removals travel through the stream: a loader merges them alike.
     loaded_from_the_stream_alike(&c, &url).await;
     replay_gives_the_same(&c, r, &check).await;
@@ -587,24 +592,11 @@ async fn rotation_published_through_the_root_mirrors_detached_months_without_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_of_leaves_published_as_tables_copies_new_leaves_and_empties_gone_ones() {
-    let c = Arc::new(Clusters::start());
-    c.prepare(50);
-    let mut oltp = c.oltp_conn().await;
-    exec(&mut oltp, TREE).await;
-    exec(&mut oltp, "alter publication brewlytics add table ev").await;
     let listen = free_addr();
-    let env = [
-        ("BACKFILL_CHUNK_ROWS", "300"),
-        ("PARTITION_DETACH", "mirror"),
-    ];
-    let r = c.replicator("leaf-mirror", &listen, &env);
-    wait_streaming(&listen, &r).await;
+    let leaf_by_leaf = "alter publication brewlytics add table ev";
+    let (c, mut oltp, r) = start("leaf-mirror", leaf_by_leaf, &listen, &[], &MIRROR).await;
     let traffic = Traffic::start(&c);
-    exec(&mut oltp, CREATE_AHEAD).await;
-    traffic.phase.store(1, Ordering::Relaxed);
-    traffic.flow().await;
-    exec(&mut oltp, &load_and_attach(2_000)).await;
-    traffic.phase.store(2, Ordering::Relaxed);
+    traffic.create_and_attach(&mut oltp, 2_000).await;
     traffic.flow().await;
     // The attached month is a new table of the publication, copied while written to.
     let april = "select id, day, v from ev_2026_04";
@@ -645,17 +637,18 @@ async fn rotation_of_leaves_published_as_tables_copies_new_leaves_and_empties_go
         }
     };
     settle(&c, traffic, &check).await;
-    let list = status_partitions(&c);
-    assert_eq!(
-        partition(&list, "ev_2026_04"),
-        ("attached", "copy", Some("done"))
-    );
-    assert_eq!(
-        partition(&list, "ev_2027_01"),
-        ("attached", "copy", Some("done"))
-    );
-    assert_eq!(partition(&list, "ev_2026_03").1, "created");
-    status_shows(&c, "ev_2026_01", ("dropped", "remove", None)).await;
-    status_shows(&c, "ev_2025_11", ("dropped", "remove", None)).await;
+    let copied = ("attached", "copy", Some("done"));
+    let removed = ("dropped", "remove", None);
+    status_shows(
+        &c,
+        &[
+            ("ev_2026_04", copied),
+            ("ev_2027_01", copied),
+            ("ev_2026_03", ("attached", "created", None)),
+            ("ev_2026_01", removed),
+            ("ev_2025_11", removed),
+        ],
+    )
+    .await;
     replay_gives_the_same(&c, r, &check).await;
 }

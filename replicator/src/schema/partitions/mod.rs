@@ -340,6 +340,28 @@ impl Followed {
         (new, gone)
     }
 
+    /// Events of the partitions gone (detached) and new (attached), each with the action
+    /// `gone_action` or `new_action` says.
+    fn events(
+        &self,
+        now: &[Member],
+        gone_action: impl Fn(&Seen) -> Action,
+        new_action: impl Fn(&Member) -> Action,
+    ) -> Vec<Event> {
+        let (new, gone) = self.compare(now);
+        let gone = gone.into_iter().map(|s| Event {
+            partition: s.member.clone(),
+            state: State::Detached,
+            action: gone_action(s),
+        });
+        let new = new.into_iter().map(|m| Event {
+            partition: m.clone(),
+            state: State::Attached,
+            action: new_action(m),
+        });
+        gone.chain(new).collect()
+    }
+
     /// What changed for a table mirrored through its root: `now` its partitions at every
     /// level, `created` those the command created (empty). Partitions inside one attached or
     /// detached with it go with it. A table never seen before has every partition new: each
@@ -353,34 +375,25 @@ impl Followed {
         let (new, gone) = self.compare(now);
         let new_oids: HashSet<u32> = new.iter().map(|m| m.oid).collect();
         let gone_oids: HashSet<u32> = gone.iter().map(|s| s.member.oid).collect();
-        let mut events = Vec::new();
-        for s in gone {
-            let action = if gone_oids.contains(&s.member.parent) {
-                Action::WithParent
-            } else {
-                detached(policy)
-            };
-            events.push(Event {
-                partition: s.member.clone(),
-                state: State::Detached,
-                action,
-            });
-        }
-        for m in new {
-            let action = if new_oids.contains(&m.parent) {
-                Action::WithParent
-            } else if created.contains(&m.oid) {
-                Action::Created
-            } else {
-                Action::Copy
-            };
-            events.push(Event {
-                partition: m.clone(),
-                state: State::Attached,
-                action,
-            });
-        }
-        events
+        self.events(
+            now,
+            |s| {
+                if gone_oids.contains(&s.member.parent) {
+                    Action::WithParent
+                } else {
+                    detached(policy)
+                }
+            },
+            |m| {
+                if new_oids.contains(&m.parent) {
+                    Action::WithParent
+                } else if created.contains(&m.oid) {
+                    Action::Created
+                } else {
+                    Action::Copy
+                }
+            },
+        )
     }
 
     /// What changed for a table mirrored leaf by leaf: `now` the leaves published now. A new
@@ -394,35 +407,25 @@ impl Followed {
         policy: DetachPolicy,
     ) -> Vec<Event> {
         let known = self.known();
-        let (new, gone) = self.compare(now);
-        let mut events = Vec::new();
-        for s in gone {
-            let action = if leaves.published.contains(&s.member.oid) {
-                Action::StillPublished
-            } else {
-                detached(policy)
-            };
-            events.push(Event {
-                partition: s.member.clone(),
-                state: State::Detached,
-                action,
-            });
-        }
-        for m in new {
-            let action = if created.contains(&m.oid) {
-                Action::Created
-            } else if !known && leaves.mirrored.contains(&m.oid) {
-                Action::Baseline
-            } else {
-                Action::Copy
-            };
-            events.push(Event {
-                partition: m.clone(),
-                state: State::Attached,
-                action,
-            });
-        }
-        events
+        self.events(
+            now,
+            |s| {
+                if leaves.published.contains(&s.member.oid) {
+                    Action::StillPublished
+                } else {
+                    detached(policy)
+                }
+            },
+            |m| {
+                if created.contains(&m.oid) {
+                    Action::Created
+                } else if !known && leaves.mirrored.contains(&m.oid) {
+                    Action::Baseline
+                } else {
+                    Action::Copy
+                }
+            },
+        )
     }
 
     /// What dropping `oids` changes: an attached partition is detached by its drop (its rows
