@@ -291,9 +291,13 @@ impl Tracker {
             let Some(unit) = self.partitions.tables.get_mut(&key) else {
                 continue;
             };
-            if oids.contains(&unit.root.oid) {
-                // The partitioned table itself is gone: no longer published, its replica
-                // kept as any such table's.
+            let root_dropped = dropped.iter().any(|r| {
+                r.oid == unit.root.oid
+                    || (r.schema == unit.root.schema && r.table == unit.root.table)
+            });
+            if root_dropped && unit.mirrored_as == MirroredAs::Root {
+                // The mirrored table itself is gone: no longer published, its replica kept
+                // as any such table's.
                 self.partitions.tables.remove(&key);
                 continue;
             }
