@@ -226,7 +226,7 @@ grant set on parameter session_replication_role to brewlytics_olap;
 -- The writer owns what the migrations created (they run as a superuser).
 select format('alter schema %I owner to brewlytics_olap', nspname)
 from pg_namespace
-where nspname in ('replica', 'cdc_staging', 'star_input', 'star_kept')
+where nspname in ('replica', 'cdc_staging', 'star_input', 'star_kept', 'cdc_journal')
   and nspowner <> 'brewlytics_olap'::regrole
 \gexec
 select format('alter %s %I.%I owner to brewlytics_olap',
@@ -235,7 +235,7 @@ select format('alter %s %I.%I owner to brewlytics_olap',
               n.nspname, c.relname)
 from pg_class c
 join pg_namespace n on n.oid = c.relnamespace
-where n.nspname in ('public', 'replica', 'star_input', 'star_kept')
+where n.nspname in ('public', 'replica', 'star_input', 'star_kept', 'cdc_journal')
   and c.relkind in ('r', 'p', 'v', 'm', 'S')
   and c.relowner <> 'brewlytics_olap'::regrole
   -- identity/serial sequences follow their table; extension members stay the extension's

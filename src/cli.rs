@@ -90,6 +90,15 @@ pub struct ReplicateArgs {
     pub sink: SinkKind,
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// How much history the journal keeps: an age (`30d`: changes older than that are
+    /// compacted to one image per live key, whole partitions dropped), a size (`50GB`) or
+    /// `off` (the journal is a complete audit trail and grows for ever).
+    #[arg(long, env = "JOURNAL_RETENTION", default_value = "off")]
+    pub journal_retention: brewlytics_replicator::journal::Retention,
+    /// Time between passes of the journal's background task (partitions ahead, retention).
+    #[arg(long, env = "JOURNAL_MAINTENANCE_INTERVAL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub journal_maintenance_interval_ms: u64,
 }
 
 /// How a copy of the source (first start, `resync`) runs.
@@ -318,6 +327,12 @@ pub enum Command {
         /// Request the copy and return at once.
         #[arg(long)]
         no_wait: bool,
+    },
+    /// The journal `cdc_events`: `compact --before LSN|AGE` replaces its history before the
+    /// cut with one image per live key (replay then starts at the cut or later).
+    Journal {
+        #[command(subcommand)]
+        command: crate::commands::journal::JournalCommand,
     },
     /// Copy the source again under a new slot (after the slot was lost or dropped).
     Resync {

@@ -45,6 +45,7 @@ pub mod checkpoint;
 pub mod daemon;
 pub mod decode;
 pub mod image;
+pub mod journal;
 pub mod load;
 pub mod lsn;
 pub mod pipeline;

@@ -121,9 +121,23 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
     sqlx::query("select pg_advisory_xact_lock(hashtext('brewlytics replica'))")
         .execute(w.conn())
         .await?;
+    // No compaction while the journal is read (see crate::journal::compact); before its
+    // latest cut, the history is gone.
+    sqlx::query(crate::journal::compact::LOCK_SHARED)
+        .execute(w.conn())
+        .await?;
+    if let Some(earliest) = crate::journal::compact::replayable_from(w.conn()).await? {
+        if from < earliest {
+            return Err(ApplyError::Compacted { from, earliest });
+        }
+    }
+    // A compaction's images are the state at its cut, not a copy to rebuild from.
+    let images = crate::journal::compact::image_cuts(w.conn()).await?;
     let latest_copy: Option<String> = sqlx::query_scalar(
-        "select max(lsn)::text from cdc_events where op = 'r' and coalesce(xid, 0) = 0",
+        "select max(lsn)::text from cdc_events
+         where op = 'r' and coalesce(xid, 0) = 0 and lsn <> all ($1::text[]::pg_lsn[])",
     )
+    .bind(images.iter().map(|l| l.to_string()).collect::<Vec<_>>())
     .fetch_one(w.conn())
     .await?;
     let latest_copy: Option<Lsn> = latest_copy.and_then(|l| l.parse().ok());
@@ -162,6 +176,10 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
             events += rows.len() as u64;
             let mut changes = Vec::new();
             for row in rows {
+                if row.pos.seq < 0 && images.contains(&row.pos.lsn) {
+                    // Applying the state at a cut again is no change: what follows it is.
+                    continue;
+                }
                 let key = (row.schema.clone(), row.table.clone());
                 if rebuilt && row.op == Op::Schema {
                     if let Some(c) = shapes.change(&row) {

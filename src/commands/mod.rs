@@ -3,6 +3,7 @@
 mod bi;
 pub mod dbt;
 pub mod insights;
+pub mod journal;
 mod load;
 mod loadtest;
 mod pipeline;
@@ -132,6 +133,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let urls = databases::resolve(&db)?;
             snapshot::run(&urls, &slot.publication, &table, no_wait).await
         }
+        Command::Journal { command } => journal::run(command).await,
         Command::Load(args) => load::run(args).await,
         Command::Loadtest { db, args } => loadtest::run(db, args).await,
         Command::Report(args) => insights::report(args).await,
@@ -156,6 +158,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     ready_max_lag_ms: 0,
                     sink: crate::cli::SinkKind::Olap,
                     nats: crate::cli::NatsArgs::disabled(),
+                    journal_retention: Default::default(),
+                    journal_maintenance_interval_ms: 5000,
                 },
             );
             let bar = std::sync::Mutex::new((progress::Bar::new(), progress::CopyBars::default()));
@@ -221,5 +225,9 @@ pub fn daemon_config(urls: &Urls, args: &ReplicateArgs) -> DaemonConfig {
             .unwrap_or(i64::MAX)
             .saturating_mul(1 << 20),
         ready_max_lag: std::time::Duration::from_millis(args.ready_max_lag_ms),
+        journal: brewlytics_replicator::journal::maintain::JournalConfig {
+            retention: args.journal_retention,
+            interval: std::time::Duration::from_millis(args.journal_maintenance_interval_ms),
+        },
     }
 }

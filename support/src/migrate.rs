@@ -26,6 +26,10 @@ pub const OLAP_LOGIC: &[LogicFile] = &[
         include_str!("../../schema/olap/logic/10_journal.sql"),
     ),
     (
+        "11_journal_compaction.sql",
+        include_str!("../../schema/olap/logic/11_journal_compaction.sql"),
+    ),
+    (
         "12_star_inputs.sql",
         include_str!("../../schema/olap/logic/12_star_inputs.sql"),
     ),
@@ -110,6 +114,27 @@ pub async fn olap(pool: &PgPool) -> Result<(), MigrateError> {
             source,
         })?;
     apply_logic(pool, "the OLAP database", OLAP_LOGIC).await
+}
+
+/// The analytical schema's numbered migrations up to `version` alone (no logic): an OLAP
+/// database as an older release left it, to test the migrations after it on.
+pub async fn olap_up_to(pool: &PgPool, version: i64) -> Result<(), MigrateError> {
+    let older = Migrator {
+        migrations: std::borrow::Cow::Owned(
+            OLAP.iter()
+                .filter(|m| m.version <= version)
+                .cloned()
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    };
+    older
+        .run(pool)
+        .await
+        .map_err(|source| MigrateError::Migrate {
+            db: "the OLAP database",
+            source,
+        })
 }
 
 /// Applies each logic file whose text differs from the one applied last (by md5), in one

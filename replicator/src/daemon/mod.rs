@@ -29,6 +29,8 @@ pub struct DaemonConfig {
     pub retained_wal_warn_bytes: i64,
     /// `/ready` answers 503 above this lag.
     pub ready_max_lag: Duration,
+    /// Partitions ahead and `--journal-retention` (crate::journal::maintain).
+    pub journal: crate::journal::maintain::JournalConfig,
 }
 
 /// How often a standby tries the lock, and the leader checks it still holds it.
@@ -96,7 +98,7 @@ pub async fn run_bound(
         telemetry.clone(),
         shutdown.clone(),
     ));
-    let result = lead_or_wait(rc, &telemetry, shutdown.clone(), monitor).await;
+    let result = lead_or_wait(&cfg, &telemetry, shutdown.clone(), monitor).await;
     telemetry.set_role(Role::Stopped);
     if let Some(h) = http {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
@@ -105,11 +107,12 @@ pub async fn run_bound(
 }
 
 async fn lead_or_wait(
-    rc: &ReplicatorConfig,
+    cfg: &DaemonConfig,
     telemetry: &Arc<Telemetry>,
     mut shutdown: watch::Receiver<bool>,
     mut monitor: tokio::task::JoinHandle<Result<(), String>>,
 ) -> Result<(), ReplicatorError> {
+    let rc = &cfg.replicator;
     let mut backoff = Duration::from_millis(250);
     let mut announced_standby = false;
     loop {
@@ -146,7 +149,7 @@ async fn lead_or_wait(
         backoff = Duration::from_millis(250);
         tracing::info!(slot = %rc.slot, "leading: this replicator streams the slot");
         telemetry.set_role(Role::Leader);
-        if lead(rc, telemetry, &mut shutdown, &mut monitor, lock).await? {
+        if lead(cfg, telemetry, &mut shutdown, &mut monitor, lock).await? {
             return Ok(());
         }
     }
@@ -155,13 +158,21 @@ async fn lead_or_wait(
 /// Streams while the lock holds. `Ok(true)`: shut down; `Ok(false)`: the lock was lost,
 /// contend again.
 async fn lead(
-    rc: &ReplicatorConfig,
+    cfg: &DaemonConfig,
     telemetry: &Arc<Telemetry>,
     shutdown: &mut watch::Receiver<bool>,
     monitor: &mut tokio::task::JoinHandle<Result<(), String>>,
     mut lock: leader::LeaderLock,
 ) -> Result<bool, ReplicatorError> {
+    let rc = &cfg.replicator;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let journal = crate::journal::maintain::start(
+        cfg.journal.clone(),
+        rc,
+        telemetry.journal.clone(),
+        stop_rx.clone(),
+    )
+    .await;
     let mut pipeline = tokio::spawn(pipeline::run_with(rc.clone(), telemetry.clone(), stop_rx));
     let mut check = tokio::time::interval(LOCK_POLL);
     let outcome = loop {
@@ -188,6 +199,7 @@ async fn lead(
         }
     };
     let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), journal).await;
     match tokio::time::timeout(Duration::from_secs(30), &mut pipeline).await {
         Ok(Ok(Err(e))) if outcome.as_ref().is_ok_and(|s| *s) => {
             lock.release().await;

@@ -24,6 +24,8 @@ pub struct Status {
     pub retained_wal_bytes: Option<i64>,
     pub dead_letters: i64,
     pub journal_events: Option<i64>,
+    /// The journal's size, partitions, oldest replayable position and last compaction.
+    pub journal: crate::journal::report::JournalStatus,
     /// Tables being copied while the stream runs (and the last few that were).
     pub backfills: Vec<crate::source::backfill::Progress>,
     /// The partitions of the partitioned tables mirrored, and what was done when they came
@@ -99,11 +101,15 @@ pub async fn read(
     let dead_letters: i64 = sqlx::query_scalar("select count(*) from cdc_dead_letters")
         .fetch_one(&mut *olap)
         .await?;
+    // An estimate (the statistics of its partitions): counting would read the journal.
     let journal_events: Option<i64> = sqlx::query_scalar(
-        "select reltuples::bigint from pg_class where oid = 'cdc_events'::regclass",
+        "select sum(greatest(c.reltuples, 0))::bigint from pg_class c
+         where c.oid = 'cdc_events'::regclass
+            or c.oid in (select inhrelid from pg_inherits where inhparent = 'cdc_events'::regclass)",
     )
     .fetch_optional(&mut *olap)
     .await?;
+    let journal = crate::journal::report::read(olap).await?;
     // Lag in time: nothing waiting (the slot has confirmed up to the source's position, less
     // than one small record apart) means caught up.
     let backfills = crate::source::backfill::recent(olap, 5).await?;
@@ -130,6 +136,7 @@ pub async fn read(
         retained_wal_bytes: retained,
         dead_letters,
         journal_events,
+        journal,
         backfills,
         partitions,
         star_degraded,
@@ -202,6 +209,7 @@ impl Status {
             ("star dead letters", self.star_dead_letters.to_string()),
         ];
         let mut out: String = rows.iter().map(|(k, v)| format!("{k:<20} {v}\n")).collect();
+        out.push_str(&self.journal.lines());
         for b in &self.backfills {
             let of = b
                 .rows_estimate

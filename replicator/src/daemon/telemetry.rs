@@ -222,6 +222,8 @@ pub struct Telemetry {
     pub nats: Arc<PublisherMetrics>,
     /// `brewlytics_star_degraded_inputs`.
     star: StarMetrics,
+    /// `brewlytics_journal_*` (crate::journal::metrics).
+    pub journal: Arc<crate::journal::metrics::JournalMetrics>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -374,6 +376,9 @@ impl Telemetry {
         }
         let nats = Arc::new(PublisherMetrics::register(&mut registry));
         let star = StarMetrics::register(&mut registry);
+        let journal = Arc::new(crate::journal::metrics::JournalMetrics::register(
+            &mut registry,
+        ));
         for &status in WAL_STATUSES {
             let _ = wal_status.get_or_create(&StatusLabels {
                 status: status.to_owned(),
@@ -405,6 +410,7 @@ impl Telemetry {
             heartbeats: Mutex::new(Heartbeats::new(instance)),
             nats,
             star,
+            journal,
             state: Mutex::new(State {
                 role: Role::Starting,
                 since: Utc::now(),

@@ -1,6 +1,8 @@
 -- The journal as users read it. Re-applied by `brewlytics migrate` whenever this file changes.
 
--- The seed's name: the events of orders and their lines, images as jsonb.
+-- The seed's name: the events of orders and their lines, images as jsonb. Over a compacted
+-- journal it starts at the latest compaction: one SNAPSHOT event per order (and line) alive
+-- then, at the cut, and every event after it (README: "The journal over the years").
 drop view if exists cdc_orders;
 create view cdc_orders as
 select lsn, seq, xid, commit_ts, source_table,

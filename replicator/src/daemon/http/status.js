@@ -84,6 +84,20 @@ function renderPartitions(list) {
   }
 }
 
+// The journal: size, partitions, where replay can start, the latest compaction.
+function renderJournal(j) {
+  if (!j) return;
+  text("journal-size", j.partitioned ? bytes(j.bytes) : "not partitioned: run brewlytics migrate");
+  text("journal-partitions", j.partitioned ? `${j.partitions} (to ${j.partitions_end || "–"})` +
+    (j.default_rows > 0 ? `, ${j.default_rows} rows in the default partition` : "") : null);
+  $("journal-partitions").className = j.default_rows > 0 ? "warn" : "";
+  text("journal-from", j.replayable_from ? j.replayable_from + (j.compacted ? "" : " (never compacted)") : null);
+  text("journal-since", j.replayable_since);
+  const c = j.last_compaction;
+  text("journal-compaction", c ? `at ${c.cut} by ${c.trigger}, ${c.finished_at}: ${c.images} images, ` +
+    `${c.dropped_partitions} partitions dropped (${bytes(c.dropped_bytes)}), ${c.seconds.toFixed(1)} s` : "never");
+}
+
 function render(doc) {
   const live = doc.replicator || {};
   const slot = live.slot || {};
@@ -120,6 +134,7 @@ function render(doc) {
   text("star-dead-letters", doc.star_dead_letters);
   renderNats(live.nats);
   renderPartitions(doc.partitions);
+  renderJournal(doc.journal);
   chart(hist);
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }

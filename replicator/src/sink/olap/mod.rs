@@ -78,6 +78,14 @@ pub enum ApplyError {
     Star(String),
     #[error("the journal already holds changes past the checkpoint: {0}")]
     JournalAhead(String),
+    #[error(
+        "the journal was compacted before {earliest}: replay cannot start at {from}; \
+         the earliest LSN it can start from is {earliest} (--from-lsn {earliest})"
+    )]
+    Compacted {
+        from: crate::lsn::Lsn,
+        earliest: crate::lsn::Lsn,
+    },
 }
 
 impl ApplyError {
@@ -98,6 +106,7 @@ impl ApplyError {
             Self::Ddl { .. } => "schema",
             Self::Star(_) => "star",
             Self::JournalAhead(_) => "olap",
+            Self::Compacted { .. } => "olap",
         }
     }
 }
