@@ -62,6 +62,7 @@ def main():
     fig(s, "pg_recvlogical decode only", "a_recvlogical_cps", "changes/s")
     rat(s, "brewlytics / subscription", "a_brewlytics_cps", "a_subscription_cps", "≥ 1.0", lambda v: v >= 1.0)
     rat(s, "brewlytics / pg_recvlogical", "a_brewlytics_cps", "a_recvlogical_cps")
+    fig(s, "journal bytes per change (catch-up, indexes included)", "a_journal_bytes_per_change", "bytes")
     fig(s, "replay --from-lsn 0/0 of the same journal", "a_replay_cps", "changes/s")
     rat(s, "replay / subscription", "a_replay_cps", "a_subscription_cps", "≥ 1.0", lambda v: v >= 1.0)
 
@@ -97,6 +98,7 @@ def main():
 
     s = "d initial copy"
     fig(s, "brewlytics first start", "d_brewlytics_rows_s", "rows/s")
+    fig(s, "journal bytes per copied row (indexes included)", "d_journal_bytes_per_row", "bytes")
     fig(s, "pg_dump | psql", "d_pgdump_rows_s", "rows/s")
     rat(s, "brewlytics / pg_dump|psql", "d_brewlytics_rows_s", "d_pgdump_rows_s", "≥ 1.0", lambda v: v >= 1.0)
 

@@ -253,6 +253,14 @@ first_start() {
   forget "$REPL_PID"
 }
 
+# Bytes of the journal (every partition of cdc_events, indexes included; a journal from
+# before partitioning is one table).
+journal_bytes() {
+  dst -c "select coalesce(sum(pg_total_relation_size(c.oid)), 0) from pg_class c
+          where c.oid = 'cdc_events'::regclass
+             or c.oid in (select inhrelid from pg_inherits where inhparent = 'cdc_events'::regclass)"
+}
+
 pgbench_orders() { # pgbench_orders ARGS... (the order transaction, 8 clients)
   "$PGBIN/pgbench" -n -p "$SRC_PORT" -f "$HERE/order.pgbench" -c 8 -j 2 \
     -D ncust="$NCUST" -D nemp="$NEMP" -D nprod="$NPROD" "$@" coffee_oltp
@@ -264,6 +272,8 @@ bench_a() {
   say "a/$run: backlog of $A_ORDERS orders with the slots idle"
   reset_databases
   first_start
+  local journal_before
+  journal_before=$(journal_bytes)
   # A native subscriber with plain tables, its slot created now, enabled later.
   DB=coffee_sub dst -f "$ROOT/schema/oltp/0001_coffee_shop.sql" >/dev/null
   DB=coffee_sub dst -c "create subscription bench_sub connection 'host=127.0.0.1 port=$SRC_PORT user=bench dbname=coffee_oltp' publication brewlytics with (copy_data = false, enabled = false)" >/dev/null 2>&1
@@ -282,6 +292,7 @@ bench_a() {
   record e_rss_catchup_mb "$run" "$(peak_rss_mb "$REPL_PID")"
   forget "$REPL_PID"
   record a_brewlytics_cps "$run" "$(python3 -c "print(round($changes / $secs))")"
+  record a_journal_bytes_per_change "$run" "$(python3 -c "print(round(($(journal_bytes) - $journal_before) / $changes))")"
 
   say "a/$run: replay --from-lsn 0/0 (the journal alone rebuilds replica and star)"
   profile_reset
@@ -441,6 +452,7 @@ bench_d() {
   t1=$(now); secs=$(elapsed "$t0" "$t1")
   profile_dump "d_$run"
   record d_brewlytics_rows_s "$run" "$(python3 -c "print(round($rows / $secs))")"
+  record d_journal_bytes_per_row "$run" "$(python3 -c "print(round($(journal_bytes) / $rows))")"
   record e_rss_initial_copy_mb "$run" "$(peak_rss_mb "$REPL_PID")"
   forget "$REPL_PID"
 
