@@ -86,6 +86,9 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LoadError> {
     cfg.nats.validate().map_err(NatsError::Config)?;
+    // The journal's partitions ahead of what is loaded (crate::journal).
+    let _journal =
+        crate::journal::maintain::spawn_for_loader(cfg.olap_url.clone(), shutdown.clone());
     let mut backoff = Duration::from_millis(250);
     loop {
         if *shutdown.borrow() {

@@ -48,7 +48,7 @@ pub async fn start(
     metrics: Arc<JournalMetrics>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let mut m = Maintainer::new(cfg, rc.oltp_url.clone(), rc.olap_url.clone(), metrics);
+    let mut m = Maintainer::new(cfg, Some(rc.oltp_url.clone()), rc.olap_url.clone(), metrics);
     match tokio::time::timeout(Duration::from_secs(10), m.pass()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -67,12 +67,14 @@ pub async fn start(
 /// The task's state between passes.
 pub struct Maintainer {
     cfg: JournalConfig,
-    oltp_url: DbUrl,
+    /// The source, whose WAL position the partitions stay ahead of (`None`: a loader, which
+    /// only knows the journal's own last position).
+    oltp_url: Option<DbUrl>,
     olap_url: DbUrl,
     olap: Option<PgConnection>,
     oltp: Option<PgConnection>,
-    /// The source's WAL position at the last pass, to measure its rate.
-    last_wal: Option<(Lsn, Instant)>,
+    /// The position at the last pass, to measure how fast it moves.
+    last_position: Option<(Lsn, Instant)>,
     rate: f64,
     metrics: Arc<JournalMetrics>,
 }
@@ -80,7 +82,7 @@ pub struct Maintainer {
 impl Maintainer {
     pub fn new(
         cfg: JournalConfig,
-        oltp_url: DbUrl,
+        oltp_url: Option<DbUrl>,
         olap_url: DbUrl,
         metrics: Arc<JournalMetrics>,
     ) -> Self {
@@ -91,7 +93,7 @@ impl Maintainer {
             olap_url,
             olap: None,
             oltp: None,
-            last_wal: None,
+            last_position: None,
             rate: 0.0,
             metrics,
         }
@@ -131,18 +133,29 @@ impl Maintainer {
         if !partitions::partitioned(olap).await? {
             return Err(JournalError::NotMigrated);
         }
-        let width = policy::partition_width(self.rate, policy::partition_span(self.cfg.retention));
         let layout = partitions::layout(olap).await?;
+        let width = policy::partition_width(self.rate, policy::partition_span(self.cfg.retention));
         if partitions::adopt_default(olap, &layout, width).await? {
             return Ok(());
         }
-        let checkpoint: Option<String> =
-            sqlx::query_scalar("select max(lsn)::text from replication_checkpoint")
-                .fetch_one(&mut *olap)
-                .await?;
-        let position = wal
-            .or(checkpoint.and_then(|c| c.parse().ok()))
-            .unwrap_or(Lsn::ZERO);
+        // Ahead of whatever is furthest: the source's WAL, a checkpoint, the journal's end.
+        let known: (Option<String>, Option<String>) = sqlx::query_as(
+            "select (select max(lsn)::text from replication_checkpoint),
+                    (select e.lsn::text from cdc_events e order by e.lsn desc, e.seq desc limit 1)",
+        )
+        .fetch_one(&mut *olap)
+        .await?;
+        let position = [
+            wal,
+            known.0.and_then(|l| l.parse().ok()),
+            known.1.and_then(|l| l.parse().ok()),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(Lsn::ZERO);
+        self.rate = next_rate(self.rate, &mut self.last_position, position);
+        let olap = self.olap.as_mut().expect("connected above");
         let wanted = policy::partitions_to_create(layout.tail(), position, width, AHEAD);
         // Never more than the next few: the rest come on later passes.
         let made =
@@ -191,39 +204,56 @@ impl Maintainer {
         Ok(())
     }
 
-    /// The source's WAL position now (`None` when it cannot be read: the checkpoint stands
-    /// in), and the rate it grows at.
+    /// The source's WAL position now (`None` when there is no source or it cannot be read).
     async fn source_wal(&mut self) -> Option<Lsn> {
         if self.oltp.is_none() {
-            let opts = self.oltp_url.connect_options().ok()?;
+            let opts = self.oltp_url.as_ref()?.connect_options().ok()?;
             self.oltp = PgConnection::connect_with(&opts).await.ok();
         }
         let conn = self.oltp.as_mut()?;
-        let wal: Option<String> = match sqlx::query_scalar("select pg_current_wal_lsn()::text")
+        match sqlx::query_scalar::<_, String>("select pg_current_wal_lsn()::text")
             .fetch_one(&mut *conn)
             .await
         {
-            Ok(w) => Some(w),
+            Ok(w) => w.parse().ok(),
             Err(_) => {
                 self.oltp = None;
                 None
             }
-        };
-        let wal: Lsn = wal?.parse().ok()?;
-        let now = Instant::now();
-        if let Some((before, at)) = self.last_wal {
-            let secs = now.duration_since(at).as_secs_f64();
-            if secs > 0.0 {
-                let rate = wal.bytes_since(before) as f64 / secs;
-                // Smoothed, but quick to follow a rise.
-                self.rate = if rate > self.rate {
-                    rate
-                } else {
-                    0.8 * self.rate + 0.2 * rate
-                };
+        }
+    }
+}
+
+/// The rate (bytes per second) `position` moves at, from the last reading: smoothed, but
+/// quick to follow a rise.
+fn next_rate(rate: f64, last: &mut Option<(Lsn, Instant)>, position: Lsn) -> f64 {
+    let now = Instant::now();
+    let next = match *last {
+        Some((before, at)) if now > at => {
+            let r = position.bytes_since(before) as f64 / now.duration_since(at).as_secs_f64();
+            if r > rate {
+                r
+            } else {
+                0.8 * rate + 0.2 * r
             }
         }
-        self.last_wal = Some((wal, now));
-        Some(wal)
-    }
+        _ => rate,
+    };
+    *last = Some((position, now));
+    next
+}
+
+/// The task for a loader (`load --from nats`): partitions ahead of the journal's own end, no
+/// retention, until `stop`.
+pub fn spawn_for_loader(
+    olap_url: DbUrl,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let m = Maintainer::new(
+        JournalConfig::default(),
+        None,
+        olap_url,
+        Arc::new(JournalMetrics::default()),
+    );
+    tokio::spawn(m.run(stop))
 }
