@@ -239,10 +239,20 @@ where n.nspname in ('public', 'replica', 'star_input', 'star_kept', 'cdc_journal
   and c.relkind in ('r', 'p', 'v', 'm', 'S')
   and c.relowner <> 'brewlytics_olap'::regrole
   -- identity/serial sequences follow their table; extension members stay the extension's
+  -- (a partitioned table's dependency on its own partition key is not such a link)
   and not exists (select from pg_depend d
                   where d.classid = 'pg_class'::regclass and d.objid = c.oid
-                    and d.deptype in ('a', 'i', 'e'))
+                    and d.deptype in ('a', 'i', 'e') and d.refobjid <> c.oid)
 order by n.nspname, c.relname
+\gexec
+-- The journal's partitions (the replicator creates and drops them; those the migrations made
+-- are handed over too).
+select format('alter table %I.%I owner to brewlytics_olap', n.nspname, c.relname)
+from pg_class c
+join pg_namespace n on n.oid = c.relnamespace
+where n.nspname = 'cdc_journal' and c.relkind in ('r', 'p')
+  and c.relowner <> 'brewlytics_olap'::regrole
+order by c.relname
 \gexec
 select format('alter %s %s owner to brewlytics_olap',
               case p.prokind when 'a' then 'aggregate' else 'routine' end, p.oid::regprocedure)
