@@ -618,6 +618,8 @@ pub async fn resync(
         }
         slot::drop_if_exists(&mut oltp, &cfg.slot).await?;
     }
+    // Partitions of the journal for the copy's rows (crate::journal).
+    crate::journal::maintain::prepare(cfg).await;
     let repl_cfg = ReplicationConfig::from_url(&cfg.oltp_url)?;
     let mut conn = ReplicationConnection::connect(&repl_cfg).await?;
     let lsn = first_start(cfg, &mut conn, &mut oltp, &mut writer, true, progress, None).await?;

@@ -49,19 +49,22 @@ pub async fn start(
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut m = Maintainer::new(cfg, Some(rc.oltp_url.clone()), rc.olap_url.clone(), metrics);
-    match tokio::time::timeout(Duration::from_secs(10), m.pass()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            m.metrics.failed();
-            m.olap = None;
-            tracing::warn!(error = %e, "journal maintenance failed; trying again on the next pass");
-        }
-        Err(_) => tracing::warn!("journal maintenance took over 10 s; going on in the background"),
-    }
+    m.pass_logged(Some(Duration::from_secs(10))).await;
     tokio::spawn(async move {
         tokio::time::sleep(m.cfg.interval).await;
         m.run(stop).await
     })
+}
+
+/// One pass before a copy that is not the daemon's (`resync`): partitions for its rows.
+pub async fn prepare(rc: &crate::pipeline::ReplicatorConfig) {
+    let mut m = Maintainer::new(
+        JournalConfig::default(),
+        Some(rc.oltp_url.clone()),
+        rc.olap_url.clone(),
+        Arc::new(JournalMetrics::default()),
+    );
+    m.pass_logged(Some(Duration::from_secs(10))).await;
 }
 
 /// The task's state between passes.
@@ -99,17 +102,36 @@ impl Maintainer {
         }
     }
 
+    /// A pass (given up after `within`, if given); a failure is logged and counted, and the
+    /// next pass tries again.
+    async fn pass_logged(&mut self, within: Option<Duration>) {
+        // A first pass (bounded in time) leaves retention to the background.
+        let retain = within.is_none();
+        let outcome = match within {
+            Some(d) => tokio::time::timeout(d, self.pass(retain)).await,
+            None => Ok(self.pass(retain).await),
+        };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.metrics.failed();
+                self.olap = None;
+                tracing::warn!(error = %e, "journal maintenance failed; trying again on the next pass");
+            }
+            Err(_) => {
+                self.olap = None;
+                tracing::warn!("journal maintenance took too long; going on in the background")
+            }
+        }
+    }
+
     /// Passes until `stop` turns true (the first one right away).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = self.pass().await {
-                self.metrics.failed();
-                self.olap = None;
-                tracing::warn!(error = %e, "journal maintenance failed; trying again on the next pass");
-            }
+            self.pass_logged(None).await;
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.interval) => {}
                 changed = stop.changed() => {
@@ -121,8 +143,8 @@ impl Maintainer {
         }
     }
 
-    /// One pass: partitions ahead, retention, metrics.
-    pub async fn pass(&mut self) -> Result<(), JournalError> {
+    /// One pass: partitions ahead, retention (when `retain`), metrics.
+    pub async fn pass(&mut self, retain: bool) -> Result<(), JournalError> {
         let wal = self.source_wal().await;
         let olap = match &mut self.olap {
             Some(c) => c,
@@ -163,7 +185,7 @@ impl Maintainer {
         if made > 0 {
             tracing::debug!(made, width, "journal partitions created ahead");
         }
-        if self.cfg.retention != Retention::Off {
+        if retain && self.cfg.retention != Retention::Off {
             self.retain(layout.parts()).await?;
         }
         let olap = self.olap.as_mut().expect("connected above");
