@@ -164,11 +164,7 @@ pub async fn compact(
     }
     sqlx::query("begin").execute(&mut *conn).await?;
     let result = compact_in_tx(conn, before, trigger).await;
-    let end = match &result {
-        Ok(Outcome::Done(_)) => "commit",
-        _ => "rollback",
-    };
-    sqlx::query(end).execute(&mut *conn).await?;
+    partitions::end(conn, Ok(matches!(result, Ok(Outcome::Done(_))))).await?;
     result
 }
 
@@ -281,12 +277,7 @@ pub async fn drop_leftovers(conn: &mut PgConnection) -> Result<i32, JournalError
     }
     sqlx::query("begin").execute(&mut *conn).await?;
     let dropped = partitions::drop_before(conn, &layout, cut).await;
-    let end = if dropped.is_ok() {
-        "commit"
-    } else {
-        "rollback"
-    };
-    sqlx::query(end).execute(&mut *conn).await?;
+    partitions::end(conn, Ok(dropped.is_ok())).await?;
     Ok(dropped?.0)
 }
 

@@ -177,22 +177,34 @@ pub async fn create(conn: &mut PgConnection, bounds: &[(Lsn, Lsn)]) -> Result<us
             Ok::<_, sqlx::Error>(ok)
         }
         .await;
-        match attached {
-            Ok(true) => {
-                sqlx::query("commit").execute(&mut *conn).await?;
-                made += 1;
-            }
-            Ok(false) => {
-                sqlx::query("rollback").execute(&mut *conn).await?;
-                break;
-            }
-            Err(e) => {
-                let _ = sqlx::query("rollback").execute(&mut *conn).await;
-                return Err(e);
-            }
+        if !end(conn, attached).await? {
+            break;
         }
+        made += 1;
     }
     Ok(made)
+}
+
+/// Ends the open transaction: committed when `outcome` is `Ok(true)`, rolled back otherwise.
+/// Returns the outcome.
+pub async fn end(
+    conn: &mut PgConnection,
+    outcome: Result<bool, sqlx::Error>,
+) -> Result<bool, sqlx::Error> {
+    match outcome {
+        Ok(true) => {
+            sqlx::query("commit").execute(&mut *conn).await?;
+            Ok(true)
+        }
+        Ok(false) => {
+            sqlx::query("rollback").execute(&mut *conn).await?;
+            Ok(false)
+        }
+        Err(e) => {
+            let _ = sqlx::query("rollback").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
 }
 
 /// In the open transaction: drops the partitions wholly before `cut`. Returns how many and
@@ -280,20 +292,10 @@ pub async fn adopt_default(
         Ok::<_, sqlx::Error>(true)
     }
     .await;
-    match moved {
-        Ok(true) => {
-            sqlx::query("commit").execute(&mut *conn).await?;
-            tracing::info!(from = %lo, to = %hi, rows = layout.default_rows,
-                "journal rows of the default partition given a partition of their own");
-            Ok(true)
-        }
-        Ok(false) => {
-            sqlx::query("rollback").execute(&mut *conn).await?;
-            Ok(false)
-        }
-        Err(e) => {
-            let _ = sqlx::query("rollback").execute(&mut *conn).await;
-            Err(e)
-        }
+    let moved = end(conn, moved).await?;
+    if moved {
+        tracing::info!(from = %lo, to = %hi, rows = layout.default_rows,
+            "journal rows of the default partition given a partition of their own");
     }
+    Ok(moved)
 }
