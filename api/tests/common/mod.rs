@@ -1,6 +1,7 @@
 //! Shared by the API's integration tests: a migrated database of its own per test (on the
-//! test binary's embedded cluster), the router driven with `oneshot`, row counts of all eight
-//! OLTP tables and a small fixture shop.
+//! test binary's embedded cluster), the router driven with `oneshot` — every request carrying
+//! the test's `admin` key unless it brings its own `authorization` ([`TestApp::key`] makes
+//! keys of other scopes) —, row counts of all eight OLTP tables and a small fixture shop.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use brewlytics_api::{router, ApiState, Service};
+use brewlytics_support::auth::{admin, Guard, GuardConfig, KeyStore, LimitConfig, Scope, Scopes};
 use brewlytics_support::testing::TestDb;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
@@ -30,6 +32,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub state: ApiState,
     pub app: Router,
+    /// An `admin` key, sent with every request that brings no `authorization` of its own.
+    pub admin_key: String,
     // dropped last: the database outlives the pool's use
     _db: TestDb,
 }
@@ -68,6 +72,26 @@ impl TestApp {
     }
 
     async fn build(name: &str, services: &[Service], connections: u32) -> Self {
+        // Tests send many refused requests from one (unknown) address on purpose: the
+        // failure limit is tested on its own (TestApp::with_limit).
+        let generous = LimitConfig {
+            burst: 1_000_000,
+            per_second: 1_000.0,
+        };
+        Self::build_with(name, services, connections, generous).await
+    }
+
+    /// An app whose failure limit is `limit`.
+    pub async fn with_limit(name: &str, limit: LimitConfig) -> Self {
+        Self::build_with(name, &Service::ALL, 10, limit).await
+    }
+
+    async fn build_with(
+        name: &str,
+        services: &[Service],
+        connections: u32,
+        limit: LimitConfig,
+    ) -> Self {
         let db = TestDb::new(name);
         let options = db.url().connect_options().expect("test database url");
         let pool = PgPoolOptions::new()
@@ -78,13 +102,59 @@ impl TestApp {
         brewlytics_support::migrate::oltp(&pool)
             .await
             .expect("migrating the test database");
-        let state = ApiState::new(pool.clone());
+        let guard = Guard::new(
+            KeyStore::new(pool.clone()),
+            GuardConfig {
+                limit,
+                ..GuardConfig::json("api")
+            },
+        );
+        let state = ApiState::with_guard(pool.clone(), guard);
         let app = router(state.clone(), services);
-        Self {
+        let mut t = Self {
             pool,
             state,
             app,
+            admin_key: String::new(),
             _db: db,
+        };
+        t.admin_key = t.key("test-admin", &[Scope::Admin]).await;
+        t
+    }
+
+    /// A new key with `scopes`, usable at once (the store is reloaded).
+    pub async fn key(&self, name: &str, scopes: &[Scope]) -> String {
+        let key = admin::create(&self.pool, name, &Scopes::new(scopes.iter().copied()))
+            .await
+            .expect("creating a test key");
+        self.refresh_keys().await;
+        key.text
+    }
+
+    /// Revokes a key by name, effective at once.
+    pub async fn revoke(&self, name: &str) {
+        admin::revoke(&self.pool, name)
+            .await
+            .expect("revoking a test key");
+        self.refresh_keys().await;
+    }
+
+    /// Makes the server read the keys again now.
+    pub async fn refresh_keys(&self) {
+        self.state
+            .guard
+            .store()
+            .expect("the test app checks keys")
+            .refresh()
+            .await
+            .expect("reading the keys");
+    }
+
+    /// A handle sending requests as this app's tests do (with the admin key), for tasks.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            app: self.app.clone(),
+            key: self.admin_key.clone(),
         }
     }
 
@@ -111,12 +181,32 @@ impl TestApp {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Resp {
-        send(&self.app, method, uri, content_type, body, &[]).await
+        self.sender()
+            .send(method, uri, content_type, body, &[])
+            .await
     }
 
-    /// A request without a body and with extra headers.
+    /// A request without a body and with extra headers (its own `authorization`, if given,
+    /// instead of the admin key).
     pub async fn call_with(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Resp {
-        send(&self.app, method, uri, None, Vec::new(), headers).await
+        self.sender()
+            .send(method, uri, None, Vec::new(), headers)
+            .await
+    }
+
+    /// A JSON request (or none) with exactly `headers`: no key unless they carry one.
+    pub async fn call_bare(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let (ct, bytes) = match body {
+            Some(v) => (Some("application/json"), v.to_string().into_bytes()),
+            None => (None, Vec::new()),
+        };
+        send(&self.app, method, uri, ct, bytes, headers).await
     }
 
     /// A connection of its own to the test database (not from the API's pool).
@@ -181,6 +271,35 @@ impl TestApp {
     }
 }
 
+/// Sends requests to an app with its admin key (see [`TestApp::sender`]).
+#[derive(Clone)]
+pub struct Sender {
+    app: Router,
+    key: String,
+}
+
+impl Sender {
+    pub async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let bearer = format!("Bearer {}", self.key);
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            all.push(("authorization", &bearer));
+        }
+        send(&self.app, method, uri, content_type, body, &all).await
+    }
+}
+
+/// A request with exactly these headers.
 pub async fn send(
     app: &Router,
     method: &str,
