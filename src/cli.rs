@@ -8,6 +8,10 @@ use brewlytics_support::telemetry::LogFormat;
 use brewlytics_support::DbUrl;
 use clap::{Args, Parser, Subcommand};
 
+pub mod access;
+
+pub use access::{AccessArgs, ApiKeyCommand};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "brewlytics",
@@ -238,6 +242,8 @@ pub enum Command {
         replicate: ReplicateArgs,
         #[command(flatten)]
         superset: crate::commands::superset::UpArgs,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Apply the schema migrations of both databases (idempotent).
     Migrate {
@@ -270,6 +276,8 @@ pub enum Command {
         /// Serve only these domains (comma-separated: orders,products,customers,employees,stores,inventory).
         #[arg(long, value_delimiter = ',')]
         services: Vec<brewlytics_api::Service>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// The CDC replicator daemon (SIGTERM finishes the batch and exits 0).
     Replicate {
@@ -277,6 +285,14 @@ pub enum Command {
         db: DbArgs,
         #[command(flatten)]
         replicate: ReplicateArgs,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// API keys for the API, the dashboard and the replicator's endpoints: create, list,
+    /// revoke.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
     },
     /// Apply a change stream to OLAP exactly once: `--from nats` reads the JetStream stream
     /// `replicate --sink nats` publishes, with a durable consumer (on another machine, or

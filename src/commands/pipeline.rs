@@ -9,25 +9,28 @@ use tokio::sync::watch;
 
 use brewlytics_support::DbUrl;
 
+use crate::access::Access;
 use crate::databases;
 
 pub async fn serve_api(
     oltp: &DbUrl,
     listen: SocketAddr,
     services: &[brewlytics_api::Service],
+    access: &Access,
 ) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
-    run_api(oltp, listen, services, rx).await
+    run_api(oltp, listen, services, access, rx).await
 }
 
 pub async fn run_api(
     oltp: &DbUrl,
     listen: SocketAddr,
     services: &[brewlytics_api::Service],
+    access: &Access,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = databases::pool(oltp, 16).await?;
@@ -39,9 +42,10 @@ pub async fn run_api(
     } else {
         services.to_vec()
     };
+    let guard = access.guard(brewlytics_support::auth::GuardConfig::json("api"));
     brewlytics_api::serve(
-        listener,
-        brewlytics_api::ApiState::new(pool),
+        access.endpoint(listener),
+        brewlytics_api::ApiState::with_guard(pool, guard),
         &services,
         async move {
             let _ = stop.wait_for(|v| *v).await;

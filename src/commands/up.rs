@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use brewlytics_dashboards::connection::OlapConnection;
 
 use super::superset::{self, UpArgs};
-use crate::cli::{DbArgs, ReplicateArgs};
+use crate::access::Access;
+use crate::cli::{AccessArgs, DbArgs, ReplicateArgs};
 use crate::databases;
 
 pub async fn run(
@@ -23,8 +24,10 @@ pub async fn run(
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
     superset: UpArgs,
+    access: AccessArgs,
 ) -> anyhow::Result<()> {
     replicate.check()?;
+    crate::access::check(&access)?;
     if superset.superset {
         superset::local::preflight(&superset.superset_venv, superset.superset_listen)?;
     }
@@ -54,7 +57,10 @@ pub async fn run(
             claim: claim.as_ref(),
             data_dir: &db.data_dir,
         },
-        &superset,
+        Serving {
+            superset: &superset,
+            access: &access,
+        },
     )
     .await;
     if let Some(mut c) = cluster {
@@ -72,6 +78,13 @@ struct Machine<'a> {
     data_dir: &'a std::path::Path,
 }
 
+/// How the servers beside the pipeline run: Superset or not, and who may use them (TLS,
+/// keys).
+struct Serving<'a> {
+    superset: &'a UpArgs,
+    access: &'a AccessArgs,
+}
+
 async fn serve(
     urls: &databases::Urls,
     api_listen: SocketAddr,
@@ -79,8 +92,12 @@ async fn serve(
     replicate: &ReplicateArgs,
     dashboard_listen: SocketAddr,
     machine: Machine<'_>,
-    superset_args: &UpArgs,
+    serving: Serving<'_>,
 ) -> anyhow::Result<()> {
+    let Serving {
+        superset: superset_args,
+        access: access_args,
+    } = serving;
     let Machine {
         cluster,
         claim,
@@ -108,7 +125,14 @@ async fn serve(
     .await
     .context("seeding sample data")?;
     tracing::info!(%summary, "sample data ready");
+    // A key with every scope for this machine, in the data directory (never printed).
+    let key_file = match access_args.insecure_no_auth {
+        true => None,
+        false => Some(super::api_key::local_key(&oltp, data_dir).await?),
+    };
     drop(oltp);
+    let access = Access::open(access_args, Some(&urls.oltp))?;
+    let scheme = access.scheme();
     let dashboard_listener = super::insights::bind_dashboard(dashboard_listen).await?;
     let dashboard_addr = dashboard_listener.local_addr()?;
     let superset = match superset_args.superset {
@@ -125,7 +149,7 @@ async fn serve(
     };
 
     let (tx, rx) = watch::channel(false);
-    let cfg = super::daemon_config(urls, replicate);
+    let cfg = super::daemon_config(urls, replicate, &access);
     let slot = cfg.replicator.slot.clone();
     let replicator_listen = replicate.listen;
     let replicator = tokio::spawn(brewlytics_replicator::daemon::run(
@@ -133,27 +157,43 @@ async fn serve(
         brewlytics_replicator::telemetry::Telemetry::new(),
         rx.clone(),
     ));
+    let access = std::sync::Arc::new(access);
     let api = {
         let oltp = urls.oltp.clone();
         let rx = rx.clone();
+        let access = access.clone();
         tokio::spawn(async move {
-            super::pipeline::run_api(&oltp, api_listen, &brewlytics_api::Service::ALL, rx).await
+            let all = &brewlytics_api::Service::ALL;
+            super::pipeline::run_api(&oltp, api_listen, all, &access, rx).await
         })
     };
     let dashboard = {
         let olap = urls.olap.clone();
         let rx = rx.clone();
-        tokio::spawn(
-            async move { super::insights::run_dashboard(&olap, dashboard_listener, rx).await },
-        )
+        let access = access.clone();
+        tokio::spawn(async move {
+            super::insights::run_dashboard(&olap, dashboard_listener, &access, rx).await
+        })
     };
 
     println!("Brewlytics is up.");
-    println!("  API          http://{api_listen}   (GET /health, POST /orders, GET /openapi.json)");
     println!(
-        "  Replicator   http://{replicator_listen}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
+        "  API          {scheme}://{api_listen}   (GET /health, POST /orders, GET /openapi.json)"
     );
-    println!("  Dashboard    http://{dashboard_addr}   (`brewlytics report --list` for the same figures as CSV)");
+    println!(
+        "  Replicator   {scheme}://{replicator_listen}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
+    );
+    println!("  Dashboard    {scheme}://{dashboard_addr}   (`brewlytics report --list` for the same figures as CSV)");
+    match &key_file {
+        Some(file) => {
+            let file = file.display();
+            println!("  API key      every scope, in {file} (mode 0600); the pages ask for it once, the API on every request:");
+            println!("                 export BREWLYTICS_API_KEY=\"$(cat {file})\"");
+            println!("                 curl -H \"Authorization: Bearer $BREWLYTICS_API_KEY\" {scheme}://{api_listen}/stores");
+            println!("               more keys, with fewer scopes: brewlytics api-key create --name NAME --scope SCOPE");
+        }
+        None => println!("  API key      none: authentication is OFF (--insecure-no-auth)"),
+    }
     if let Some(s) = &superset {
         println!(
             "  Superset     {}   (user {}, password in {})",
@@ -178,9 +218,9 @@ async fn serve(
     println!("Press Ctrl-C to stop.");
     if let Some(claim) = claim {
         let mut endpoints = vec![
-            ("API", format!("http://{api_listen}")),
-            ("replicator", format!("http://{replicator_listen}")),
-            ("dashboard", format!("http://{dashboard_addr}")),
+            ("API", format!("{scheme}://{api_listen}")),
+            ("replicator", format!("{scheme}://{replicator_listen}")),
+            ("dashboard", format!("{scheme}://{dashboard_addr}")),
         ];
         if let Some(s) = &superset {
             endpoints.push(("Superset", s.superset.url.clone()));
@@ -221,6 +261,7 @@ async fn serve(
     if let Some(s) = superset {
         s.superset.stop().await;
     }
+    access.flush().await;
     println!("Brewlytics stopped.");
     outcome
 }

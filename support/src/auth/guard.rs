@@ -105,6 +105,15 @@ impl GuardConfig {
 #[derive(Clone)]
 pub struct Guard(Arc<Inner>);
 
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("surface", &self.0.cfg.surface)
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
 struct Inner {
     store: Option<Arc<KeyStore>>,
     cfg: GuardConfig,

@@ -102,6 +102,37 @@ impl PresentedKey {
     }
 }
 
+/// A key as a client holds it (the load generator, a test): parsed from the command line or
+/// the environment, and never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKey(String);
+
+impl ClientKey {
+    /// The text to send (`Authorization: Bearer <this>`).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientKey(***)")
+    }
+}
+
+impl std::str::FromStr for ClientKey {
+    type Err = String;
+
+    /// Any non-empty text (the server judges it); surrounding space is dropped.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("the API key is empty".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// A freshly made key: the text to show once, and what to store.
 pub struct NewKey {
     /// The whole key. Shown once, then forgotten.
