@@ -14,7 +14,6 @@
 mod harness;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -304,28 +303,16 @@ impl Dbt {
     }
 }
 
-/// HTTP/1.0 request with an optional JSON body: (status, JSON answer or null).
-fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let (head, answer) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(answer).unwrap_or(Value::Null))
+/// An API request with an optional JSON body: (status, JSON answer or null).
+fn api_json(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let body = body.map(Value::to_string);
+    let (status, answer) = harness::http(addr, method, path, body.as_deref())
+        .unwrap_or_else(|| panic!("{method} {path}: no answer from the API"));
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
 fn call(api: &str, method: &str, path: &str, body: Value, expect: u16) -> Value {
-    let (status, answer) = http(api, method, path, Some(&body));
+    let (status, answer) = api_json(api, method, path, Some(&body));
     assert_eq!(status, expect, "{method} {path} {body}: {answer}");
     answer
 }
@@ -436,7 +423,7 @@ async fn dbt_builds_tests_and_watches_freshness_of_the_warehouse() {
     )["id"]
         .as_i64()
         .unwrap();
-    let (status, staff) = http(&api, "GET", "/employees/active", None);
+    let (status, staff) = api_json(&api, "GET", "/employees/active", None);
     assert_eq!(status, 200);
     let staff = staff
         .as_array()
@@ -481,7 +468,7 @@ async fn dbt_builds_tests_and_watches_freshness_of_the_warehouse() {
         json!({"status": "cancelled"}),
         200,
     );
-    let (status, answer) = http(&api, "DELETE", &format!("/orders/{}", id(&o5)), None);
+    let (status, answer) = api_json(&api, "DELETE", &format!("/orders/{}", id(&o5)), None);
     assert!((200..300).contains(&status), "DELETE /orders: {answer}");
     call(
         &api,

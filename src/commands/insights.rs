@@ -9,6 +9,7 @@ use brewlytics_dashboards::definition::Definition;
 use brewlytics_dashboards::metabase::{self, Target};
 use brewlytics_dashboards::question::{self, ParamType, ParamValue, Params};
 use brewlytics_dashboards::report::{self, Format};
+use brewlytics_support::listen::{self, Service};
 use brewlytics_support::DbUrl;
 use clap::{Args, Subcommand};
 use tokio::sync::watch;
@@ -187,7 +188,7 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
-    let listener = bind_dashboard(args.listen).await?;
+    let listener = listen::bind(args.listen, DASHBOARD).await?;
     println!(
         "Dashboard on {}://{}",
         access.scheme(),
@@ -196,11 +197,12 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     run_dashboard(&url, listener, &access, rx).await
 }
 
-pub async fn bind_dashboard(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the dashboard to {listen}"))
-}
+/// The dashboard of `brewlytics dashboard`.
+const DASHBOARD: Service = Service {
+    name: "dashboard",
+    flag: "--listen",
+    env: "DASHBOARD_LISTEN",
+};
 
 /// Serves the built-in dashboard over `olap` until `stop` turns true.
 pub async fn run_dashboard(

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use brewlytics_support::instance::{Claim, ClaimError};
+use brewlytics_support::listen::{self, Service};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use brewlytics_dashboards::connection::OlapConnection;
@@ -16,6 +18,39 @@ use super::superset::{self, UpArgs};
 use crate::access::Access;
 use crate::cli::{AccessArgs, DbArgs, ReplicateArgs};
 use crate::databases;
+
+const API: Service = Service {
+    name: "API",
+    flag: "--api-listen",
+    env: "API_LISTEN",
+};
+const DASHBOARD: Service = Service {
+    name: "dashboard",
+    flag: "--dashboard-listen",
+    env: "DASHBOARD_LISTEN",
+};
+
+/// `up`'s listeners, bound before anything starts: a taken address stops `up` with one line
+/// and nothing running.
+struct Listeners {
+    api: TcpListener,
+    replicator: TcpListener,
+    dashboard: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(
+        api: SocketAddr,
+        replicator: SocketAddr,
+        dashboard: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            api: listen::bind(api, API).await?,
+            replicator: listen::bind(replicator, super::pipeline::REPLICATOR).await?,
+            dashboard: listen::bind(dashboard, DASHBOARD).await?,
+        })
+    }
+}
 
 pub async fn run(
     db: DbArgs,
@@ -31,27 +66,31 @@ pub async fn run(
     if superset.superset {
         superset::local::preflight(&superset.superset_venv, superset.superset_listen)?;
     }
-    let (cluster, urls, claim) = match (&db.oltp_url, &db.olap_url) {
-        (None, None) => {
-            let claim = match Claim::acquire(&db.data_dir) {
-                Ok(claim) => claim,
-                // Said in one line, as it is: the running instance and what to do.
-                Err(ClaimError::Running(running)) => anyhow::bail!("{running}"),
-                Err(e) => return Err(e.into()),
-            };
-            let (c, u) = databases::start_embedded(&db.data_dir)
-                .await
-                .context("starting the embedded PostgreSQL")?;
-            (Some(c), u, Some(claim))
+    let embedded = db.oltp_url.is_none() && db.olap_url.is_none();
+    let claim = if embedded {
+        match Claim::acquire(&db.data_dir) {
+            Ok(claim) => Some(claim),
+            // Said in one line, as it is: the running instance and what to do.
+            Err(ClaimError::Running(running)) => anyhow::bail!("{running}"),
+            Err(e) => return Err(e.into()),
         }
-        _ => (None, databases::resolve(&db)?, None),
+    } else {
+        None
+    };
+    let listeners = Listeners::bind(api_listen, replicate.listen, dashboard_listen).await?;
+    let (cluster, urls) = if embedded {
+        let (c, u) = databases::start_embedded(&db.data_dir)
+            .await
+            .context("starting the embedded PostgreSQL")?;
+        (Some(c), u)
+    } else {
+        (None, databases::resolve(&db)?)
     };
     let result = serve(
         &urls,
-        api_listen,
+        listeners,
         seed_orders,
         &replicate,
-        dashboard_listen,
         Machine {
             cluster: cluster.as_ref(),
             claim: claim.as_ref(),
@@ -87,10 +126,9 @@ struct Serving<'a> {
 
 async fn serve(
     urls: &databases::Urls,
-    api_listen: SocketAddr,
+    listeners: Listeners,
     seed_orders: u32,
     replicate: &ReplicateArgs,
-    dashboard_listen: SocketAddr,
     machine: Machine<'_>,
     serving: Serving<'_>,
 ) -> anyhow::Result<()> {
@@ -131,10 +169,11 @@ async fn serve(
         false => Some(super::api_key::local_key(&oltp, data_dir).await?),
     };
     drop(oltp);
-    let access = Access::open(access_args, Some(&urls.oltp))?;
+    let access = std::sync::Arc::new(Access::open(access_args, Some(&urls.oltp))?);
     let scheme = access.scheme();
-    let dashboard_listener = super::insights::bind_dashboard(dashboard_listen).await?;
-    let dashboard_addr = dashboard_listener.local_addr()?;
+    let api_addr = listeners.api.local_addr()?;
+    let replicator_addr = listeners.replicator.local_addr()?;
+    let dashboard_addr = listeners.dashboard.local_addr()?;
     let superset = match superset_args.superset {
         false => None,
         true => {
@@ -151,37 +190,52 @@ async fn serve(
     let (tx, rx) = watch::channel(false);
     let cfg = super::daemon_config(urls, replicate, &access);
     let slot = cfg.replicator.slot.clone();
-    let replicator_listen = replicate.listen;
-    let replicator = tokio::spawn(brewlytics_replicator::daemon::run(
-        cfg,
-        brewlytics_replicator::telemetry::Telemetry::new(),
-        rx.clone(),
-    ));
-    let access = std::sync::Arc::new(access);
-    let api = {
+    // The first service to end (with an error, or not) ends `up`.
+    let mut services = tokio::task::JoinSet::new();
+    {
+        let rx = rx.clone();
+        let listener = listeners.replicator;
+        services.spawn(async move {
+            brewlytics_replicator::daemon::run_bound(
+                cfg,
+                Some(listener),
+                brewlytics_replicator::telemetry::Telemetry::new(),
+                rx,
+            )
+            .await
+            .context("replicator stopped")
+        });
+    }
+    {
         let oltp = urls.oltp.clone();
         let rx = rx.clone();
+        let listener = listeners.api;
         let access = access.clone();
-        tokio::spawn(async move {
+        services.spawn(async move {
             let all = &brewlytics_api::Service::ALL;
-            super::pipeline::run_api(&oltp, api_listen, all, &access, rx).await
-        })
-    };
-    let dashboard = {
+            super::pipeline::run_api(&oltp, listener, all, &access, rx)
+                .await
+                .context("api stopped")
+        });
+    }
+    {
         let olap = urls.olap.clone();
         let rx = rx.clone();
+        let listener = listeners.dashboard;
         let access = access.clone();
-        tokio::spawn(async move {
-            super::insights::run_dashboard(&olap, dashboard_listener, &access, rx).await
-        })
-    };
+        services.spawn(async move {
+            super::insights::run_dashboard(&olap, listener, &access, rx)
+                .await
+                .context("dashboard stopped")
+        });
+    }
 
     println!("Brewlytics is up.");
     println!(
-        "  API          {scheme}://{api_listen}   (GET /health, POST /orders, GET /openapi.json)"
+        "  API          {scheme}://{api_addr}   (GET /health, POST /orders, GET /openapi.json)"
     );
     println!(
-        "  Replicator   {scheme}://{replicator_listen}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
+        "  Replicator   {scheme}://{replicator_addr}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
     );
     println!("  Dashboard    {scheme}://{dashboard_addr}   (`brewlytics report --list` for the same figures as CSV)");
     match &key_file {
@@ -189,7 +243,7 @@ async fn serve(
             let file = file.display();
             println!("  API key      every scope, in {file} (mode 0600); the pages ask for it once, the API on every request:");
             println!("                 export BREWLYTICS_API_KEY=\"$(cat {file})\"");
-            println!("                 curl -H \"Authorization: Bearer $BREWLYTICS_API_KEY\" {scheme}://{api_listen}/stores");
+            println!("                 curl -H \"Authorization: Bearer $BREWLYTICS_API_KEY\" {scheme}://{api_addr}/stores");
             println!("               more keys, with fewer scopes: brewlytics api-key create --name NAME --scope SCOPE");
         }
         None => println!("  API key      none: authentication is OFF (--insecure-no-auth)"),
@@ -218,8 +272,8 @@ async fn serve(
     println!("Press Ctrl-C to stop.");
     if let Some(claim) = claim {
         let mut endpoints = vec![
-            ("API", format!("{scheme}://{api_listen}")),
-            ("replicator", format!("{scheme}://{replicator_listen}")),
+            ("API", format!("{scheme}://{api_addr}")),
+            ("replicator", format!("{scheme}://{replicator_addr}")),
             ("dashboard", format!("{scheme}://{dashboard_addr}")),
         ];
         if let Some(s) = &superset {
@@ -230,32 +284,13 @@ async fn serve(
         }
     }
 
-    let mut replicator = replicator;
-    let mut api = api;
-    let mut dashboard = dashboard;
     let outcome = tokio::select! {
         _ = brewlytics_support::shutdown::signal() => Ok(()),
-        r = &mut replicator => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("replicator stopped")),
-            Err(e) => Err(e.into()),
-        },
-        r = &mut api => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.context("api stopped")),
-            Err(e) => Err(e.into()),
-        },
-        r = &mut dashboard => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.context("dashboard stopped")),
-            Err(e) => Err(e.into()),
-        },
+        Some(ended) = services.join_next() => ended.map_err(anyhow::Error::from).and_then(|r| r),
     };
     let _ = tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), async {
-        let _ = (&mut replicator).await;
-        let _ = (&mut api).await;
-        let _ = (&mut dashboard).await;
+        while services.join_next().await.is_some() {}
     })
     .await;
     if let Some(s) = superset {
