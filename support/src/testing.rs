@@ -1,5 +1,9 @@
 //! Test support: one embedded cluster per test binary, one database per test, free ports for
-//! the servers a test starts, and scratch directories.
+//! the servers a test starts, scratch directories, and API keys ([`TestKeys`]).
+
+mod keys;
+
+pub use keys::TestKeys;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -10,8 +10,8 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use brewlytics_api::{router, ApiState, Service};
-use brewlytics_support::auth::{admin, Guard, GuardConfig, KeyStore, LimitConfig, Scope, Scopes};
-use brewlytics_support::testing::TestDb;
+use brewlytics_support::auth::{GuardConfig, LimitConfig, Scope};
+use brewlytics_support::testing::{TestDb, TestKeys};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -34,6 +34,8 @@ pub struct TestApp {
     pub app: Router,
     /// An `admin` key, sent with every request that brings no `authorization` of its own.
     pub admin_key: String,
+    /// The keys of the app's database (`auth.api_keys`).
+    pub keys: TestKeys,
     // dropped last: the database outlives the pool's use
     _db: TestDb,
 }
@@ -74,11 +76,7 @@ impl TestApp {
     async fn build(name: &str, services: &[Service], connections: u32) -> Self {
         // Tests send many refused requests from one (unknown) address on purpose: the
         // failure limit is tested on its own (TestApp::with_limit).
-        let generous = LimitConfig {
-            burst: 1_000_000,
-            per_second: 1_000.0,
-        };
-        Self::build_with(name, services, connections, generous).await
+        Self::build_with(name, services, connections, TestKeys::GENEROUS).await
     }
 
     /// An app whose failure limit is `limit`.
@@ -102,52 +100,32 @@ impl TestApp {
         brewlytics_support::migrate::oltp(&pool)
             .await
             .expect("migrating the test database");
-        let guard = Guard::new(
-            KeyStore::new(pool.clone()),
-            GuardConfig {
-                limit,
-                ..GuardConfig::json("api")
-            },
-        );
+        let keys = TestKeys::on(pool.clone());
+        let guard = keys.guard(GuardConfig {
+            limit,
+            ..GuardConfig::json("api")
+        });
         let state = ApiState::with_guard(pool.clone(), guard);
         let app = router(state.clone(), services);
-        let mut t = Self {
+        let admin_key = keys.key("test-admin", &[Scope::Admin]).await;
+        Self {
             pool,
             state,
             app,
-            admin_key: String::new(),
+            admin_key,
+            keys,
             _db: db,
-        };
-        t.admin_key = t.key("test-admin", &[Scope::Admin]).await;
-        t
+        }
     }
 
-    /// A new key with `scopes`, usable at once (the store is reloaded).
+    /// A new key with `scopes`, usable at once.
     pub async fn key(&self, name: &str, scopes: &[Scope]) -> String {
-        let key = admin::create(&self.pool, name, &Scopes::new(scopes.iter().copied()))
-            .await
-            .expect("creating a test key");
-        self.refresh_keys().await;
-        key.text
+        self.keys.key(name, scopes).await
     }
 
     /// Revokes a key by name, effective at once.
     pub async fn revoke(&self, name: &str) {
-        admin::revoke(&self.pool, name)
-            .await
-            .expect("revoking a test key");
-        self.refresh_keys().await;
-    }
-
-    /// Makes the server read the keys again now.
-    pub async fn refresh_keys(&self) {
-        self.state
-            .guard
-            .store()
-            .expect("the test app checks keys")
-            .refresh()
-            .await
-            .expect("reading the keys");
+        self.keys.revoke(name).await
     }
 
     /// A handle sending requests as this app's tests do (with the admin key), for tasks.
