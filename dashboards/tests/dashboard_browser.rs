@@ -63,13 +63,8 @@ const SIGNED_IN: Duration = Duration::from_secs(30);
 
 /// Types `key` into the login form and submits it.
 fn sign_in(page: &mut Page, key: &str) {
-    page.wait_for("document.getElementById('login-form') !== null", SIGNED_IN)
+    page.submit("login-form", &[("key", key)], SIGNED_IN)
         .unwrap();
-    page.evaluate(&format!(
-        "document.getElementById('key').value = {key:?}; \
-         document.getElementById('login-form').submit(); true"
-    ))
-    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,6 +218,29 @@ impl Page {
         Ok(answer["result"]["value"].clone())
     }
 
+    /// Fills the fields of the form with id `form` (each field by its id) and submits it, as a
+    /// user typing and pressing Enter would (waits for the form first).
+    pub fn submit(
+        &mut self,
+        form: &str,
+        fields: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
+        self.wait_for(
+            &format!("document.getElementById({form:?}) !== null"),
+            timeout,
+        )?;
+        let mut script = String::new();
+        for (id, value) in fields {
+            script.push_str(&format!(
+                "document.getElementById({id:?}).value = {};",
+                serde_json::to_string(value).unwrap_or_default()
+            ));
+        }
+        script.push_str(&format!("document.getElementById({form:?}).submit(); true"));
+        self.evaluate(&script).map(|_| ())
+    }
+
     /// Evaluates `expression` every 250 ms until it is truthy; its last value either way
     /// (`Err(Timeout)` when it never was).
     pub fn wait_for(&mut self, expression: &str, timeout: Duration) -> Result<Value, BrowserError> {
