@@ -4,6 +4,8 @@
 //! keys of other scopes) —, row counts of all eight OLTP tables and a small fixture shop.
 #![allow(dead_code)]
 
+pub mod log;
+
 use std::collections::BTreeMap;
 
 use axum::body::Body;
