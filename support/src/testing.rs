@@ -1,8 +1,11 @@
 //! Test support: one embedded cluster per test binary, one database per test, free ports for
-//! the servers a test starts, scratch directories, and API keys ([`TestKeys`]).
+//! the servers a test starts, scratch directories, API keys ([`TestKeys`]) and TLS
+//! certificates ([`TestCertificate`]).
 
+mod certificate;
 mod keys;
 
+pub use certificate::TestCertificate;
 pub use keys::TestKeys;
 
 use std::path::{Path, PathBuf};
