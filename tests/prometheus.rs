@@ -40,35 +40,48 @@ fn promtool(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn promtool_accepts_the_config_and_the_rules_it_loads() {
-    // promtool reads the API key's file too: the config is checked beside its rules, with
-    // the key's path pointing at a file that exists.
+    // promtool reads the files a config names (the API key, the CA): each config is checked
+    // beside its rules, with those paths pointing at files that exist. prometheus-tls.yml
+    // (docker-compose.tls.yml) is prometheus.yml over HTTPS: the same jobs.
     let scratch = Scratch::new("promtool-config");
     let deploy = prom::deploy_dir();
-    let config = std::fs::read_to_string(deploy.join("prometheus.yml")).unwrap();
-    assert!(config.contains("/etc/prometheus/keys/prometheus"), "{config}");
     let key = scratch.join("prometheus.key");
     std::fs::write(&key, "brw_0123456789abcdef_any").unwrap();
-    let config = config.replace("/etc/prometheus/keys/prometheus", &key.display().to_string());
-    std::fs::write(scratch.join("prometheus.yml"), config).unwrap();
+    let tls = brewlytics_support::testing::TestCertificate::make(&scratch.join("tls"));
     std::fs::copy(deploy.join("alerts.rules.yml"), scratch.join("alerts.rules.yml")).unwrap();
-    let checked = Command::new(prom::promtool())
-        .args(["check", "config", "prometheus.yml"])
-        .current_dir(scratch.path())
-        .output()
-        .expect("running promtool");
-    let (ok, out) = (
-        checked.status.success(),
-        format!(
+    let plain_jobs = prom::scrape_jobs(&std::fs::read_to_string(deploy.join("prometheus.yml")).unwrap());
+    for file in ["prometheus.yml", "prometheus-tls.yml"] {
+        let config = std::fs::read_to_string(deploy.join(file)).unwrap();
+        assert!(config.contains("/etc/prometheus/keys/prometheus"), "{file}");
+        let jobs = prom::scrape_jobs(&config);
+        let summary = |jobs: &[prom::ScrapeJob]| {
+            jobs.iter()
+                .map(|j| format!("{} {} {:?} {:?}", j.name, j.port, j.labels, j.credentials_file))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(summary(&jobs), summary(&plain_jobs), "{file}: the jobs of prometheus.yml");
+        let https = config.lines().filter(|l| l.trim() == "scheme: https").count();
+        assert_eq!(https, if file == "prometheus.yml" { 0 } else { jobs.len() }, "{file}");
+        let config = config
+            .replace("/etc/prometheus/keys/prometheus", &key.display().to_string())
+            .replace("/etc/prometheus/tls/ca.crt", &tls.ca.display().to_string());
+        std::fs::write(scratch.join("prometheus.yml"), config).unwrap();
+        let checked = Command::new(prom::promtool())
+            .args(["check", "config", "prometheus.yml"])
+            .current_dir(scratch.path())
+            .output()
+            .expect("running promtool");
+        let out = format!(
             "{}{}",
             String::from_utf8_lossy(&checked.stdout),
             String::from_utf8_lossy(&checked.stderr)
-        ),
-    );
-    assert!(ok, "promtool check config deploy/prometheus.yml: {out}");
-    assert!(
-        out.contains("alerts.rules.yml") && out.contains("SUCCESS: 1 rule files found"),
-        "deploy/prometheus.yml should load alerts.rules.yml: {out}"
-    );
+        );
+        assert!(checked.status.success(), "promtool check config deploy/{file}: {out}");
+        assert!(
+            out.contains("alerts.rules.yml") && out.contains("SUCCESS: 1 rule files found"),
+            "deploy/{file} should load alerts.rules.yml: {out}"
+        );
+    }
     let (ok, out) = promtool(&["check", "rules", "alerts.rules.yml"]);
     assert!(ok, "promtool check rules deploy/alerts.rules.yml: {out}");
     let rules = alert_rules();
