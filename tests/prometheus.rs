@@ -168,6 +168,7 @@ fn every_alert_is_labelled_documented_and_tested_both_ways() {
         "BrewlyticsSlotLost",
         "BrewlyticsReplicatorErrors",
         "BrewlyticsDeadLetters",
+        "BrewlyticsStarDegraded",
         "BrewlyticsHeartbeatsStale",
         "BrewlyticsApiErrors",
         "BrewlyticsApiLatency",

@@ -15,6 +15,8 @@
 //! - the sinks: `sink/` — the contract every sink keeps, and one module per sink
 //!   (`sink/olap/`: journal, replica, star; `sink/nats/`: JetStream, beside OLAP); a new sink
 //!   is a new module there;
+//! - `star/`: the star schema's inputs bound to source columns by identity, so that schema
+//!   changes of the source are followed by the star or degrade it visibly, never stop it;
 //! - the pipeline that joins them: `pipeline` (a session: reader and applier), `checkpoint`,
 //!   `replay`, `verify`; `load` (the NATS change stream applied to another OLAP database);
 //! - the daemon around it: `daemon/` (leader lock, slot monitor, heartbeats, telemetry,
@@ -52,6 +54,7 @@ pub mod schema;
 pub mod sink;
 pub mod slot;
 pub mod source;
+pub mod star;
 pub mod stream;
 pub mod table;
 pub mod verify;

@@ -26,6 +26,12 @@ pub struct Status {
     pub journal_events: Option<i64>,
     /// Tables being copied while the stream runs (and the last few that were).
     pub backfills: Vec<crate::source::backfill::Progress>,
+    /// Star columns whose source no longer feeds every row, with the LSN and time of the
+    /// change (a dropped source column, a type the star cannot hold, a table dropped …).
+    pub star_degraded: Vec<crate::star::Degraded>,
+    /// Rows the star leaves out (`star_dead_letters`): values its types cannot hold, rows it
+    /// cannot attach.
+    pub star_dead_letters: i64,
     /// Things an operator should act on (no row values).
     pub warnings: Vec<String>,
     /// The NATS change stream, as OLAP records it.
@@ -100,6 +106,7 @@ pub async fn read(
     let backfills = crate::source::backfill::recent(olap, 5).await?;
     let warnings = warnings(olap).await?;
     let nats = nats_status(olap).await?;
+    let (star_degraded, star_dead_letters) = crate::star::store::status(olap).await?;
     let lag_seconds = match (&cp, lag_bytes) {
         (Some(_), Some(b)) if b <= 1024 => Some(0.0),
         (Some(c), Some(_)) => c
@@ -120,6 +127,8 @@ pub async fn read(
         dead_letters,
         journal_events,
         backfills,
+        star_degraded,
+        star_dead_letters,
         warnings,
         nats,
     })
@@ -185,6 +194,7 @@ impl Status {
                 opt(self.last_applied_commit_ts.map(|t| t.to_rfc3339())),
             ),
             ("dead letters", self.dead_letters.to_string()),
+            ("star dead letters", self.star_dead_letters.to_string()),
         ];
         let mut out: String = rows.iter().map(|(k, v)| format!("{k:<20} {v}\n")).collect();
         for b in &self.backfills {
@@ -238,6 +248,12 @@ impl Status {
                     c.ack_floor_stream_seq
                 ));
             }
+        }
+        for d in &self.star_degraded {
+            let at =
+                d.at.map(|t| format!(" ({})", t.to_rfc3339()))
+                    .unwrap_or_default();
+            out.push_str(&format!("{:<20} {}{at}\n", "star degraded", d.message));
         }
         for w in &self.warnings {
             out.push_str(&format!("{:<20} {w}\n", "warning"));

@@ -25,6 +25,7 @@ use crate::daemon::heartbeat::Heartbeats;
 use crate::lsn::Lsn;
 use crate::sink::nats::metrics::{PublisherLive, PublisherMetrics};
 use crate::sink::olap::ApplyStats;
+use crate::star::metrics::StarMetrics;
 
 /// Samples of lag kept for the status page's chart.
 const HISTORY: usize = 600;
@@ -219,6 +220,8 @@ pub struct Telemetry {
     state: Mutex<State>,
     /// The NATS publisher's metrics (`brewlytics_nats_*`, at 0 when not publishing).
     pub nats: Arc<PublisherMetrics>,
+    /// `brewlytics_star_degraded_inputs`.
+    star: StarMetrics,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -370,6 +373,7 @@ impl Telemetry {
             let _ = errors.get_or_create(&KindLabels { kind });
         }
         let nats = Arc::new(PublisherMetrics::register(&mut registry));
+        let star = StarMetrics::register(&mut registry);
         for &status in WAL_STATUSES {
             let _ = wal_status.get_or_create(&StatusLabels {
                 status: status.to_owned(),
@@ -400,6 +404,7 @@ impl Telemetry {
             heartbeat_applied_at,
             heartbeats: Mutex::new(Heartbeats::new(instance)),
             nats,
+            star,
             state: Mutex::new(State {
                 role: Role::Starting,
                 since: Utc::now(),
@@ -508,6 +513,9 @@ impl Telemetry {
         }
         self.transactions.inc_by(transactions);
         self.dead_letters.inc_by(stats.dead_letters as u64);
+        if let Some(star) = &stats.star {
+            self.star.set(star);
+        }
         self.batch_seconds.observe(elapsed.as_secs_f64());
         self.checkpoint(checkpoint);
         let mut s = lock(&self.state);
@@ -708,6 +716,7 @@ mod tests {
                     (Arc::from("orders"), Op::Insert, 2),
                     (Arc::from("order_items"), Op::Delete, 1),
                 ],
+                ..Default::default()
             },
             2,
             Duration::from_millis(12),
@@ -786,6 +795,7 @@ mod tests {
                 events: 2,
                 dead_letters: 0,
                 by_table: vec![(Arc::from("orders"), Op::Insert, 2)],
+                ..Default::default()
             },
             1,
             Duration::from_millis(3),

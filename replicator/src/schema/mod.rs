@@ -186,6 +186,12 @@ impl Tracker {
         let recreated = before
             .as_ref()
             .is_some_and(|b| b.oid != 0 && b.oid != rel.id);
+        // The catalog has moved on (a change later in the stream) but the Relation message is
+        // the table as the replica has it: its columns keep their attnums, so that the change
+        // to come is read exactly.
+        if let Some(b) = before.as_deref().filter(|_| info.is_none() && !recreated) {
+            keep_attnums(&mut after, b);
+        }
         let know = Knowledge {
             exact: info.is_some() && !recreated,
             defaulted: info
@@ -464,6 +470,21 @@ pub async fn describe(
     })
 }
 
+/// `after` takes the attnums of `before` when its columns are `before`'s (names, types).
+fn keep_attnums(after: &mut SourceTable, before: &SourceTable) {
+    let same = after.columns.len() == before.columns.len()
+        && after
+            .columns
+            .iter()
+            .zip(&before.columns)
+            .all(|(a, b)| a.name == b.name && a.type_oid == b.type_oid && a.typmod == b.typmod);
+    if same {
+        for (a, b) in after.columns.iter_mut().zip(&before.columns) {
+            a.attnum = a.attnum.or(b.attnum);
+        }
+    }
+}
+
 /// Whether the catalog's published columns are the Relation message's (names, types).
 pub fn matches(rel: &RelationBody, t: &CatalogTable) -> bool {
     let cols: Vec<_> = t.published_columns().collect();
@@ -542,6 +563,25 @@ mod tests {
                 olap_type: "integer".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_relation_as_the_replica_has_it_keeps_its_attnums() {
+        let before = crate::table::fixtures::products();
+        let mut after = before.clone();
+        for c in &mut after.columns {
+            c.attnum = None;
+        }
+        keep_attnums(&mut after, &before);
+        assert_eq!(after, before);
+        let mut renamed = before.clone();
+        renamed.columns[1].name = "title".into();
+        renamed.columns[1].attnum = None;
+        keep_attnums(&mut renamed, &before);
+        assert_eq!(
+            renamed.columns[1].attnum, None,
+            "another shape: nothing is assumed"
+        );
     }
 
     #[test]

@@ -12,6 +12,19 @@ use crate::table::{ident, Column, SourceTable, REPLICA_SCHEMA};
 /// Every table the replica mirrors: from `cdc_tables`, and replica tables made before it
 /// existed (their columns read from OLAP's catalog; attnums unknown until the source is read).
 pub async fn load(conn: &mut PgConnection) -> Result<Vec<SourceTable>, sqlx::Error> {
+    load_tables(conn, false).await
+}
+
+/// [`load`], with the tables no longer published (their replica is kept): replay reads their
+/// changes too.
+pub async fn load_all(conn: &mut PgConnection) -> Result<Vec<SourceTable>, sqlx::Error> {
+    load_tables(conn, true).await
+}
+
+async fn load_tables(
+    conn: &mut PgConnection,
+    unpublished: bool,
+) -> Result<Vec<SourceTable>, sqlx::Error> {
     type Row = (
         String,
         String,
@@ -25,8 +38,9 @@ pub async fn load(conn: &mut PgConnection) -> Result<Vec<SourceTable>, sqlx::Err
     let rows: Vec<Row> = sqlx::query_as(
         "select source_schema, source_table, source_oid, replica_table, columns, key_columns,
                 identity::text, publication
-         from cdc_tables where published",
+         from cdc_tables where published or $1",
     )
+    .bind(unpublished)
     .fetch_all(&mut *conn)
     .await?;
     let mut tables = Vec::new();

@@ -43,6 +43,8 @@ pub async fn sync(
         {
             tracing::info!(table = %format!("{s}.{t}"),
                 "table removed from the publication: no longer mirrored, its replica is kept as it is");
+            let dropped = source::table_by_name(oltp, s, t).await?.is_none();
+            crate::star::store::table_gone(olap, s, t, dropped).await?;
         }
     }
     Ok(changed)

@@ -253,7 +253,7 @@ async fn prepare_jobs(
                 .await
                 .map_err(SnapshotError::Source)?,
         );
-        prepare_replica(w, &table).await?;
+        prepare_replica(w, &table, ctx.lsn).await?;
         let schema_event = Change::new(
             ctx,
             *seq,
@@ -462,9 +462,15 @@ async fn import_snapshot(source: &mut PgConnection, snapshot: &str) -> Result<()
 }
 
 /// The replica table made (or reconciled) for `t`, emptied, without its primary key while
-/// the rows load; `cdc_tables` updated.
-async fn prepare_replica(w: &mut OlapWriter, t: &SourceTable) -> Result<(), ApplyError> {
+/// the rows load; `cdc_tables` updated; the star's input of it bound to it as of `lsn`.
+async fn prepare_replica(w: &mut OlapWriter, t: &SourceTable, lsn: Lsn) -> Result<(), ApplyError> {
+    let at = crate::star::At {
+        lsn: Some(lsn),
+        time: None,
+    };
+    let star = w.star_before_ddl(None, t, at).await?;
     store::apply_steps(w.conn(), t, &[Step::CreateTable]).await?;
+    w.star_after_ddl(star).await?;
     sqlx::query(&format!("truncate {}", t.replica_ident()))
         .execute(w.conn())
         .await?;

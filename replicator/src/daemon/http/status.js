@@ -80,6 +80,11 @@ function render(doc) {
   const err = live.last_error;
   $("error").textContent = doc.error ? doc.error : err ? `${err.at} [${err.kind}] ${err.message}` : "none";
   $("error").className = doc.error || err ? "bad" : "legend";
+  // Star columns whose source no longer feeds every row (one line each, as `status` says it).
+  const degraded = (doc.star_degraded || []).map((d) => d.message + (d.at ? ` (${d.at})` : ""));
+  $("star-degraded").textContent = degraded.length ? degraded.join("\n") : "none degraded";
+  $("star-degraded").className = degraded.length ? "warn lines" : "legend";
+  text("star-dead-letters", doc.star_dead_letters);
   renderNats(live.nats);
   chart(hist);
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();

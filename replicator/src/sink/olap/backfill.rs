@@ -252,7 +252,7 @@ pub async fn replace_range(
         return Ok(());
     }
     let star = w.star_sources().await?;
-    let is_star = t.schema.as_ref() == "public" && star.iter().any(|n| n == t.replica.as_ref());
+    let is_star = star.iter().any(|n| n == t.replica.as_ref());
     w.ensure_stage(t).await?;
     if is_star {
         for name in &star {
@@ -308,6 +308,8 @@ pub async fn replace_range(
     .execute(w.conn())
     .await?;
     if is_star {
+        // (copied rows: no insert times to keep; rows the star cannot read are listed)
+        w.star_note_batch(&[]).await?;
         w.star_call("select star_before()").await?;
     }
     for sql in merge::merge_sql(t, true) {

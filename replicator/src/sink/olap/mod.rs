@@ -14,6 +14,7 @@ pub mod encode;
 pub mod journal;
 pub mod merge;
 pub mod stage;
+pub mod star_inputs;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -122,6 +123,8 @@ pub struct ApplyStats {
     pub dead_letters: usize,
     /// (table, op) → changes.
     pub by_table: Vec<(Arc<str>, Op, u64)>,
+    /// The star's inputs, read after a batch that changed them (or now and then).
+    pub star: Option<crate::star::metrics::StarReading>,
 }
 
 /// A connection to OLAP that batches are applied through. Stage tables are temporary tables
@@ -135,8 +138,11 @@ pub struct OlapWriter {
     stages: HashMap<String, Option<Arc<SourceTable>>>,
     /// Stage tables written in the open transaction (emptied before they are used again).
     dirty: HashSet<String>,
-    /// The star's source tables (replica names), once read; empty when OLAP has no star.
-    star: Option<Vec<String>>,
+    /// The star's inputs in this session.
+    star: star_inputs::StarInputs,
+    /// Replay: schema changes are carried out on the replica but neither recorded in
+    /// `cdc_tables` (it holds the current shapes) nor followed by a copy.
+    replaying: bool,
     /// A source transaction applied in chunks: its star work is gathered (the stage rows of
     /// star sources, in `pg_temp.acc_<table>`) and done once, with its last chunk — so an
     /// order whose lines arrive in a later chunk still takes the fast path for new orders.
@@ -162,7 +168,8 @@ impl OlapWriter {
             in_tx: false,
             stages: HashMap::new(),
             dirty: HashSet::new(),
-            star: None,
+            star: Default::default(),
+            replaying: false,
             deferring: false,
             acc: HashMap::new(),
             acc_rows: 0,
@@ -178,6 +185,11 @@ impl OlapWriter {
 
     pub fn in_transaction(&self) -> bool {
         self.in_tx
+    }
+
+    /// Replay's writer: see [`OlapWriter::replaying`].
+    pub fn set_replaying(&mut self) {
+        self.replaying = true;
     }
 
     /// Changes applied in the open transaction so far.
@@ -202,13 +214,18 @@ impl OlapWriter {
         // re-checked row by row. The refresh inserts every dimension member (inferred if
         // need be) before the facts that name it, so they hold by construction — the crash
         // drills check it.
+        //
+        // Every batch holds the replica gate shared: `replay` takes it alone before it empties
+        // and rebuilds the replica, so a batch never waits for replay on one table while
+        // replay waits for it on another (a deadlock one of them would lose).
         sqlx::query(
             "select set_config('synchronous_commit', 'on', true),
                     set_config('intervalstyle', 'postgres', true),
                     set_config('datestyle', 'ISO, MDY', true),
                     set_config('client_min_messages', 'warning', true),
                     case when has_parameter_privilege('session_replication_role', 'SET')
-                         then set_config('session_replication_role', 'replica', true) end",
+                         then set_config('session_replication_role', 'replica', true) end,
+                    pg_advisory_xact_lock_shared(hashtext('brewlytics replica'))",
         )
         .execute(&mut self.conn)
         .await?;
@@ -280,9 +297,9 @@ impl OlapWriter {
                     self.finish_star().await?;
                     self.apply_truncate(t).await?
                 }
-                Segment::Schema(s, pos) => {
+                Segment::Schema(s, pos, ts) => {
                     self.finish_star().await?;
-                    self.apply_schema(s, *pos).await?
+                    self.apply_schema(s, *pos, *ts).await?
                 }
                 Segment::Backfill(m, pos) => {
                     self.finish_star().await?;
@@ -308,7 +325,9 @@ impl OlapWriter {
         sqlx::query("commit").execute(&mut self.conn).await?;
         self.in_tx = false;
         self.dirty.clear();
-        Ok(std::mem::take(&mut self.totals))
+        let mut stats = std::mem::take(&mut self.totals);
+        stats.star = self.star_committed().await;
+        Ok(stats)
     }
 
     /// Commits without moving any checkpoint (replay).
@@ -341,15 +360,15 @@ impl OlapWriter {
         self.acc.clear();
         self.acc_rows = 0;
         self.totals = ApplyStats::default();
+        self.star_rolled_back();
         Ok(())
     }
 
     pub async fn apply_rows(&mut self, stages: &[Stage]) -> Result<(), ApplyError> {
         let star = self.star_sources().await?;
-        let touches_star = stages.iter().any(|s| {
-            s.table.schema.as_ref() == "public"
-                && star.iter().any(|n| n == s.table.replica.as_ref())
-        });
+        let touches_star = stages
+            .iter()
+            .any(|s| star.iter().any(|n| n == s.table.replica.as_ref()));
         let mut dead: Vec<bool> = Vec::with_capacity(stages.len());
         for s in stages {
             self.ensure_stage(&s.table).await?;
@@ -375,6 +394,7 @@ impl OlapWriter {
             }
         }
         if touches_star {
+            self.star_note_batch(stages).await?;
             self.star_call("select star_before()").await?;
         }
         for s in stages {
@@ -398,7 +418,7 @@ impl OlapWriter {
         let star = self.star_sources().await?;
         for s in stages {
             let t = &s.table;
-            if t.schema.as_ref() != "public" || !star.iter().any(|n| n == t.replica.as_ref()) {
+            if !star.iter().any(|n| n == t.replica.as_ref()) {
                 continue;
             }
             let stage = format!("pg_temp.{}", ident(&stage_name(t)));
@@ -583,53 +603,14 @@ impl OlapWriter {
     }
 
     pub async fn star_call(&mut self, sql: &str) -> Result<(), ApplyError> {
-        sqlx::query("savepoint star")
-            .execute(&mut self.conn)
-            .await?;
-        match sqlx::query(sql).execute(&mut self.conn).await {
-            Ok(_) => {
-                sqlx::query("release savepoint star")
-                    .execute(&mut self.conn)
-                    .await?;
-                Ok(())
+        match self.star_try(sql).await? {
+            Err(e) if star_inputs::lost_view(&e) => {
+                // Another session (a replay) dropped what this session's input views read.
+                self.star_views_again().await?;
+                self.star_try(sql).await?.map_err(star_inputs::star_error)
             }
-            Err(e) if redact::classify(&e) == Class::Transient => Err(e.into()),
-            Err(e) => Err(ApplyError::Star(redact::db_error(&e))),
+            r => r.map_err(star_inputs::star_error),
         }
-    }
-
-    /// The star's source tables, read once per connection (empty without a star).
-    pub async fn star_sources(&mut self) -> Result<Vec<String>, ApplyError> {
-        if let Some(s) = &self.star {
-            return Ok(s.clone());
-        }
-        let exists: bool = sqlx::query_scalar(
-            "select to_regprocedure('star_sources()') is not null
-                and to_regprocedure('star_before()') is not null",
-        )
-        .fetch_one(&mut self.conn)
-        .await?;
-        let names: Vec<String> = if exists {
-            let names: Vec<String> = sqlx::query_scalar("select unnest(star_sources())")
-                .fetch_all(&mut self.conn)
-                .await?;
-            // The star needs each of its sources mirrored.
-            let mirrored: i64 = sqlx::query_scalar(
-                "select count(*) from unnest($1::text[]) n where to_regclass('replica.' || quote_ident(n)) is not null",
-            )
-            .bind(&names)
-            .fetch_one(&mut self.conn)
-            .await?;
-            if mirrored as usize == names.len() {
-                names
-            } else {
-                Vec::new()
-            }
-        } else {
-            Vec::new()
-        };
-        self.star = Some(names.clone());
-        Ok(names)
     }
 
     /// Makes the stage table of `t` exist with `t`'s shape, and empty.
@@ -637,40 +618,18 @@ impl OlapWriter {
         let name = stage_name(t);
         let current = matches!(self.stages.get(&name), Some(Some(s)) if s.same_shape(t));
         if !current {
-            let sql = format!("drop table if exists pg_temp.{}", ident(&name));
+            let sql = format!("drop table if exists pg_temp.{} cascade", ident(&name));
             sqlx::query(&sql).execute(&mut self.conn).await?;
             sqlx::query(&stage::create_sql(t))
                 .execute(&mut self.conn)
                 .await?;
             self.stages.insert(name.clone(), Some(t.clone()));
+            self.star_stage_view(&t.replica, &name).await?;
         } else if self.dirty.contains(&name) {
             let sql = format!("truncate pg_temp.{}", ident(&name));
             sqlx::query(&sql).execute(&mut self.conn).await?;
         }
         self.dirty.insert(name);
-        Ok(())
-    }
-
-    /// An empty stage table for a star source the batch did not touch.
-    pub async fn ensure_star_stage(&mut self, replica: &str) -> Result<(), ApplyError> {
-        let name = format!("stage_{replica}");
-        if !self.stages.contains_key(&name) {
-            let drop = format!("drop table if exists pg_temp.{}", ident(&name));
-            sqlx::query(&drop).execute(&mut self.conn).await?;
-            let sql = format!(
-                "create temp table {} (_cdc_pos integer, _cdc_op \"char\", _cdc_last boolean,
-                     _cdc_new boolean, _cdc_keep text[], _cdc_n integer, _cdc_ts timestamptz,
-                     like replica.{}) on commit delete rows",
-                ident(&name),
-                ident(replica)
-            );
-            sqlx::query(&sql).execute(&mut self.conn).await?;
-            self.stages.insert(name.clone(), None);
-        } else if self.dirty.contains(&name) {
-            let sql = format!("truncate pg_temp.{}", ident(&name));
-            sqlx::query(&sql).execute(&mut self.conn).await?;
-            self.dirty.remove(&name);
-        }
         Ok(())
     }
 
@@ -783,16 +742,28 @@ impl OlapWriter {
     pub async fn apply_truncate(&mut self, t: &Arc<SourceTable>) -> Result<(), ApplyError> {
         let sql = format!("truncate {}", t.replica_ident());
         sqlx::query(&sql).execute(&mut self.conn).await?;
-        let star = self.star_sources().await?;
-        if t.schema.as_ref() == "public" && star.iter().any(|n| n == t.replica.as_ref()) {
+        if self.is_star_source(t).await? {
             self.star_call("select star_refresh_all()").await?;
         }
         Ok(())
     }
 
-    /// The replica follows a schema change; a copy of the table is requested if needed.
-    async fn apply_schema(&mut self, s: &SchemaChange, pos: Pos) -> Result<(), ApplyError> {
+    /// The replica follows a schema change; a copy of the table is requested if needed. The
+    /// star's input of the table follows it around the replica's DDL (crate::star).
+    async fn apply_schema(
+        &mut self,
+        s: &SchemaChange,
+        pos: Pos,
+        commit_ts: i64,
+    ) -> Result<(), ApplyError> {
         let table = s.after.qualified_source();
+        let at = crate::star::At {
+            lsn: Some(pos.lsn),
+            time: crate::decode::pg_timestamp_to_chrono(commit_ts),
+        };
+        let star = self
+            .star_before_ddl(s.before.as_deref(), &s.after, at)
+            .await?;
         let ddl = async {
             sqlx::query("savepoint ddl").execute(&mut self.conn).await?;
             crate::schema::store::apply_steps(&mut self.conn, &s.after, &s.steps).await?;
@@ -810,6 +781,10 @@ impl OlapWriter {
                 table,
                 error: redact::db_error(&e),
             });
+        }
+        self.star_after_ddl(star).await?;
+        if self.replaying {
+            return Ok(());
         }
         let renamed_from = s
             .before
