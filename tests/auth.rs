@@ -156,47 +156,25 @@ async fn up_over_https_with_keys_and_no_key_anywhere_it_should_not_be() {
     ]);
     let till = till.trim().to_owned();
     let wrong = format!("{}{}", &till[..21], &key[21..]);
-    assert_eq!(
-        get(
-            &c,
-            &format!("{api}/orders/{}", uuid::Uuid::nil()),
-            Some(&till)
-        )
-        .await
-        .status,
-        404
-    );
-    assert_eq!(
-        get(&c, &format!("{api}/stores"), Some(&till)).await.status,
-        403
-    );
-    assert_eq!(
-        get(&c, &format!("{repl}/metrics"), Some(&till))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        get(&c, &format!("{api}/stores"), Some(&wrong)).await.status,
-        401
-    );
+    let order = format!("{api}/orders/{}", uuid::Uuid::nil());
+    let (stores, metrics) = (format!("{api}/stores"), format!("{repl}/metrics"));
+    // orders:write reads orders (an unknown one: 404), not the catalog; ops:read the metrics.
+    for (url, key, status) in [
+        (&order, &till, 404),
+        (&stores, &till, 403),
+        (&metrics, &till, 200),
+        (&stores, &wrong, 401),
+    ] {
+        assert_eq!(get(&c, url, Some(key)).await.status, status, "{url}");
+    }
     cli(&["api-key", "revoke", "till-1"]);
-    assert_eq!(
-        get(&c, &format!("{repl}/metrics"), Some(&till))
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        get(
-            &c,
-            &format!("{api}/orders/{}", uuid::Uuid::nil()),
-            Some(&till)
-        )
-        .await
-        .status,
-        401
-    );
+    for url in [&order, &stores, &metrics] {
+        assert_eq!(
+            get(&c, url, Some(&till)).await.status,
+            401,
+            "{url} after revoke"
+        );
+    }
 
     // The marker search: the secrets of every key used, in nothing that can be read.
     let mut readable = vec![
@@ -232,4 +210,54 @@ async fn up_over_https_with_keys_and_no_key_anywhere_it_should_not_be() {
             assert!(!text.contains(secret), "a key's secret is in {what}");
         }
     }
+}
+
+#[test]
+fn the_keys_are_never_published() {
+    let c = harness::Clusters::start();
+    let psql = |sql: &str| c.oltp.psql("coffee_oltp", sql);
+    // An OLTP whose publication takes every table: the keys would go with it.
+    psql("create publication everything for all tables").unwrap();
+    let out = c.command(&["migrate"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "migrate let the keys be published");
+    assert!(
+        stderr.contains("publish the API keys") && stderr.contains("everything"),
+        "{stderr}"
+    );
+    psql("drop publication everything").unwrap();
+    c.prepare(5);
+    // Once migrated (as a superuser), no publication may start to publish them.
+    let refused = psql("create publication everything for all tables").unwrap_err();
+    assert!(
+        refused.to_string().contains("would publish the API keys")
+            || refused.to_string().contains("publish the API keys"),
+        "{refused}"
+    );
+    // Without the event trigger (a migration run by a non-superuser), the replicator refuses
+    // to stream such a publication.
+    psql("drop event trigger brewlytics_keys_unpublished").unwrap();
+    psql("create publication everything for all tables").unwrap();
+    let line = {
+        let out = c
+            .command(&["replicate", "--publication", "everything"])
+            .env("REPLICATOR_LISTEN", harness::free_addr())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the replicator streamed the keys");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(
+        line.contains("publish the API keys (auth.api_keys)") && line.contains("everything"),
+        "{line}"
+    );
+    // Nothing of the keys reached OLAP.
+    let olap_tables = c
+        .olap
+        .psql(
+            "coffee_olap",
+            "select count(*) from pg_tables where tablename = 'api_keys'",
+        )
+        .unwrap();
+    assert_eq!(olap_tables.trim(), "0", "{olap_tables}");
 }

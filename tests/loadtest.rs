@@ -73,7 +73,10 @@ fn a_short_load_test_reports_requests_and_freshness() {
     let out = Command::new(BIN)
         .args(["loadtest", "--no-freshness", "--duration", "2s"])
         .args(["--api", &format!("http://{api}")])
-        .env("BREWLYTICS_API_KEY", "brw_0123456789abcdef_wrongwrongwrongwrongwrongwrongwrongwrongwro")
+        .env(
+            "BREWLYTICS_API_KEY",
+            "brw_0123456789abcdef_wrongwrongwrongwrongwrongwrongwrongwrongwro",
+        )
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -48,22 +48,50 @@ fn promtool_accepts_the_config_and_the_rules_it_loads() {
     let key = scratch.join("prometheus.key");
     std::fs::write(&key, "brw_0123456789abcdef_any").unwrap();
     let tls = brewlytics_support::testing::TestCertificate::make(&scratch.join("tls"));
-    std::fs::copy(deploy.join("alerts.rules.yml"), scratch.join("alerts.rules.yml")).unwrap();
-    let plain_jobs = prom::scrape_jobs(&std::fs::read_to_string(deploy.join("prometheus.yml")).unwrap());
+    std::fs::copy(
+        deploy.join("alerts.rules.yml"),
+        scratch.join("alerts.rules.yml"),
+    )
+    .unwrap();
+    let plain_jobs =
+        prom::scrape_jobs(&std::fs::read_to_string(deploy.join("prometheus.yml")).unwrap());
     for file in ["prometheus.yml", "prometheus-tls.yml"] {
         let config = std::fs::read_to_string(deploy.join(file)).unwrap();
         assert!(config.contains("/etc/prometheus/keys/prometheus"), "{file}");
         let jobs = prom::scrape_jobs(&config);
         let summary = |jobs: &[prom::ScrapeJob]| {
             jobs.iter()
-                .map(|j| format!("{} {} {:?} {:?}", j.name, j.port, j.labels, j.credentials_file))
+                .map(|j| {
+                    format!(
+                        "{} {} {:?} {:?}",
+                        j.name, j.port, j.labels, j.credentials_file
+                    )
+                })
                 .collect::<Vec<_>>()
         };
-        assert_eq!(summary(&jobs), summary(&plain_jobs), "{file}: the jobs of prometheus.yml");
-        let https = config.lines().filter(|l| l.trim() == "scheme: https").count();
-        assert_eq!(https, if file == "prometheus.yml" { 0 } else { jobs.len() }, "{file}");
+        assert_eq!(
+            summary(&jobs),
+            summary(&plain_jobs),
+            "{file}: the jobs of prometheus.yml"
+        );
+        let https = config
+            .lines()
+            .filter(|l| l.trim() == "scheme: https")
+            .count();
+        assert_eq!(
+            https,
+            if file == "prometheus.yml" {
+                0
+            } else {
+                jobs.len()
+            },
+            "{file}"
+        );
         let config = config
-            .replace("/etc/prometheus/keys/prometheus", &key.display().to_string())
+            .replace(
+                "/etc/prometheus/keys/prometheus",
+                &key.display().to_string(),
+            )
             .replace("/etc/prometheus/tls/ca.crt", &tls.ca.display().to_string());
         std::fs::write(scratch.join("prometheus.yml"), config).unwrap();
         let checked = Command::new(prom::promtool())
@@ -76,7 +104,10 @@ fn promtool_accepts_the_config_and_the_rules_it_loads() {
             String::from_utf8_lossy(&checked.stdout),
             String::from_utf8_lossy(&checked.stderr)
         );
-        assert!(checked.status.success(), "promtool check config deploy/{file}: {out}");
+        assert!(
+            checked.status.success(),
+            "promtool check config deploy/{file}: {out}"
+        );
         assert!(
             out.contains("alerts.rules.yml") && out.contains("SUCCESS: 1 rule files found"),
             "deploy/{file} should load alerts.rules.yml: {out}"
@@ -281,14 +312,25 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
     // that holds ops:read and nothing else.
     let key_file = scratch.join("prometheus.key");
     let made = std::process::Command::new(env!("CARGO_BIN_EXE_brewlytics"))
-        .args(["api-key", "create", "--name", "prometheus", "--scope", "ops:read"])
+        .args([
+            "api-key",
+            "create",
+            "--name",
+            "prometheus",
+            "--scope",
+            "ops:read",
+        ])
         .arg("--data-dir")
         .arg(scratch.join("brewlytics"))
         .env_remove("OLTP_DATABASE_URL")
         .env_remove("OLAP_DATABASE_URL")
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     std::fs::write(&key_file, &made.stdout).unwrap();
     let config = prom::test_config(
         &jobs,
@@ -317,8 +359,14 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
     let (status, body) = http(&api, "POST", "/orders", Some(order)).expect("the API answers");
     assert_eq!(status, 201, "POST /orders: {body}");
     // And a wrong key, refused and counted.
-    let wrong = harness::exchange(&api, "GET", "/stores", &[("Authorization", "Bearer brw_wrong")], None)
-        .expect("the API answers");
+    let wrong = harness::exchange(
+        &api,
+        "GET",
+        "/stores",
+        &[("Authorization", "Bearer brw_wrong")],
+        None,
+    )
+    .expect("the API answers");
     assert_eq!(wrong.status, 401);
 
     // Both jobs scraped successfully.

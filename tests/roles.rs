@@ -316,7 +316,11 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
         pool.close().await;
         key.text
     };
-    allowed(&mut api, "select id, scopes, secret_hash, revoked_at from auth.api_keys").await;
+    allowed(
+        &mut api,
+        "select id, scopes, secret_hash, revoked_at from auth.api_keys",
+    )
+    .await;
     allowed(&mut api, "update auth.api_keys set last_used_at = now()").await;
     denied(
         &mut api,
@@ -351,8 +355,16 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
     denied(&mut repl, "select * from _sqlx_migrations").await;
     denied(&mut repl, "create table evil (x int)").await;
     denied(&mut repl, "create temporary table evil (x int)").await;
-    allowed(&mut repl, "select id, scopes, secret_hash, revoked_at from auth.api_keys").await;
-    denied(&mut repl, "update auth.api_keys set scopes = array['admin']").await;
+    allowed(
+        &mut repl,
+        "select id, scopes, secret_hash, revoked_at from auth.api_keys",
+    )
+    .await;
+    denied(
+        &mut repl,
+        "update auth.api_keys set scopes = array['admin']",
+    )
+    .await;
     denied(&mut repl, "delete from auth.api_keys").await;
     // What the replicator runs besides the COPY: slot and lag reads, heartbeats.
     allowed(&mut repl, "select * from pg_replication_slots").await;
@@ -477,7 +489,10 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
     let api_order = answer["id"].as_str().expect("an order id").to_owned();
     // The replicator, as brewlytics_replication, checks the same key.
     let (status, doc) = http(&repl_addr, "GET", "/status", None).expect("the replicator answers");
-    assert_eq!(status, 200, "GET /status checked by brewlytics_replication: {doc}");
+    assert_eq!(
+        status, 200,
+        "GET /status checked by brewlytics_replication: {doc}"
+    );
     poll_count(
         &mut replicator,
         secrets,

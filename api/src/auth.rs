@@ -1,15 +1,13 @@
-//! Which scope each route needs ([`access`]), and the middleware that checks it before any
-//! handler runs ([`gate`]): a request refused here reads and writes nothing. The OpenAPI
+//! Which scope each route needs ([`access`]), checked before any handler runs by the shared
+//! middleware ([`brewlytics_support::auth::route_gate`]): a request refused there reads and
+//! writes nothing. The OpenAPI
 //! document is written from the same table ([`crate::openapi`]), so it cannot say otherwise.
 //!
 //! The checking itself (keys, the failure limit, the answers) is shared with the dashboard and
 //! the replicator: [`brewlytics_support::auth`].
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
-use brewlytics_support::auth::{Access, Guard, Scope};
+use brewlytics_support::auth::{Access, Scope};
 
 /// What a route (its template, as the router matched it) needs for `method`. A route this
 /// table does not name needs `admin`: a route added without a line here is closed, not open.
@@ -29,16 +27,6 @@ pub fn access(method: &Method, route: &str) -> Access {
         _ => Scope::Admin,
     };
     Access::Json(scope)
-}
-
-/// The middleware: the matched route's [`access`], checked by the server's [`Guard`]. A
-/// request no route matched goes on to the 404.
-pub(crate) async fn gate(State(guard): State<Guard>, req: Request, next: Next) -> Response {
-    let access = match req.extensions().get::<MatchedPath>() {
-        Some(route) => access(req.method(), route.as_str()),
-        None => Access::Open,
-    };
-    guard.gate(access, req, next).await
 }
 
 #[cfg(test)]

@@ -165,8 +165,8 @@ pub fn router(state: ApiState, services: &[Service]) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn_with_state(
-            state.guard.clone(),
-            auth::gate,
+            state.guard.by_route(auth::access),
+            brewlytics_support::auth::route_gate,
         ))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),

@@ -69,7 +69,10 @@ pub fn router(pool: PgPool, guard: Guard) -> Router {
         .route("/api/summary", get(summary))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .layer(middleware::from_fn_with_state(guard.clone(), access::gate))
+        .layer(middleware::from_fn_with_state(
+            guard.by_route(access::access),
+            brewlytics_support::auth::route_gate,
+        ))
         .merge(guard.login_routes())
         .layer(brewlytics_support::web::security_headers(
             brewlytics_support::web::PAGE_POLICY,

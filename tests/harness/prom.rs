@@ -49,14 +49,7 @@ fn find_binary(var: &str, name: &str) -> PathBuf {
 
 /// Percent-encodes a query-string value.
 pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    brewlytics_support::web::percent_encode(s)
 }
 
 /// An instant query through Prometheus's HTTP API: each series' labels and value (NaN and

@@ -70,7 +70,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/ready", get(ready))
         .route("/status", get(status_doc))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(guard.clone(), access::gate))
+        .layer(middleware::from_fn_with_state(
+            guard.by_route(access::access),
+            brewlytics_support::auth::route_gate,
+        ))
         .merge(guard.login_routes())
         .layer(brewlytics_support::web::security_headers(
             brewlytics_support::web::PAGE_POLICY,

@@ -17,9 +17,10 @@ create or replace trigger api_keys_changed
     on auth.api_keys
     for each statement execute function auth.api_keys_changed();
 
--- The keys never leave OLTP. A publication that publishes them (`FOR ALL TABLES` does) stops
--- the migration here, with the fix.
-do $do$
+-- The keys never leave OLTP: this refuses, with the fix, while any publication publishes them
+-- (`FOR ALL TABLES` does).
+create or replace function auth.refuse_published_keys() returns void
+language plpgsql stable set search_path = pg_catalog as $$
 declare
     publishing text;
 begin
@@ -30,7 +31,10 @@ begin
             using hint = 'publish the tables by name (ALTER PUBLICATION … SET TABLE …) or by schema (FOR TABLES IN SCHEMA public) instead of FOR ALL TABLES';
     end if;
 end
-$do$;
+$$;
+
+-- A publication that publishes them already stops the migration here.
+select auth.refuse_published_keys();
 
 -- And none may start to: an event trigger refuses a CREATE or ALTER PUBLICATION that would
 -- publish them (event triggers need a superuser; without one, the replicator's check before
@@ -44,15 +48,8 @@ begin
 
     create or replace function auth.keep_keys_unpublished() returns event_trigger
     language plpgsql security definer set search_path = pg_catalog as $fn$
-    declare
-        publishing text;
     begin
-        select string_agg(distinct pubname, ', ' order by pubname) into publishing
-        from pg_publication_tables where schemaname = 'auth';
-        if publishing is not null then
-            raise exception 'publication(s) % would publish the API keys (auth.api_keys), which must never leave the OLTP database', publishing
-                using hint = 'publish the tables by name or FOR TABLES IN SCHEMA public instead of FOR ALL TABLES';
-        end if;
+        perform auth.refuse_published_keys();
     end
     $fn$;
 

@@ -28,7 +28,7 @@ pub mod session;
 pub mod store;
 
 pub use client::IpNet;
-pub use guard::{Access, Guard, GuardConfig, PeerAddr};
+pub use guard::{route_gate, Access, AccessTable, Guard, GuardConfig, PeerAddr, RouteGate};
 pub use limit::LimitConfig;
 pub use scope::{Scope, Scopes};
 pub use store::{KeyStore, Principal};
