@@ -1,5 +1,6 @@
-//! The flags of every command that serves HTTP (`up`, `api`, `replicate`, `dashboard`): TLS,
-//! trusted proxies, and the one switch that turns authentication off; and `api-key`'s.
+//! The flags of every command that serves HTTP (`up`, `api`, `replicate`, `dashboard`,
+//! `load`): TLS, trusted proxies, and the one switch that turns authentication off; and
+//! `api-key`'s.
 
 use std::path::PathBuf;
 

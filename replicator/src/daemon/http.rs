@@ -192,20 +192,21 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         .into_response()
 }
 
-/// Serves [`loader_router`] on `listener` until `stop`.
+/// Serves [`loader_router`] on `endpoint` until `stop`.
 pub async fn serve_loader(
-    listener: tokio::net::TcpListener,
+    endpoint: brewlytics_support::serve::Endpoint,
     t: Arc<crate::load::LoaderTelemetry>,
+    guard: Guard,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, loader_router(t))
-        .with_graceful_shutdown(stop)
-        .await
+    brewlytics_support::serve::serve(endpoint, loader_router(t, guard), stop).await
 }
 
 /// The loader's endpoints (`brewlytics load`): `/health`, `/status` (its live state: stream,
-/// consumer, pending messages, position) and `/metrics`.
-pub fn loader_router(t: Arc<crate::load::LoaderTelemetry>) -> Router {
+/// consumer, pending messages, position) and `/metrics`; all but `/health` behind `guard`
+/// ([`access::loader_access`]).
+pub fn loader_router(t: Arc<crate::load::LoaderTelemetry>, guard: Guard) -> Router {
+    let auth_metrics = guard.clone();
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
@@ -225,12 +226,16 @@ pub fn loader_router(t: Arc<crate::load::LoaderTelemetry>) -> Router {
                             header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        t.encode(),
+                        auth_metrics.metrics().append_to(t.encode()),
                     )
                         .into_response()
                 },
             ),
         )
+        .layer(middleware::from_fn_with_state(
+            guard.by_route(access::loader_access),
+            brewlytics_support::auth::route_gate,
+        ))
         .layer(brewlytics_support::web::security_headers(
             brewlytics_support::web::PAGE_POLICY,
         ))

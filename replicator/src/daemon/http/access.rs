@@ -21,6 +21,16 @@ pub fn access(_method: &Method, route: &str) -> Access {
     }
 }
 
+/// What the loader's endpoints (`brewlytics load`) need: `/health` open, `/status` and
+/// `/metrics` `ops:read`.
+pub fn loader_access(_method: &Method, route: &str) -> Access {
+    match route {
+        "/health" => Access::Open,
+        "/status" | "/metrics" => Access::Json(Scope::OpsRead),
+        _ => Access::Json(Scope::Admin),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +51,13 @@ mod tests {
         assert_eq!(
             access(&Method::GET, "/new-thing"),
             Access::Json(Scope::Admin)
+        );
+        let get = Method::GET;
+        assert_eq!(loader_access(&get, "/health"), Access::Open);
+        assert_eq!(loader_access(&get, "/status"), Access::Json(Scope::OpsRead));
+        assert_eq!(
+            loader_access(&get, "/metrics"),
+            Access::Json(Scope::OpsRead)
         );
     }
 }
