@@ -56,6 +56,10 @@ pub struct ReplicateArgs {
     /// A change that cannot be applied: `dead-letter` (record it, go on) or `stop`.
     #[arg(long, default_value = "dead-letter")]
     pub on_error: brewlytics_replicator::sink::olap::OnError,
+    /// The rows of a partition detached or dropped on the source: `keep` them in the replica
+    /// (history; the star keeps its facts) or `mirror` the source (remove them).
+    #[arg(long, env = "PARTITION_DETACH", default_value = "keep")]
+    pub partition_detach: brewlytics_replicator::schema::partitions::DetachPolicy,
     /// Most changes in one OLAP transaction (larger source transactions are chunked).
     #[arg(long, default_value_t = 10_000)]
     pub batch_max_changes: usize,

@@ -15,6 +15,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::nats::NatsCluster;
+use harness::sql::{exec, rows};
 use harness::{free_addr, wait_streaming, Clusters};
 use sqlx::PgConnection;
 
@@ -23,20 +24,6 @@ const MARKER: &str = "SSN-MARKER";
 
 /// The publications of the first test's replicator.
 const BOTH: &str = "brewlytics,extra";
-
-async fn exec(c: &mut PgConnection, sql: &str) {
-    sqlx::raw_sql(sql)
-        .execute(c)
-        .await
-        .unwrap_or_else(|e| panic!("{e}: {sql}"));
-}
-
-/// The rows of `sql` as sorted text.
-async fn rows(c: &mut PgConnection, sql: &str) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(&format!("select (q.*)::text from ({sql}) q order by 1"))
-        .fetch_all(c)
-        .await
-}
 
 /// Waits (≤ 90 s) until each replica query returns the rows of its source query.
 async fn replica_equals(c: &Clusters, expected: &[(&str, &str)], label: &str) {

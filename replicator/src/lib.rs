@@ -8,7 +8,8 @@
 //! # Layout, by role
 //! - the source side: `stream/` (the replication connection), `decode/` (pgoutput), `slot`,
 //!   `source/` (the reader task, the first start's copy, backfills, the source checks),
-//!   `schema/` (following the source's DDL and what its publications publish), `published`
+//!   `schema/` (following the source's DDL, what its publications publish and its partition
+//!   trees), `published`
 //!   (PostgreSQL's rules for row filters, column lists and generated columns);
 //! - what travels: `change` (a change at its journal position), `image` (rows as JSON),
 //!   `batch`;

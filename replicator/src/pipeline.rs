@@ -47,6 +47,8 @@ pub struct ReplicatorConfig {
     pub nats: Option<NatsConfig>,
     /// Tables copied at the same time by a first start or `resync`.
     pub copy_workers: usize,
+    /// What becomes of a detached or dropped partition's rows in the replica.
+    pub partition_detach: crate::schema::partitions::DetachPolicy,
 }
 
 impl ReplicatorConfig {
@@ -300,7 +302,8 @@ async fn session(
     writer.journal_apart(&cfg.olap_url).await?;
     tracing::debug!("loading the replica's tables");
     let tracker = Tracker::new(store::load(writer.conn()).await?)
-        .publishing(slot::publication_names(&cfg.publication));
+        .publishing(slot::publication_names(&cfg.publication))
+        .following(crate::sink::olap::partitions::load(writer.conn()).await?);
     tracing::debug!(tables = tracker.applied().count(), "starting the stream");
     warn_unidentified(&tracker);
     conn.start_copy_both(&slot::start_sql(&cfg.slot, start, &cfg.publication))

@@ -22,7 +22,7 @@ use crate::change::{Body, Change, Op, Pos, SchemaChange};
 use crate::lsn::Lsn;
 use crate::schema::plan::{self, Knowledge};
 use crate::schema::store;
-use crate::sink::olap::backfill::{replace_range, Snapshot};
+use crate::sink::olap::backfill::{replace_range, Snapshot, Within};
 use crate::sink::olap::encode::encode;
 use crate::sink::olap::journal::{self, table_from_json, JournalEncoder, JournalRow};
 use crate::sink::olap::{ApplyError, OlapWriter, OnError};
@@ -359,16 +359,23 @@ async fn merge_again(
     table: &Arc<SourceTable>,
     b: &JournalRow,
 ) -> Result<(), ApplyError> {
-    type Chunk = (Option<Vec<String>>, Option<Vec<String>>, String, String);
+    type Chunk = (
+        Option<Vec<String>>,
+        Option<Vec<String>>,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+    );
     let chunk: Option<Chunk> = sqlx::query_as(
-        "select lo, hi, snapshot, from_lsn::text from cdc_backfill_chunks
+        "select lo, hi, snapshot, from_lsn::text, scope, kept from cdc_backfill_chunks
          where merged_lsn = $1::pg_lsn and attempt = ($2::json ->> 'attempt')",
     )
     .bind(b.pos.lsn.to_string())
     .bind(b.after.as_deref().unwrap_or("{}"))
     .fetch_optional(w.conn())
     .await?;
-    let Some((lo, hi, snapshot, from_lsn)) = chunk else {
+    let Some((lo, hi, snapshot, from_lsn, scope, kept)) = chunk else {
         return Ok(());
     };
     // The chunk's rows, from the journal, into a temporary table shaped like the replica.
@@ -411,7 +418,8 @@ async fn merge_again(
     }
     let sql = format!("copy {tmp} (_cdc_row, {}) from stdin", cols.join(", "));
     w.copy_checked(&sql, &data, &spans).await?;
-    replace_range(w, table, tmp, lo.as_deref(), hi.as_deref()).await?;
+    let within = Within { scope, kept };
+    replace_range(w, table, tmp, lo.as_deref(), hi.as_deref(), &within).await?;
     // Changes the chunk's snapshot did not see, again on top.
     let from: Lsn = from_lsn.parse().unwrap_or(b.pos.lsn);
     let snapshot = Snapshot::parse(&snapshot);

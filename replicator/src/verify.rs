@@ -17,6 +17,9 @@ pub struct TableCheck {
     pub table: String,
     pub source_rows: i64,
     pub replica_rows: i64,
+    /// Replica rows of detached partitions kept as history (`--partition-detach keep`): left
+    /// out of the comparison on both sides, as are the source's rows of their bounds.
+    pub kept_rows: i64,
     pub equal: bool,
 }
 
@@ -80,9 +83,23 @@ pub async fn compare(
                        from (select {list} from {qualified}{filter}) _cdc_row) _cdc_rows"
             )
         };
+        let kept = kept(olap, &schema, &t).await?;
+        let (source_filter, replica_filter) = match &kept {
+            Some(k) => (
+                format!(
+                    "{} not coalesce(({k}), false)",
+                    match &table.published.row_filter {
+                        Some(_) => format!("{} and", table.published.where_clause()),
+                        None => " where".into(),
+                    }
+                ),
+                format!(" where not coalesce(({k}), false)"),
+            ),
+            None => (table.published.where_clause(), String::new()),
+        };
         let (n_src, d_src): (i64, String) = sqlx::query_as(&digest(
             format!("{}.{}", ident(&schema), ident(&t)),
-            &table.published.where_clause(),
+            &source_filter,
         ))
         .fetch_one(&mut *oltp)
         .await?;
@@ -91,7 +108,16 @@ pub async fn compare(
             ident(crate::table::REPLICA_SCHEMA),
             ident(&crate::table::replica_name(&schema, &t))
         );
-        let (n_rep, d_rep): (i64, String) = match sqlx::query_as(&digest(replica, ""))
+        let kept_rows: i64 = match &kept {
+            Some(k) => sqlx::query_scalar(&format!(
+                "select count(*) from {replica} where coalesce(({k}), false)"
+            ))
+            .fetch_one(&mut *olap)
+            .await
+            .unwrap_or(-1),
+            None => 0,
+        };
+        let (n_rep, d_rep): (i64, String) = match sqlx::query_as(&digest(replica, &replica_filter))
             .fetch_one(&mut *olap)
             .await
         {
@@ -113,6 +139,7 @@ pub async fn compare(
             table,
             source_rows: n_src,
             replica_rows: n_rep,
+            kept_rows,
             equal: n_src == n_rep && d_src == d_rep,
         });
     }
@@ -146,6 +173,28 @@ pub async fn compare(
         orphan_facts,
         facts_compared,
     })
+}
+
+/// The rows of `schema.table` kept from its detached partitions (one predicate), if any.
+async fn kept(
+    olap: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let migrated: bool = sqlx::query_scalar("select to_regclass('cdc_partitions') is not null")
+        .fetch_one(&mut *olap)
+        .await?;
+    if !migrated {
+        return Ok(None);
+    }
+    let scopes = crate::sink::olap::partitions::kept_scopes(olap, schema, table).await?;
+    Ok((!scopes.is_empty()).then(|| {
+        scopes
+            .iter()
+            .map(|s| format!("({s})"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }))
 }
 
 /// The sales and payments digests of OLTP; None when a column they read is not there (any

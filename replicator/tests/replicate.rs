@@ -53,6 +53,7 @@ impl Pair {
             backfill_chunk_rows: 1000,
             nats: None,
             copy_workers: 2,
+            partition_detach: Default::default(),
         }
     }
 

@@ -157,6 +157,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 &ReplicateArgs {
                     slot,
                     on_error: Default::default(),
+                    partition_detach: Default::default(),
                     batch_max_changes: 10_000,
                     batch_max_delay_ms: 20,
                     listen: ([127, 0, 0, 1], 0).into(),
@@ -219,6 +220,7 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         backfill_chunk_rows: args.backfill_chunk_rows,
         nats: args.nats_config(),
         copy_workers: usize::from(args.copy.copy_workers),
+        partition_detach: args.partition_detach,
     }
 }
 

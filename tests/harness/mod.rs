@@ -11,6 +11,7 @@ pub mod nats;
 pub mod net;
 pub mod process;
 pub mod prom;
+pub mod sql;
 pub mod up;
 
 // Not every test binary uses every helper.

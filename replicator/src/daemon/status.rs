@@ -26,6 +26,9 @@ pub struct Status {
     pub journal_events: Option<i64>,
     /// Tables being copied while the stream runs (and the last few that were).
     pub backfills: Vec<crate::source::backfill::Progress>,
+    /// The partitions of the partitioned tables mirrored, and what was done when they came
+    /// or went.
+    pub partitions: Vec<crate::sink::olap::partitions::PartitionStatus>,
     /// Star columns whose source no longer feeds every row, with the LSN and time of the
     /// change (a dropped source column, a type the star cannot hold, a table dropped …).
     pub star_degraded: Vec<crate::star::Degraded>,
@@ -104,6 +107,7 @@ pub async fn read(
     // Lag in time: nothing waiting (the slot has confirmed up to the source's position, less
     // than one small record apart) means caught up.
     let backfills = crate::source::backfill::recent(olap, 5).await?;
+    let partitions = crate::sink::olap::partitions::status(olap).await?;
     let warnings = warnings(olap).await?;
     let nats = nats_status(olap).await?;
     let (star_degraded, star_dead_letters) = crate::star::store::status(olap).await?;
@@ -127,6 +131,7 @@ pub async fn read(
         dead_letters,
         journal_events,
         backfills,
+        partitions,
         star_degraded,
         star_dead_letters,
         warnings,
@@ -206,6 +211,7 @@ impl Status {
                 "backfill", b.table, b.state, b.rows_copied, b.reason
             ));
         }
+        out.push_str(&crate::sink::olap::partitions::lines(&self.partitions));
         for p in &self.nats.published {
             out.push_str(&format!(
                 "{:<20} stream {} at sequence {} (slot {}, committed {})\n",

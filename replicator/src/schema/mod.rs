@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod generated;
+pub mod partitions;
 pub mod plan;
 pub mod publication;
 pub mod source;
@@ -61,6 +62,8 @@ pub struct Tracker {
     /// What they publish of each table, by OID (Err: not streamable): read once, and again
     /// when the stream meets a change of the publications or of a table, or a table it lacks.
     definitions: Option<HashMap<u32, Result<Definition, String>>>,
+    /// The partitions seen of the partitioned tables mirrored (see [`partitions`]).
+    partitions: partitions::Partitions,
 }
 
 impl Tracker {
@@ -212,6 +215,10 @@ impl Tracker {
         }
         if let (None, Some(b)) = (&plan.backfill, before.as_deref()) {
             plan.backfill = publication::backfill_reason(b, &after);
+        }
+        if before.is_none() || recreated {
+            let baseline = self.partition_baseline(oltp, &after).await.map_err(err)?;
+            plan.steps.extend(baseline);
         }
         let after = Arc::new(after);
         self.current.insert(rel.id, after.clone());

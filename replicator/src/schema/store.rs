@@ -273,6 +273,8 @@ pub async fn apply_steps(
                     sqlx::query(&sql).execute(&mut *conn).await?;
                 }
             }
+            // Recorded by the sink (sink/olap/partitions.rs): no DDL of the replica.
+            Step::Partitions(_) => {}
         }
     }
     super::generated::add_missing(conn, after).await?;

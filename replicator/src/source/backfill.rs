@@ -117,20 +117,36 @@ async fn work(cfg: &WorkerConfig, telemetry: &Arc<Telemetry>) -> Result<(), Back
     // copy ended or the publications changed, and every few minutes.
     let mut last_audit = Instant::now();
     let mut audit_due = true;
+    let mut partitions = super::partitions::Watch::default();
     loop {
         if last_sync.elapsed() >= Duration::from_secs(5) {
             audit_due |= super::follow::sync(&mut oltp, &mut olap, &cfg.publication).await?;
+            let publications = publication::names(&cfg.publication);
+            partitions.look(&mut oltp, &mut olap, &publications).await?;
             last_sync = Instant::now();
         }
-        type Next = (i64, String, String, Option<Vec<String>>, String, i64);
+        type Next = (
+            i64,
+            String,
+            String,
+            Option<Vec<String>>,
+            String,
+            i64,
+            Option<String>,
+            Option<i64>,
+            Option<bool>,
+        );
         let next: Option<Next> = sqlx::query_as(
-            "select id, source_schema, source_table, last_key, state, rows_copied
+            "select id, source_schema, source_table, last_key, state, rows_copied, scope,
+                    partition_oid, partition_attached
                  from cdc_backfills where state in ('pending', 'running')
                  order by state = 'running' desc, id limit 1",
         )
         .fetch_optional(&mut olap)
         .await?;
-        let Some((id, schema_name, table_name, last_key, state, copied)) = next else {
+        let Some((id, schema_name, table_name, last_key, state, copied, scope, part, attached)) =
+            next
+        else {
             telemetry.copy_idle();
             if audit_due || last_audit.elapsed() >= AUDIT_EVERY {
                 let publications = publication::names(&cfg.publication);
@@ -163,11 +179,18 @@ async fn work(cfg: &WorkerConfig, telemetry: &Arc<Telemetry>) -> Result<(), Back
             }
         };
         let table = Arc::new(publication::describe(&mut oltp, &mut types, &info, &def).await?);
+        let scoped = super::partitions::Scoped::from_row(scope, part, attached);
         if state == "pending" {
+            // A partition's copy: its own statistics.
+            let of = scoped
+                .as_ref()
+                .and_then(|s| s.partition)
+                .unwrap_or(info.oid);
             let estimate: i64 = sqlx::query_scalar(
-                "select greatest(reltuples, 0)::bigint from pg_class where oid = $1::oid",
+                "select coalesce((select greatest(reltuples, 0)::bigint from pg_class
+                                  where oid = $1::oid), 0)",
             )
-            .bind(info.oid as i64)
+            .bind(i64::from(of))
             .fetch_one(&mut oltp)
             .await?;
             sqlx::query(
@@ -186,6 +209,7 @@ async fn work(cfg: &WorkerConfig, telemetry: &Arc<Telemetry>) -> Result<(), Back
             table,
             last_key,
             copied,
+            scoped,
         };
         let conns = Conns {
             oltp: &mut oltp,
@@ -221,6 +245,8 @@ struct Task {
     last_key: Option<Vec<String>>,
     /// Rows merged so far.
     copied: i64,
+    /// Limited to one partition's rows (see source/partitions.rs).
+    scoped: Option<super::partitions::Scoped>,
 }
 
 /// The worker's connections to both databases.
@@ -257,11 +283,29 @@ async fn chunk(
     sqlx::query(&chunk_table_sql(task.id, t))
         .execute(&mut *c.olap)
         .await?;
+    let within = match super::partitions::within(c.olap, t, task.scoped.as_ref()).await? {
+        Ok(w) => w,
+        Err(why) => {
+            tracing::warn!(table = %t.qualified_source(), reason = %why, "backfill failed");
+            finish(c.olap, task.id, "failed", Some(&why)).await?;
+            return Ok(true);
+        }
+    };
     let from = wait_for_older_transactions(c.oltp, t).await?;
     let limit = (!whole).then_some(cfg.chunk_rows);
-    let query = chunk_query(t, task.last_key.is_some(), limit);
-    let staged = stage_chunk(c.oltp, c.olap, task, &query, from, limit).await?;
-    let attempt = record_chunk(c.olap, task, &staged).await?;
+    let scope = task.scoped.as_ref().map(|s| s.scope.as_str());
+    let query = chunk_query(t, task.last_key.is_some(), limit, scope);
+    let Some(staged) = stage_chunk(c.oltp, c.olap, task, &query, from, limit).await? else {
+        let why = "the partition was attached or detached again before its chunk was read: \
+                   its later change decides";
+        tracing::info!(table = %t.qualified_source(), reason = why, "backfill cancelled");
+        finish(c.olap, task.id, "cancelled", Some(why)).await?;
+        sqlx::query(&format!("drop table if exists {}", chunk_table(task.id)))
+            .execute(&mut *c.olap)
+            .await?;
+        return Ok(true);
+    };
+    let attempt = record_chunk(c.olap, task, &staged, &within).await?;
     let mark = Watermark {
         backfill: task.id,
         attempt: attempt.clone(),
@@ -330,10 +374,14 @@ async fn wait_for_older_transactions(
 /// the resume point (`resume`, read from the transaction's setting
 /// `brewlytics.backfill_after`: COPY takes no parameters) in key order, `limit` of them —
 /// or, without a limit, the whole table.
-fn chunk_query(t: &SourceTable, resume: bool, limit: Option<i64>) -> String {
-    let whole = publication::copy_query(t);
+fn chunk_query(t: &SourceTable, resume: bool, limit: Option<i64>, scope: Option<&str>) -> String {
     let Some(limit) = limit else {
-        return whole;
+        let whole = publication::copy_query(t);
+        return match scope {
+            None => whole,
+            Some(s) if t.published.row_filter.is_some() => format!("{whole} and ({s})"),
+            Some(s) => format!("{whole} where ({s})"),
+        };
     };
     let key: Vec<String> = t.key_names().iter().map(|k| ident(k)).collect();
     let mut conditions = Vec::new();
@@ -355,6 +403,9 @@ fn chunk_query(t: &SourceTable, resume: bool, limit: Option<i64>) -> String {
     }
     if let Some(f) = &t.published.row_filter {
         conditions.push(format!("({f})"));
+    }
+    if let Some(s) = scope {
+        conditions.push(format!("({s})"));
     }
     let filter = if conditions.is_empty() {
         String::new()
@@ -378,10 +429,15 @@ async fn stage_chunk(
     query: &str,
     from: String,
     limit: Option<i64>,
-) -> Result<Staged, BackfillError> {
+) -> Result<Option<Staged>, BackfillError> {
     let mut tx = oltp.begin().await?;
     for sql in SNAPSHOT_SETTINGS {
         sqlx::query(sql).execute(&mut *tx).await?;
+    }
+    if let Some(s) = &task.scoped {
+        if !super::partitions::as_expected(&mut tx, &task.table, s).await? {
+            return Ok(None);
+        }
     }
     if let Some(k) = &task.last_key {
         sqlx::query("select set_config('brewlytics.backfill_after', $1::text[]::text, true)")
@@ -396,12 +452,12 @@ async fn stage_chunk(
     tx.commit().await?;
     // A chunk shorter than the limit is the table's last.
     let hi = limit.filter(|&l| rows as i64 >= l).and(hi);
-    Ok(Staged {
+    Ok(Some(Staged {
         rows,
         hi,
         snapshot,
         from,
-    })
+    }))
 }
 
 /// Records the staged chunk (its range, snapshot and position) as the backfill's one waiting
@@ -410,6 +466,7 @@ async fn record_chunk(
     olap: &mut PgConnection,
     task: &Task,
     staged: &Staged,
+    within: &crate::sink::olap::backfill::Within,
 ) -> Result<String, BackfillError> {
     let attempt = attempt_id();
     sqlx::query("delete from cdc_backfill_chunks where backfill_id = $1 and merged_at is null")
@@ -423,8 +480,9 @@ async fn record_chunk(
     .fetch_one(&mut *olap)
     .await?;
     sqlx::query(
-        "insert into cdc_backfill_chunks (backfill_id, attempt, chunk, lo, hi, snapshot, from_lsn, rows)
-         values ($1, $2, $3, $4, $5, $6, $7::pg_lsn, $8)",
+        "insert into cdc_backfill_chunks (backfill_id, attempt, chunk, lo, hi, snapshot, from_lsn,
+                                          rows, scope, kept)
+         values ($1, $2, $3, $4, $5, $6, $7::pg_lsn, $8, $9, $10)",
     )
     .bind(task.id)
     .bind(&attempt)
@@ -434,6 +492,8 @@ async fn record_chunk(
     .bind(&staged.snapshot)
     .bind(&staged.from)
     .bind(staged.rows as i64)
+    .bind(&within.scope)
+    .bind(&within.kept)
     .execute(&mut *olap)
     .await?;
     Ok(attempt)
@@ -689,6 +749,10 @@ pub async fn request_by_name(
     .fetch_one(&mut *oltp)
     .await?;
     if !published {
+        // A partition of a table mirrored through its root: its rows, copied again.
+        if let Some(id) = super::partitions::request_copy(oltp, olap, &schema, &table).await? {
+            return Ok((id, true));
+        }
         return Err(BackfillError::Failed(format!(
             "{schema}.{table} is not in publication {publication:?}: add it first \
              (ALTER PUBLICATION \"{publication}\" ADD TABLE …) — it is then copied by itself"
@@ -735,20 +799,31 @@ mod tests {
     fn a_chunk_reads_the_published_rows_in_key_order_after_the_last_key() {
         let mut t = fixtures::products();
         assert_eq!(
-            chunk_query(&t, false, Some(100)),
+            chunk_query(&t, false, Some(100), None),
             "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
              order by \"id\" limit 100"
         );
         std::sync::Arc::make_mut(&mut t.published).row_filter = Some("(price > 1::numeric)".into());
         assert_eq!(
-            chunk_query(&t, true, Some(5)),
+            chunk_query(&t, true, Some(5), None),
             "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
              where row(\"id\") > row((current_setting('brewlytics.backfill_after')::text[])[1]::bigint) \
              and ((price > 1::numeric)) order by \"id\" limit 5"
         );
+        // A partition's rows.
+        assert_eq!(
+            chunk_query(&t, false, Some(5), Some("(id >= 10)")),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             where ((price > 1::numeric)) and ((id >= 10)) order by \"id\" limit 5"
+        );
+        assert_eq!(
+            chunk_query(&t, false, None, Some("(id >= 10)")),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             where ((price > 1::numeric)) and ((id >= 10))"
+        );
         // One chunk: the whole table, filtered.
         assert_eq!(
-            chunk_query(&t, false, None),
+            chunk_query(&t, false, None, None),
             "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
              where ((price > 1::numeric))"
         );

@@ -56,6 +56,7 @@ async fn request_copy(olap: &mut PgConnection, s: &str, t: &str) -> Result<bool,
         "insert into cdc_backfills (source_schema, source_table, reason)
          values ($1, $2, 'added to the publication')
          on conflict (source_schema, source_table) where state in ('pending', 'running')
+                                                      and scope is null
          do nothing",
     )
     .bind(s)

@@ -25,7 +25,7 @@ use crate::decode::{
 };
 use crate::lsn::Lsn;
 use crate::pipeline::{ReplicatorConfig, ReplicatorError};
-use crate::schema::{publication, Resolved, Tracker, DDL_PREFIX};
+use crate::schema::{partitions, publication, Resolved, Tracker, DDL_PREFIX};
 use crate::sink::nats::envelope::{Encoder as NatsEncoder, Part as NatsPart};
 use crate::sink::olap::encode::{encode, Encoded};
 use crate::sink::olap::journal::JournalEncoder;
@@ -304,6 +304,8 @@ impl<'a> Reader<'a> {
                         {
                             self.follow(r);
                         }
+                    } else if m.prefix == partitions::PREFIX {
+                        self.partitions(&m.content).await?;
                     } else if m.prefix == super::backfill::SCHEMA_CHECK_PREFIX {
                         if let Ok(t) =
                             serde_json::from_slice::<super::backfill::TableName>(&m.content)
@@ -337,6 +339,33 @@ impl<'a> Reader<'a> {
         })?;
         let resolved = self.tracker.resolve(&mut self.oltp, &rel).await?;
         Ok(self.follow(resolved))
+    }
+
+    /// A partitions message: the replica follows, in the stream's order (a leaf no longer
+    /// mirrored under `--partition-detach mirror` is emptied by a TRUNCATE first).
+    async fn partitions(&mut self, content: &[u8]) -> Result<(), ReplicatorError> {
+        let outcomes = self
+            .tracker
+            .follow_partitions(&mut self.oltp, content, self.cfg.partition_detach)
+            .await?;
+        for o in outcomes {
+            match o {
+                partitions::follow::Outcome::Follow(r) => {
+                    self.follow(r);
+                }
+                partitions::follow::Outcome::Truncate(table) => {
+                    if let Some((ctx, seq)) = self.batcher.next_change() {
+                        let body = Body::Truncate {
+                            table,
+                            cascade: false,
+                            restart_identity: false,
+                        };
+                        self.batcher.push(Change::new(ctx, seq, body));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Pushes the schema change of `r`, if any, and returns its table.

@@ -185,6 +185,15 @@ pub async fn copy_published(
     definitions_are_the_snapshots(&mut tx, setup).await?;
     let jobs = prepare_jobs(&mut tx, w, &defs, &tables, ctx, &mut seq).await?;
     unpublish_others(w, &tables).await?;
+    // The partitions the copy reads are what the stream starts from.
+    let partitions = super::partitions::baseline(&mut tx, &tables)
+        .await
+        .map_err(SnapshotError::Source)?;
+    let at = crate::change::Pos {
+        lsn,
+        seq: FIRST_COPY_SEQ,
+    };
+    super::partitions::record_baseline(w.conn(), &partitions, at).await?;
     mark_attempt(&setup.olap_url, &setup.slot, lsn).await?;
     let (stats, journals) = run_workers(w, setup, jobs, ctx, seq, snapshot, progress).await?;
     // The tables' locks go: the rows are all read.

@@ -85,10 +85,15 @@ impl JournalEncoder {
             }
             Body::Schema(s) => {
                 out.extend_from_slice(b"\t\\N\t\\N\t");
-                let doc = serde_json::json!({
+                let mut doc = serde_json::json!({
                     "table": table_json(&s.after),
                     "backfill": s.backfill,
                 });
+                // What changed of its partitions (attached, detached, …, and what was done).
+                let partitions: Vec<_> = s.partitions().collect();
+                if !partitions.is_empty() {
+                    doc["partitions"] = serde_json::json!(partitions);
+                }
                 CopyField(out).put(doc.to_string().as_bytes());
             }
             Body::Backfill(m) => {
@@ -482,6 +487,74 @@ mod tests {
             line,
             "16/B374D848\t3\t42\t2000-01-01 00:00:00.000000+00\tpublic\tproducts\ti\t{\"id\":1}\t\\N\t{\"id\":1,\"name\":\"a\\\\\\\\b\\\\ttab\",\"price\":2.5,\"description\":null,\"tags\":null}\t{\"tags\"}\n"
         );
+    }
+
+    #[test]
+    fn schema_events_record_what_changed_of_the_partitions() {
+        use crate::schema::partitions::{
+            Action, Event, Member, MirroredAs, PartitionStep, Rel, State,
+        };
+        let t = Arc::new(fixtures::products());
+        let jan = Member {
+            oid: 7,
+            schema: "public".into(),
+            table: "products_2026_01".into(),
+            parent: 5,
+            level: 1,
+            leaf: true,
+            bound: Some("FOR VALUES FROM (1) TO (100)".into()),
+            scope: Some("((id >= 1) AND (id < 100))".into()),
+        };
+        let step = PartitionStep {
+            root: Rel {
+                oid: 5,
+                schema: "public".into(),
+                table: "products".into(),
+            },
+            mirrored_as: MirroredAs::Root,
+            partitions: Vec::new(),
+            whole: false,
+            events: vec![Event {
+                partition: jan,
+                state: State::Detached,
+                action: Action::Keep,
+            }],
+        };
+        let change = |steps| {
+            Change::new(
+                TxContext {
+                    lsn: Lsn(0x100),
+                    xid: 9,
+                    commit_ts: 0,
+                },
+                1,
+                Body::Schema(Arc::new(crate::change::SchemaChange {
+                    before: Some(t.clone()),
+                    after: t.clone(),
+                    steps,
+                    backfill: None,
+                })),
+            )
+        };
+        let after = |c: Change| -> serde_json::Value {
+            let line = String::from_utf8(JournalEncoder::default().encode(&[c])).unwrap();
+            let field = line
+                .trim_end()
+                .split('\t')
+                .nth(9)
+                .unwrap()
+                .replace("\\\\", "\\");
+            serde_json::from_str(&field).unwrap()
+        };
+        let doc = after(change(vec![crate::schema::plan::Step::Partitions(step)]));
+        assert_eq!(doc["partitions"][0]["events"][0]["action"], "keep");
+        assert_eq!(
+            doc["partitions"][0]["events"][0]["partition"]["scope"],
+            "((id >= 1) AND (id < 100))"
+        );
+        assert_eq!(table_from_json(&doc), Some((*t).clone()));
+        // Other schema events are as they were.
+        assert!(after(change(Vec::new())).get("partitions").is_none());
     }
 
     #[test]

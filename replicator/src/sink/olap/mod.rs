@@ -13,6 +13,7 @@ pub mod backfill;
 pub mod encode;
 pub mod journal;
 pub mod merge;
+pub mod partitions;
 pub mod stage;
 pub mod star_inputs;
 
@@ -791,7 +792,8 @@ impl OlapWriter {
             .as_deref()
             .filter(|b| b.schema != s.after.schema || b.name != s.after.name);
         crate::schema::store::save(&mut self.conn, &s.after, renamed_from).await?;
-        if !s.steps.is_empty() {
+        let partition_steps = s.partitions();
+        if s.steps.len() > partition_steps.clone().count() {
             tracing::info!(table = %table, steps = s.steps.len(), at = %pos,
                 "the replica followed a schema change of its source");
         }
@@ -802,6 +804,9 @@ impl OlapWriter {
             });
             backfill::request(&mut self.conn, &s.after, reason, changed_shape).await?;
             tracing::info!(table = %table, reason = %reason, "the table will be copied again (backfill)");
+        }
+        for p in partition_steps {
+            partitions::apply(&mut self.conn, p, pos).await?;
         }
         // A star source whose shape changed: its stage table is made again on next use.
         self.stages.remove(&format!("stage_{}", s.after.replica));
