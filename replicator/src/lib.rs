@@ -52,8 +52,9 @@ pub mod slot;
 pub mod source;
 pub mod stream;
 pub mod table;
+pub mod telemetry;
 pub mod verify;
 
-// The daemon's parts lived at the crate root before they were grouped under `daemon/`;
-// the binary and the tests name these two by their old paths.
-pub use daemon::{status, telemetry};
+// The status report lived at the crate root before it was grouped under `daemon/`; the
+// binary and the tests name it by its old path.
+pub use daemon::status;

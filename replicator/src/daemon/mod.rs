@@ -2,12 +2,10 @@
 //! leader lock (one streaming process per slot, standbys take over), the slot monitor and
 //! heartbeats, and the HTTP endpoints.
 
-pub mod heartbeat;
 pub mod http;
 pub mod leader;
 pub mod monitor;
 pub mod status;
-pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use self::monitor::MonitorConfig;
-use self::telemetry::{Role, Telemetry};
 use crate::pipeline::{self, ReplicatorConfig, ReplicatorError};
+use crate::telemetry::{Role, Telemetry};
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {

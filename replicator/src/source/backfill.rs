@@ -22,11 +22,11 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
 use super::copy::{parse_copy_line, Lines};
-use crate::daemon::telemetry::Telemetry;
 use crate::image::{self, copy_escape, CopyField};
 use crate::schema::{self, source, store};
 use crate::sink::olap::backfill::{chunk_table, chunk_table_sql};
 use crate::table::{ident, SourceTable};
+use crate::telemetry::Telemetry;
 use brewlytics_support::DbUrl;
 
 /// A repeatable-read snapshot, and text output as the stream's (see stream/conn.rs).

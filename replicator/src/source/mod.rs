@@ -4,5 +4,4 @@
 pub mod backfill;
 pub mod checks;
 pub mod copy;
-pub mod reader;
 pub mod snapshot;

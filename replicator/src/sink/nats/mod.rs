@@ -13,7 +13,6 @@
 //! replicas, retention, age and dedup window of [`NatsConfig`].
 
 pub mod envelope;
-pub mod metrics;
 pub mod publish;
 pub mod read;
 

@@ -23,13 +23,13 @@ use async_nats::HeaderMap;
 use sqlx::PgConnection;
 
 use super::envelope::{self, BackfillMark, ChunkMeta, Item, Message, Origin};
-use super::metrics::PublisherMetrics;
 use super::{ensure_stream, NatsConfig, NatsError};
 use crate::batch::CommitMark;
 use crate::change::{Op, Pos};
 use crate::lsn::Lsn;
 use crate::sink::olap::journal;
 use crate::sink::Sink;
+use crate::telemetry::nats::PublisherMetrics;
 
 /// Messages in flight before the oldest acknowledgement is waited for.
 const MAX_IN_FLIGHT: usize = 4096;

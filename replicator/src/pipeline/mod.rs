@@ -4,6 +4,8 @@
 //! position reported to the source is the last one OLAP committed. Reconnects with backoff on
 //! transient errors; stops on the others, saying what to do.
 
+pub mod read;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,6 @@ use tracing::Instrument;
 
 use crate::batch::BatchLimits;
 use crate::checkpoint;
-use crate::daemon::telemetry::{Role, Telemetry};
 use crate::decode::DecodeError;
 use crate::lsn::Lsn;
 use crate::schema::{store, SchemaError, Tracker};
@@ -24,11 +25,12 @@ use crate::sink::{OlapSink, Sink};
 use crate::slot;
 use crate::source::backfill::{self, WorkerConfig};
 use crate::source::checks;
-use crate::source::reader::{Applied, Reader, Work};
 use crate::source::snapshot::{self, SnapshotError};
 use crate::stream::config::{ConfigError, ReplicationConfig};
 use crate::stream::conn::{ConnError, ReplicationConnection};
+use crate::telemetry::{Role, Telemetry};
 use brewlytics_support::DbUrl;
+use read::{Applied, Reader, Work};
 
 #[derive(Clone, Debug)]
 pub struct ReplicatorConfig {

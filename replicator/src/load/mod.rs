@@ -27,13 +27,13 @@ use crate::decode::pg_timestamp_to_chrono;
 use crate::image;
 use crate::schema::store;
 use crate::sink::nats::envelope::{self, ChunkMeta, Decoded};
-use crate::sink::nats::metrics::LoaderMetrics;
 use crate::sink::nats::{NatsConfig, NatsError};
 use crate::sink::olap::backfill::{chunk_table, chunk_table_sql};
 use crate::sink::olap::encode::encode;
 use crate::sink::olap::journal::JournalEncoder;
 use crate::sink::olap::{ApplyError, OlapWriter, OnError};
 use crate::table::{ident, SourceTable};
+use crate::telemetry::nats::LoaderMetrics;
 use brewlytics_support::DbUrl;
 
 #[derive(Clone, Debug)]

@@ -17,8 +17,6 @@ use crate::batch::{Batcher, CommitMark};
 use crate::change::{
     key_changed, Body, Change, ChunkMerge, Op, RowChange, SchemaChange, TxContext,
 };
-use crate::daemon::heartbeat;
-use crate::daemon::telemetry::Telemetry;
 use crate::decode::{
     chrono_to_pg_timestamp, decode, standby_status_update, PgOutputMessage, RelationCache,
     ReplicationMessage, TupleData,
@@ -31,6 +29,8 @@ use crate::sink::olap::encode::{encode, Encoded};
 use crate::sink::olap::journal::JournalEncoder;
 use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::table::SourceTable;
+use crate::telemetry::heartbeat;
+use crate::telemetry::Telemetry;
 
 /// How often the source hears from us, whatever we are doing: a status update is a few bytes,
 /// and the source ends a connection it has not heard from for `wal_sender_timeout` (which may
@@ -288,11 +288,11 @@ impl<'a> Reader<'a> {
                         if let Some(seq) = self.telemetry.heartbeat_seq(&m.content) {
                             self.heartbeat = Some(self.heartbeat.map_or(seq, |h| h.max(seq)));
                         }
-                    } else if m.prefix == super::backfill::PREFIX {
+                    } else if m.prefix == crate::source::backfill::PREFIX {
                         self.watermark(&m.content).await?;
-                    } else if m.prefix == super::backfill::SCHEMA_CHECK_PREFIX {
+                    } else if m.prefix == crate::source::backfill::SCHEMA_CHECK_PREFIX {
                         if let Ok(t) =
-                            serde_json::from_slice::<super::backfill::TableName>(&m.content)
+                            serde_json::from_slice::<crate::source::backfill::TableName>(&m.content)
                         {
                             if let Some(r) = self
                                 .tracker
@@ -408,7 +408,7 @@ impl<'a> Reader<'a> {
 
     /// A backfill chunk's high watermark: merged here, in the stream's order.
     async fn watermark(&mut self, content: &[u8]) -> Result<(), ReplicatorError> {
-        let Ok(mark) = serde_json::from_slice::<super::backfill::Watermark>(content) else {
+        let Ok(mark) = serde_json::from_slice::<crate::source::backfill::Watermark>(content) else {
             return Ok(());
         };
         let Some(resolved) = self

@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
-/// Every `kind` of `brewlytics_nats_errors_total` ([`super::NatsError::kind`]).
+/// Every `kind` of `brewlytics_nats_errors_total` ([`crate::sink::nats::NatsError::kind`]).
 pub const ERROR_KINDS: &[&str] = &[
     "connect", "stream", "publish", "ack", "consumer", "message", "olap",
 ];
@@ -55,7 +55,7 @@ pub struct PublisherLive {
     pub last_ack_ms: Option<f64>,
     pub last_error: Option<String>,
     /// The stream's consumers and their lag (read every few seconds).
-    pub consumers: Vec<super::ConsumerLag>,
+    pub consumers: Vec<crate::sink::nats::ConsumerLag>,
     pub stream_messages: Option<u64>,
 }
 
@@ -185,7 +185,7 @@ impl PublisherMetrics {
         self.live_mut().last_ack_ms = None;
     }
 
-    pub fn stream_report(&self, r: &super::StreamReport) {
+    pub fn stream_report(&self, r: &crate::sink::nats::StreamReport) {
         let mut l = self.live_mut();
         l.consumers = r.consumers.clone();
         l.stream_messages = Some(r.messages);

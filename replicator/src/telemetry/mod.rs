@@ -6,6 +6,9 @@
 //! password; database errors carry the server's primary message, which names constraints
 //! and tables, never the failing row's values).
 
+pub mod heartbeat;
+pub mod nats;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,11 +23,11 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
+use self::heartbeat::Heartbeats;
 use crate::change::Op;
-use crate::daemon::heartbeat::Heartbeats;
 use crate::lsn::Lsn;
-use crate::sink::nats::metrics::{PublisherLive, PublisherMetrics};
 use crate::sink::olap::ApplyStats;
+use crate::telemetry::nats::{PublisherLive, PublisherMetrics};
 
 /// Samples of lag kept for the status page's chart.
 const HISTORY: usize = 600;
