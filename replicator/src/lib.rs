@@ -35,11 +35,14 @@
 //! and keeps the whole path testable here. TLS (libpq's `sslmode` and `sslrootcert`) is
 //! rustls with ring, the stack sqlx already uses (`stream/tls.rs`).
 
+pub mod backoff;
 pub mod batch;
 pub mod change;
 pub mod checkpoint;
+pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod error;
 pub mod image;
 pub mod load;
 pub mod lsn;

@@ -14,7 +14,7 @@ use brewlytics_support::DbUrl;
 use clap::{Args, Parser, Subcommand};
 
 pub use insights::{DashboardArgs, DashboardsCommand, DbtEnvArgs, ReportArgs};
-pub use replicate::{CopyArgs, LoadArgs, LoadFrom, NatsArgs, ReplicateArgs, SinkKind, SlotArgs};
+pub use replicate::{CopyArgs, LoadArgs, LoadFrom, NatsArgs, ReplicateArgs, SlotArgs};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -1,8 +1,12 @@
 //! The flags of the commands that replicate: the slot, batching, the copy, the sinks
-//! (`replicate`, `up`, `resync`, `status`, `load`).
+//! (`replicate`, `up`, `resync`, `status`, `load`). Defaults come from the replicator's
+//! configuration (`brewlytics_replicator::config`), so a command that builds one without
+//! flags (`resync`) gets the same.
 
 use std::net::SocketAddr;
 
+use brewlytics_replicator::batch::BatchLimits;
+use brewlytics_replicator::config;
 use brewlytics_replicator::sink::nats::{NatsConfig, Retention};
 use brewlytics_replicator::sink::olap::OnError;
 use brewlytics_replicator::source::snapshot::DEFAULT_WORKERS;
@@ -12,10 +16,10 @@ use clap::Args;
 #[derive(Args, Debug, Clone)]
 pub struct SlotArgs {
     /// The logical replication slot on OLTP.
-    #[arg(long, env = "SLOT_NAME", default_value = "brewlytics")]
+    #[arg(long, env = "SLOT_NAME", default_value = config::DEFAULT_SLOT)]
     pub slot: String,
     /// The publication the slot streams.
-    #[arg(long, env = "PUBLICATION", default_value = "brewlytics")]
+    #[arg(long, env = "PUBLICATION", default_value = config::DEFAULT_PUBLICATION)]
     pub publication: String,
 }
 
@@ -27,13 +31,13 @@ pub struct ReplicateArgs {
     #[arg(long, default_value = "dead-letter")]
     pub on_error: OnError,
     /// Most changes in one OLAP transaction (larger source transactions are chunked).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = BatchLimits::default().max_changes)]
     pub batch_max_changes: usize,
     /// How long a committed transaction may wait for others to share its batch, in ms.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = BatchLimits::default().max_delay.as_millis() as u64)]
     pub batch_max_delay_ms: u64,
     /// Rows per chunk of a backfill (a table copied while the stream runs).
-    #[arg(long, env = "BACKFILL_CHUNK_ROWS", default_value_t = 20_000,
+    #[arg(long, env = "BACKFILL_CHUNK_ROWS", default_value_t = config::DEFAULT_BACKFILL_CHUNK_ROWS,
           value_parser = clap::value_parser!(i64).range(1..))]
     pub backfill_chunk_rows: i64,
     #[command(flatten)]
@@ -118,21 +122,6 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    /// No NATS (commands that do not publish).
-    pub fn disabled() -> Self {
-        Self {
-            nats_url: None,
-            nats_stream: "BREWLYTICS".into(),
-            nats_subject_prefix: "brewlytics".into(),
-            nats_replicas: 1,
-            nats_retention: Default::default(),
-            nats_max_age_secs: 0,
-            nats_max_bytes: -1,
-            nats_duplicate_window_secs: 120,
-            nats_ack_timeout_ms: 10_000,
-        }
-    }
-
     pub fn config(&self) -> Option<NatsConfig> {
         let url = self.nats_url.as_deref()?;
         let mut c = NatsConfig::new(url);
@@ -183,7 +172,7 @@ pub struct LoadArgs {
     #[arg(long, env = "NATS_CONSUMER", default_value = "brewlytics-loader")]
     pub consumer: String,
     /// Most changes in one OLAP transaction (larger source transactions are applied in parts).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = BatchLimits::default().max_changes)]
     pub batch_max_changes: usize,
     /// A change that cannot be applied: `dead-letter` (record it, go on) or `stop`.
     #[arg(long, default_value = "dead-letter")]

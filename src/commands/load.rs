@@ -2,6 +2,7 @@
 //! endpoints (`/metrics`, `/health`, `/status`) on `--listen`.
 
 use anyhow::Context;
+use brewlytics_replicator::backoff::Backoff;
 use brewlytics_replicator::load::{self, LoaderConfig, LoaderTelemetry};
 use tokio::sync::watch;
 
@@ -46,6 +47,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             consumer: args.consumer,
             max_changes: args.batch_max_changes.max(1),
             on_error: args.on_error,
+            retry: Backoff::RECONNECT,
         },
         telemetry.metrics.clone(),
         rx,

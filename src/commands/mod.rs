@@ -10,10 +10,14 @@ mod replication;
 mod snapshot;
 mod up;
 
-use brewlytics_replicator::daemon::DaemonConfig;
-use brewlytics_replicator::pipeline::ReplicatorConfig;
+use std::time::Duration;
 
-use crate::cli::{Command, DbArgs, ReplicateArgs, SlotArgs};
+use brewlytics_replicator::backoff::Backoff;
+use brewlytics_replicator::batch::BatchLimits;
+use brewlytics_replicator::config::ReplicatorConfig;
+use brewlytics_replicator::daemon::DaemonConfig;
+
+use crate::cli::{Command, DbArgs, ReplicateArgs};
 use crate::databases::{self, Urls};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -110,23 +114,23 @@ pub async fn migrate_with(urls: &Urls, check_source: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The replicator's configuration from `replicate`'s flags; what they leave out is the
+/// library's default ([`ReplicatorConfig::new`]).
 pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig {
-    let slot: &SlotArgs = &args.slot;
+    let defaults = ReplicatorConfig::new(urls.oltp.clone(), urls.olap.clone());
     ReplicatorConfig {
-        oltp_url: urls.oltp.clone(),
-        olap_url: urls.olap.clone(),
-        slot: slot.slot.clone(),
-        publication: slot.publication.clone(),
-        limits: brewlytics_replicator::batch::BatchLimits {
+        slot: args.slot.slot.clone(),
+        publication: args.slot.publication.clone(),
+        limits: BatchLimits {
             max_changes: args.batch_max_changes.max(1),
-            max_bytes: 16 << 20,
-            max_delay: std::time::Duration::from_millis(args.batch_max_delay_ms),
+            max_delay: Duration::from_millis(args.batch_max_delay_ms),
+            ..defaults.limits
         },
         on_error: args.on_error,
-        status_interval: std::time::Duration::from_secs(10),
         backfill_chunk_rows: args.backfill_chunk_rows,
         nats: args.nats_config(),
         copy_workers: usize::from(args.copy.copy_workers),
+        ..defaults
     }
 }
 
@@ -134,10 +138,11 @@ pub fn daemon_config(urls: &Urls, args: &ReplicateArgs) -> DaemonConfig {
     DaemonConfig {
         replicator: replicator_config(urls, args),
         listen: Some(args.listen),
-        heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_interval_ms),
+        heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
         retained_wal_warn_bytes: i64::try_from(args.retained_wal_warn_mb)
             .unwrap_or(i64::MAX)
             .saturating_mul(1 << 20),
-        ready_max_lag: std::time::Duration::from_millis(args.ready_max_lag_ms),
+        ready_max_lag: Duration::from_millis(args.ready_max_lag_ms),
+        lock_retry: Backoff::LOCK,
     }
 }

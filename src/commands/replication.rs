@@ -1,11 +1,12 @@
 //! `brewlytics status`, `replay` and `resync`: the replication's state, read or rebuilt.
 
 use anyhow::Context;
+use brewlytics_replicator::config::ReplicatorConfig;
 use brewlytics_replicator::lsn::Lsn;
 use brewlytics_replicator::source::snapshot::CopyProgress;
 
 use super::progress;
-use crate::cli::{CopyArgs, NatsArgs, ReplicateArgs, SinkKind, SlotArgs};
+use crate::cli::{CopyArgs, NatsArgs, SlotArgs};
 use crate::databases::{self, Urls};
 
 /// Slot, checkpoint and lag (and, with `--nats-url`, the change stream and its consumers).
@@ -54,23 +55,12 @@ pub async fn replay(urls: &Urls, from_lsn: Lsn) -> anyhow::Result<()> {
 
 /// The source copied again under a new slot, with a bar per table on a terminal.
 pub async fn resync(urls: &Urls, slot: SlotArgs, copy: CopyArgs) -> anyhow::Result<()> {
-    let cfg = super::replicator_config(
-        urls,
-        &ReplicateArgs {
-            slot,
-            on_error: Default::default(),
-            batch_max_changes: 10_000,
-            batch_max_delay_ms: 20,
-            listen: ([127, 0, 0, 1], 0).into(),
-            heartbeat_interval_ms: 0,
-            backfill_chunk_rows: 20_000,
-            copy,
-            retained_wal_warn_mb: 0,
-            ready_max_lag_ms: 0,
-            sink: SinkKind::Olap,
-            nats: NatsArgs::disabled(),
-        },
-    );
+    let cfg = ReplicatorConfig {
+        slot: slot.slot,
+        publication: slot.publication,
+        copy_workers: usize::from(copy.copy_workers),
+        ..ReplicatorConfig::new(urls.oltp.clone(), urls.olap.clone())
+    };
     let bar = std::sync::Mutex::new((progress::Bar::new(), progress::CopyBars::default()));
     let log = brewlytics_replicator::pipeline::copy_logger();
     let on_progress = |p: &CopyProgress| {

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 
 use crate::daemon::status::{self, Status};
 use crate::daemon::DaemonConfig;
-use crate::pipeline::ReplicatorError;
+use crate::error::ReplicatorError;
 use crate::telemetry::{Live, Role, Telemetry};
 
 const PAGE: &str = include_str!("http/status.html");

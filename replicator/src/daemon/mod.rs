@@ -14,7 +14,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use self::monitor::MonitorConfig;
-use crate::pipeline::{self, ReplicatorConfig, ReplicatorError};
+use crate::backoff::Backoff;
+use crate::config::ReplicatorConfig;
+use crate::error::ReplicatorError;
+use crate::pipeline;
 use crate::telemetry::{Role, Telemetry};
 
 #[derive(Clone, Debug)]
@@ -27,6 +30,8 @@ pub struct DaemonConfig {
     pub retained_wal_warn_bytes: i64,
     /// `/ready` answers 503 above this lag.
     pub ready_max_lag: Duration,
+    /// How reaching OLAP for the leader lock is tried again ([`Backoff::LOCK`]).
+    pub lock_retry: Backoff,
 }
 
 /// How often a standby tries the lock, and the leader checks it still holds it.
@@ -39,8 +44,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
     let rc = &cfg.replicator;
-    crate::slot::validate_name("slot name", &rc.slot).map_err(ReplicatorError::Fatal)?;
-    crate::slot::validate_name("publication", &rc.publication).map_err(ReplicatorError::Fatal)?;
+    rc.validate()?;
     let http = match cfg.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -77,7 +81,7 @@ pub async fn run(
         telemetry.clone(),
         shutdown.clone(),
     ));
-    let result = lead_or_wait(rc, &telemetry, shutdown.clone(), monitor).await;
+    let result = lead_or_wait(&cfg, &telemetry, shutdown.clone(), monitor).await;
     telemetry.set_role(Role::Stopped);
     if let Some(h) = http {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
@@ -86,12 +90,13 @@ pub async fn run(
 }
 
 async fn lead_or_wait(
-    rc: &ReplicatorConfig,
+    cfg: &DaemonConfig,
     telemetry: &Arc<Telemetry>,
     mut shutdown: watch::Receiver<bool>,
     mut monitor: tokio::task::JoinHandle<Result<(), String>>,
 ) -> Result<(), ReplicatorError> {
-    let mut backoff = Duration::from_millis(250);
+    let rc = &cfg.replicator;
+    let mut retry = cfg.lock_retry.start();
     let mut announced_standby = false;
     loop {
         if *shutdown.borrow() {
@@ -105,7 +110,7 @@ async fn lead_or_wait(
                     announced_standby = true;
                 }
                 telemetry.set_role(Role::Standby);
-                backoff = Duration::from_millis(250);
+                retry.reset();
                 if wait(&mut shutdown, &mut monitor, LOCK_POLL).await? {
                     return Ok(());
                 }
@@ -114,17 +119,17 @@ async fn lead_or_wait(
             Err(e) => {
                 telemetry.set_role(Role::Starting);
                 telemetry.error("database", format!("OLAP unreachable: {e}"));
+                let backoff = retry.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
                     "cannot reach OLAP; retrying");
                 if wait(&mut shutdown, &mut monitor, backoff).await? {
                     return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
         announced_standby = false;
-        backoff = Duration::from_millis(250);
+        retry.reset();
         tracing::info!(slot = %rc.slot, "leading: this replicator streams the slot");
         telemetry.set_role(Role::Leader);
         if lead(rc, telemetry, &mut shutdown, &mut monitor, lock).await? {

@@ -22,6 +22,7 @@ use futures_util::StreamExt;
 use sqlx::PgConnection;
 use tokio::sync::watch;
 
+use crate::backoff::Backoff;
 use crate::change::{Body, Change, ChunkMerge, Op, Pos, SchemaChange};
 use crate::decode::pg_timestamp_to_chrono;
 use crate::image;
@@ -43,6 +44,8 @@ pub struct LoaderConfig {
     pub consumer: String,
     pub max_changes: usize,
     pub on_error: OnError,
+    /// How a session interrupted by a transient error is started again.
+    pub retry: Backoff,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +89,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LoadError> {
     cfg.nats.validate().map_err(NatsError::Config)?;
-    let mut backoff = Duration::from_millis(250);
+    let mut retry = cfg.retry.start();
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -107,16 +110,12 @@ pub async fn run(
             }
             Err(e) => {
                 metrics.error(e.kind(), e.to_string());
-                if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_millis(250);
-                }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                retry.after_attempt(started.elapsed());
+                tracing::warn!(error = %e, retry_in_ms = retry.delay().as_millis() as u64,
                     "loading interrupted; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return Ok(()),
+                if !retry.wait(&mut shutdown).await {
+                    return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }

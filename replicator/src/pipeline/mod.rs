@@ -13,120 +13,22 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use crate::batch::BatchLimits;
 use crate::checkpoint;
-use crate::decode::DecodeError;
+use crate::config::ReplicatorConfig;
+use crate::error::ReplicatorError;
 use crate::lsn::Lsn;
-use crate::schema::{store, SchemaError, Tracker};
-use crate::sink::nats::envelope::Origin;
-use crate::sink::nats::{publish, NatsConfig, NatsError, NatsSink};
-use crate::sink::olap::{journal, ApplyError, OlapWriter, OnError};
+use crate::schema::{store, Tracker};
+use crate::sink::nats::{publish, NatsSink};
+use crate::sink::olap::{journal, ApplyError, OlapWriter};
 use crate::sink::{OlapSink, Sink};
 use crate::slot;
 use crate::source::backfill::{self, WorkerConfig};
 use crate::source::checks;
-use crate::source::snapshot::{self, SnapshotError};
-use crate::stream::config::{ConfigError, ReplicationConfig};
+use crate::source::snapshot;
+use crate::stream::config::ReplicationConfig;
 use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::telemetry::{Role, Telemetry};
-use brewlytics_support::DbUrl;
 use read::{Applied, Reader, Work};
-
-#[derive(Clone, Debug)]
-pub struct ReplicatorConfig {
-    pub oltp_url: DbUrl,
-    pub olap_url: DbUrl,
-    pub slot: String,
-    pub publication: String,
-    pub limits: BatchLimits,
-    pub on_error: OnError,
-    /// How often a standby status update is sent when nothing else prompts one.
-    pub status_interval: Duration,
-    /// Rows per backfill chunk.
-    pub backfill_chunk_rows: i64,
-    /// Also publish every change to NATS JetStream (beside OLAP, acknowledged before OLAP
-    /// commits).
-    pub nats: Option<NatsConfig>,
-    /// Tables copied at the same time by a first start or `resync`.
-    pub copy_workers: usize,
-}
-
-impl ReplicatorConfig {
-    /// Where published changes say they come from, when they are published.
-    pub fn nats_origin(&self) -> Option<Origin> {
-        self.nats.as_ref().map(|n| Origin {
-            prefix: n.prefix.clone(),
-            slot: self.slot.clone(),
-            db: self.oltp_url.database().to_owned(),
-        })
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicatorError {
-    #[error("{0}")]
-    Fatal(String),
-    /// The OLAP writer ended (its own error says why).
-    #[error("the OLAP writer stopped")]
-    WriterGone,
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("replication stream: {0}")]
-    Stream(#[from] ConnError),
-    #[error("decoding the stream: {0}")]
-    Decode(#[from] DecodeError),
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-    #[error("initial copy: {0}")]
-    Snapshot(#[from] SnapshotError),
-    #[error(transparent)]
-    Schema(#[from] SchemaError),
-    #[error("database: {}", crate::redact::db_error(.0))]
-    Sql(#[from] sqlx::Error),
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
-impl ReplicatorError {
-    /// Errors worth waiting out (a database restarting, a network cut, the slot held by a
-    /// process that is going away); others would only repeat.
-    pub fn is_retryable(&self) -> bool {
-        use crate::redact::{classify, Class};
-        match self {
-            Self::Fatal(_) | Self::Config(_) | Self::Decode(_) => false,
-            Self::WriterGone => true,
-            Self::Apply(e) => e.is_retryable(),
-            Self::Snapshot(SnapshotError::Malformed { .. }) => false,
-            Self::Snapshot(SnapshotError::Apply(e)) => e.is_retryable(),
-            Self::Snapshot(SnapshotError::Source(e)) => classify(e) == Class::Transient,
-            Self::Schema(SchemaError::Catalog { source, .. }) => {
-                classify(source) == Class::Transient
-            }
-            Self::Stream(ConnError::Auth(_) | ConnError::Tls(_)) => false,
-            Self::Stream(ConnError::Server { code, .. }) => {
-                crate::redact::classify_code(code) == Class::Transient
-            }
-            Self::Sql(e) => classify(e) == Class::Transient,
-            Self::Nats(e) => e.is_retryable(),
-            _ => true,
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Fatal(_) => "fatal",
-            Self::WriterGone => "olap",
-            Self::Config(_) => "config",
-            Self::Stream(_) => "stream",
-            Self::Decode(_) => "decode",
-            Self::Apply(e) => e.kind(),
-            Self::Snapshot(_) => "snapshot",
-            Self::Schema(_) => "schema",
-            Self::Sql(_) => "database",
-            Self::Nats(_) => "nats",
-        }
-    }
-}
 
 /// Runs until `shutdown` turns true; reconnects with backoff on retryable errors.
 pub async fn run(
@@ -142,9 +44,8 @@ pub async fn run_with(
     telemetry: Arc<Telemetry>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
-    slot::validate_name("slot name", &cfg.slot).map_err(ReplicatorError::Fatal)?;
-    slot::validate_name("publication", &cfg.publication).map_err(ReplicatorError::Fatal)?;
-    let mut backoff = Duration::from_millis(250);
+    cfg.validate()?;
+    let mut retry = cfg.retry.start();
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -163,16 +64,12 @@ pub async fn run_with(
             }
             Err(e) => {
                 report(&telemetry, &e);
-                if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_millis(250);
-                }
-                tracing::warn!(error = %e, kind = e.kind(), retry_in_ms = backoff.as_millis() as u64,
+                retry.after_attempt(started.elapsed());
+                tracing::warn!(error = %e, kind = e.kind(), retry_in_ms = retry.delay().as_millis() as u64,
                     "replication interrupted; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return Ok(()),
+                if !retry.wait(&mut shutdown).await {
+                    return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -599,8 +496,7 @@ pub async fn resync(
     cfg: &ReplicatorConfig,
     progress: snapshot::OnProgress<'_>,
 ) -> Result<Lsn, ReplicatorError> {
-    slot::validate_name("slot name", &cfg.slot).map_err(ReplicatorError::Fatal)?;
-    slot::validate_name("publication", &cfg.publication).map_err(ReplicatorError::Fatal)?;
+    cfg.validate()?;
     let mut writer = OlapWriter::connect(&cfg.olap_url, cfg.on_error).await?;
     let mut oltp = PgConnection::connect_with(&cfg.oltp_url.connect_options()?).await?;
     checks::source_ready(&mut oltp, &cfg.publication, true).await?;

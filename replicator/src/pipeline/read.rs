@@ -17,12 +17,13 @@ use crate::batch::{Batcher, CommitMark};
 use crate::change::{
     key_changed, Body, Change, ChunkMerge, Op, RowChange, SchemaChange, TxContext,
 };
+use crate::config::ReplicatorConfig;
 use crate::decode::{
     chrono_to_pg_timestamp, decode, standby_status_update, PgOutputMessage, RelationCache,
     ReplicationMessage, TupleData,
 };
+use crate::error::ReplicatorError;
 use crate::lsn::Lsn;
-use crate::pipeline::{ReplicatorConfig, ReplicatorError};
 use crate::schema::{Resolved, Tracker, DDL_PREFIX};
 use crate::sink::nats::envelope::{Encoder as NatsEncoder, Part as NatsPart};
 use crate::sink::olap::encode::{encode, Encoded};

@@ -22,6 +22,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
 use super::copy::{parse_copy_line, Lines};
+use crate::backoff::Backoff;
 use crate::image::{self, copy_escape, CopyField};
 use crate::schema::{self, source, store};
 use crate::sink::olap::backfill::{chunk_table, chunk_table_sql};
@@ -81,7 +82,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).start();
     loop {
         if *shutdown.borrow() {
             return;
@@ -91,14 +92,12 @@ pub async fn run(
             _ = shutdown.changed() => return,
         };
         match result {
-            Ok(()) => backoff = Duration::from_secs(1),
+            Ok(()) => retry.reset(),
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "backfill worker interrupted");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
+                tracing::warn!(error = %e, retry_in_s = retry.delay().as_secs(), "backfill worker interrupted");
+                if !retry.wait(&mut shutdown).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }

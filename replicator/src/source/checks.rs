@@ -3,7 +3,16 @@
 
 use sqlx::PgConnection;
 
-use crate::pipeline::ReplicatorError;
+/// Why the source cannot replicate.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// A setting, a privilege or a missing object: the fix, in one line.
+    #[error("{0}")]
+    Refused(String),
+    /// The source could not be asked (retried).
+    #[error("database: {}", crate::redact::db_error(.0))]
+    Sql(#[from] sqlx::Error),
+}
 
 /// Checks `wal_level`, the publication, the role's privileges and (before creating the slot)
 /// a free replication slot. Connection errors are returned as such (retried).
@@ -11,7 +20,7 @@ pub async fn source_ready(
     conn: &mut PgConnection,
     publication: &str,
     creating_slot: bool,
-) -> Result<(), ReplicatorError> {
+) -> Result<(), NotReady> {
     let (wal_level, can_replicate, user, has_publication): (String, bool, String, bool) =
         sqlx::query_as(
             "select current_setting('wal_level'),
@@ -23,19 +32,19 @@ pub async fn source_ready(
         .fetch_one(&mut *conn)
         .await?;
     if wal_level != "logical" {
-        return Err(ReplicatorError::Fatal(format!(
+        return Err(NotReady::Refused(format!(
             "the OLTP server has wal_level = {wal_level}; logical replication needs logical: run \
              `ALTER SYSTEM SET wal_level = logical` as a superuser and restart PostgreSQL"
         )));
     }
     if !can_replicate {
-        return Err(ReplicatorError::Fatal(format!(
+        return Err(NotReady::Refused(format!(
             "role {user:?} may not stream from a replication slot: run `ALTER ROLE \"{user}\" REPLICATION` \
              as a superuser (see deploy/roles.sql)"
         )));
     }
     if !has_publication {
-        return Err(ReplicatorError::Fatal(format!(
+        return Err(NotReady::Refused(format!(
             "publication {publication:?} does not exist in the OLTP database: run `brewlytics migrate`, \
              or `CREATE PUBLICATION \"{publication}\" FOR TABLE …` with the tables to mirror"
         )));
@@ -48,7 +57,7 @@ pub async fn source_ready(
     .fetch_all(&mut *conn)
     .await?;
     if !unreadable.is_empty() {
-        return Err(ReplicatorError::Fatal(format!(
+        return Err(NotReady::Refused(format!(
             "role {user:?} cannot read the published table(s) {}: run `GRANT SELECT ON {} TO \"{user}\"`",
             unreadable.join(", "),
             unreadable.join(", ")
@@ -62,7 +71,7 @@ pub async fn source_ready(
         .fetch_one(&mut *conn)
         .await?;
         if used >= max {
-            return Err(ReplicatorError::Fatal(format!(
+            return Err(NotReady::Refused(format!(
                 "all {max} replication slots of the OLTP server are in use (max_replication_slots = {max}): \
                  drop an unused one (`SELECT pg_drop_replication_slot(name)`) or raise max_replication_slots \
                  and restart PostgreSQL"

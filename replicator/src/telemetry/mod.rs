@@ -829,53 +829,6 @@ mod tests {
     }
 
     #[test]
-    fn error_kinds_cover_every_replicator_error() {
-        use crate::decode::{DecodeError, DecodeErrorKind};
-        use crate::pipeline::ReplicatorError;
-        use crate::schema::SchemaError;
-        use crate::sink::olap::ApplyError;
-        use crate::source::snapshot::SnapshotError;
-        use crate::stream::config::ConfigError;
-        use crate::stream::conn::ConnError;
-        let errors = [
-            ReplicatorError::Fatal("x".into()),
-            ReplicatorError::WriterGone,
-            ReplicatorError::Config(ConfigError::Malformed("x".into())),
-            ReplicatorError::Stream(ConnError::Closed),
-            ReplicatorError::Decode(DecodeError {
-                tag: None,
-                offset: 0,
-                kind: DecodeErrorKind::UnknownTag(0),
-            }),
-            ReplicatorError::Apply(ApplyError::Sql(sqlx::Error::PoolTimedOut)),
-            ReplicatorError::Apply(ApplyError::Rejected {
-                pos: crate::change::Pos::default(),
-                table: "t".into(),
-                error: "x".into(),
-            }),
-            ReplicatorError::Apply(ApplyError::Ddl {
-                table: "t".into(),
-                error: "x".into(),
-            }),
-            ReplicatorError::Apply(ApplyError::Star("x".into())),
-            ReplicatorError::Snapshot(SnapshotError::Malformed { table: "t".into() }),
-            ReplicatorError::Schema(SchemaError::Catalog {
-                table: "t".into(),
-                source: sqlx::Error::PoolTimedOut,
-            }),
-            ReplicatorError::Sql(sqlx::Error::PoolTimedOut),
-            ReplicatorError::Nats(crate::sink::nats::NatsError::Ack("x".into())),
-        ];
-        for e in &errors {
-            assert!(
-                ERROR_KINDS.contains(&e.kind()),
-                "{} is not in ERROR_KINDS",
-                e.kind()
-            );
-        }
-    }
-
-    #[test]
     fn wal_status_keeps_every_state_with_one_current() {
         let t = Telemetry::new();
         let read = |status: Option<&str>, exists: bool| {
