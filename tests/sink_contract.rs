@@ -218,7 +218,7 @@ impl Subject for Olap {
     async fn committed(
         &mut self,
         _: &mut OlapSink,
-        _: brewlytics_replicator::sink::olap::ApplyStats,
+        _: brewlytics_replicator::telemetry::ApplyStats,
     ) {
     }
     async fn stored(&mut self) -> Vec<Pos> {

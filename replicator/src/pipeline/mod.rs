@@ -351,8 +351,8 @@ async fn apply_loop(
                 }
                 .instrument(span)
                 .await?;
-                let elapsed = olap.writer.started.map(|s| s.elapsed()).unwrap_or_default();
-                telemetry.batch_applied(&totals, transactions, elapsed, mark.end_lsn);
+                let elapsed = totals.elapsed;
+                telemetry.batch_applied(&totals, transactions, mark.end_lsn);
                 if let Some(seq) = heartbeat {
                     telemetry.heartbeat_applied(seq);
                 }

@@ -70,7 +70,7 @@ pub struct OlapSink {
 
 impl Sink for OlapSink {
     type Part = olap::encode::Encoded;
-    type Receipt = olap::ApplyStats;
+    type Receipt = crate::telemetry::ApplyStats;
     type Error = olap::ApplyError;
 
     /// Nothing to prepare: positions at or before the checkpoint are skipped by the reader
