@@ -9,11 +9,11 @@
 //! (connection lost, serialization failure, deadlock, timeouts) are returned for the caller to
 //! retry the whole transaction; other errors stop, naming what failed.
 //!
-//! By responsibility: [`transaction`] (the batch's transaction and the checkpoint),
-//! [`encode`] and [`stage`] (a batch made into journal COPY data and typed stage tables,
-//! pure), [`journal`], [`replica`] and [`merge`] (the replica's merge SQL), [`star`],
-//! [`refused`] (dead letters), [`backfill`] (a chunk merged where its watermark arrives),
-//! [`error`].
+//! By responsibility: [`sink`] (the primary sink the pipeline drives), [`transaction`] (the
+//! batch's transaction and the checkpoint), [`encode`] and [`stage`] (a batch made into
+//! journal COPY data and typed stage tables, pure), [`journal`], [`replica`] and [`merge`]
+//! (the replica's merge SQL), [`star`], [`refused`] (dead letters), [`backfill`] (a chunk
+//! merged where its watermark arrives), [`error`].
 
 pub mod backfill;
 pub mod encode;
@@ -22,6 +22,7 @@ pub mod journal;
 pub mod merge;
 pub mod refused;
 pub mod replica;
+pub mod sink;
 pub mod stage;
 pub mod star;
 pub mod transaction;
@@ -38,6 +39,7 @@ use brewlytics_support::DbUrl;
 
 pub use error::{ApplyError, OnError};
 pub use refused::deadletter;
+pub use sink::{OlapEncoder, OlapSink};
 
 /// A connection to OLAP that batches are applied through. Stage tables are temporary tables
 /// of this connection, made once per table shape.
