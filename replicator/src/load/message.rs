@@ -88,24 +88,13 @@ impl Loader<'_> {
                     self.apply_part().await?;
                     self.empty_replica(&after).await?;
                 }
-                let key = (after.schema.to_string(), after.name.to_string());
-                let before = before
-                    .map(Arc::new)
-                    .or_else(|| self.tables.get(&key).cloned().filter(|_| !copy));
-                let after = Arc::new(after);
-                self.tables.insert(key, after.clone());
-                let body = Body::Schema(Arc::new(SchemaChange {
-                    before,
-                    after,
+                let change = SchemaChange {
+                    before: before.map(Arc::new),
+                    after: Arc::new(after),
                     steps,
                     backfill,
-                }));
-                self.batch.open.push(Change {
-                    pos,
-                    xid,
-                    commit_ts,
-                    body,
-                });
+                };
+                self.schema(change, copy, pos, xid, commit_ts);
             }
             Decoded::Backfill {
                 pos,
@@ -118,27 +107,12 @@ impl Loader<'_> {
                 chunk,
             } => {
                 let table = self.table(&schema, &table, seq)?;
-                if let Some(meta) = chunk {
-                    self.batch.open_chunks.push(PendingChunk {
-                        backfill_id,
-                        attempt: attempt.clone(),
-                        table: table.clone(),
-                        meta,
-                        rows: Vec::new(),
-                        first_seq: pos.seq,
-                    });
-                }
-                let body = Body::Backfill(Arc::new(ChunkMerge {
+                let merge = ChunkMerge {
                     table,
                     backfill_id,
                     attempt,
-                }));
-                self.batch.open.push(Change {
-                    pos,
-                    xid,
-                    commit_ts,
-                    body,
-                });
+                };
+                self.backfill(merge, chunk, pos, xid, commit_ts);
             }
         }
         match place.last {
@@ -185,6 +159,52 @@ impl Loader<'_> {
             })?;
         self.batch.open.push(change);
         Ok(())
+    }
+
+    /// A schema event: the table's shape from here on (a copy's event starts the table
+    /// afresh; another names the shape before it when the message does not).
+    fn schema(&mut self, mut change: SchemaChange, copy: bool, pos: Pos, xid: u32, commit_ts: i64) {
+        let key = (
+            change.after.schema.to_string(),
+            change.after.name.to_string(),
+        );
+        if change.before.is_none() && !copy {
+            change.before = self.tables.get(&key).cloned();
+        }
+        self.tables.insert(key, change.after.clone());
+        self.batch.open.push(Change {
+            pos,
+            xid,
+            commit_ts,
+            body: Body::Schema(Arc::new(change)),
+        });
+    }
+
+    /// A backfill chunk's merge point; its rows follow (none when no chunk was merged).
+    fn backfill(
+        &mut self,
+        merge: ChunkMerge,
+        chunk: Option<ChunkMeta>,
+        pos: Pos,
+        xid: u32,
+        commit_ts: i64,
+    ) {
+        if let Some(meta) = chunk {
+            self.batch.open_chunks.push(PendingChunk {
+                backfill_id: merge.backfill_id,
+                attempt: merge.attempt.clone(),
+                table: merge.table.clone(),
+                meta,
+                rows: Vec::new(),
+                first_seq: pos.seq,
+            });
+        }
+        self.batch.open.push(Change {
+            pos,
+            xid,
+            commit_ts,
+            body: Body::Backfill(Arc::new(merge)),
+        });
     }
 
     /// The transaction's last message (`m`, acknowledged once the batch commits): its

@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
-/// Every `kind` of `brewlytics_nats_errors_total` ([`crate::sink::nats::NatsError::kind`]).
+/// Every `kind` of `brewlytics_nats_errors_total` (the NATS sink's `NatsError::kind`).
 pub const ERROR_KINDS: &[&str] = &[
     "connect", "stream", "publish", "ack", "consumer", "message", "olap",
 ];
