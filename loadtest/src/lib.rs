@@ -131,39 +131,9 @@ pub async fn run(args: LoadtestArgs, dbs: Databases) -> anyhow::Result<Report> {
 
     let world = Arc::new(bootstrap(client, base.clone(), &dbs, &args, seed, &mut rng).await?);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (abort_tx, abort_rx) = watch::channel(false);
-    let signals = tokio::spawn(async move {
-        brewlytics_support::shutdown::signal().await;
-        let _ = stop_tx.send(true);
-        brewlytics_support::shutdown::signal().await;
-        let _ = abort_tx.send(true);
-    });
-
-    let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
-    let poll_every = Duration::from_millis(args.poll_ms.max(1));
-    let poller = match (olap_conn, &world.tracker) {
-        (Some(conn), Some(tracker)) => Some(tokio::spawn(freshness::poll(
-            conn,
-            tracker.clone(),
-            poll_every,
-            poll_stop_rx,
-        ))),
-        _ => None,
-    };
-
+    let (signals, stop_rx, abort_rx) = signals();
     let start = Instant::now();
-    let waiting = Arc::new(AtomicBool::new(false));
-    let (bar_stop_tx, bar_stop_rx) = watch::channel(false);
-    let bar = (!args.no_progress && progress::stderr_is_tty()).then(|| {
-        tokio::spawn(drive::progress_loop(
-            world.clone(),
-            start,
-            args.duration,
-            waiting.clone(),
-            bar_stop_rx,
-        ))
-    });
+    let beside = Beside::start(&world, olap_conn, &args, start);
 
     let mut tasks = JoinSet::new();
     load(
@@ -183,24 +153,7 @@ pub async fn run(args: LoadtestArgs, dbs: Databases) -> anyhow::Result<Report> {
         args.duration
     };
     drive::drain(&mut tasks, args.timeout, abort_rx.clone()).await;
-
-    let waited = match poller {
-        Some(_) => {
-            drive::wait_for_freshness(&world, args.freshness_wait, &waiting, &abort_rx).await
-        }
-        None => {
-            waiting.store(true, std::sync::atomic::Ordering::Relaxed);
-            Duration::ZERO
-        }
-    };
-    let _ = poll_stop_tx.send(true);
-    if let Some(p) = poller {
-        let _ = tokio::time::timeout(Duration::from_secs(6), p).await;
-    }
-    let _ = bar_stop_tx.send(true);
-    if let Some(bar) = bar {
-        let _ = bar.await;
-    }
+    let waited = beside.finish(&world, args.freshness_wait, &abort_rx).await;
     signals.abort();
 
     let info = RunInfo {
@@ -213,11 +166,106 @@ pub async fn run(args: LoadtestArgs, dbs: Databases) -> anyhow::Result<Report> {
         interrupted,
     };
     let freshness = match (&world.tracker, args.no_freshness) {
-        (Some(t), false) => Some(t.lock().expect("tracker lock").report(waited, poll_every)),
+        (Some(t), false) => Some(
+            t.lock()
+                .expect("tracker lock")
+                .report(waited, poll_every(&args)),
+        ),
         _ => None,
     };
     let recorder = world.recorder.lock().expect("recorder lock").clone();
     Ok(Report::build(&info, &recorder, freshness))
+}
+
+/// The first Ctrl-C/SIGTERM turns `stop` true, a second one `abort`.
+fn signals() -> (
+    tokio::task::JoinHandle<()>,
+    watch::Receiver<bool>,
+    watch::Receiver<bool>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        brewlytics_support::shutdown::signal().await;
+        let _ = stop_tx.send(true);
+        brewlytics_support::shutdown::signal().await;
+        let _ = abort_tx.send(true);
+    });
+    (task, stop_rx, abort_rx)
+}
+
+fn poll_every(args: &LoadtestArgs) -> Duration {
+    Duration::from_millis(args.poll_ms.max(1))
+}
+
+/// What runs beside the load: the freshness poller and the progress bar.
+struct Beside {
+    poll_stop: watch::Sender<bool>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+    bar_stop: watch::Sender<bool>,
+    bar: Option<tokio::task::JoinHandle<()>>,
+    waiting: Arc<AtomicBool>,
+}
+
+impl Beside {
+    fn start(
+        world: &Arc<World>,
+        olap: Option<sqlx::PgConnection>,
+        args: &LoadtestArgs,
+        start: Instant,
+    ) -> Self {
+        let (poll_stop, poll_stop_rx) = watch::channel(false);
+        let poller = match (olap, &world.tracker) {
+            (Some(conn), Some(tracker)) => Some(tokio::spawn(freshness::poll(
+                conn,
+                tracker.clone(),
+                poll_every(args),
+                poll_stop_rx,
+            ))),
+            _ => None,
+        };
+        let waiting = Arc::new(AtomicBool::new(false));
+        let (bar_stop, bar_stop_rx) = watch::channel(false);
+        let bar = (!args.no_progress && progress::stderr_is_tty()).then(|| {
+            tokio::spawn(drive::progress_loop(
+                world.clone(),
+                start,
+                args.duration,
+                waiting.clone(),
+                bar_stop_rx,
+            ))
+        });
+        Self {
+            poll_stop,
+            poller,
+            bar_stop,
+            bar,
+            waiting,
+        }
+    }
+
+    /// After the load: waits (bounded) for the sampled orders still missing from OLAP, then
+    /// stops; returns how long it waited.
+    async fn finish(
+        self,
+        world: &World,
+        wait: Duration,
+        abort: &watch::Receiver<bool>,
+    ) -> Duration {
+        let waited = match self.poller {
+            Some(_) => drive::wait_for_freshness(world, wait, &self.waiting, abort).await,
+            None => Duration::ZERO,
+        };
+        let _ = self.poll_stop.send(true);
+        if let Some(p) = self.poller {
+            let _ = tokio::time::timeout(Duration::from_secs(6), p).await;
+        }
+        let _ = self.bar_stop.send(true);
+        if let Some(bar) = self.bar {
+            let _ = bar.await;
+        }
+        waited
+    }
 }
 
 /// The flags checked before anything starts; the arrival rate (None: closed loop).
