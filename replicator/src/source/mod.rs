@@ -1,5 +1,5 @@
-//! The source side: the replication stream read into batches, the first start's copy,
-//! backfills, and the checks that the source can replicate at all.
+//! The source side, apart from the stream (which `pipeline/read.rs` reads): the first start's
+//! copy, backfills, and the checks that the source can replicate at all.
 
 pub mod backfill;
 pub mod checks;
