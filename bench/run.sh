@@ -21,7 +21,8 @@
 #
 # Environment: BREWLYTICS_BIN (default target/release/brewlytics), PGBIN (directory of
 # initdb/pg_ctl; default: found on PATH or /usr/lib/postgresql/*/bin), BENCH_PORT_BASE
-# (default 28500; uses base..base+11), BENCH_KEEP=1 keeps the work directory,
+# (fixed ports base..base+11; default: four free ports leased by bench/ports.sh, the way the
+# tests take theirs), BENCH_KEEP=1 keeps the work directory,
 # BENCH_RESULTS=FILE keeps the raw per-run figures (TSV: key, run, value),
 # BENCH_PROFILE=1 loads pg_stat_statements on the OLAP cluster and writes the replicator's
 # costliest statements of a, replay, d and e to profile_*.txt in the (kept) work directory.
@@ -67,11 +68,19 @@ for tool in initdb pg_ctl psql pgbench pg_recvlogical pg_dump; do
 done
 command -v python3 >/dev/null || { echo "python3 is needed for the statistics" >&2; exit 1; }
 
-PORT_BASE=${BENCH_PORT_BASE:-28500}
-SRC_PORT=$PORT_BASE
-DST_PORT=$((PORT_BASE + 1))
-API_PORT=$((PORT_BASE + 10))
-REPL_PORT=$((PORT_BASE + 11))
+command -v flock >/dev/null || { echo "flock is needed for the ports (apt-get install util-linux)" >&2; exit 1; }
+. "$HERE/ports.sh"
+if [ -n "${BENCH_PORT_BASE:-}" ]; then
+  SRC_PORT=$BENCH_PORT_BASE
+  DST_PORT=$((BENCH_PORT_BASE + 1))
+  API_PORT=$((BENCH_PORT_BASE + 10))
+  REPL_PORT=$((BENCH_PORT_BASE + 11))
+else
+  lease_port SRC_PORT
+  lease_port DST_PORT
+  lease_port API_PORT
+  lease_port REPL_PORT
+fi
 WORK=$(mktemp -d /tmp/brewlytics-bench.XXXXXX)
 chmod 755 "$WORK"
 RESULTS=$WORK/results.tsv
@@ -79,8 +88,6 @@ RESULTS=$WORK/results.tsv
 LOG=$WORK/bench.log
 export PGUSER=bench PGHOST=127.0.0.1
 unset PGPASSWORD PGDATABASE PGOPTIONS
-OLTP_URL="postgres://bench@127.0.0.1:$SRC_PORT/coffee_oltp"
-OLAP_URL="postgres://bench@127.0.0.1:$DST_PORT/coffee_olap"
 
 # ---------------------------------------------------------------------------- processes
 PIDS=()
@@ -135,14 +142,13 @@ record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RESULTS"; } # key run value
 src() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -p "$SRC_PORT" -d "${DB:-coffee_oltp}" -At "$@"; }
 dst() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -p "$DST_PORT" -d "${DB:-coffee_olap}" -At "$@"; }
 
-cluster() { # cluster DIR PORT
-  local dir=$1 port=$2
+cluster() { # cluster DIR PORT_VAR: started on the port in PORT_VAR (leased again if taken)
+  local dir=$1 var=$2 attempt
   mkdir -p "$dir" "$WORK/sock"
   [ "$(id -u)" = 0 ] && chown postgres: "$dir" "$WORK/sock"
   as_pg "$PGBIN/initdb" -D "$dir" -U bench -A trust --no-sync >/dev/null
   cat >> "$dir/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
-port = $port
 unix_socket_directories = '$WORK/sock'
 wal_level = logical
 max_wal_senders = 20
@@ -156,8 +162,18 @@ EOF
   if [ "${BENCH_PROFILE:-0}" = 1 ]; then
     printf "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\ntrack_io_timing = on\n" >> "$dir/postgresql.conf"
   fi
-  as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
-  CLUSTERS+=("$dir")
+  for attempt in 1 2 3; do
+    echo "port = ${!var}" >> "$dir/postgresql.conf" # the last one counts
+    if as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+      CLUSTERS+=("$dir")
+      return 0
+    fi
+    # A leased port taken before the server bound it: another lease.
+    grep -q "Address already in use" "$dir/server.log" && [ -z "${BENCH_PORT_BASE:-}" ] || break
+    lease_port "$var"
+  done
+  echo "PostgreSQL did not start in $dir: $(grep -E 'FATAL|could not bind' "$dir/server.log" | tail -2)" >&2
+  exit 1
 }
 
 wait_until() { # wait_until TIMEOUT_S CMD... : poll every 20 ms until CMD succeeds
@@ -451,8 +467,10 @@ bench_d() {
 
 # -------------------------------------------------------------------------------- main
 say "work directory $WORK; binary $BIN; PostgreSQL $PGBIN; $RUNS run(s)$([ "$QUICK" = 1 ] && echo ", quick sizes")"
-cluster "$WORK/src" "$SRC_PORT"
-cluster "$WORK/dst" "$DST_PORT"
+cluster "$WORK/src" SRC_PORT
+cluster "$WORK/dst" DST_PORT
+OLTP_URL="postgres://bench@127.0.0.1:$SRC_PORT/coffee_oltp"
+OLAP_URL="postgres://bench@127.0.0.1:$DST_PORT/coffee_olap"
 for run in $(seq 1 "$RUNS"); do
   want a && bench_a "$run"
   want b && bench_b "$run"

@@ -226,7 +226,8 @@ grant set on parameter session_replication_role to brewlytics_olap;
 -- The writer owns what the migrations created (they run as a superuser).
 select format('alter schema %I owner to brewlytics_olap', nspname)
 from pg_namespace
-where nspname in ('replica', 'cdc_staging') and nspowner <> 'brewlytics_olap'::regrole
+where nspname in ('replica', 'cdc_staging', 'star_input', 'star_kept')
+  and nspowner <> 'brewlytics_olap'::regrole
 \gexec
 select format('alter %s %I.%I owner to brewlytics_olap',
               case c.relkind when 'v' then 'view' when 'm' then 'materialized view'
@@ -234,7 +235,7 @@ select format('alter %s %I.%I owner to brewlytics_olap',
               n.nspname, c.relname)
 from pg_class c
 join pg_namespace n on n.oid = c.relnamespace
-where n.nspname in ('public', 'replica')
+where n.nspname in ('public', 'replica', 'star_input', 'star_kept')
   and c.relkind in ('r', 'p', 'v', 'm', 'S')
   and c.relowner <> 'brewlytics_olap'::regrole
   -- identity/serial sequences follow their table; extension members stay the extension's
@@ -276,7 +277,7 @@ select format('grant usage on schema %1$I to brewlytics_reader;
                alter default privileges for role brewlytics_olap in schema %1$I
                    grant select on tables to brewlytics_reader', nspname)
 from pg_namespace
-where nspname in ('public', 'replica')
+where nspname in ('public', 'replica', 'star_input', 'star_kept')
 order by nspname
 \gexec
 \endif

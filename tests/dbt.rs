@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use harness::{free_addr, scratch_dir, wait_streaming};
 use runner::{dbt_bin, grep_files, Dbt};
 use serde_json::{json, Value};
-use shop::{call, checkpoint_age, execute, http, order, scalar, Shop};
+use shop::{api_json, call, checkpoint_age, execute, order, scalar, Shop};
 use sqlx::PgConnection;
 
 const BIN: &str = env!("CARGO_BIN_EXE_brewlytics");
@@ -124,7 +124,7 @@ fn post_orders(api: &str) -> Told {
     )["id"]
         .as_i64()
         .unwrap();
-    let (status, staff) = http(api, "GET", "/employees/active", None);
+    let (status, staff) = api_json(api, "GET", "/employees/active", None);
     assert_eq!(status, 200);
     let staff = staff
         .as_array()
@@ -168,7 +168,7 @@ fn post_orders(api: &str) -> Told {
         json!({"status": "cancelled"}),
         200,
     );
-    let (status, answer) = http(api, "DELETE", &format!("/orders/{}", id(&o5)), None);
+    let (status, answer) = api_json(api, "DELETE", &format!("/orders/{}", id(&o5)), None);
     assert!((200..300).contains(&status), "DELETE /orders: {answer}");
     call(
         api,

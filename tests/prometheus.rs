@@ -3,7 +3,7 @@
 //!   deploy/alerts.test.yml (each alert fires where it should and stays silent where it must
 //!   not); every alert has a severity, a summary naming what it is about, a runbook section,
 //!   and both kinds of test case;
-//! - `brewlytics up` (embedded PostgreSQL, API and replicator on free loopback ports) scraped
+//! - `brewlytics up` (embedded PostgreSQL, API and replicator on ports they chose) scraped
 //!   by `prometheus` with the scrape jobs of deploy/prometheus.yml (targets rewritten to the
 //!   test's ports, 1 s interval); the replicator's lag and the API's request counts are read
 //!   back through Prometheus's HTTP API. Both servers are stopped with SIGTERM at the end
@@ -11,150 +11,16 @@
 //!
 //! The alerts against a live pipeline (OLAP stopped, the lag alert firing and resolving) are
 //! in tests/alerting.rs. Needs the `prometheus` package (/usr/bin/prometheus and promtool;
-//! `.ci/run` installs it). Without it the tests fail, naming the package: a check that cannot
+//! `scripts/test` installs it). Without it the tests fail, naming the package: a check that cannot
 //! run is not a check that passed.
 
 mod harness;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use harness::prom::{self, http, query};
-
-/// A child process killed (and reaped) when dropped.
-struct Proc {
-    name: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
-        let file = std::fs::File::create(&log).expect("creating a log file");
-        cmd.stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self {
-            name,
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics (with the log) if the process has exited.
-    fn assert_running(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.child = None;
-                panic!(
-                    "{} exited early ({status}); log:\n{}",
-                    self.name,
-                    self.log_text()
-                );
-            }
-        }
-    }
-
-    /// SIGTERM, then wait up to `within`; None if it is still running (the guard kills it).
-    fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < within {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    /// SIGTERM first, so `brewlytics up` stops its embedded PostgreSQL itself; SIGKILL after
-    /// 30 s (its cluster's watchdog then stops the server).
-    fn drop(&mut self) {
-        if self.child.is_some() && self.terminate(Duration::from_secs(30)).is_none() {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-/// A scratch directory removed on drop (after the processes using it: declare it first).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "brewlytics-prometheus-{}-{nanos:x}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    /// Waits (≤ 15 s) for an embedded PostgreSQL still shutting down in here before removing
-    /// the directory: its watchdog needs the data directory to stop it.
-    fn drop(&mut self) {
-        let pid_file = self.0.join("brewlytics/pgdata/postmaster.pid");
-        let start = Instant::now();
-        while pid_file.exists() && start.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().unwrap().to_string()
-}
-
-/// Waits until `check` returns Some, up to `within`; panics with `what` and the logs.
-fn wait_for<T>(
-    within: Duration,
-    what: &str,
-    procs: &mut [&mut Proc],
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        for p in procs.iter_mut() {
-            p.assert_running();
-        }
-        if start.elapsed() > within {
-            let logs: String = procs
-                .iter()
-                .map(|p| format!("--- {} log:\n{}\n", p.name, p.log_text()))
-                .collect();
-            panic!("{what}: nothing within {within:?}\n{logs}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+use harness::prom::{self, query};
+use harness::{http, wait_for, Proc, Scratch};
 
 /// Runs promtool in deploy/ (so the rule files' relative paths resolve as Prometheus does);
 /// (success, stdout + stderr).
@@ -197,8 +63,8 @@ fn the_rules_pass_their_unit_tests() {
     assert!(out.contains("SUCCESS"), "{out}");
 
     // And a wrong expectation does fail: a lag of 0.1 s is not an alert.
-    let scratch = Scratch::new();
-    let wrong = scratch.0.join("wrong.test.yml");
+    let scratch = Scratch::new("prometheus");
+    let wrong = scratch.join("wrong.test.yml");
     std::fs::write(
         &wrong,
         format!(
@@ -266,6 +132,7 @@ fn every_alert_is_labelled_documented_and_tested_both_ways() {
         "BrewlyticsSlotLost",
         "BrewlyticsReplicatorErrors",
         "BrewlyticsDeadLetters",
+        "BrewlyticsStarDegraded",
         "BrewlyticsHeartbeatsStale",
         "BrewlyticsApiErrors",
         "BrewlyticsApiLatency",
@@ -333,7 +200,8 @@ fn every_alert_is_labelled_documented_and_tested_both_ways() {
 
 #[test]
 fn prometheus_scrapes_the_replicator_and_the_api() {
-    let prometheus_bin = prom::prometheus_binary();
+    // Without Prometheus this fails now, naming the package, not after `up` started.
+    prom::prometheus_binary();
     let deploy_text = std::fs::read_to_string(prom::deploy_dir().join("prometheus.yml"))
         .expect("deploy/prometheus.yml");
     let jobs = prom::scrape_jobs(&deploy_text);
@@ -346,27 +214,17 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
         .find(|j| j.port == 8001)
         .expect("a scrape job for the replicator (port 8001) in deploy/prometheus.yml");
 
-    let scratch = Scratch::new();
-    let api = free_addr();
-    let replicator = free_addr();
-    let dashboard = free_addr();
-    let prometheus = free_addr();
+    let scratch = Scratch::new("prometheus");
 
     // The pipeline: embedded PostgreSQL, a few seeded orders, API and replicator.
-    let mut up_cmd = Command::new(env!("CARGO_BIN_EXE_brewlytics"));
-    up_cmd
-        .args(["up", "--seed-orders", "20", "--data-dir"])
-        .arg(scratch.0.join("brewlytics"))
-        .env("API_LISTEN", &api)
-        .env("REPLICATOR_LISTEN", &replicator)
-        .env("DASHBOARD_LISTEN", &dashboard)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env_remove("OLTP_DATABASE_URL")
-        .env_remove("OLAP_DATABASE_URL");
-    let mut up = Proc::spawn("brewlytics up", up_cmd, scratch.0.join("up.log"));
+    let mut up_cmd = harness::up::command(&scratch.join("brewlytics"));
+    up_cmd.args(["--seed-orders", "20"]).env("RUST_LOG", "info");
+    let mut up = Proc::spawn(up_cmd, scratch.join("up.log")).gentle();
+    let harness::up::UpAddrs {
+        api, replicator, ..
+    } = harness::up::wait(&mut up);
     wait_for(
-        Duration::from_secs(180),
+        Duration::from_secs(60),
         "the API's /health",
         &mut [&mut up],
         || match http(&api, "GET", "/health", None) {
@@ -387,20 +245,9 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
         },
         &[],
     );
-    let config_path = scratch.0.join("prometheus.yml");
+    let config_path = scratch.join("prometheus.yml");
     std::fs::write(&config_path, config).unwrap();
-    let mut prom_cmd = Command::new(&prometheus_bin);
-    prom_cmd.args(prom::server_args(&config_path, &scratch.0, &prometheus));
-    let mut prom = Proc::spawn("prometheus", prom_cmd, scratch.0.join("prometheus.log"));
-    wait_for(
-        Duration::from_secs(60),
-        "Prometheus ready",
-        &mut [&mut up, &mut prom],
-        || match http(&prometheus, "GET", "/-/ready", None) {
-            Some((200, _)) => Some(()),
-            _ => None,
-        },
-    );
+    let (mut prom, prometheus) = prom::start(&config_path, scratch.path());
 
     // Some API traffic to count: health checks and one order.
     const HEALTH_CHECKS: usize = 5;
@@ -481,22 +328,15 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
     );
 
     // Stop both; nothing may be left running.
-    let prom_exit = prom.terminate(Duration::from_secs(30));
-    assert!(
-        prom_exit.is_some(),
-        "prometheus did not stop within 30 s of SIGTERM"
-    );
+    prom.terminate(Duration::from_secs(30));
     let up_exit = up.terminate(Duration::from_secs(60));
-    match up_exit {
-        Some(s) if s.success() => {}
-        Some(s) => panic!("brewlytics up exited with {s}; log:\n{}", up.log_text()),
-        None => panic!(
-            "brewlytics up did not stop within 60 s of SIGTERM; log:\n{}",
-            up.log_text()
-        ),
-    }
+    assert!(
+        up_exit.success(),
+        "brewlytics up exited with {up_exit}; log:\n{}",
+        up.log_text()
+    );
     let up_log = up.log_text();
-    let password_file = scratch.0.join("brewlytics/superuser.password");
+    let password_file = scratch.join("brewlytics/superuser.password");
     if let Ok(password) = std::fs::read_to_string(password_file) {
         assert!(
             !up_log.contains(password.trim()),

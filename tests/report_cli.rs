@@ -1,8 +1,11 @@
 //! `brewlytics report` as a user runs it: the built binary, against a real OLAP database.
 
+mod harness;
+
 use std::process::{Command, Output};
 
 use brewlytics_support::testing::TestDb;
+use harness::Scratch;
 use sqlx::postgres::PgPoolOptions;
 
 fn brewlytics(args: &[&str]) -> Output {
@@ -186,7 +189,8 @@ fn csv_json_and_table_from_a_real_database() {
          (2 rows)\n"
     );
 
-    let file = std::env::temp_dir().join(format!("brewlytics-report-{}.csv", std::process::id()));
+    let scratch = Scratch::new("report");
+    let file = scratch.join("busiest.csv");
     let out = brewlytics(&[
         "report",
         "busiest-days",
@@ -199,7 +203,6 @@ fn csv_json_and_table_from_a_real_database() {
     ]);
     assert!(out.status.success() && out.stdout.is_empty());
     let written = std::fs::read_to_string(&file).unwrap();
-    let _ = std::fs::remove_file(&file);
     assert_eq!(
         written,
         "day,day_name,orders,revenue\n2024-05-01,Wednesday,1,8.40\n"

@@ -15,12 +15,15 @@
 //!   with no privilege error in its log; `brewlytics status` works with the same roles; SIGTERM
 //!   stops both services with exit status 0.
 
+mod harness;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brewlytics_support::cluster::{find_bindir, SUPERUSER};
 use brewlytics_support::{ClusterOptions, DbUrl, EmbeddedCluster};
+use harness::{free_addr, http, Proc, Scratch};
 use sqlx::{Connection, PgConnection};
 
 const OLTP: &str = "coffee_oltp";
@@ -169,101 +172,6 @@ async fn cannot_connect(url: &DbUrl) {
     }
 }
 
-/// A child process that is killed (and reaped) when dropped, whatever happened before.
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    fn log_text(&self, secrets: &Secrets) -> String {
-        secrets.redact(&std::fs::read_to_string(&self.log).unwrap_or_default())
-    }
-
-    /// SIGTERM, then wait (bounded); SIGKILL if it does not stop in time.
-    async fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < within {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "brewlytics-roles-{}-{}",
-            std::process::id(),
-            random_hex(8)
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One HTTP/1.0 exchange (the server closes the connection): (status, body).
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    if let Some(b) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(body.unwrap_or(""));
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().unwrap().to_string()
-}
-
 #[test]
 fn roles_sql_grants_what_each_service_needs_and_no_more() {
     // Every statement is logged: the script must keep its passwords out of the log anyway.
@@ -273,7 +181,7 @@ fn roles_sql_grants_what_each_service_needs_and_no_more() {
     cluster.ensure_database(OLTP).unwrap();
     cluster.ensure_database(OLAP).unwrap();
     let secrets = Secrets::new();
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("roles");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -463,26 +371,16 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
     drop(reader);
 
     // --- the replicator with exactly these roles ----------------------------------------
-    let log = scratch.0.join("replicate.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let listen = free_addr();
-    let mut replicator = Proc {
-        child: Some(
-            Command::new(env!("CARGO_BIN_EXE_brewlytics"))
-                .arg("replicate")
-                .env("OLTP_DATABASE_URL", repl_oltp.expose())
-                .env("OLAP_DATABASE_URL", olap_olap.expose())
-                .env("REPLICATOR_LISTEN", &listen)
-                .env("BREWLYTICS_DATA_DIR", scratch.0.join("unused"))
-                // debug: the slot monitor and heartbeats log their failures at that level
-                .env("RUST_LOG", "info,brewlytics_replicator=debug")
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .expect("starting brewlytics replicate"),
-        ),
-        log,
+    let mut replicator = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewlytics"));
+        cmd.arg("replicate")
+            .env("OLTP_DATABASE_URL", repl_oltp.expose())
+            .env("OLAP_DATABASE_URL", olap_olap.expose())
+            .env("REPLICATOR_LISTEN", free_addr())
+            .env("BREWLYTICS_DATA_DIR", scratch.join("unused"))
+            // debug: the slot monitor and heartbeats log their failures at that level
+            .env("RUST_LOG", "info,brewlytics_replicator=debug");
+        Proc::spawn(cmd, scratch.join("replicate.log"))
     };
 
     // First start: the copy (with the order placed above) commits the checkpoint in OLAP.
@@ -515,39 +413,30 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
     // The real `brewlytics api` as brewlytics_api, configured like docker-compose.yml (an OLAP
     // URL without credentials, which it never uses): POST /orders, then the order in OLAP.
     let api_addr = free_addr();
-    let api_log = scratch.0.join("api.log");
-    let file = std::fs::File::create(&api_log).unwrap();
-    let mut api_proc = Proc {
-        child: Some(
-            Command::new(env!("CARGO_BIN_EXE_brewlytics"))
-                .arg("api")
-                .env("OLTP_DATABASE_URL", api_oltp.expose())
-                .env(
-                    "OLAP_DATABASE_URL",
-                    format!("postgres://127.0.0.1:{}/{OLAP}", cluster.port()),
-                )
-                .env("API_LISTEN", &api_addr)
-                .env("BREWLYTICS_DATA_DIR", scratch.0.join("unused"))
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .expect("starting brewlytics api"),
-        ),
-        log: api_log,
+    let mut api_proc = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewlytics"));
+        cmd.arg("api")
+            .env("OLTP_DATABASE_URL", api_oltp.expose())
+            .env(
+                "OLAP_DATABASE_URL",
+                format!("postgres://127.0.0.1:{}/{OLAP}", cluster.port()),
+            )
+            .env("API_LISTEN", &api_addr)
+            .env("BREWLYTICS_DATA_DIR", scratch.join("unused"));
+        Proc::spawn(cmd, scratch.join("api.log"))
     };
     let start = Instant::now();
     while !matches!(http(&api_addr, "GET", "/health", None), Some((200, _))) {
         if let Some(status) = api_proc.exited() {
             panic!(
                 "brewlytics api exited ({status}); log:\n{}",
-                api_proc.log_text(secrets)
+                secrets.redact(&api_proc.log_text())
             );
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "brewlytics api did not answer /health within 60 s; log:\n{}",
-            api_proc.log_text(secrets)
+            secrets.redact(&api_proc.log_text())
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -567,11 +456,11 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
         "the order placed through the API",
     )
     .await;
-    let api_exit = api_proc.terminate(Duration::from_secs(30)).await;
+    let api_exit = api_proc.stop(Duration::from_secs(30));
     assert!(
         api_exit.is_some_and(|s| s.success()),
         "brewlytics api did not stop cleanly ({api_exit:?}); log:\n{}",
-        api_proc.log_text(secrets)
+        secrets.redact(&api_proc.log_text())
     );
 
     // `brewlytics status` with the same two roles.
@@ -579,7 +468,7 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
         .args(["status", "--json"])
         .env("OLTP_DATABASE_URL", repl_oltp.expose())
         .env("OLAP_DATABASE_URL", olap_olap.expose())
-        .env("BREWLYTICS_DATA_DIR", scratch.0.join("unused"))
+        .env("BREWLYTICS_DATA_DIR", scratch.join("unused"))
         .stdin(Stdio::null())
         .output()
         .expect("running brewlytics status");
@@ -597,8 +486,8 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
         "unexpected status: {status_text}"
     );
 
-    let exit = replicator.terminate(Duration::from_secs(30)).await;
-    let log_text = replicator.log_text(secrets);
+    let exit = replicator.stop(Duration::from_secs(30));
+    let log_text = secrets.redact(&replicator.log_text());
     match exit {
         Some(s) if s.success() => {}
         Some(s) => panic!("brewlytics replicate exited with {s} after SIGTERM; log:\n{log_text}"),
@@ -668,13 +557,13 @@ async fn poll_count(
         if let Some(status) = proc.exited() {
             panic!(
                 "brewlytics replicate exited ({status}) before {what}; log:\n{}",
-                proc.log_text(secrets)
+                secrets.redact(&proc.log_text())
             );
         }
         if start.elapsed() > within {
             panic!(
                 "{what} did not reach OLAP within {within:?}; log:\n{}",
-                proc.log_text(secrets)
+                secrets.redact(&proc.log_text())
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -46,6 +46,7 @@ fn table() -> Arc<SourceTable> {
         columns: vec![col("id", 1, 23, "integer"), col("v", 2, 25, "text")],
         key: vec![0],
         identity: ReplicaIdentity::Default,
+        published: Default::default(),
     })
 }
 

@@ -57,16 +57,27 @@ async fn status_page_shows_the_live_values() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
+    // A source column the star reads, dropped: the page names it.
+    let mut oltp = c.oltp_conn().await;
+    sqlx::raw_sql(
+        "alter table customers drop column email;
+         insert into customers (name) values ('No-Email');",
+    )
+    .execute(&mut oltp)
+    .await
+    .unwrap();
     assert!(c.converged(Duration::from_secs(30)).await.all_equal());
     // A few more monitor samples for the chart.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let mut olap = c.olap_conn().await;
-    let streamed: i64 =
-        sqlx::query_scalar("select count(*) from cdc_events where op in ('i', 'u', 'd', 't')")
-            .fetch_one(&mut olap)
-            .await
-            .unwrap();
+    let streamed: i64 = sqlx::query_scalar(
+        "select count(*) from cdc_events
+             where op in ('i', 'u', 'd', 't') or op = 's' and coalesce(xid, 0) <> 0",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
     assert!(streamed > 0);
 
     // /status carries the heartbeat lag of the running process at its top level too.
@@ -156,6 +167,13 @@ async fn status_page_shows_the_live_values() {
         "too few chart points: {points}"
     );
     assert_eq!(text_of(&dom, "error"), "none");
+    let degraded = text_of(&dom, "star-degraded");
+    assert!(
+        degraded
+            .starts_with("dim_customer.email: source column public.customers.email dropped at "),
+        "{degraded}"
+    );
+    assert_eq!(text_of(&dom, "star-dead-letters"), "0");
 
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replicator-status.png");
     {

@@ -3,47 +3,16 @@
 //! URLs, what to do) and leaves it untouched; a database nobody listens for is named at once,
 //! with its host, port and the OS's reason.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod harness;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use harness::{free_port, Proc, Scratch};
+
 const BIN: &str = env!("CARGO_BIN_EXE_brewlytics");
-
-/// A scratch directory (under the system's temp dir, which the `postgres` user can reach when
-/// the tests run as root), removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("brewlytics-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child killed (SIGKILL) if still running on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
 
 /// `brewlytics args` with no database URLs from the environment, to completion (≤ `limit`).
 fn run(args: &[&str], data_dir: &Path, limit: Duration) -> (Output, Duration) {
@@ -81,40 +50,16 @@ fn text(out: &Output) -> (String, String) {
 #[test]
 fn a_second_up_says_who_runs_and_leaves_it_untouched() {
     let scratch = Scratch::new("second-up");
-    let data = scratch.0.join("data");
-    let (api, replicator, dashboard) = (free_addr(), free_addr(), free_addr());
-    let mut first = Running(
-        Command::new(BIN)
-            .args(["up", "--seed-orders", "0", "--data-dir"])
-            .arg(&data)
-            .args(["--api-listen", &api, "--replicator-listen", &replicator])
-            .args(["--dashboard-listen", &dashboard])
-            .env_remove("OLTP_DATABASE_URL")
-            .env_remove("OLAP_DATABASE_URL")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = first.0.id();
-    let stdout = first.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the first `up` printed that it is up within 180 s");
-        if line.starts_with("Press Ctrl-C") {
-            break;
-        }
-    }
+    let data = scratch.join("data");
+    let mut up = harness::up::command(&data);
+    up.args(["--seed-orders", "0"]).env("RUST_LOG", "warn");
+    let mut first = Proc::spawn(up, scratch.join("first-up.log")).gentle();
+    let pid = first.pid();
+    let harness::up::UpAddrs {
+        api,
+        replicator,
+        dashboard,
+    } = harness::up::wait(&mut first);
     let claim = data.join("brewlytics.up");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&claim).is_ok_and(|t| t.contains("dashboard=")) {
@@ -141,11 +86,11 @@ fn a_second_up_says_who_runs_and_leaves_it_untouched() {
         &[
             "up",
             "--api-listen",
-            &free_addr(),
+            "127.0.0.1:0",
             "--replicator-listen",
-            &free_addr(),
+            "127.0.0.1:0",
             "--dashboard-listen",
-            &free_addr(),
+            "127.0.0.1:0",
         ],
         &data,
         Duration::from_secs(60),
@@ -186,19 +131,7 @@ fn a_second_up_says_who_runs_and_leaves_it_untouched() {
     assert_eq!(status["slot_name"], "brewlytics", "{so}");
 
     // Stopped, it releases the directory.
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = first.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "up did not stop within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = first.terminate(Duration::from_secs(60));
     assert!(status.success(), "{status}");
     assert!(!claim.exists(), "the claim outlived its `up`");
 }
@@ -206,12 +139,8 @@ fn a_second_up_says_who_runs_and_leaves_it_untouched() {
 #[test]
 fn an_unreachable_database_is_named_at_once() {
     let scratch = Scratch::new("unreachable");
-    // A port nobody listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nobody listens on (leased: no other test's server is given it).
+    let port = free_port();
     let url = |db: &str| format!("postgres://brewlytics:s3cret@127.0.0.1:{port}/{db}");
     for args in [
         &["status"][..],
@@ -223,7 +152,7 @@ fn an_unreachable_database_is_named_at_once() {
         let out = Command::new(BIN)
             .args(args)
             .arg("--data-dir")
-            .arg(&scratch.0)
+            .arg(scratch.path())
             .env("OLTP_DATABASE_URL", url("coffee_oltp"))
             .env("OLAP_DATABASE_URL", url("coffee_olap"))
             .stdin(Stdio::null())

@@ -5,7 +5,7 @@
 //!
 //! Bounded: at most `CONTRACT_MAX_EXAMPLES` cases per operation (default 30) and
 //! `CONTRACT_MAX_SECONDS` for the run (default 60); the process is killed past twice that.
-//! schemathesis comes from `.venv/bin/schemathesis` at the repository root (`.ci/run` makes
+//! schemathesis comes from `.venv/bin/schemathesis` at the repository root (`scripts/test` makes
 //! it from `api/tests/contract/requirements.txt`), else `$SCHEMATHESIS`, else `PATH`; when it
 //! is missing, the test fails and says how to install it.
 
@@ -21,7 +21,7 @@ use common::TestApp;
 
 const INSTALL: &str = "python3 -m venv .venv && \
      .venv/bin/pip install -r api/tests/contract/requirements.txt   (from the repository root; \
-     `.ci/run` does this)";
+     `scripts/test` does this)";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -63,6 +63,14 @@ impl ParamValue {
             Self::Integer(_) => ParamType::Integer,
         }
     }
+
+    /// The value as a typed SQL literal (`date '2024-05-01'`, `10`).
+    pub fn sql_literal(self) -> String {
+        match self {
+            Self::Date(d) => format!("date '{d}'"),
+            Self::Integer(i) => i.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for ParamValue {
@@ -131,6 +139,7 @@ macro_rules! questions {
 }
 
 questions!(
+    "headline",
     "daily-revenue",
     "revenue-by-hour",
     "sales-by-category",
@@ -271,6 +280,33 @@ impl Question {
                 });
             }
         }
+        let mut binds: Vec<ParamValue> = Vec::new();
+        let mut numbers: BTreeMap<String, usize> = BTreeMap::new();
+        let sql = self.render(values, |name, value| {
+            let n = *numbers.entry(name.to_owned()).or_insert_with(|| {
+                binds.push(value);
+                binds.len()
+            });
+            format!("${n}::{}", value.type_().sql_cast())
+        })?;
+        Ok(Compiled { sql, binds })
+    }
+
+    /// The query as one self-contained statement for a BI tool that runs it without
+    /// parameters (Superset's datasets): optional clauses dropped, and each remaining
+    /// parameter replaced by its default, written as a literal. The defaults come from the
+    /// question file, never from a user.
+    pub fn standalone_sql(&self) -> Result<String, QuestionError> {
+        self.render(&Params::new(), |_, value| value.sql_literal())
+    }
+
+    /// The body with each optional clause kept when all its parameters have a value (given or
+    /// default) and dropped otherwise, and each parameter written by `placeholder`.
+    fn render(
+        &self,
+        values: &Params,
+        mut placeholder: impl FnMut(&str, ParamValue) -> String,
+    ) -> Result<String, QuestionError> {
         let value_of = |name: &str| -> Option<ParamValue> {
             values
                 .get(name)
@@ -278,45 +314,32 @@ impl Question {
                 .or_else(|| self.param(name).and_then(|p| p.default))
         };
         let mut sql = String::with_capacity(self.body.len());
-        let mut binds: Vec<ParamValue> = Vec::new();
-        let mut numbers: BTreeMap<String, usize> = BTreeMap::new();
         for segment in self.segments()? {
-            let complete = segment.pieces.iter().all(|p| match p {
-                Piece::Var(v) => value_of(v).is_some(),
-                Piece::Text(_) => true,
+            let missing = segment.pieces.iter().find_map(|p| match p {
+                Piece::Var(v) if value_of(v).is_none() => Some(v.clone()),
+                _ => None,
             });
-            if !complete {
-                if segment.optional {
-                    continue;
-                }
-                let missing = segment
-                    .pieces
-                    .iter()
-                    .find_map(|p| match p {
-                        Piece::Var(v) if value_of(v).is_none() => Some(v.clone()),
-                        _ => None,
+            match missing {
+                Some(_) if segment.optional => continue,
+                Some(param) => {
+                    return Err(QuestionError::Missing {
+                        question: self.name.clone(),
+                        param,
                     })
-                    .unwrap_or_default();
-                return Err(QuestionError::Missing {
-                    question: self.name.clone(),
-                    param: missing,
-                });
+                }
+                None => {}
             }
             for piece in segment.pieces {
                 match piece {
                     Piece::Text(t) => sql.push_str(&t),
                     Piece::Var(v) => {
                         let value = value_of(&v).expect("checked above");
-                        let n = *numbers.entry(v).or_insert_with(|| {
-                            binds.push(value);
-                            binds.len()
-                        });
-                        sql.push_str(&format!("${n}::{}", value.type_().sql_cast()));
+                        sql.push_str(&placeholder(&v, value));
                     }
                 }
             }
         }
-        Ok(Compiled { sql, binds })
+        Ok(sql)
     }
 
     fn segments(&self) -> Result<Vec<Segment>, QuestionError> {
@@ -430,6 +453,26 @@ mod tests {
     }
 
     #[test]
+    fn standalone_sql_inlines_defaults_and_drops_the_rest() {
+        let q = Question::parse("sample", SAMPLE).unwrap();
+        assert_eq!(
+            q.standalone_sql().unwrap(),
+            "select 1 from t where true  \nlimit 10"
+        );
+        let q = Question::parse(
+            "x",
+            "-- title: X\n-- param: d date 2024-05-01\nselect {{d}}",
+        )
+        .unwrap();
+        assert_eq!(q.standalone_sql().unwrap(), "select date '2024-05-01'");
+        let q = Question::parse("x", "-- title: X\n-- param: d date\nselect {{d}}").unwrap();
+        assert!(matches!(
+            q.standalone_sql(),
+            Err(QuestionError::Missing { .. })
+        ));
+    }
+
+    #[test]
     fn values_become_numbered_binds_reused_for_repeats() {
         let q = Question::parse("sample", SAMPLE).unwrap();
         let mut p = Params::new();
@@ -507,7 +550,7 @@ mod tests {
     #[test]
     fn every_embedded_question_parses_and_compiles() {
         let all = all();
-        assert_eq!(all.len(), 13);
+        assert_eq!(all.len(), 14);
         for q in &all {
             assert!(!q.description.is_empty(), "{}", q.name);
             q.compile(&Params::new()).unwrap();

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{Days, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
@@ -35,6 +34,8 @@ const APP_JS: &str = include_str!("../web/app.js");
 const DEFAULT_DAYS: u64 = 30;
 /// Open orders the page receives at most.
 const OPEN_ORDERS_LIMIT: i64 = 500;
+/// The question whose one row is the headline figures.
+const HEADLINE: &str = "headline";
 
 #[derive(Clone)]
 struct AppState {
@@ -177,30 +178,13 @@ pub async fn build_summary(
             (q, table)
         });
     }
-    let today_job = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let q = question::find("daily-revenue")?;
-            let mut params = Params::new();
-            params.insert("from".into(), ParamValue::Date(today));
-            params.insert("to".into(), ParamValue::Date(today));
-            if let Some(s) = store {
-                params.insert("store".into(), ParamValue::Integer(s));
-            }
-            report::run(&pool, &q, &params).await
-        })
-    };
-
     let mut questions = Map::new();
-    let mut daily = None;
-    let mut open_orders = 0usize;
+    let mut headline = None;
     while let Some(done) = jobs.join_next().await {
         let (q, table) = done.expect("question task panicked");
         let table = table?;
-        match q.name.as_str() {
-            "daily-revenue" => daily = Some(table.clone()),
-            "open-orders" => open_orders = table.rows.len(),
-            _ => {}
+        if q.name == HEADLINE {
+            headline = Some(table.clone());
         }
         questions.insert(
             q.name.clone(),
@@ -214,14 +198,7 @@ pub async fn build_summary(
             }),
         );
     }
-    let today_table = today_job.await.expect("today task panicked")?;
-    let (today_orders, today_revenue) = totals(&today_table);
-    let (orders, revenue) = daily.as_ref().map(totals).unwrap_or_default();
-    let average = if orders > 0 {
-        (revenue / Decimal::from(orders)).round_dp(2)
-    } else {
-        Decimal::ZERO
-    };
+    let kpis = headline.as_ref().map(kpis).unwrap_or_default();
 
     let stores: Vec<Value> = sqlx::query_as::<_, (i64, String)>(
         "select store_id, name from dim_store where not is_deleted order by store_id",
@@ -243,35 +220,25 @@ pub async fn build_summary(
         "to": to.to_string(),
         "store": store,
         "stores": stores,
-        "kpis": {
-            "today_revenue": format!("{today_revenue:.2}"),
-            "today_orders": today_orders,
-            "revenue": format!("{revenue:.2}"),
-            "orders": orders,
-            "average_order_value": format!("{average:.2}"),
-            "open_orders": open_orders,
-        },
+        "kpis": kpis,
         "questions": questions,
     }))
 }
 
-/// Orders and revenue summed over a daily-revenue table.
-fn totals(table: &Table) -> (i64, Decimal) {
-    let (Some(o), Some(r)) = (table.column("orders"), table.column("revenue")) else {
-        return (0, Decimal::ZERO);
-    };
-    table.rows.iter().fold((0, Decimal::ZERO), |(n, sum), row| {
-        let n = n + match row[o] {
-            Cell::Int(i) => i,
-            _ => 0,
-        };
-        let sum = sum
-            + match row[r] {
-                Cell::Decimal(d) => d,
-                _ => Decimal::ZERO,
+/// The headline figures (the one row of the `headline` question) as the page shows them:
+/// money with two decimals, counts as numbers.
+fn kpis(table: &Table) -> Value {
+    let mut out = Map::new();
+    if let Some(row) = table.rows.first() {
+        for (name, cell) in table.columns.iter().zip(row) {
+            let value = match cell {
+                Cell::Decimal(d) => json!(format!("{d:.2}")),
+                other => other.json(),
             };
-        (n, sum)
-    })
+            out.insert(name.clone(), value);
+        }
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]

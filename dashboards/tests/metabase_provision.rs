@@ -17,8 +17,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use brewlytics_dashboards::definition::Definition;
+use brewlytics_dashboards::http::ApiError;
 use brewlytics_dashboards::metabase::{
-    self, Definition, MetabaseError, OlapConnection, Provisioned, Secret, Target,
+    self, MetabaseError, OlapConnection, Provisioned, Secret, Target,
 };
 use brewlytics_support::DbUrl;
 use serde_json::{json, Value};
@@ -481,10 +483,13 @@ async fn provision(url: &str) -> Provisioned {
 #[tokio::test]
 async fn provisioning_twice_creates_everything_once() {
     let (url, state, server) = start().await;
+    // One card per chart of the shared definition (every question, and the headline figures).
+    let cards = Definition::load().unwrap().charts().count();
+    assert_eq!(cards, 19);
 
     let first = provision(&url).await;
     assert!(first.database_created && first.dashboard_created);
-    assert_eq!((first.cards_created, first.cards_updated), (13, 0));
+    assert_eq!((first.cards_created, first.cards_updated), (cards, 0));
     assert!(first
         .dashboard_url
         .ends_with(&format!("/dashboard/{}", first.dashboard_id)));
@@ -501,7 +506,7 @@ async fn provisioning_twice_creates_everything_once() {
             details["password"], DB_PASSWORD,
             "the password goes to Metabase"
         );
-        assert_eq!(mb.cards.len(), 13);
+        assert_eq!(mb.cards.len(), cards);
         let daily = mb
             .cards
             .iter()
@@ -514,29 +519,39 @@ async fn provisioning_twice_creates_everything_once() {
         );
         let sql = daily["dataset_query"]["native"]["query"].as_str().unwrap();
         assert!(sql.contains("[[and d.date >= {{from}}]]"), "{sql}");
+        let kpi = mb
+            .cards
+            .iter()
+            .find(|c| c["name"] == "Today's revenue")
+            .unwrap();
+        assert_eq!(kpi["display"], "scalar");
+        assert_eq!(
+            kpi["visualization_settings"]["scalar.field"],
+            "today_revenue"
+        );
         assert_eq!(mb.dashboards.len(), 1);
         let dash = &mb.dashboards[0];
         assert_eq!(dash["parameters"].as_array().unwrap().len(), 3);
         let dcs = dash["dashcards"].as_array().unwrap().clone();
-        assert_eq!(dcs.len(), 13);
+        assert_eq!(dcs.len(), cards);
         // Every card with a date range is wired to both date filters.
         let mapped = dcs
             .iter()
             .filter(|d| d["parameter_mappings"].as_array().unwrap().len() == 3)
             .count();
-        assert_eq!(mapped, 13);
+        assert_eq!(mapped, cards);
         dcs
     };
 
     let second = provision(&url).await;
     assert!(!second.database_created && !second.dashboard_created);
-    assert_eq!((second.cards_created, second.cards_updated), (0, 13));
+    assert_eq!((second.cards_created, second.cards_updated), (0, cards));
     assert_eq!(second.dashboard_id, first.dashboard_id);
     assert_eq!(second.database_id, first.database_id);
     let mb = state.lock().unwrap();
     assert!(mb.violations.is_empty(), "{:?}", mb.violations);
     assert_eq!(mb.databases.len(), 1);
-    assert_eq!(mb.cards.len(), 13);
+    assert_eq!(mb.cards.len(), cards);
     assert_eq!(mb.dashboards.len(), 1);
     let ids = |dcs: &[Value]| -> Vec<(Value, Value)> {
         dcs.iter()
@@ -553,7 +568,7 @@ async fn provisioning_twice_creates_everything_once() {
         .iter()
         .filter(|r| r.starts_with("POST /api/card"))
         .count();
-    assert_eq!(posts, 13);
+    assert_eq!(posts, cards);
     // What provisioning prints never holds a password.
     for text in [first.to_string(), second.to_string()] {
         assert!(!text.contains(DB_PASSWORD) && !text.contains(ADMIN_PASSWORD));
@@ -592,7 +607,7 @@ async fn a_failed_login_is_clear_and_keeps_secrets() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, MetabaseError::Http { status: 401, .. }),
+        matches!(err, MetabaseError::Api(ApiError::Http { status: 401, .. })),
         "{err:?}"
     );
     let text = err.to_string();

@@ -158,6 +158,55 @@ async fn every_question_answers_exactly() {
 }
 
 #[tokio::test]
+async fn headline_figures_follow_the_range_and_store() {
+    let (_db, pool) = olap("questions_headline").await;
+    load_fixture(&pool).await;
+    const HEADER: &str =
+        "today_revenue,today_orders,revenue,orders,average_order_value,open_orders\n";
+    // Five revenue orders (order 3 was cancelled); orders 5 and 6 are still open; none today.
+    assert_eq!(
+        csv(&pool, "headline", &MAY).await,
+        format!("{HEADER}0.00,0,32.50,5,6.50,2\n")
+    );
+    assert_eq!(
+        csv(&pool, "headline", &[("store", ParamValue::Integer(2))]).await,
+        format!("{HEADER}0.00,0,9.00,2,4.50,1\n")
+    );
+    let day2 = [("from", date("2024-05-02")), ("to", date("2024-05-02"))];
+    assert_eq!(
+        csv(&pool, "headline", &day2).await,
+        format!("{HEADER}0.00,0,8.50,1,8.50,0\n")
+    );
+    // An empty range is one row of zeros, not no row.
+    let january = [("from", date("2023-01-01")), ("to", date("2023-01-31"))];
+    assert_eq!(
+        csv(&pool, "headline", &january).await,
+        format!("{HEADER}0.00,0,0.00,0,0.00,0\n")
+    );
+}
+
+/// The BI tools' dashboard (`dashboards/dashboard.json`) draws columns its questions return.
+#[tokio::test]
+async fn every_chart_shows_columns_of_its_question() {
+    let (_db, pool) = olap("questions_charts").await;
+    load_fixture(&pool).await;
+    let def = brewlytics_dashboards::definition::Definition::load().unwrap();
+    for placed in def.charts() {
+        let chart = placed.chart;
+        let table = run(&pool, &chart.question, &MAY).await;
+        for column in chart.x.iter().chain(&chart.y) {
+            assert!(
+                table.column(column).is_some(),
+                "chart {}: {column} is not a column of {} ({:?})",
+                chart.key(),
+                chart.question,
+                table.columns
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn ranges_and_stores_filter() {
     let (_db, pool) = olap("questions_filters").await;
     load_fixture(&pool).await;

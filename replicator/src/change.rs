@@ -137,6 +137,18 @@ pub struct SchemaChange {
     pub backfill: Option<String>,
 }
 
+impl SchemaChange {
+    /// The partition steps among its steps (what changed of the table's partitions).
+    pub fn partitions(
+        &self,
+    ) -> impl Iterator<Item = &crate::schema::partitions::PartitionStep> + Clone {
+        self.steps.iter().filter_map(|s| match s {
+            crate::schema::plan::Step::Partitions(p) => Some(p),
+            _ => None,
+        })
+    }
+}
+
 /// A backfill chunk reaching its high watermark in the stream: merged into the replica here.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChunkMerge {

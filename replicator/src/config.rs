@@ -10,6 +10,7 @@ use brewlytics_support::DbUrl;
 use crate::backoff::Backoff;
 use crate::batch::BatchLimits;
 use crate::error::ReplicatorError;
+use crate::schema::partitions::DetachPolicy;
 use crate::sink::nats::envelope::Origin;
 use crate::sink::nats::NatsConfig;
 use crate::sink::olap::OnError;
@@ -39,6 +40,8 @@ pub struct ReplicatorConfig {
     pub nats: Option<NatsConfig>,
     /// Tables copied at the same time by a first start or `resync`.
     pub copy_workers: usize,
+    /// What becomes of a detached or dropped partition's rows in the replica.
+    pub partition_detach: DetachPolicy,
     /// How a session interrupted by a transient error is started again.
     pub retry: Backoff,
 }
@@ -58,14 +61,16 @@ impl ReplicatorConfig {
             backfill_chunk_rows: DEFAULT_BACKFILL_CHUNK_ROWS,
             nats: None,
             copy_workers: crate::source::snapshot::DEFAULT_WORKERS,
+            partition_detach: DetachPolicy::default(),
             retry: Backoff::RECONNECT,
         }
     }
 
-    /// Names that go into replication commands are checked before anything connects.
+    /// Names that go into replication commands (the slot, each publication of a
+    /// comma-separated list) are checked before anything connects.
     pub fn validate(&self) -> Result<(), ReplicatorError> {
         crate::slot::validate_name("slot name", &self.slot).map_err(ReplicatorError::Fatal)?;
-        crate::slot::validate_name("publication", &self.publication).map_err(ReplicatorError::Fatal)
+        crate::slot::validate_publications(&self.publication).map_err(ReplicatorError::Fatal)
     }
 
     /// Where published changes say they come from, when they are published.

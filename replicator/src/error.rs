@@ -54,7 +54,9 @@ impl ReplicatorError {
             Self::Fatal(_) | Self::Config(_) | Self::Decode(_) => false,
             Self::WriterGone => true,
             Self::Apply(e) => e.is_retryable(),
-            Self::Snapshot(SnapshotError::Malformed { .. }) => false,
+            Self::Snapshot(
+                SnapshotError::Malformed { .. } | SnapshotError::Unstreamable { .. },
+            ) => false,
             Self::Snapshot(SnapshotError::Apply(e)) => e.is_retryable(),
             Self::Snapshot(SnapshotError::Source(e)) => classify(e) == Class::Transient,
             Self::Schema(SchemaError::Catalog { source, .. }) => {

@@ -12,12 +12,15 @@
 //!   state), `backoff` (waiting out an outage), `lsn`, `redact`;
 //! - the source side: `stream/` (the replication connection), `decode/` (pgoutput), `slot`,
 //!   `source/` (the first start's copy, backfills, the source checks), `schema/` (following
-//!   the source's DDL);
+//!   the source's DDL, what its publications publish and its partition trees), `published`
+//!   (PostgreSQL's rules for row filters, column lists and generated columns);
 //! - what travels: `change` (a change at its journal position), `image` (rows as JSON),
 //!   `batch`;
 //! - the sinks: `sink/` — the contract every sink keeps (`sink/mod.rs`), and one folder per
 //!   sink (`sink/olap/`: journal, replica, star — the primary, whose transaction holds the
 //!   checkpoint; `sink/nats/`: JetStream, beside OLAP); a new sink is a new folder there;
+//! - `star/`: the star schema's inputs bound to source columns by identity, so that schema
+//!   changes of the source are followed by the star or degrade it visibly, never stop it;
 //! - the pipeline that joins them: `pipeline/` (a session: where it starts, the first
 //!   start's copy, the read stage and the apply stage), `checkpoint`, `replay`, `verify`;
 //!   `load/` (the NATS change stream applied to another OLAP database);
@@ -54,12 +57,14 @@ pub mod image;
 pub mod load;
 pub mod lsn;
 pub mod pipeline;
+pub mod published;
 pub mod redact;
 pub mod replay;
 pub mod schema;
 pub mod sink;
 pub mod slot;
 pub mod source;
+pub mod star;
 pub mod stream;
 pub mod table;
 pub mod telemetry;

@@ -4,20 +4,25 @@
 //!
 //! From an LSN at or before the latest initial copy (op `r`, xid 0), the replica and star
 //! tables are emptied and rebuilt from that copy onward: the journal alone rebuilds OLAP.
-//! From a later LSN, the events after it are applied again over the current state, which
-//! leaves it as it is when nothing was lost. Images written before a column was renamed are
-//! read with the column's current name (schema events carry the source attnums); backfill
-//! chunks are merged again as the stream merged them. Running it twice changes nothing.
+//! The journal's schema events (op `s`) are applied again in their place, as the stream did:
+//! each replica table takes the shape it had at the copy, then every change of shape after it
+//! (the star's inputs following each, values of dropped columns kept where they were), so the
+//! star is rebuilt as it was streamed. From a later LSN, the events after it are applied again
+//! over the current state, which leaves it as it is when nothing was lost; images written
+//! before a column was renamed are then read with the column's current name (schema events
+//! carry the source attnums). Backfill chunks are merged again as the stream merged them.
+//! Running it twice changes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::PgConnection;
 
-use crate::change::{Op, Pos};
+use crate::change::{Body, Change, Op, Pos, SchemaChange};
 use crate::lsn::Lsn;
+use crate::schema::plan::{self, Knowledge};
 use crate::schema::store;
-use crate::sink::olap::backfill::{replace_range, Snapshot};
+use crate::sink::olap::backfill::{replace_range, Snapshot, Within};
 use crate::sink::olap::encode::encode;
 use crate::sink::olap::journal::{self, table_from_json, JournalEncoder, JournalRow};
 use crate::sink::olap::{ApplyError, OlapWriter, OnError};
@@ -51,7 +56,7 @@ struct History {
 
 impl History {
     async fn load(conn: &mut PgConnection) -> Result<Self, ApplyError> {
-        let current = store::load(conn)
+        let current = store::load_all(conn)
             .await?
             .into_iter()
             .map(|t| ((t.schema.to_string(), t.name.to_string()), Arc::new(t)))
@@ -108,8 +113,14 @@ enum Piece {
 pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
     use sqlx::Connection;
     let mut w = OlapWriter::connect(url, OnError::DeadLetter).await?;
+    w.set_replaying();
     let mut reader = PgConnection::connect_with(&url.connect_options()?).await?;
     w.begin().await?;
+    // The replica gate alone (see OlapWriter::begin): a replicator's batch in flight finishes
+    // first, the next waits for the replay to commit.
+    sqlx::query("select pg_advisory_xact_lock(hashtext('brewlytics replica'))")
+        .execute(w.conn())
+        .await?;
     let latest_copy: Option<String> = sqlx::query_scalar(
         "select max(lsn)::text from cdc_events where op = 'r' and coalesce(xid, 0) = 0",
     )
@@ -134,6 +145,10 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
         stats.from = copy;
     }
     let history = History::load(w.conn()).await?;
+    let rebuilt = stats.rebuilt;
+    // Rebuilding, each table's shape at the position read: the replica's now (emptied), then
+    // each schema event's.
+    let mut shapes = Shapes::new(&history.current);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(2);
     let read = async move {
         let mut renamed_cache: HashMap<(String, String), (Pos, HashMap<String, String>)> =
@@ -148,7 +163,18 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
             let mut changes = Vec::new();
             for row in rows {
                 let key = (row.schema.clone(), row.table.clone());
-                let Some(table) = history.current.get(&key) else {
+                if rebuilt && row.op == Op::Schema {
+                    if let Some(c) = shapes.change(&row) {
+                        changes.push(c);
+                    }
+                    continue;
+                }
+                let table = if rebuilt {
+                    shapes.at(&key)
+                } else {
+                    history.current.get(&key)
+                };
+                let Some(table) = table.cloned() else {
                     continue;
                 };
                 if row.op == Op::Backfill {
@@ -166,6 +192,7 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
                     continue;
                 }
                 let renamed = match renamed_cache.get(&key) {
+                    _ if rebuilt => HashMap::new(),
                     Some((at, map)) if shape_unchanged(&history, &key, *at, row.pos) => map.clone(),
                     _ => {
                         let map = history.renamed(&key, row.pos);
@@ -173,7 +200,7 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
                         map
                     }
                 };
-                match row.to_change(table, &renamed) {
+                match row.to_change(&table, &renamed) {
                     Ok(Some(c)) => changes.push(c),
                     Ok(None) => {}
                     Err(e) => {
@@ -184,6 +211,17 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
             }
             if tx.send(Piece::Changes(changes)).await.is_err() {
                 break;
+            }
+        }
+        // Whatever shape the journal leaves a table in, it ends as the replica knows it now.
+        if rebuilt {
+            let last = Pos {
+                lsn: pos.lsn,
+                seq: i32::MAX,
+            };
+            let back = shapes.back_to(&history.current, last);
+            if !back.is_empty() && tx.send(Piece::Changes(back)).await.is_err() {
+                return Ok(events);
             }
         }
         Ok::<_, ApplyError>(events)
@@ -203,6 +241,98 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
     stats.events = read?;
     w.commit_without_checkpoint().await?;
     Ok(stats)
+}
+
+/// Each table's shape at the position replay has read to (a rebuild), keyed by its source
+/// name then (a renamed table's old changes are under its old name).
+struct Shapes {
+    now: HashMap<(String, String), Arc<SourceTable>>,
+}
+
+impl Shapes {
+    fn new(current: &HashMap<(String, String), Arc<SourceTable>>) -> Self {
+        Self {
+            now: current.clone(),
+        }
+    }
+
+    fn at(&self, key: &(String, String)) -> Option<&Arc<SourceTable>> {
+        self.now.get(key)
+    }
+
+    /// A schema event: the replica goes from the table's shape so far to the event's.
+    fn change(&mut self, row: &JournalRow) -> Option<Change> {
+        let v: serde_json::Value = serde_json::from_str(row.after.as_deref()?).ok()?;
+        let after = Arc::new(table_from_json(&v)?);
+        let key = (after.schema.to_string(), after.name.to_string());
+        let before = self.take(&key, after.oid);
+        self.now.insert(key, after.clone());
+        Some(schema_change(
+            before,
+            after,
+            row.pos,
+            row.xid,
+            row.commit_ts,
+        ))
+    }
+
+    /// The table `key` (or the one with `oid`, renamed since) out of the map.
+    fn take(&mut self, key: &(String, String), oid: u32) -> Option<Arc<SourceTable>> {
+        if let Some(t) = self.now.remove(key) {
+            return Some(t);
+        }
+        let old = self
+            .now
+            .iter()
+            .find(|(_, t)| oid != 0 && t.oid == oid)
+            .map(|(k, _)| k.clone())?;
+        self.now.remove(&old)
+    }
+
+    /// Changes taking every table from its shape so far to `current`'s.
+    fn back_to(
+        &mut self,
+        current: &HashMap<(String, String), Arc<SourceTable>>,
+        at: Pos,
+    ) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (key, t) in current {
+            let before = self.take(key, t.oid);
+            if before.as_deref() != Some(&**t) {
+                out.push(schema_change(before, t.clone(), at, 0, 0));
+            }
+        }
+        out
+    }
+}
+
+/// The replica following a table from `before` to `after`, as a journal change would.
+fn schema_change(
+    before: Option<Arc<SourceTable>>,
+    after: Arc<SourceTable>,
+    pos: Pos,
+    xid: u32,
+    commit_ts: i64,
+) -> Change {
+    let know = Knowledge {
+        exact: true,
+        ..Default::default()
+    };
+    let steps = match before.as_deref() {
+        Some(b) => plan::plan(Some(b), &after, &know).steps,
+        None => vec![crate::schema::plan::Step::CreateTable],
+    };
+    Change {
+        pos,
+        xid,
+        commit_ts,
+        body: Body::Schema(Arc::new(SchemaChange {
+            before,
+            after,
+            steps,
+            backfill: None,
+        })),
+    }
 }
 
 fn shape_unchanged(h: &History, key: &(String, String), a: Pos, b: Pos) -> bool {
@@ -229,16 +359,23 @@ async fn merge_again(
     table: &Arc<SourceTable>,
     b: &JournalRow,
 ) -> Result<(), ApplyError> {
-    type Chunk = (Option<Vec<String>>, Option<Vec<String>>, String, String);
+    type Chunk = (
+        Option<Vec<String>>,
+        Option<Vec<String>>,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+    );
     let chunk: Option<Chunk> = sqlx::query_as(
-        "select lo, hi, snapshot, from_lsn::text from cdc_backfill_chunks
+        "select lo, hi, snapshot, from_lsn::text, scope, kept from cdc_backfill_chunks
          where merged_lsn = $1::pg_lsn and attempt = ($2::json ->> 'attempt')",
     )
     .bind(b.pos.lsn.to_string())
     .bind(b.after.as_deref().unwrap_or("{}"))
     .fetch_optional(w.conn())
     .await?;
-    let Some((lo, hi, snapshot, from_lsn)) = chunk else {
+    let Some((lo, hi, snapshot, from_lsn, scope, kept)) = chunk else {
         return Ok(());
     };
     // The chunk's rows, from the journal, into a temporary table shaped like the replica.
@@ -281,7 +418,8 @@ async fn merge_again(
     }
     let sql = format!("copy {tmp} (_cdc_row, {}) from stdin", cols.join(", "));
     w.copy_checked(&sql, &data, &spans).await?;
-    replace_range(w, table, tmp, lo.as_deref(), hi.as_deref()).await?;
+    let within = Within { scope, kept };
+    replace_range(w, table, tmp, lo.as_deref(), hi.as_deref(), &within).await?;
     // Changes the chunk's snapshot did not see, again on top.
     let from: Lsn = from_lsn.parse().unwrap_or(b.pos.lsn);
     let snapshot = Snapshot::parse(&snapshot);
@@ -308,5 +446,5 @@ pub async fn reset_replica_and_star(conn: &mut PgConnection) -> Result<(), sqlx:
     for sql in STAR_RESET {
         sqlx::query(sql).execute(&mut *conn).await?;
     }
-    Ok(())
+    crate::star::store::reset(conn).await
 }

@@ -127,10 +127,16 @@ pub async fn drop_if_exists(conn: &mut PgConnection, slot: &str) -> Result<bool,
     Ok(dropped.is_some())
 }
 
-/// START_REPLICATION for pgoutput protocol 1 with logical messages (heartbeats).
+/// START_REPLICATION for pgoutput protocol 1 with logical messages (heartbeats);
+/// `publication` names one publication or several, comma-separated.
 pub fn start_sql(slot: &str, from: Lsn, publication: &str) -> String {
+    let names: Vec<String> = publication_names(publication)
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect();
     format!(
-        "START_REPLICATION SLOT \"{slot}\" LOGICAL {from} (proto_version '1', publication_names '\"{publication}\"', messages 'true')"
+        "START_REPLICATION SLOT \"{slot}\" LOGICAL {from} (proto_version '1', publication_names '{}', messages 'true')",
+        names.join(",")
     )
 }
 
@@ -151,6 +157,27 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// The publications `PUBLICATION` names: one, or several comma-separated (blanks around
+/// names ignored), streamed together as a subscription to several publications is.
+pub fn publication_names(config: &str) -> Vec<String> {
+    config
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Each publication name a plain identifier, and at least one.
+pub fn validate_publications(config: &str) -> Result<(), String> {
+    let list = publication_names(config);
+    if list.is_empty() {
+        return validate_name("publication", config);
+    }
+    list.iter()
+        .try_for_each(|n| validate_name("publication", n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,10 +191,22 @@ mod tests {
     }
 
     #[test]
+    fn publication_lists() {
+        assert_eq!(publication_names("brewlytics"), vec!["brewlytics"]);
+        assert_eq!(publication_names("a, b,,c "), vec!["a", "b", "c"]);
+        assert!(validate_publications("brewlytics,eu_only").is_ok());
+        assert!(validate_publications("a,Bad").is_err());
+        assert!(validate_publications("").is_err());
+        assert!(validate_publications(",").is_err());
+    }
+
+    #[test]
     fn start_command() {
         assert_eq!(
             start_sql("brewlytics", Lsn(0x1_0000_0000), "brewlytics"),
             "START_REPLICATION SLOT \"brewlytics\" LOGICAL 1/0 (proto_version '1', publication_names '\"brewlytics\"', messages 'true')"
         );
+        assert!(start_sql("s", Lsn(0), "brewlytics, eu_only")
+            .contains("publication_names '\"brewlytics\",\"eu_only\"'"));
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::decode::ReplicaIdentity;
+use crate::published::Published;
 
 pub const REPLICA_SCHEMA: &str = "replica";
 
@@ -65,6 +66,9 @@ pub struct SourceTable {
     /// index. Empty: no key — the replica is a multiset.
     pub key: Vec<usize>,
     pub identity: ReplicaIdentity,
+    /// What the publication publishes of the table beyond these columns: its row filter,
+    /// column list and the generated columns the replica computes.
+    pub published: Arc<Published>,
 }
 
 impl SourceTable {
@@ -161,6 +165,7 @@ pub(crate) mod fixtures {
             ],
             key: vec![0],
             identity: ReplicaIdentity::Default,
+            published: Default::default(),
         }
     }
 
@@ -174,6 +179,7 @@ pub(crate) mod fixtures {
             columns: vec![column("at", 25, "text", 1), column("note", 25, "text", 2)],
             key: vec![],
             identity: ReplicaIdentity::Full,
+            published: Default::default(),
         }
     }
 }

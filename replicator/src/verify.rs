@@ -1,8 +1,14 @@
 //! Checking OLAP against OLTP: every replica table row for row, and the facts against what a
-//! from-scratch rebuild from OLTP gives. Used by the tests and the crash drills.
+//! from-scratch rebuild from OLTP gives — while the source columns the facts read are the
+//! ones they were (after a schema change of them, the star is checked against its rebuild
+//! from the replica instead: `star_refresh_all`, or a replay). Used by the tests and the
+//! crash drills.
+
+use std::collections::HashMap;
 
 use sqlx::PgConnection;
 
+use crate::schema::{publication, source};
 use crate::table::ident;
 
 /// One table's comparison.
@@ -11,6 +17,9 @@ pub struct TableCheck {
     pub table: String,
     pub source_rows: i64,
     pub replica_rows: i64,
+    /// Replica rows of detached partitions kept as history (`--partition-detach keep`): left
+    /// out of the comparison on both sides, as are the source's rows of their bounds.
+    pub kept_rows: i64,
     pub equal: bool,
 }
 
@@ -22,6 +31,9 @@ pub struct Report {
     /// Fact rows naming a dimension member that does not exist (the foreign keys are not
     /// re-checked during apply, so this is checked here).
     pub orphan_facts: i64,
+    /// Whether the facts were compared with OLTP: not once a source column they read was
+    /// renamed, retyped or dropped (the star's bindings say so).
+    pub facts_compared: bool,
 }
 
 impl Report {
@@ -33,61 +45,91 @@ impl Report {
     }
 }
 
-/// The published tables of `publication`, compared row for row (as multisets) by a digest of
-/// their text: every column logical replication sends, value for value.
+/// The published tables of `publication` (one name, or several comma-separated), compared
+/// row for row (as multisets) by a digest of their text: what the publications publish —
+/// `select <published columns> from <table> where <row filter>` on the source, the
+/// generated columns the replica computes included — against the replica.
 pub async fn compare(
     oltp: &mut PgConnection,
     olap: &mut PgConnection,
     publication: &str,
 ) -> Result<Report, sqlx::Error> {
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "select schemaname::text, tablename::text from pg_publication_tables
-         where pubname = $1 order by 1, 2",
-    )
-    .bind(publication)
-    .fetch_all(&mut *oltp)
-    .await?;
+    let publications = crate::slot::publication_names(publication);
+    let tables = source::published_tables(oltp, &publications).await?;
+    let defs = publication::definitions(oltp, &publications, None).await?;
+    let mut types = HashMap::new();
     let mut checks = Vec::new();
     for (schema, t) in tables {
-        let cols: Vec<String> = sqlx::query_scalar(
-            "select attname::text from pg_attribute
-             where attrelid = format('%I.%I', $1::text, $2::text)::regclass and attnum > 0
-               and not attisdropped and attgenerated = ''
-             order by attnum",
-        )
-        .bind(&schema)
-        .bind(&t)
-        .fetch_all(&mut *oltp)
-        .await?;
-        let list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-        let digest = |qualified: String| {
+        let Some(info) = source::table_by_name(oltp, &schema, &t).await? else {
+            continue;
+        };
+        let Some(Ok(def)) = defs.get(&info.oid) else {
+            continue;
+        };
+        let table = publication::describe(oltp, &mut types, &info, def).await?;
+        let list = table
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(table.published.generated_carried().map(|g| g.name.as_str()))
+            .map(ident)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let digest = |qualified: String, filter: &str| {
             format!(
                 // The row as text through a qualified star: a bare alias could name a column.
                 "select count(*), coalesce(md5(string_agg(x, E'\\n' order by x)), '')
                  from (select (_cdc_row.*)::text as x
-                       from (select {list} from {qualified}) _cdc_row) _cdc_rows"
+                       from (select {list} from {qualified}{filter}) _cdc_row) _cdc_rows"
             )
         };
-        let (n_src, d_src): (i64, String) =
-            sqlx::query_as(&digest(format!("{}.{}", ident(&schema), ident(&t))))
-                .fetch_one(&mut *oltp)
-                .await?;
+        let kept = kept(olap, &schema, &t).await?;
+        let (source_filter, replica_filter) = match &kept {
+            Some(k) => (
+                format!(
+                    "{} not coalesce(({k}), false)",
+                    match &table.published.row_filter {
+                        Some(_) => format!("{} and", table.published.where_clause()),
+                        None => " where".into(),
+                    }
+                ),
+                format!(" where not coalesce(({k}), false)"),
+            ),
+            None => (table.published.where_clause(), String::new()),
+        };
+        let (n_src, d_src): (i64, String) = sqlx::query_as(&digest(
+            format!("{}.{}", ident(&schema), ident(&t)),
+            &source_filter,
+        ))
+        .fetch_one(&mut *oltp)
+        .await?;
         let replica = format!(
             "{}.{}",
             ident(crate::table::REPLICA_SCHEMA),
             ident(&crate::table::replica_name(&schema, &t))
         );
-        let (n_rep, d_rep): (i64, String) =
-            match sqlx::query_as(&digest(replica)).fetch_one(&mut *olap).await {
-                Ok(r) => r,
-                // No replica (yet), or not the source's columns (yet): not equal.
-                Err(sqlx::Error::Database(e))
-                    if matches!(e.code().as_deref(), Some("42P01") | Some("42703")) =>
-                {
-                    (-1, String::new())
-                }
-                Err(e) => return Err(e),
-            };
+        let kept_rows: i64 = match &kept {
+            Some(k) => sqlx::query_scalar(&format!(
+                "select count(*) from {replica} where coalesce(({k}), false)"
+            ))
+            .fetch_one(&mut *olap)
+            .await
+            .unwrap_or(-1),
+            None => 0,
+        };
+        let (n_rep, d_rep): (i64, String) = match sqlx::query_as(&digest(replica, &replica_filter))
+            .fetch_one(&mut *olap)
+            .await
+        {
+            Ok(r) => r,
+            // No replica (yet), or not the source's columns (yet): not equal.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P01") | Some("42703")) =>
+            {
+                (-1, String::new())
+            }
+            Err(e) => return Err(e),
+        };
         let table = if schema == "public" {
             t
         } else {
@@ -97,21 +139,30 @@ pub async fn compare(
             table,
             source_rows: n_src,
             replica_rows: n_rep,
+            kept_rows,
             equal: n_src == n_rep && d_src == d_rep,
         });
     }
-    let sales_src: String = sqlx::query_scalar(SALES_FROM_OLTP)
-        .fetch_one(&mut *oltp)
-        .await?;
-    let sales_olap: String = sqlx::query_scalar(SALES_FROM_OLAP)
+    let mut facts_compared: bool = sqlx::query_scalar(FACT_INPUTS_AS_THEY_WERE)
         .fetch_one(&mut *olap)
         .await?;
-    let pay_src: String = sqlx::query_scalar(PAYMENTS_FROM_OLTP)
-        .fetch_one(&mut *oltp)
-        .await?;
-    let pay_olap: String = sqlx::query_scalar(PAYMENTS_FROM_OLAP)
-        .fetch_one(&mut *olap)
-        .await?;
+    let [mut sales_src, mut sales_olap, mut pay_src, mut pay_olap]: [String; 4] =
+        Default::default();
+    if facts_compared {
+        // The source may have changed since OLAP last heard of it: a column gone is no error.
+        match source_digests(oltp).await? {
+            Some((sales, payments)) => {
+                (sales_src, pay_src) = (sales, payments);
+                sales_olap = sqlx::query_scalar(SALES_FROM_OLAP)
+                    .fetch_one(&mut *olap)
+                    .await?;
+                pay_olap = sqlx::query_scalar(PAYMENTS_FROM_OLAP)
+                    .fetch_one(&mut *olap)
+                    .await?;
+            }
+            None => facts_compared = false,
+        }
+    }
     let orphan_facts: i64 = sqlx::query_scalar(ORPHAN_FACTS)
         .fetch_one(&mut *olap)
         .await?;
@@ -120,8 +171,62 @@ pub async fn compare(
         sales_equal: sales_src == sales_olap,
         payments_equal: pay_src == pay_olap,
         orphan_facts,
+        facts_compared,
     })
 }
+
+/// The rows of `schema.table` kept from its detached partitions (one predicate), if any.
+async fn kept(
+    olap: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let migrated: bool = sqlx::query_scalar("select to_regclass('cdc_partitions') is not null")
+        .fetch_one(&mut *olap)
+        .await?;
+    if !migrated {
+        return Ok(None);
+    }
+    let scopes = crate::sink::olap::partitions::kept_scopes(olap, schema, table).await?;
+    Ok((!scopes.is_empty()).then(|| {
+        scopes
+            .iter()
+            .map(|s| format!("({s})"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }))
+}
+
+/// The sales and payments digests of OLTP; None when a column they read is not there (any
+/// more) under its name and type.
+async fn source_digests(oltp: &mut PgConnection) -> Result<Option<(String, String)>, sqlx::Error> {
+    let changed = |e: &sqlx::Error| {
+        e.as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| matches!(c.as_ref(), "42703" | "42P01" | "42883" | "42804"))
+    };
+    let sales = match sqlx::query_scalar(SALES_FROM_OLTP)
+        .fetch_one(&mut *oltp)
+        .await
+    {
+        Err(e) if changed(&e) => return Ok(None),
+        r => r?,
+    };
+    let payments = match sqlx::query_scalar(PAYMENTS_FROM_OLTP)
+        .fetch_one(&mut *oltp)
+        .await
+    {
+        Err(e) if changed(&e) => return Ok(None),
+        r => r?,
+    };
+    Ok(Some((sales, payments)))
+}
+
+/// The orders, their lines and payments are read by the star as they were first bound.
+const FACT_INPUTS_AS_THEY_WERE: &str = "select to_regclass('star_bindings') is null
+    or not exists (select 1 from star_bindings b join star_input_tables t using (input)
+                   where b.input in ('orders', 'order_items', 'payments')
+                     and (b.state <> 'bound' or t.state <> 'bound'))";
 
 const SALES_FROM_OLTP: &str = "select coalesce(md5(string_agg(x, E'\\n' order by x)), '') from (
     select concat_ws('|', i.id, o.id, to_char(o.ordered_at at time zone 'UTC', 'YYYYMMDD'),

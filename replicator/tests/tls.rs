@@ -7,6 +7,7 @@ use std::process::Command;
 
 use brewlytics_replicator::stream::config::ReplicationConfig;
 use brewlytics_replicator::stream::conn::{ConnError, ReplicationConnection};
+use brewlytics_support::testing::Scratch;
 use brewlytics_support::{ClusterOptions, DbUrl, EmbeddedCluster};
 
 /// A test CA and a server certificate it signed for localhost and 127.0.0.1, readable by
@@ -121,8 +122,8 @@ async fn encrypted(cfg: &ReplicationConfig) -> Result<bool, ConnError> {
 
 #[tokio::test]
 async fn every_sslmode_does_what_it_says() {
-    let dir = std::env::temp_dir().join(format!("brewlytics-tls-{}", std::process::id()));
-    let (ca, cert, key) = make_certificate(&dir);
+    let scratch = Scratch::new("tls");
+    let (ca, cert, key) = make_certificate(scratch.path());
     let mut opts = ClusterOptions::throwaway();
     opts.settings = vec![
         ("ssl".into(), "on".into()),
@@ -186,5 +187,4 @@ async fn every_sslmode_does_what_it_says() {
         .await
         .unwrap());
     drop(tls_server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,5 +1,5 @@
 //! The flags of the commands that read the warehouse: `report`, `dashboard`, `dashboards
-//! provision`, `dbt-env`.
+//! provision|superset`, `dbt-env`, and `up --superset`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +53,9 @@ pub enum DashboardsCommand {
     /// Create or update the Brewlytics dashboard, its cards and the coffee_olap database in
     /// Metabase (idempotent).
     Provision(ProvisionArgs),
+    /// Create or update the Brewlytics dashboard, its charts and datasets and the coffee_olap
+    /// database in Apache Superset (idempotent).
+    Superset(SupersetArgs),
 }
 
 #[derive(Args, Debug)]
@@ -71,7 +74,61 @@ pub struct ProvisionArgs {
     #[arg(long, env = "METABASE_OLAP_HOST")]
     pub olap_host: Option<String>,
     #[command(flatten)]
+    pub bi: BiArgs,
+    #[command(flatten)]
     pub db: DbArgs,
+}
+
+/// The user `up --superset` makes Superset's administrator.
+pub const SUPERSET_ADMIN: &str = "admin";
+
+/// `brewlytics dashboards superset`.
+#[derive(Args, Debug)]
+pub struct SupersetArgs {
+    /// Superset's address, e.g. http://127.0.0.1:8088.
+    #[arg(long, env = "SUPERSET_URL")]
+    pub url: String,
+    /// A Superset administrator's user name.
+    #[arg(long, env = "SUPERSET_USER", default_value = SUPERSET_ADMIN)]
+    pub user: String,
+    /// Their password. Default: the one `up --superset` keeps in
+    /// <data dir>/superset/admin.password.
+    #[arg(long, env = "SUPERSET_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// The host name at which Superset reaches coffee_olap, when it differs from the URL's.
+    #[arg(long, env = "SUPERSET_OLAP_HOST")]
+    pub olap_host: Option<String>,
+    #[command(flatten)]
+    pub bi: BiArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// `up --superset` and its settings.
+#[derive(Args, Debug, Clone)]
+pub struct SupersetUpArgs {
+    /// Also run Apache Superset (installed by scripts/install-superset), provisioned with the
+    /// coffee dashboard over the read-only role.
+    #[arg(long)]
+    pub superset: bool,
+    /// Where Superset listens.
+    #[arg(long, env = "SUPERSET_LISTEN", default_value = "127.0.0.1:8088")]
+    pub superset_listen: SocketAddr,
+    /// The virtual environment Superset is installed in.
+    #[arg(long, env = "SUPERSET_VENV", default_value = ".venv-superset")]
+    pub superset_venv: PathBuf,
+    #[command(flatten)]
+    pub bi: BiArgs,
+}
+
+/// Which database URL a BI tool (Metabase, Superset) connects to coffee_olap with.
+#[derive(Args, Debug, Clone)]
+pub struct BiArgs {
+    /// The URL the BI tool connects to coffee_olap with: a read-only role, such as
+    /// brewlytics_reader of deploy/roles.sql. Default: the embedded cluster's
+    /// brewlytics_reader, else OLAP_DATABASE_URL.
+    #[arg(long, env = "BI_DATABASE_URL", hide_env_values = true)]
+    pub bi_url: Option<DbUrl>,
 }
 
 #[derive(Args, Debug)]

@@ -13,7 +13,10 @@ use brewlytics_support::telemetry::LogFormat;
 use brewlytics_support::DbUrl;
 use clap::{Args, Parser, Subcommand};
 
-pub use insights::{DashboardArgs, DashboardsCommand, DbtEnvArgs, ReportArgs};
+pub use insights::{
+    BiArgs, DashboardArgs, DashboardsCommand, DbtEnvArgs, ReportArgs, SupersetArgs, SupersetUpArgs,
+    SUPERSET_ADMIN,
+};
 pub use replicate::{CopyArgs, LoadArgs, LoadFrom, NatsArgs, ReplicateArgs, SlotArgs};
 
 #[derive(Parser, Debug)]
@@ -60,6 +63,8 @@ pub enum Command {
         dashboard_listen: SocketAddr,
         #[command(flatten)]
         replicate: ReplicateArgs,
+        #[command(flatten)]
+        superset: SupersetUpArgs,
     },
     /// Apply the schema migrations of both databases (idempotent).
     Migrate {
@@ -160,7 +165,8 @@ pub enum Command {
     /// coffee_olap's connection as shell exports for the dbt project in dbt/:
     /// `eval "$(brewlytics dbt-env)"`.
     DbtEnv(DbtEnvArgs),
-    /// Metabase: `provision` creates or updates the Brewlytics dashboard.
+    /// The coffee dashboard in a BI tool: `provision` (Metabase) or `superset` creates or
+    /// updates it.
     Dashboards {
         #[command(subcommand)]
         command: DashboardsCommand,

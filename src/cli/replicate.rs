@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use brewlytics_replicator::batch::BatchLimits;
 use brewlytics_replicator::config;
+use brewlytics_replicator::schema::partitions::DetachPolicy;
 use brewlytics_replicator::sink::nats::{NatsConfig, Retention};
 use brewlytics_replicator::sink::olap::OnError;
 use brewlytics_replicator::source::snapshot::DEFAULT_WORKERS;
@@ -18,7 +19,7 @@ pub struct SlotArgs {
     /// The logical replication slot on OLTP.
     #[arg(long, env = "SLOT_NAME", default_value = config::DEFAULT_SLOT)]
     pub slot: String,
-    /// The publication the slot streams.
+    /// The publication the slot streams (several: comma-separated, streamed together).
     #[arg(long, env = "PUBLICATION", default_value = config::DEFAULT_PUBLICATION)]
     pub publication: String,
 }
@@ -30,6 +31,10 @@ pub struct ReplicateArgs {
     /// A change that cannot be applied: `dead-letter` (record it, go on) or `stop`.
     #[arg(long, default_value = "dead-letter")]
     pub on_error: OnError,
+    /// The rows of a partition detached or dropped on the source: `keep` them in the replica
+    /// (history; the star keeps its facts) or `mirror` the source (remove them).
+    #[arg(long, env = "PARTITION_DETACH", default_value = "keep")]
+    pub partition_detach: DetachPolicy,
     /// Most changes in one OLAP transaction (larger source transactions are chunked).
     #[arg(long, default_value_t = BatchLimits::default().max_changes)]
     pub batch_max_changes: usize,

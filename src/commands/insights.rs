@@ -1,11 +1,12 @@
-//! `brewlytics report`, `brewlytics dashboard` and `brewlytics dashboards provision`.
-
-use std::net::SocketAddr;
+//! `brewlytics report`, `brewlytics dashboard` and `brewlytics dashboards provision|superset`.
 
 use anyhow::{bail, Context};
-use brewlytics_dashboards::metabase::{self, OlapConnection, Secret, Target};
+use brewlytics_dashboards::connection::Secret;
+use brewlytics_dashboards::definition::Definition;
+use brewlytics_dashboards::metabase::{self, Target};
 use brewlytics_dashboards::question::{self, ParamType, ParamValue, Params};
 use brewlytics_dashboards::report::{self, Format};
+use brewlytics_support::listen::{self, Service};
 use brewlytics_support::DbUrl;
 use tokio::sync::watch;
 
@@ -103,16 +104,17 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
-    let listener = bind_dashboard(args.listen).await?;
+    let listener = listen::bind(args.listen, DASHBOARD).await?;
     println!("Dashboard on http://{}", listener.local_addr()?);
     run_dashboard(&url, listener, rx).await
 }
 
-pub async fn bind_dashboard(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the dashboard to {listen}"))
-}
+/// The dashboard of `brewlytics dashboard`.
+const DASHBOARD: Service = Service {
+    name: "dashboard",
+    flag: "--listen",
+    env: "DASHBOARD_LISTEN",
+};
 
 /// Serves the built-in dashboard over `olap` until `stop` turns true.
 pub async fn run_dashboard(
@@ -131,9 +133,8 @@ pub async fn run_dashboard(
 pub async fn dashboards(command: DashboardsCommand) -> anyhow::Result<()> {
     match command {
         DashboardsCommand::Provision(args) => {
-            let def = metabase::Definition::load()?;
-            let url = olap_url(&args.db)?;
-            let olap = OlapConnection::from_url(&url, args.olap_host.as_deref())?;
+            let def = Definition::load()?;
+            let olap = super::bi::connection(&args.db, &args.bi, args.olap_host.as_deref())?;
             let target = Target {
                 url: args.metabase_url,
                 user: args.user,
@@ -143,5 +144,6 @@ pub async fn dashboards(command: DashboardsCommand) -> anyhow::Result<()> {
             println!("Metabase provisioned: {done}");
             Ok(())
         }
+        DashboardsCommand::Superset(args) => super::superset::provision(args).await,
     }
 }

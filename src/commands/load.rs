@@ -4,10 +4,17 @@
 use anyhow::Context;
 use brewlytics_replicator::backoff::Backoff;
 use brewlytics_replicator::load::{self, LoaderConfig, LoaderTelemetry};
+use brewlytics_support::listen::{self, Service};
 use tokio::sync::watch;
 
 use crate::cli::{LoadArgs, LoadFrom};
 use crate::databases;
+
+const LOADER: Service = Service {
+    name: "loader",
+    flag: "--listen",
+    env: "LOADER_LISTEN",
+};
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let LoadFrom::Nats = args.from;
@@ -16,6 +23,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .config()
         .context("--from nats needs --nats-url (or NATS_URL)")?;
     nats.validate().map_err(anyhow::Error::msg)?;
+    // Its endpoints' address first: a taken one stops it before it touches anything.
+    let listener = listen::bind(args.listen, LOADER).await?;
     // The loader's OLAP is made as `migrate` makes it (no OLTP is needed here).
     let pool = databases::pool(&args.olap_url, 1).await?;
     brewlytics_support::migrate::olap(&pool).await?;
@@ -28,10 +37,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         let _ = tx.send(true);
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding the loader's endpoints to {}", args.listen))?;
-    tracing::info!(addr = %args.listen, "loader endpoints: /metrics /health /status");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "loader endpoints: /metrics /health /status");
     let mut stop = rx.clone();
     let served = telemetry.clone();
     tokio::spawn(async move {

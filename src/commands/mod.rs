@@ -1,5 +1,6 @@
 //! One function per subcommand, reading the flags `cli` parsed.
 
+mod bi;
 pub mod dbt;
 pub mod insights;
 mod load;
@@ -8,6 +9,7 @@ mod pipeline;
 mod progress;
 mod replication;
 mod snapshot;
+pub mod superset;
 mod up;
 
 use std::time::Duration;
@@ -28,7 +30,18 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             seed_orders,
             replicate,
             dashboard_listen,
-        } => up::run(db, api_listen, seed_orders, replicate, dashboard_listen).await,
+            superset,
+        } => {
+            up::run(
+                db,
+                api_listen,
+                seed_orders,
+                replicate,
+                dashboard_listen,
+                superset,
+            )
+            .await
+        }
         Command::Migrate {
             db,
             no_source_check,
@@ -130,6 +143,7 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         backfill_chunk_rows: args.backfill_chunk_rows,
         nats: args.nats_config(),
         copy_workers: usize::from(args.copy.copy_workers),
+        partition_detach: args.partition_detach,
         ..defaults
     }
 }

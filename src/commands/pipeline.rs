@@ -1,39 +1,54 @@
-//! Long-running services: the API and the replicator, stopped by Ctrl-C/SIGTERM.
+//! Long-running services: the API and the replicator, stopped by Ctrl-C/SIGTERM. Each binds
+//! its address first: a taken one stops the command at once with one line
+//! ([`brewlytics_support::listen`]).
 
 use std::net::SocketAddr;
 
-use anyhow::Context;
 use brewlytics_replicator::daemon::DaemonConfig;
 use brewlytics_replicator::telemetry::Telemetry;
+use brewlytics_support::listen::{self, Service};
 use tokio::sync::watch;
 
 use brewlytics_support::DbUrl;
 
 use crate::databases;
 
+/// The replicator's endpoints, in `replicate` and `up` alike.
+pub const REPLICATOR: Service = Service {
+    name: "replicator",
+    flag: "--replicator-listen",
+    env: "REPLICATOR_LISTEN",
+};
+
+/// The API of `brewlytics api`.
+const API: Service = Service {
+    name: "API",
+    flag: "--listen",
+    env: "API_LISTEN",
+};
+
 pub async fn serve_api(
     oltp: &DbUrl,
     listen: SocketAddr,
     services: &[brewlytics_api::Service],
 ) -> anyhow::Result<()> {
+    let listener = listen::bind(listen, API).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
-    run_api(oltp, listen, services, rx).await
+    run_api(oltp, listener, services, rx).await
 }
 
+/// The API on a bound `listener` until `stop` turns true.
 pub async fn run_api(
     oltp: &DbUrl,
-    listen: SocketAddr,
+    listener: tokio::net::TcpListener,
     services: &[brewlytics_api::Service],
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = databases::pool(oltp, 16).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the API to {listen}"))?;
     let services = if services.is_empty() {
         brewlytics_api::Service::ALL.to_vec()
     } else {
@@ -51,12 +66,16 @@ pub async fn run_api(
 }
 
 pub async fn replicate(cfg: DaemonConfig) -> anyhow::Result<()> {
+    let listener = match cfg.listen {
+        Some(addr) => Some(listen::bind(addr, REPLICATOR).await?),
+        None => None,
+    };
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         brewlytics_support::shutdown::signal().await;
         tracing::info!("shutdown requested");
         let _ = tx.send(true);
     });
-    brewlytics_replicator::daemon::run(cfg, Telemetry::new(), rx).await?;
+    brewlytics_replicator::daemon::run_bound(cfg, listener, Telemetry::new(), rx).await?;
     Ok(())
 }

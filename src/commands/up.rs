@@ -8,10 +8,48 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use brewlytics_support::instance::{Claim, ClaimError};
+use brewlytics_support::listen::{self, Service};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cli::{DbArgs, ReplicateArgs};
+use brewlytics_dashboards::connection::OlapConnection;
+
+use super::superset;
+use crate::cli::{DbArgs, ReplicateArgs, SupersetUpArgs};
 use crate::databases;
+
+const API: Service = Service {
+    name: "API",
+    flag: "--api-listen",
+    env: "API_LISTEN",
+};
+const DASHBOARD: Service = Service {
+    name: "dashboard",
+    flag: "--dashboard-listen",
+    env: "DASHBOARD_LISTEN",
+};
+
+/// `up`'s listeners, bound before anything starts: a taken address stops `up` with one line
+/// and nothing running.
+struct Listeners {
+    api: TcpListener,
+    replicator: TcpListener,
+    dashboard: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(
+        api: SocketAddr,
+        replicator: SocketAddr,
+        dashboard: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            api: listen::bind(api, API).await?,
+            replicator: listen::bind(replicator, super::pipeline::REPLICATOR).await?,
+            dashboard: listen::bind(dashboard, DASHBOARD).await?,
+        })
+    }
+}
 
 pub async fn run(
     db: DbArgs,
@@ -19,31 +57,43 @@ pub async fn run(
     seed_orders: u32,
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
+    superset: SupersetUpArgs,
 ) -> anyhow::Result<()> {
     replicate.check()?;
-    let (cluster, urls, claim) = match (&db.oltp_url, &db.olap_url) {
-        (None, None) => {
-            let claim = match Claim::acquire(&db.data_dir) {
-                Ok(claim) => claim,
-                // Said in one line, as it is: the running instance and what to do.
-                Err(ClaimError::Running(running)) => anyhow::bail!("{running}"),
-                Err(e) => return Err(e.into()),
-            };
-            let (c, u) = databases::start_embedded(&db.data_dir)
-                .await
-                .context("starting the embedded PostgreSQL")?;
-            (Some(c), u, Some(claim))
+    if superset.superset {
+        superset::local::preflight(&superset.superset_venv, superset.superset_listen)?;
+    }
+    let embedded = db.oltp_url.is_none() && db.olap_url.is_none();
+    let claim = if embedded {
+        match Claim::acquire(&db.data_dir) {
+            Ok(claim) => Some(claim),
+            // Said in one line, as it is: the running instance and what to do.
+            Err(ClaimError::Running(running)) => anyhow::bail!("{running}"),
+            Err(e) => return Err(e.into()),
         }
-        _ => (None, databases::resolve(&db)?, None),
+    } else {
+        None
+    };
+    let listeners = Listeners::bind(api_listen, replicate.listen, dashboard_listen).await?;
+    let (cluster, urls) = if embedded {
+        let (c, u) = databases::start_embedded(&db.data_dir)
+            .await
+            .context("starting the embedded PostgreSQL")?;
+        (Some(c), u)
+    } else {
+        (None, databases::resolve(&db)?)
     };
     let result = serve(
         &urls,
-        api_listen,
+        listeners,
         seed_orders,
         &replicate,
-        cluster.as_ref().map(|c| c.data_dir().to_path_buf()),
-        dashboard_listen,
-        claim.as_ref(),
+        Machine {
+            cluster: cluster.as_ref(),
+            claim: claim.as_ref(),
+            data_dir: &db.data_dir,
+        },
+        &superset,
     )
     .await;
     if let Some(mut c) = cluster {
@@ -53,16 +103,34 @@ pub async fn run(
     result
 }
 
+/// What `up` holds on this machine: the embedded cluster and the claim on its data directory
+/// (none with database URLs given), and that directory.
+struct Machine<'a> {
+    cluster: Option<&'a brewlytics_support::EmbeddedCluster>,
+    claim: Option<&'a Claim>,
+    data_dir: &'a std::path::Path,
+}
+
 async fn serve(
     urls: &databases::Urls,
-    api_listen: SocketAddr,
+    listeners: Listeners,
     seed_orders: u32,
     replicate: &ReplicateArgs,
-    embedded_dir: Option<std::path::PathBuf>,
-    dashboard_listen: SocketAddr,
-    claim: Option<&Claim>,
+    machine: Machine<'_>,
+    superset_args: &SupersetUpArgs,
 ) -> anyhow::Result<()> {
+    let Machine {
+        cluster,
+        claim,
+        data_dir,
+    } = machine;
     super::migrate(urls).await?;
+    let embedded_dir = cluster.map(|c| c.data_dir().to_path_buf());
+    // The read-only role for BI tools (deploy/roles.sql), on the embedded cluster.
+    let reader = match cluster {
+        Some(c) => Some(super::bi::embedded_roles(c).await?),
+        None => None,
+    };
     let oltp = databases::pool(&urls.oltp, 4).await?;
     let existing: i64 = sqlx::query_scalar("select count(*) from orders")
         .fetch_one(&oltp)
@@ -79,88 +147,116 @@ async fn serve(
     .context("seeding sample data")?;
     tracing::info!(%summary, "sample data ready");
     drop(oltp);
-    let dashboard_listener = super::insights::bind_dashboard(dashboard_listen).await?;
-    let dashboard_addr = dashboard_listener.local_addr()?;
+    let api_addr = listeners.api.local_addr()?;
+    let replicator_addr = listeners.replicator.local_addr()?;
+    let dashboard_addr = listeners.dashboard.local_addr()?;
+    let superset = match superset_args.superset {
+        false => None,
+        true => {
+            let embedded = reader
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("no embedded cluster"));
+            let external = cluster.is_none().then_some(&urls.olap);
+            let bi_url = super::bi::choose(superset_args.bi.bi_url.clone(), external, || embedded)?;
+            let olap = OlapConnection::from_url(&bi_url, None)?;
+            Some(superset::start(superset_args, data_dir, &olap).await?)
+        }
+    };
 
     let (tx, rx) = watch::channel(false);
     let cfg = super::daemon_config(urls, replicate);
     let slot = cfg.replicator.slot.clone();
-    let replicator_listen = replicate.listen;
-    let replicator = tokio::spawn(brewlytics_replicator::daemon::run(
-        cfg,
-        brewlytics_replicator::telemetry::Telemetry::new(),
-        rx.clone(),
-    ));
-    let api = {
+    // The first service to end (with an error, or not) ends `up`.
+    let mut services = tokio::task::JoinSet::new();
+    {
+        let rx = rx.clone();
+        let listener = listeners.replicator;
+        services.spawn(async move {
+            brewlytics_replicator::daemon::run_bound(
+                cfg,
+                Some(listener),
+                brewlytics_replicator::telemetry::Telemetry::new(),
+                rx,
+            )
+            .await
+            .context("replicator stopped")
+        });
+    }
+    {
         let oltp = urls.oltp.clone();
         let rx = rx.clone();
-        tokio::spawn(async move {
-            super::pipeline::run_api(&oltp, api_listen, &brewlytics_api::Service::ALL, rx).await
-        })
-    };
-    let dashboard = {
+        let listener = listeners.api;
+        services.spawn(async move {
+            super::pipeline::run_api(&oltp, listener, &brewlytics_api::Service::ALL, rx)
+                .await
+                .context("api stopped")
+        });
+    }
+    {
         let olap = urls.olap.clone();
         let rx = rx.clone();
-        tokio::spawn(
-            async move { super::insights::run_dashboard(&olap, dashboard_listener, rx).await },
-        )
-    };
+        let listener = listeners.dashboard;
+        services.spawn(async move {
+            super::insights::run_dashboard(&olap, listener, rx)
+                .await
+                .context("dashboard stopped")
+        });
+    }
 
     println!("Brewlytics is up.");
-    println!("  API          http://{api_listen}   (GET /health, POST /orders, GET /openapi.json)");
+    println!("  API          http://{api_addr}   (GET /health, POST /orders, GET /openapi.json)");
     println!(
-        "  Replicator   http://{replicator_listen}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
+        "  Replicator   http://{replicator_addr}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
     );
     println!("  Dashboard    http://{dashboard_addr}   (`brewlytics report --list` for the same figures as CSV)");
+    if let Some(s) = &superset {
+        println!(
+            "  Superset     {}   (user {}, password in {})",
+            s.dashboard_url,
+            superset::local::ADMIN,
+            s.superset.password_file.display()
+        );
+    }
     println!("  OLTP         {}", urls.oltp);
     println!("  OLAP         {}", urls.olap);
+    if let Some(url) = &reader {
+        println!("  BI role      {url}   (read-only)");
+    }
     if let Some(dir) = embedded_dir {
         println!(
-            "  Embedded PostgreSQL in {} (password in {}/superuser.password)",
+            "  Embedded PostgreSQL in {} (password in {}/superuser.password, the roles' in {}/roles.env)",
+            dir.display(),
             dir.display(),
             dir.display()
         );
     }
     println!("Press Ctrl-C to stop.");
     if let Some(claim) = claim {
-        let endpoints = [
-            ("API", format!("http://{api_listen}")),
-            ("replicator", format!("http://{replicator_listen}")),
+        let mut endpoints = vec![
+            ("API", format!("http://{api_addr}")),
+            ("replicator", format!("http://{replicator_addr}")),
             ("dashboard", format!("http://{dashboard_addr}")),
         ];
+        if let Some(s) = &superset {
+            endpoints.push(("Superset", s.superset.url.clone()));
+        }
         if let Err(e) = claim.publish(&endpoints) {
             tracing::warn!(error = %e, "could not record the endpoints in the data directory");
         }
     }
 
-    let mut replicator = replicator;
-    let mut api = api;
-    let mut dashboard = dashboard;
     let outcome = tokio::select! {
         _ = brewlytics_support::shutdown::signal() => Ok(()),
-        r = &mut replicator => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("replicator stopped")),
-            Err(e) => Err(e.into()),
-        },
-        r = &mut api => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.context("api stopped")),
-            Err(e) => Err(e.into()),
-        },
-        r = &mut dashboard => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.context("dashboard stopped")),
-            Err(e) => Err(e.into()),
-        },
+        Some(ended) = services.join_next() => ended.map_err(anyhow::Error::from).and_then(|r| r),
     };
     let _ = tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), async {
-        let _ = (&mut replicator).await;
-        let _ = (&mut api).await;
-        let _ = (&mut dashboard).await;
+        while services.join_next().await.is_some() {}
     })
     .await;
+    if let Some(s) = superset {
+        s.superset.stop().await;
+    }
     println!("Brewlytics stopped.");
     outcome
 }

@@ -6,6 +6,9 @@
 //! starts helper processes), so nothing outlives the call. `--virtual-time-budget` lets the
 //! page's scripts and fetches run before the DOM is dumped or the screenshot taken.
 //!
+//! For pages that need a session (a login, then a single-page application), see
+//! [`crate::devtools`].
+//!
 //! The binary is `$CHROMIUM` if set, else the first of `chromium`, `chromium-browser`,
 //! `google-chrome` found on `PATH` (or in `/usr/bin`).
 
@@ -145,8 +148,38 @@ pub fn screenshot(url: &str, file: &Path, options: &BrowserOptions) -> Result<()
 
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
+/// A number for this process's next Chromium run (its profile directory's name).
+pub(crate) fn next_run() -> u32 {
+    RUNS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The flags of every headless run.
+pub(crate) const BASE_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+];
+
+/// Starts `cmd` (which runs Chromium, `program`) as the leader of a process group of its own.
+pub(crate) fn spawn_group(mut cmd: Command, program: &Path) -> Result<GroupGuard, BrowserError> {
+    cmd.process_group(0)
+        .spawn()
+        .map(GroupGuard)
+        .map_err(|source| BrowserError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })
+}
+
 /// Kills the process group of a child on drop (the child is its group's leader).
-struct GroupGuard(Child);
+pub(crate) struct GroupGuard(pub(crate) Child);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
@@ -167,7 +200,7 @@ fn run(args: &[String], options: &BrowserOptions) -> Result<(String, String), Br
     let profile = std::env::temp_dir().join(format!(
         "brewlytics-chromium-{}-{}",
         std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
+        next_run()
     ));
     std::fs::create_dir_all(&profile)?;
     let result = run_in(&program, &profile, args, options);
@@ -182,35 +215,23 @@ fn run_in(
     options: &BrowserOptions,
 ) -> Result<(String, String), BrowserError> {
     let mut cmd = Command::new(program);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
+    cmd.args(BASE_FLAGS)
         // Console messages (and CSP reports) to stderr, for `render`.
-        "--enable-logging=stderr",
-        "--v=0",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .arg(format!(
-        "--virtual-time-budget={}",
-        options.virtual_time_budget_ms
-    ))
-    .arg(format!(
-        "--window-size={},{}",
-        options.window.0, options.window.1
-    ))
-    .args(args)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0);
+        .args(["--enable-logging=stderr", "--v=0"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!(
+            "--virtual-time-budget={}",
+            options.virtual_time_budget_ms
+        ))
+        .arg(format!(
+            "--window-size={},{}",
+            options.window.0, options.window.1
+        ))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     let child = cmd.spawn().map_err(|source| BrowserError::Spawn {
         program: program.display().to_string(),
         source,

@@ -4,8 +4,10 @@
 //! Existing crates either download PostgreSQL or refuse to run as root; this one uses what the
 //! machine has and, as root, runs the server as the `postgres` user through `runuser`.
 //!
-//! The server listens on 127.0.0.1 on a free port with password (SCRAM) authentication, and on
-//! a Unix socket in a directory of its own with trust authentication for the local superuser.
+//! The server listens on 127.0.0.1, with password (SCRAM) authentication, on a port leased
+//! outside the kernel's ephemeral range ([`crate::ports`]; started again on another if that
+//! one is taken meanwhile), and on a Unix socket in a directory of its own with trust
+//! authentication for the local superuser.
 //! It is stopped when the [`EmbeddedCluster`] is dropped or [`EmbeddedCluster::stop`] is called;
 //! a small watchdog process also stops it if the owning process dies without dropping it
 //! (kill -9, `std::process::exit` in a test harness), so no server outlives its owner.
@@ -18,6 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dburl::DbUrl;
+use crate::ports::{self, Lease};
 
 /// The superuser the embedded cluster is initialised with.
 pub const SUPERUSER: &str = "brewlytics";
@@ -92,6 +95,8 @@ pub struct EmbeddedCluster {
     throwaway: bool,
     watchdog: Option<Child>,
     stopped: bool,
+    /// The port's lease, held while the cluster is ours (restarts keep the port).
+    lease: Option<Lease>,
 }
 
 impl EmbeddedCluster {
@@ -139,6 +144,7 @@ impl EmbeddedCluster {
             throwaway,
             watchdog: None,
             stopped: true,
+            lease: None,
         };
         if !cluster.pgdata.join("PG_VERSION").exists() {
             cluster.initdb()?;
@@ -173,11 +179,11 @@ impl EmbeddedCluster {
         .expect("a well-formed URL")
     }
 
-    /// Runs `psql -c sql` over the Unix socket as the superuser.
-    pub fn psql(&self, database: &str, sql: &str) -> Result<String, ClusterError> {
-        let out = Command::new(self.bindir.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .arg("-h")
+    /// `psql` connected over the Unix socket as the superuser to `database`, untouched by
+    /// the `PG*` variables of the environment; add the script or command to run.
+    pub fn psql_command(&self, database: &str) -> Command {
+        let mut cmd = Command::new(self.bindir.join("psql"));
+        cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.socket_dir)
             .args([
                 "-p",
@@ -186,8 +192,18 @@ impl EmbeddedCluster {
                 SUPERUSER,
                 "-d",
                 database,
-            ])
-            .args(["-c", sql])
+            ]);
+        for var in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD"] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Runs `psql -c sql` over the Unix socket as the superuser.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, ClusterError> {
+        let out = self
+            .psql_command(database)
+            .args(["-q", "-A", "-t", "-c", sql])
             .stdin(Stdio::null())
             .output()?;
         checked("psql", out).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
@@ -260,6 +276,7 @@ impl EmbeddedCluster {
         if self.throwaway {
             let _ = fs::remove_dir_all(&self.root);
         }
+        self.lease = None;
         result
     }
 
@@ -327,19 +344,25 @@ impl EmbeddedCluster {
             writeln!(f, "include_if_exists = 'brewlytics.port.conf'")?;
         }
 
-        let mut last_err = None;
-        for _ in 0..5 {
-            self.port = free_port()?;
-            match self.pg_ctl_start() {
-                Ok(()) => {
-                    self.stopped = false;
-                    self.watchdog = Some(self.spawn_watchdog()?);
-                    return Ok(());
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.expect("at least one attempt"))
+        // A port leased outside the ephemeral range (crate::ports); should something outside
+        // those rules take it before the server binds it, the server starts on another.
+        ports::retry_in_use(
+            5,
+            || {
+                let lease = ports::lease().map_err(|e| ClusterError::Command {
+                    what: "choosing a port".into(),
+                    detail: e.to_string(),
+                })?;
+                self.port = lease.port();
+                self.pg_ctl_start()?;
+                self.lease = Some(lease);
+                Ok(())
+            },
+            |e| matches!(e, ClusterError::Command { detail, .. } if ports::says_in_use(detail)),
+        )?;
+        self.stopped = false;
+        self.watchdog = Some(self.spawn_watchdog()?);
+        Ok(())
     }
 
     fn pg_ctl_start(&mut self) -> Result<(), ClusterError> {
@@ -350,7 +373,9 @@ impl EmbeddedCluster {
             std::os::unix::fs::chown(&port_conf, Some(uid), Some(gid))?;
         }
         let log = self.root.join("postgres.log");
+        let seen = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log.display().to_string()])
+            .map_err(|e| with_server_log(e, &log, seen))
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Result<(), ClusterError> {
@@ -382,18 +407,10 @@ impl EmbeddedCluster {
         } else {
             String::new()
         };
-        let script = format!(
-            "i=0; while kill -0 {owner} 2>/dev/null && [ $i -lt 86400 ]; do sleep 1; i=$((i+1)); done; \
-             {stop} >/dev/null 2>&1{cleanup}",
-            owner = std::process::id(),
-        );
-        Ok(Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()?)
+        Ok(crate::watchdog::spawn(
+            &format!("{stop} >/dev/null 2>&1{cleanup}"),
+            None,
+        )?)
     }
 
     fn command(&self, program: &str) -> Command {
@@ -426,8 +443,6 @@ impl Drop for EmbeddedCluster {
         let _ = self.stop();
     }
 }
-
-use std::os::unix::process::CommandExt;
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`: `PG_BINDIR`, else
 /// `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
@@ -574,7 +589,11 @@ fn load_or_make_password(root: &Path) -> Result<String, ClusterError> {
     Ok(password)
 }
 
-fn write_private(path: &Path, text: &str, for_postgres: bool) -> Result<(), ClusterError> {
+pub(crate) fn write_private(
+    path: &Path,
+    text: &str,
+    for_postgres: bool,
+) -> Result<(), ClusterError> {
     let mut f = fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -592,7 +611,7 @@ fn write_private(path: &Path, text: &str, for_postgres: bool) -> Result<(), Clus
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Letters and digits from the kernel's random source.
-fn random_token(len: usize) -> Result<String, ClusterError> {
+pub(crate) fn random_token(len: usize) -> Result<String, ClusterError> {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut raw = vec![0u8; len];
     use std::io::Read;
@@ -603,9 +622,23 @@ fn random_token(len: usize) -> Result<String, ClusterError> {
         .collect())
 }
 
-fn free_port() -> Result<u16, ClusterError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+/// `pg_ctl start` says only "could not start server; examine the log output": the server's
+/// own error lines of this start (from byte `seen` of its log) are added to `e`.
+fn with_server_log(e: ClusterError, log: &Path, seen: u64) -> ClusterError {
+    let ClusterError::Command { what, mut detail } = e else {
+        return e;
+    };
+    let text = fs::read(log).unwrap_or_default();
+    let tail = String::from_utf8_lossy(text.get(seen as usize..).unwrap_or_default());
+    let errors: Vec<&str> = tail
+        .lines()
+        .filter(|l| l.contains("FATAL") || l.contains("LOG:  could not bind"))
+        .take(3)
+        .collect();
+    if !errors.is_empty() {
+        detail = format!("{detail} | {}", errors.join(" | "));
+    }
+    ClusterError::Command { what, detail }
 }
 
 fn checked(what: &str, out: Output) -> Result<Output, ClusterError> {
@@ -653,6 +686,22 @@ mod tests {
         assert!(text.contains(&format!("port {}", c.port())), "{text}");
         assert_eq!(fs::read_to_string(&port_file).unwrap(), before);
         // The first still answers.
+        assert_eq!(c.psql("postgres", "select 1").unwrap(), "1");
+    }
+
+    #[test]
+    fn a_start_on_a_taken_port_says_so_with_the_servers_words() {
+        let mut c = EmbeddedCluster::start(ClusterOptions::throwaway()).unwrap();
+        c.pause().unwrap();
+        // Something outside the port rules binds the port while the server is down.
+        let squatter = std::net::TcpListener::bind(("127.0.0.1", c.port())).unwrap();
+        let err = c.resume().unwrap_err();
+        assert!(
+            matches!(&err, ClusterError::Command { detail, .. } if ports::says_in_use(detail)),
+            "{err}"
+        );
+        drop(squatter);
+        c.resume().unwrap();
         assert_eq!(c.psql("postgres", "select 1").unwrap(), "1");
     }
 

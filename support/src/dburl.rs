@@ -235,12 +235,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_database_is_named_at_once() {
-        // A port nobody listens on: bound, then released.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // A port nobody listens on (leased: no other test's server is given it).
+        let lease = crate::ports::lease().unwrap();
+        let port = lease.port();
         let url = DbUrl::parse(&format!("postgres://u:s3cret@127.0.0.1:{port}/db")).unwrap();
         let started = std::time::Instant::now();
         let e = url

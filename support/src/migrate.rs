@@ -26,6 +26,10 @@ pub const OLAP_LOGIC: &[LogicFile] = &[
         include_str!("../../schema/olap/logic/10_journal.sql"),
     ),
     (
+        "12_star_inputs.sql",
+        include_str!("../../schema/olap/logic/12_star_inputs.sql"),
+    ),
+    (
         "15_bulk_load.sql",
         include_str!("../../schema/olap/logic/15_bulk_load.sql"),
     ),

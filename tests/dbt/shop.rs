@@ -1,8 +1,6 @@
 //! The shop under test: one embedded PostgreSQL with both databases, `brewlytics` processes
 //! on it, and the API and OLAP as the test talks to them.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -112,28 +110,16 @@ impl Drop for Shop {
     }
 }
 
-/// HTTP/1.0 request with an optional JSON body: (status, JSON answer or null).
-pub fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let (head, answer) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(answer).unwrap_or(Value::Null))
+/// An API request with an optional JSON body: (status, JSON answer or null).
+pub fn api_json(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let body = body.map(Value::to_string);
+    let (status, answer) = super::harness::http(addr, method, path, body.as_deref())
+        .unwrap_or_else(|| panic!("{method} {path}: no answer from the API"));
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
 pub fn call(api: &str, method: &str, path: &str, body: Value, expect: u16) -> Value {
-    let (status, answer) = http(api, method, path, Some(&body));
+    let (status, answer) = api_json(api, method, path, Some(&body));
     assert_eq!(status, expect, "{method} {path} {body}: {answer}");
     answer
 }

@@ -1,14 +1,29 @@
-//! What the end-to-end drills share: a source and a target PostgreSQL cluster of their own,
-//! the built `brewlytics` binary run as a child process (killed when its guard drops), an
-//! order workload written straight to OLTP, and the checks that OLAP equals OLTP.
+//! The one harness of the end-to-end tests (each test binary includes it with `mod harness;`):
+//! a source and a target PostgreSQL cluster of their own, the built `brewlytics` binary and
+//! other servers run as child processes (stopped when their guards drop), scratch
+//! directories, ports that no other test or outgoing connection takes, plain HTTP, an order
+//! workload written straight to OLTP, and the checks that OLAP equals OLTP. A real NATS
+//! cluster is in [`nats`], Prometheus in [`prom`], `brewlytics up` in [`up`].
 
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod net;
+pub mod process;
 pub mod prom;
+pub mod sql;
+pub mod up;
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use brewlytics_support::testing::Scratch;
+#[allow(unused_imports)]
+pub use net::{free_addr, free_port, http, http_get};
+#[allow(unused_imports)]
+pub use process::{wait_for, Proc};
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,7 +82,7 @@ impl Clusters {
     pub fn replicate_refusal(&self) -> String {
         let out = self
             .command(&["replicate"])
-            .env("REPLICATOR_LISTEN", free_addr())
+            .env("REPLICATOR_LISTEN", "127.0.0.1:0")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -119,10 +134,7 @@ impl Clusters {
         for (k, v) in extra_env {
             c.env(k, v);
         }
-        Proc {
-            child: Some(c.spawn().expect("starting brewlytics replicate")),
-            log,
-        }
+        Proc::from_child(c.spawn().expect("starting brewlytics replicate"), log)
     }
 
     /// The source server's log (what its walsenders said).
@@ -141,12 +153,17 @@ impl Clusters {
 
     /// Waits (bounded) until OLAP equals OLTP; returns the last report.
     pub async fn converged(&self, within: Duration) -> verify::Report {
+        self.converged_for("brewlytics", within).await
+    }
+
+    /// [`Clusters::converged`] for the tables of `publication` (several: comma-separated).
+    pub async fn converged_for(&self, publication: &str, within: Duration) -> verify::Report {
         let start = Instant::now();
         loop {
             let attempt = async {
                 let mut oltp = self.oltp_conn().await;
                 let mut olap = self.olap_conn().await;
-                verify::compare(&mut oltp, &mut olap, "brewlytics").await
+                verify::compare(&mut oltp, &mut olap, publication).await
             };
             match attempt.await {
                 Ok(r) if r.all_equal() => return r,
@@ -218,143 +235,6 @@ pub fn scratch_dir(name: &str) -> PathBuf {
         .join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A free loopback address for a child's endpoints.
-pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// A child process, killed (SIGKILL) if still running when dropped.
-pub struct Proc {
-    child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    /// A child already started, its output in `log`.
-    pub fn from_child(child: Child, log: PathBuf) -> Self {
-        Self {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// Starts `cmd` with stdout and stderr in `log`.
-    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
-        let file = std::fs::File::create(&log).unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-        Self {
-            child: Some(child),
-            log,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Waits (bounded) for the process to exit by itself; its status.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    self.child = None;
-                    return Some(status);
-                }
-            }
-            if start.elapsed() > within {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// SIGTERM, then wait (bounded); the exit status.
-    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let mut c = self.child.take().expect("process already ended");
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status;
-            }
-            if start.elapsed() > within {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!(
-                    "process did not stop within {within:?} of SIGTERM; log: {}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Peak resident memory so far, in KiB (VmHWM).
-    pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// GET over plain HTTP/1.0 on loopback: (status, body). Enough for the daemon's endpoints.
-pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned())?;
-        Some((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// Waits (≤ 30 s) until the replicator serving on `addr` reports that it streams.

@@ -1,13 +1,17 @@
 //! A real NATS JetStream cluster for the tests: three `nats-server` processes (Debian's
-//! package) on loopback ports, each with its own store directory, clustered by routes. A node
-//! can be killed with SIGKILL and restarted on the same ports and store.
+//! package) on leased loopback ports ([`super::free_port`]), each with its own store
+//! directory, clustered by routes. A node can be killed with SIGKILL and restarted on the same
+//! ports and store.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{scratch_dir, Proc};
+use brewlytics_support::ports;
+
+use super::{free_port, http, scratch_dir, Proc};
 
 /// Where Debian's `nats-server` package puts the server.
 const CANDIDATES: &[&str] = &["/usr/sbin/nats-server", "/usr/bin/nats-server"];
@@ -24,7 +28,7 @@ pub fn nats_server_binary() -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "nats-server is not installed: install the Debian package `nats-server` \
-                 (apt-get install nats-server; .ci/run does) or set NATS_SERVER_BIN"
+                 (apt-get install nats-server; scripts/test does) or set NATS_SERVER_BIN"
             )
         })
 }
@@ -42,19 +46,19 @@ pub struct NatsCluster {
     dir: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl NatsCluster {
-    /// Starts `n` clustered JetStream servers and waits until JetStream answers.
+    /// Starts `n` clustered JetStream servers on free ports and waits until JetStream answers;
+    /// all of them again, on other ports, if a port was taken before a server bound it.
     pub fn start(n: usize) -> Self {
+        ports::retry_in_use(3, || Self::start_once(n), |e| ports::says_in_use(e))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`NatsCluster::start`] without the second chance: Err with the failing server's log.
+    pub fn start_once(n: usize) -> Result<Self, String> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
         let bin = nats_server_binary();
-        let dir = scratch_dir(&format!("nats-{}", free_port()));
+        let dir = scratch_dir(&format!("nats-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -95,9 +99,9 @@ impl NatsCluster {
             node.proc = Some(spawn(&bin, &node, &dir));
             nodes.push(node);
         }
-        let cluster = Self { nodes, dir };
-        cluster.wait_ready(Duration::from_secs(30));
-        cluster
+        let mut cluster = Self { nodes, dir };
+        cluster.wait_ready(Duration::from_secs(30))?;
+        Ok(cluster)
     }
 
     /// Every server's client URL, comma-separated (what `--nats-url` takes).
@@ -128,8 +132,7 @@ impl NatsCluster {
         let node = self.nodes.iter_mut().find(|n| n.name == name).unwrap();
         assert!(node.proc.is_none(), "{name} is running");
         node.proc = Some(spawn(&bin, node, &dir));
-        let port = node.monitor_port;
-        wait_healthz(port, Duration::from_secs(30), name);
+        wait_healthy(node, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts every stopped node, then waits until all are healthy (a node alone cannot be:
@@ -140,13 +143,14 @@ impl NatsCluster {
         for node in self.nodes.iter_mut().filter(|n| n.proc.is_none()) {
             node.proc = Some(spawn(&bin, node, &dir));
         }
-        self.wait_ready(Duration::from_secs(30));
+        self.wait_ready(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    fn wait_ready(&self, within: Duration) {
-        for n in &self.nodes {
-            wait_healthz(n.monitor_port, within, &n.name);
-        }
+    fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
+        self.nodes
+            .iter_mut()
+            .try_for_each(|n| wait_healthy(n, within))
     }
 
     /// The servers' logs, for failure messages.
@@ -183,30 +187,25 @@ fn spawn(bin: &PathBuf, node: &Node, dir: &std::path::Path) -> Proc {
     Proc::from_child(child, log)
 }
 
-/// Waits until the server's `/healthz` says JetStream is ok.
-fn wait_healthz(port: u16, within: Duration, name: &str) {
+/// Waits until the node's `/healthz` says JetStream is ok; Err with its log when it exits or
+/// time runs out.
+fn wait_healthy(node: &mut Node, within: Duration) -> Result<(), String> {
+    let addr = format!("127.0.0.1:{}", node.monitor_port);
     let start = Instant::now();
     loop {
-        if let Some(body) = http_get_blocking(port, "/healthz") {
-            if body.contains("\"ok\"") {
-                return;
-            }
+        if http(&addr, "GET", "/healthz", None).is_some_and(|(_, body)| body.contains("\"ok\"")) {
+            return Ok(());
         }
-        assert!(
-            start.elapsed() < within,
-            "nats-server {name} not healthy within {within:?}"
-        );
+        let proc = node.proc.as_mut().expect("a started node");
+        let exited = proc.exited();
+        if exited.is_some() || start.elapsed() > within {
+            return Err(format!(
+                "nats-server {} not healthy within {within:?} ({}); log:\n{}",
+                node.name,
+                exited.map_or("running".into(), |s| s.to_string()),
+                proc.log_text()
+            ));
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn http_get_blocking(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    Some(buf)
 }

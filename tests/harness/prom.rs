@@ -1,13 +1,15 @@
-//! A real Prometheus in the tests: its binaries (Debian's `prometheus` package), its HTTP API
-//! (instant queries, active alerts), and the scrape jobs of deploy/prometheus.yml turned into
-//! a configuration that points at the test's ports.
+//! A real Prometheus in the tests: its binaries (Debian's `prometheus` package), the server
+//! started on a free port, its HTTP API (instant queries, active alerts), and the scrape jobs
+//! of deploy/prometheus.yml turned into a configuration that points at the test's ports.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
+use brewlytics_support::ports;
 use serde_json::Value;
+
+use super::{free_addr, http, Proc};
 
 /// The repository's deploy/ directory.
 pub fn deploy_dir() -> PathBuf {
@@ -43,36 +45,6 @@ fn find_binary(var: &str, name: &str) -> PathBuf {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} not found (apt-get install prometheus, or set {var})"))
-}
-
-/// One HTTP/1.0 exchange (the server closes the connection, so the body needs no framing).
-/// Returns (status, body) or None when nothing answers.
-pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    if let Some(b) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    request.push_str("\r\n");
-    if let Some(b) = body {
-        request.push_str(b);
-    }
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
 }
 
 /// Percent-encodes a query-string value.
@@ -251,12 +223,39 @@ pub fn test_config(
     config
 }
 
-/// Arguments that run Prometheus on `config` with its storage under `dir`, listening on `addr`.
-pub fn server_args(config: &Path, dir: &Path, addr: &str) -> Vec<String> {
-    vec![
-        format!("--config.file={}", config.display()),
-        format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
-        format!("--web.listen-address={addr}"),
-        "--log.level=warn".into(),
-    ]
+/// Prometheus on `config`, its storage and log (`prometheus.log`) under `dir`, on a free port,
+/// ready (≤ 60 s): the process and its address. Started again on another port if its port was
+/// taken before it bound it.
+pub fn start(config: &Path, dir: &Path) -> (Proc, String) {
+    let log = dir.join("prometheus.log");
+    ports::retry_in_use(
+        3,
+        || {
+            let addr = free_addr();
+            let mut cmd = Command::new(prometheus_binary());
+            cmd.arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("tsdb").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--log.level=warn");
+            let mut server = Proc::spawn(cmd, log.clone());
+            let start = Instant::now();
+            while !matches!(http(&addr, "GET", "/-/ready", None), Some((200, _))) {
+                if server.exited().is_some() {
+                    return Err(server.log_text());
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "Prometheus not ready within 60 s; log:\n{}",
+                    server.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Ok((server, addr))
+        },
+        |log| ports::says_in_use(log),
+    )
+    .unwrap_or_else(|log| panic!("Prometheus did not start; log:\n{log}"))
 }

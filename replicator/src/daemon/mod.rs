@@ -43,14 +43,31 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
+    run_bound(cfg, None, telemetry, shutdown).await
+}
+
+/// [`run`], with the endpoints on `bound` when the caller bound `cfg.listen` itself, before
+/// it announced anything (so a taken address stopped it first, in its own words).
+pub async fn run_bound(
+    cfg: DaemonConfig,
+    bound: Option<tokio::net::TcpListener>,
+    telemetry: Arc<Telemetry>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ReplicatorError> {
     let rc = &cfg.replicator;
     rc.validate()?;
     let http = match cfg.listen {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                ReplicatorError::Fatal(format!("binding the replicator's endpoints to {addr}: {e}"))
-            })?;
+            let listener = match bound {
+                Some(listener) => listener,
+                None => tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    ReplicatorError::Fatal(format!(
+                        "binding the replicator's endpoints to {addr}: {e}"
+                    ))
+                })?,
+            };
             let state = http::HttpState::new(&cfg, telemetry.clone())?;
+            let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(%addr, "replicator endpoints: /metrics /health /ready /status /");
             let mut stop = shutdown.clone();
             Some(tokio::spawn(async move {

@@ -100,9 +100,10 @@ async fn refresh_tables(
         return Ok(());
     }
     let tables: Vec<String> = sqlx::query_scalar(
-        "select tablename::text from pg_publication_tables where pubname = $1 order by 1",
+        "select distinct tablename::text from pg_publication_tables where pubname = any($1)
+         order by 1",
     )
-    .bind(&cfg.publication)
+    .bind(crate::slot::publication_names(&cfg.publication))
     .fetch_all(conn)
     .await?;
     telemetry.publication_tables(&tables);

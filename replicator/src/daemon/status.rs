@@ -26,6 +26,15 @@ pub struct Status {
     pub journal_events: Option<i64>,
     /// Tables being copied while the stream runs (and the last few that were).
     pub backfills: Vec<crate::source::backfill::Progress>,
+    /// The partitions of the partitioned tables mirrored, and what was done when they came
+    /// or went.
+    pub partitions: Vec<crate::sink::olap::partitions::PartitionStatus>,
+    /// Star columns whose source no longer feeds every row, with the LSN and time of the
+    /// change (a dropped source column, a type the star cannot hold, a table dropped …).
+    pub star_degraded: Vec<crate::star::Degraded>,
+    /// Rows the star leaves out (`star_dead_letters`): values its types cannot hold, rows it
+    /// cannot attach.
+    pub star_dead_letters: i64,
     /// Things an operator should act on (no row values).
     pub warnings: Vec<String>,
     /// The NATS change stream, as OLAP records it.
@@ -98,8 +107,10 @@ pub async fn read(
     // Lag in time: nothing waiting (the slot has confirmed up to the source's position, less
     // than one small record apart) means caught up.
     let backfills = crate::source::backfill::recent(olap, 5).await?;
+    let partitions = crate::sink::olap::partitions::status(olap).await?;
     let warnings = warnings(olap).await?;
     let nats = nats_status(olap).await?;
+    let (star_degraded, star_dead_letters) = crate::star::store::status(olap).await?;
     let lag_seconds = match (&cp, lag_bytes) {
         (Some(_), Some(b)) if b <= 1024 => Some(0.0),
         (Some(c), Some(_)) => c
@@ -120,13 +131,16 @@ pub async fn read(
         dead_letters,
         journal_events,
         backfills,
+        partitions,
+        star_degraded,
+        star_dead_letters,
         warnings,
         nats,
     })
 }
 
-/// Mirrored tables whose UPDATE and DELETE the source refuses (no key, no FULL identity), and
-/// failed backfills.
+/// Mirrored tables whose UPDATE and DELETE the source refuses (no key, no FULL identity),
+/// failed backfills, and unpublished data in OLAP.
 async fn warnings(olap: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
     let mut out: Vec<String> = sqlx::query_scalar(
         "select format('table %s.%s has no primary key and REPLICA IDENTITY DEFAULT: the source \
@@ -145,6 +159,7 @@ async fn warnings(olap: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
     .fetch_all(&mut *olap)
     .await?;
     out.extend(failed);
+    out.extend(crate::schema::audit::warnings(olap).await?);
     Ok(out)
 }
 
@@ -184,6 +199,7 @@ impl Status {
                 opt(self.last_applied_commit_ts.map(|t| t.to_rfc3339())),
             ),
             ("dead letters", self.dead_letters.to_string()),
+            ("star dead letters", self.star_dead_letters.to_string()),
         ];
         let mut out: String = rows.iter().map(|(k, v)| format!("{k:<20} {v}\n")).collect();
         for b in &self.backfills {
@@ -195,6 +211,7 @@ impl Status {
                 "backfill", b.table, b.state, b.rows_copied, b.reason
             ));
         }
+        out.push_str(&crate::sink::olap::partitions::lines(&self.partitions));
         for p in &self.nats.published {
             out.push_str(&format!(
                 "{:<20} stream {} at sequence {} (slot {}, committed {})\n",
@@ -237,6 +254,12 @@ impl Status {
                     c.ack_floor_stream_seq
                 ));
             }
+        }
+        for d in &self.star_degraded {
+            let at =
+                d.at.map(|t| format!(" ({})", t.to_rfc3339()))
+                    .unwrap_or_default();
+            out.push_str(&format!("{:<20} {}{at}\n", "star degraded", d.message));
         }
         for w in &self.warnings {
             out.push_str(&format!("{:<20} {w}\n", "warning"));

@@ -166,9 +166,10 @@ async fn prepare_chunk(conn: &mut PgConnection, c: &PendingChunk) -> Result<(), 
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "insert into cdc_backfill_chunks (backfill_id, attempt, chunk, lo, hi, snapshot, from_lsn, rows)
+        "insert into cdc_backfill_chunks (backfill_id, attempt, chunk, lo, hi, snapshot, from_lsn,
+                                          rows, scope, kept)
          values ($1, $2, (select coalesce(max(chunk), 0) + 1 from cdc_backfill_chunks where backfill_id = $1),
-                 $3, $4, $5, $6::pg_lsn, $7)
+                 $3, $4, $5, $6::pg_lsn, $7, $8, $9)
          on conflict (backfill_id, attempt) do nothing",
     )
     .bind(c.backfill_id)
@@ -178,6 +179,8 @@ async fn prepare_chunk(conn: &mut PgConnection, c: &PendingChunk) -> Result<(), 
     .bind(&c.meta.snapshot)
     .bind(&c.meta.from_lsn)
     .bind(c.meta.rows)
+    .bind(&c.meta.scope)
+    .bind(&c.meta.kept)
     .execute(&mut *conn)
     .await?;
     let t = &c.table;

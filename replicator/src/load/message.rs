@@ -107,6 +107,17 @@ impl Loader<'_> {
                 chunk,
             } => {
                 let table = self.table(&schema, &table, seq)?;
+                if chunk.is_some()
+                    && self
+                        .batch
+                        .chunks
+                        .iter()
+                        .any(|c| c.backfill_id == backfill_id)
+                {
+                    // A backfill's chunks share one staging table: the chunk before is merged
+                    // (and committed) before this one is staged.
+                    self.flush().await?;
+                }
                 let merge = ChunkMerge {
                     table,
                     backfill_id,

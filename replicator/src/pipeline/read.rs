@@ -24,7 +24,7 @@ use crate::decode::{
 };
 use crate::error::ReplicatorError;
 use crate::lsn::Lsn;
-use crate::schema::{Resolved, Tracker, DDL_PREFIX};
+use crate::schema::{partitions, publication, Resolved, Tracker, DDL_PREFIX};
 use crate::sink::Encode;
 use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::table::SourceTable;
@@ -252,8 +252,13 @@ impl<'a, E: Encode> Reader<'a, E> {
                 self.relations.update(r);
             }
             PgOutputMessage::Insert(i) => {
+                let gap = publication::leaves_out_toast(&i.new);
                 self.row(i.relation_id, Op::Insert, None, Some(i.new))
                     .await?;
+                if gap && self.batcher.next_change_would_apply() {
+                    let table = self.table_of(i.relation_id).await?;
+                    self.follow(publication::copy_again(table, publication::TOAST_GAP));
+                }
             }
             PgOutputMessage::Update(u) => {
                 let old = u.old.map(|o| o.tuple().clone());
@@ -300,6 +305,17 @@ impl<'a, E: Encode> Reader<'a, E> {
                         }
                     } else if m.prefix == crate::source::backfill::PREFIX {
                         self.watermark(&m.content).await?;
+                    } else if m.prefix == publication::PREFIX {
+                        let content = &m.content;
+                        for r in self
+                            .tracker
+                            .follow_publication(&mut self.oltp, content)
+                            .await?
+                        {
+                            self.follow(r);
+                        }
+                    } else if m.prefix == partitions::PREFIX {
+                        self.partitions(&m.content).await?;
                     } else if m.prefix == crate::source::backfill::SCHEMA_CHECK_PREFIX {
                         if let Ok(t) =
                             serde_json::from_slice::<crate::source::backfill::TableName>(&m.content)
@@ -333,6 +349,33 @@ impl<'a, E: Encode> Reader<'a, E> {
         })?;
         let resolved = self.tracker.resolve(&mut self.oltp, &rel).await?;
         Ok(self.follow(resolved))
+    }
+
+    /// A partitions message: the replica follows, in the stream's order (a leaf no longer
+    /// mirrored under `--partition-detach mirror` is emptied by a TRUNCATE first).
+    async fn partitions(&mut self, content: &[u8]) -> Result<(), ReplicatorError> {
+        let outcomes = self
+            .tracker
+            .follow_partitions(&mut self.oltp, content, self.cfg.partition_detach)
+            .await?;
+        for o in outcomes {
+            match o {
+                partitions::follow::Outcome::Follow(r) => {
+                    self.follow(r);
+                }
+                partitions::follow::Outcome::Truncate(table) => {
+                    if let Some((ctx, seq)) = self.batcher.next_change() {
+                        let body = Body::Truncate {
+                            table,
+                            cascade: false,
+                            restart_identity: false,
+                        };
+                        self.batcher.push(Change::new(ctx, seq, body));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Pushes the schema change of `r`, if any, and returns its table.

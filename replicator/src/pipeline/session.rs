@@ -19,9 +19,10 @@ use crate::sink::nats::NatsSink;
 use crate::sink::olap::{ApplyError, OlapSink};
 use crate::sink::PrimarySink;
 use crate::slot;
-use crate::source::backfill::{self, WorkerConfig};
+use crate::source::backfill::WorkerConfig;
 use crate::source::checks;
 use crate::source::snapshot;
+use crate::source::worker;
 use crate::stream::config::ReplicationConfig;
 use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::telemetry::{Role, Telemetry};
@@ -76,7 +77,9 @@ pub(super) async fn run(
     sinks.primary.resume(start).await?;
     let writer = sinks.primary.writer();
     tracing::debug!("loading the replica's tables");
-    let tracker = Tracker::new(store::load(writer.conn()).await?);
+    let tracker = Tracker::new(store::load(writer.conn()).await?)
+        .publishing(slot::publication_names(&cfg.publication))
+        .following(crate::sink::olap::partitions::load(writer.conn()).await?);
     tracing::debug!(tables = tracker.applied().count(), "starting the stream");
     warn_unidentified(&tracker);
     conn.start_copy_both(&slot::start_sql(&cfg.slot, start, &cfg.publication))
@@ -120,7 +123,7 @@ async fn stream(
     });
     let mut applier = tokio::spawn(apply::run(sinks, work_rx, applied_tx, telemetry.clone()));
     let (stop_worker, worker_stop) = watch::channel(false);
-    let worker = tokio::spawn(backfill::run(
+    let worker = tokio::spawn(worker::run(
         WorkerConfig {
             oltp_url: cfg.oltp_url.clone(),
             olap_url: cfg.olap_url.clone(),

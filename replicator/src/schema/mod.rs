@@ -6,16 +6,21 @@
 //! it with the table as the replica has it (`cdc_tables`), learning attnums from the DDL event
 //! trigger's messages or the source catalog, and [`plan`] says what to do.
 
+pub mod audit;
+pub mod generated;
+pub mod partitions;
 pub mod plan;
+pub mod publication;
 pub mod source;
 pub mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::PgConnection;
 
 use crate::decode::{RelationBody, ReplicaIdentity};
+use crate::published::Definition;
 use crate::table::{replica_name, Column, SourceTable};
 use plan::{Knowledge, Plan};
 use source::CatalogTable;
@@ -52,6 +57,13 @@ pub struct Tracker {
     ddl: HashMap<u32, Vec<CatalogTable>>,
     /// OLAP type of each (type oid, typmod).
     types: HashMap<(u32, i32), String>,
+    /// The publications streamed (their definitions of a table: row filter, column list).
+    publications: Vec<String>,
+    /// What they publish of each table, by OID (Err: not streamable): read once, and again
+    /// when the stream meets a change of the publications or of a table, or a table it lacks.
+    definitions: Option<HashMap<u32, Result<Definition, String>>>,
+    /// The partitions seen of the partitioned tables mirrored (see [`partitions`]).
+    partitions: partitions::Partitions,
 }
 
 impl Tracker {
@@ -63,6 +75,12 @@ impl Tracker {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    /// The publications the stream subscribes to (`PUBLICATION`).
+    pub fn publishing(mut self, publications: Vec<String>) -> Self {
+        self.publications = publications;
+        self
     }
 
     pub fn applied(&self) -> impl Iterator<Item = &Arc<SourceTable>> {
@@ -117,22 +135,37 @@ impl Tracker {
             .find(|t| t.oid == rel.id && t.oid != 0)
             .or_else(|| self.applied.get(&(rel.namespace.clone(), rel.name.clone())))
             .cloned();
+        // What the publications publish of it (None: not published, or not streamable).
+        let def = self.definition(oltp, rel.id).await.map_err(err)?;
+        let list = match &def {
+            Some(d) => d.column_list.clone(),
+            None => before
+                .as_ref()
+                .and_then(|b| b.published.column_list.clone()),
+        };
+        let listed = |t: &CatalogTable| CatalogTable {
+            column_list: list.clone(),
+            ..t.clone()
+        };
         // What the source says of the table at this point of the stream: the latest DDL
         // message that matches the Relation message, else the catalog if it still does.
         let mut info = self
             .ddl
             .get(&rel.id)
-            .and_then(|l| l.iter().rev().find(|t| matches(rel, t)).cloned());
+            .and_then(|l| l.iter().rev().map(listed).find(|t| matches(rel, t)));
         let mut catalog_now = None;
         if info.is_none() {
-            let now = source::table_by_oid(oltp, rel.id).await.map_err(err)?;
+            let now = source::table_by_oid(oltp, rel.id)
+                .await
+                .map_err(err)?
+                .map(|t| listed(&t));
             if now.as_ref().is_some_and(|t| matches(rel, t)) {
                 info = now;
             } else {
                 catalog_now = now;
             }
         }
-        let after = describe(
+        let mut after = describe(
             oltp,
             &mut self.types,
             rel,
@@ -141,10 +174,27 @@ impl Tracker {
         )
         .await
         .map_err(err)?;
+        after.published = match (&def, info.as_ref().or(catalog_now.as_ref())) {
+            (Some(d), Some(t)) => Arc::new(
+                publication::published_of(oltp, &mut self.types, t, d)
+                    .await
+                    .map_err(err)?,
+            ),
+            _ => before
+                .as_ref()
+                .map(|b| b.published.clone())
+                .unwrap_or_default(),
+        };
         // The same name under another OID: the table was dropped and created again.
         let recreated = before
             .as_ref()
             .is_some_and(|b| b.oid != 0 && b.oid != rel.id);
+        // The catalog has moved on (a change later in the stream) but the Relation message is
+        // the table as the replica has it: its columns keep their attnums, so that the change
+        // to come is read exactly.
+        if let Some(b) = before.as_deref().filter(|_| info.is_none() && !recreated) {
+            keep_attnums(&mut after, b);
+        }
         let know = Knowledge {
             exact: info.is_some() && !recreated,
             defaulted: info
@@ -162,6 +212,13 @@ impl Tracker {
             plan.backfill = Some("added to the publication".into());
         } else if recreated {
             plan.backfill = Some("the table was created again on the source".into());
+        }
+        if let (None, Some(b)) = (&plan.backfill, before.as_deref()) {
+            plan.backfill = publication::backfill_reason(b, &after);
+        }
+        if before.is_none() || recreated {
+            let baseline = self.partition_baseline(oltp, &after).await.map_err(err)?;
+            plan.steps.extend(baseline);
         }
         let after = Arc::new(after);
         self.current.insert(rel.id, after.clone());
@@ -195,7 +252,97 @@ impl Tracker {
             return Ok(None);
         }
         self.current.remove(&t.oid);
-        self.resolve(oltp, &relation_of(&t)).await.map(Some)
+        // A column of a column list dropped takes the table out of the publication.
+        self.definitions = None;
+        let rel = self.published_relation(oltp, t).await?;
+        self.resolve(oltp, &rel).await.map(Some)
+    }
+
+    /// An `ALTER PUBLICATION` reached the stream: each mirrored table whose row filter or
+    /// column list is no longer the replica's follows here, in the stream's order (a row
+    /// filter change sends nothing through pgoutput).
+    pub async fn follow_publication(
+        &mut self,
+        oltp: &mut PgConnection,
+        content: &[u8],
+    ) -> Result<Vec<Resolved>, SchemaError> {
+        if !publication::concerns(content, &self.publications) {
+            return Ok(Vec::new());
+        }
+        let defs = publication::definitions(oltp, &self.publications, None)
+            .await
+            .map_err(|source| SchemaError::Catalog {
+                table: "the publications' tables".into(),
+                source,
+            })?;
+        let changed: Vec<Arc<SourceTable>> = self
+            .applied
+            .values()
+            .filter(|t| {
+                defs.get(&t.oid).is_some_and(|d| {
+                    d.as_ref().is_ok_and(|d| {
+                        d.row_filter != t.published.row_filter
+                            || d.column_list != t.published.column_list
+                    })
+                })
+            })
+            .cloned()
+            .collect();
+        self.definitions = Some(defs);
+        let mut out = Vec::new();
+        for t in changed {
+            if let Some(r) = self.follow_catalog(oltp, &t.schema, &t.name).await? {
+                // The next change is resolved from its own Relation message (pgoutput sends
+                // one after a publication changed): the catalog may be past this point.
+                self.current.remove(&t.oid);
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The publications' definition of table `oid` (None: not published, or not streamable).
+    async fn definition(
+        &mut self,
+        oltp: &mut PgConnection,
+        oid: u32,
+    ) -> Result<Option<Definition>, sqlx::Error> {
+        if !self
+            .definitions
+            .as_ref()
+            .is_some_and(|d| d.contains_key(&oid))
+        {
+            self.definitions =
+                Some(publication::definitions(oltp, &self.publications, None).await?);
+        }
+        Ok(self
+            .definitions
+            .as_ref()
+            .and_then(|d| d.get(&oid))
+            .and_then(|d| d.as_ref().ok())
+            .cloned())
+    }
+
+    /// The Relation message pgoutput sends for `t` under its publications' column list.
+    async fn published_relation(
+        &mut self,
+        oltp: &mut PgConnection,
+        mut t: CatalogTable,
+    ) -> Result<RelationBody, SchemaError> {
+        let def = self
+            .definition(oltp, t.oid)
+            .await
+            .map_err(|source| SchemaError::Catalog {
+                table: format!("{}.{}", t.schema, t.table),
+                source,
+            })?;
+        t.column_list = match def {
+            Some(d) => d.column_list,
+            None => self
+                .applied_table(&t.schema, &t.table)
+                .and_then(|a| a.published.column_list.clone()),
+        };
+        Ok(relation_of(&t))
     }
 
     /// A table the replica mirrors, checked against the source's catalog as it is now (the
@@ -216,7 +363,13 @@ impl Tracker {
             return Ok(None);
         };
         self.current.remove(&t.oid);
-        self.resolve(oltp, &relation_of(&t)).await.map(Some)
+        // The catalog is what is asked for: DDL messages of before this point describe an
+        // older table (a generated column changed since sends no Relation message), and the
+        // publications may have changed.
+        self.ddl.remove(&t.oid);
+        self.definitions = None;
+        let rel = self.published_relation(oltp, t).await?;
+        self.resolve(oltp, &rel).await.map(Some)
     }
 
     fn is_mirrored(&self, oid: u32, schema: &str, table: &str) -> bool {
@@ -245,7 +398,10 @@ impl Tracker {
                 source,
             })?;
         match info {
-            Some(info) => self.resolve(oltp, &relation_of(&info)).await.map(Some),
+            Some(info) => {
+                let rel = self.published_relation(oltp, info).await?;
+                self.resolve(oltp, &rel).await.map(Some)
+            }
             None => Ok(None),
         }
     }
@@ -286,17 +442,8 @@ pub async fn describe(
     info: Option<&CatalogTable>,
     exact: bool,
 ) -> Result<SourceTable, sqlx::Error> {
-    let wanted: Vec<(u32, i32)> = rel
-        .columns
-        .iter()
-        .map(|c| (c.type_oid, c.type_modifier))
-        .filter(|t| !types.contains_key(t))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    if !wanted.is_empty() {
-        types.extend(source::olap_types(oltp, &wanted).await?);
-    }
+    let wanted = rel.columns.iter().map(|c| (c.type_oid, c.type_modifier));
+    source::cache_olap_types(oltp, types, wanted).await?;
     let attnum_of = |name: &str| -> Option<i16> {
         let t = info.filter(|_| exact)?;
         t.published_columns()
@@ -326,7 +473,23 @@ pub async fn describe(
         columns,
         key,
         identity: rel.replica_identity,
+        published: Default::default(),
     })
+}
+
+/// `after` takes the attnums of `before` when its columns are `before`'s (names, types).
+fn keep_attnums(after: &mut SourceTable, before: &SourceTable) {
+    let same = after.columns.len() == before.columns.len()
+        && after
+            .columns
+            .iter()
+            .zip(&before.columns)
+            .all(|(a, b)| a.name == b.name && a.type_oid == b.type_oid && a.typmod == b.typmod);
+    if same {
+        for (a, b) in after.columns.iter_mut().zip(&before.columns) {
+            a.attnum = a.attnum.or(b.attnum);
+        }
+    }
 }
 
 /// Whether the catalog's published columns are the Relation message's (names, types).
@@ -410,6 +573,25 @@ mod tests {
     }
 
     #[test]
+    fn a_relation_as_the_replica_has_it_keeps_its_attnums() {
+        let before = crate::table::fixtures::products();
+        let mut after = before.clone();
+        for c in &mut after.columns {
+            c.attnum = None;
+        }
+        keep_attnums(&mut after, &before);
+        assert_eq!(after, before);
+        let mut renamed = before.clone();
+        renamed.columns[1].name = "title".into();
+        renamed.columns[1].attnum = None;
+        keep_attnums(&mut renamed, &before);
+        assert_eq!(
+            renamed.columns[1].attnum, None,
+            "another shape: nothing is assumed"
+        );
+    }
+
+    #[test]
     fn full_identity_flags_are_not_a_key() {
         let r = rel(ReplicaIdentity::Full, &[true, true, true]);
         assert!(key_positions(&r, None, &cols(3)).is_empty());
@@ -426,6 +608,7 @@ mod tests {
             table: "t".into(),
             identity: "f".into(),
             key: Some(vec![2]),
+            column_list: None,
             columns: vec![
                 source::CatalogColumn {
                     attnum: 1,
@@ -435,6 +618,8 @@ mod tests {
                     hasdef: false,
                     hasmissing: false,
                     generated: false,
+                    expression: None,
+                    uses: None,
                 },
                 source::CatalogColumn {
                     attnum: 2,
@@ -444,6 +629,8 @@ mod tests {
                     hasdef: false,
                     hasmissing: false,
                     generated: false,
+                    expression: None,
+                    uses: None,
                 },
             ],
         };

@@ -45,6 +45,9 @@ pub enum Step {
     },
     /// The replica's primary key becomes the new table's key (none: a multiset).
     SetKey,
+    /// The table's partitions on the source, and what changed of them (recorded in
+    /// `cdc_partitions`; a copy or removal is a backfill): see [`super::partitions`].
+    Partitions(super::partitions::PartitionStep),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

@@ -18,6 +18,10 @@ pub struct CatalogTable {
     #[serde(default)]
     pub key: Option<Vec<i16>>,
     pub columns: Vec<CatalogColumn>,
+    /// The publication's column list (attnums), when it has one: what [`Self::published_columns`]
+    /// keeps. Not part of the catalog's description: set from the publication's definition.
+    #[serde(default)]
+    pub column_list: Option<Vec<i16>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -32,12 +36,35 @@ pub struct CatalogColumn {
     pub hasmissing: bool,
     #[serde(default)]
     pub generated: bool,
+    /// A generated column's expression, as the source prints it.
+    #[serde(default)]
+    pub expression: Option<String>,
+    /// What a generated column's expression uses that is the source's own (functions,
+    /// operators, types, columns of such types), as the source describes them (read apart:
+    /// `schema::publication::published_of`).
+    #[serde(default)]
+    pub uses: Option<Vec<String>>,
 }
 
 impl CatalogTable {
-    /// The columns logical replication sends (generated columns are not).
+    /// The columns logical replication sends: not generated, and in the column list if any.
     pub fn published_columns(&self) -> impl Iterator<Item = &CatalogColumn> {
-        self.columns.iter().filter(|c| !c.generated)
+        self.columns.iter().filter(|c| {
+            !c.generated
+                && self
+                    .column_list
+                    .as_ref()
+                    .is_none_or(|list| list.contains(&c.attnum))
+        })
+    }
+
+    /// The attnums of the columns that are not generated (what a column list may name).
+    pub fn ordinary_attnums(&self) -> Vec<i16> {
+        self.columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| c.attnum)
+            .collect()
     }
 }
 
@@ -54,9 +81,12 @@ const TABLE_SQL: &str = "
         'columns', coalesce((select json_agg(json_build_object(
                                'attnum', a.attnum, 'name', a.attname, 'type_oid', a.atttypid::bigint,
                                'typmod', a.atttypmod, 'hasdef', a.atthasdef,
-                               'hasmissing', a.atthasmissing, 'generated', a.attgenerated <> '')
+                               'hasmissing', a.atthasmissing, 'generated', a.attgenerated <> '',
+                               'expression', case when a.attgenerated <> ''
+                                                  then pg_get_expr(d.adbin, d.adrelid) end)
                            order by a.attnum)
                     from pg_attribute a
+                    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
                     where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped), '[]'))::text
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where ";
@@ -117,16 +147,34 @@ pub async fn olap_types(
         .collect())
 }
 
-/// Published tables of `publication` (schema, table).
+/// Reads into `types` the OLAP type of each of `wanted` it does not hold yet.
+pub async fn cache_olap_types(
+    conn: &mut PgConnection,
+    types: &mut HashMap<(u32, i32), String>,
+    wanted: impl IntoIterator<Item = (u32, i32)>,
+) -> Result<(), sqlx::Error> {
+    let missing: Vec<(u32, i32)> = wanted
+        .into_iter()
+        .filter(|t| !types.contains_key(t))
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        types.extend(olap_types(conn, &missing).await?);
+    }
+    Ok(())
+}
+
+/// Tables published by any of `publications` (schema, table).
 pub async fn published_tables(
     conn: &mut PgConnection,
-    publication: &str,
+    publications: &[String],
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
     sqlx::query_as(
-        "select schemaname::text, tablename::text from pg_publication_tables
-         where pubname = $1 order by 1, 2",
+        "select distinct schemaname::text, tablename::text from pg_publication_tables
+         where pubname = any($1) order by 1, 2",
     )
-    .bind(publication)
+    .bind(publications)
     .fetch_all(&mut *conn)
     .await
 }

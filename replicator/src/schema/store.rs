@@ -1,6 +1,8 @@
 //! The OLAP side of schema tracking: `cdc_tables` (what the replica knows of each source
 //! table) and the DDL that makes a replica table follow its source.
 
+use std::sync::Arc;
+
 use sqlx::PgConnection;
 
 use super::plan::Step;
@@ -10,6 +12,19 @@ use crate::table::{ident, Column, SourceTable, REPLICA_SCHEMA};
 /// Every table the replica mirrors: from `cdc_tables`, and replica tables made before it
 /// existed (their columns read from OLAP's catalog; attnums unknown until the source is read).
 pub async fn load(conn: &mut PgConnection) -> Result<Vec<SourceTable>, sqlx::Error> {
+    load_tables(conn, false).await
+}
+
+/// [`load`], with the tables no longer published (their replica is kept): replay reads their
+/// changes too.
+pub async fn load_all(conn: &mut PgConnection) -> Result<Vec<SourceTable>, sqlx::Error> {
+    load_tables(conn, true).await
+}
+
+async fn load_tables(
+    conn: &mut PgConnection,
+    unpublished: bool,
+) -> Result<Vec<SourceTable>, sqlx::Error> {
     type Row = (
         String,
         String,
@@ -18,16 +33,18 @@ pub async fn load(conn: &mut PgConnection) -> Result<Vec<SourceTable>, sqlx::Err
         serde_json::Value,
         Vec<String>,
         String,
+        serde_json::Value,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "select source_schema, source_table, source_oid, replica_table, columns, key_columns,
-                identity::text
-         from cdc_tables where published",
+                identity::text, publication
+         from cdc_tables where published or $1",
     )
+    .bind(unpublished)
     .fetch_all(&mut *conn)
     .await?;
     let mut tables = Vec::new();
-    for (schema, table, oid, replica, columns, key, identity) in rows {
+    for (schema, table, oid, replica, columns, key, identity, published) in rows {
         let columns: Vec<Column> = serde_json::from_value(columns).unwrap_or_default();
         let key = key
             .iter()
@@ -45,6 +62,7 @@ pub async fn load(conn: &mut PgConnection) -> Result<Vec<SourceTable>, sqlx::Err
                 .next()
                 .and_then(ReplicaIdentity::from_byte)
                 .unwrap_or(ReplicaIdentity::Default),
+            published: Arc::new(serde_json::from_value(published).unwrap_or_default()),
         });
     }
     // Replica tables of an earlier version, without a cdc_tables row.
@@ -62,6 +80,7 @@ pub async fn load(conn: &mut PgConnection) -> Result<Vec<SourceTable>, sqlx::Err
          from pg_class c
          join pg_namespace n on n.oid = c.relnamespace
          join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+                             and a.attgenerated = ''
          where n.nspname = $1 and c.relkind = 'r'
            and not exists (select 1 from cdc_tables t where t.replica_table = c.relname)
          group by c.oid, c.relname",
@@ -87,6 +106,7 @@ pub async fn load(conn: &mut PgConnection) -> Result<Vec<SourceTable>, sqlx::Err
             columns,
             key,
             identity: ReplicaIdentity::Default,
+            published: Default::default(),
         });
     }
     Ok(tables)
@@ -106,15 +126,17 @@ pub async fn save(
             .await?;
     }
     let columns = serde_json::to_value(&table.columns).unwrap_or_default();
+    let published = serde_json::to_value(&*table.published).unwrap_or_default();
     let key: Vec<&str> = table.key_names();
     sqlx::query(
         "insert into cdc_tables (source_schema, source_table, source_oid, replica_table, columns,
-                                 key_columns, identity, published, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7::\"char\", true, now())
+                                 key_columns, identity, publication, published, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7::\"char\", $8, true, now())
          on conflict (source_schema, source_table) do update
             set source_oid = excluded.source_oid, replica_table = excluded.replica_table,
                 columns = excluded.columns, key_columns = excluded.key_columns,
-                identity = excluded.identity, published = true, updated_at = now()",
+                identity = excluded.identity, publication = excluded.publication,
+                published = true, updated_at = now()",
     )
     .bind(table.schema.as_ref())
     .bind(table.name.as_ref())
@@ -123,6 +145,7 @@ pub async fn save(
     .bind(columns)
     .bind(key)
     .bind((table.identity.as_byte() as char).to_string())
+    .bind(published)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -173,6 +196,9 @@ pub async fn apply_steps(
     steps: &[Step],
 ) -> Result<(), sqlx::Error> {
     let r = after.replica_ident();
+    // Generated columns go first (a column they use could not be dropped or retyped), and
+    // come back last (a column they use may only now be added).
+    super::generated::drop_stale(conn, after).await?;
     for step in steps {
         match step {
             Step::CreateTable => {
@@ -247,18 +273,23 @@ pub async fn apply_steps(
                     sqlx::query(&sql).execute(&mut *conn).await?;
                 }
             }
+            // Recorded by the sink (sink/olap/partitions.rs): no DDL of the replica.
+            Step::Partitions(_) => {}
         }
     }
+    super::generated::add_missing(conn, after).await?;
     Ok(())
 }
 
 /// An existing replica table made to have exactly the columns of `t` (by name), for a table
-/// created again: missing columns added, others dropped, types changed where they differ.
+/// created again: missing columns added, others dropped, types changed where they differ
+/// (its generated columns are [`super::generated`]'s).
 async fn reconcile(conn: &mut PgConnection, t: &SourceTable) -> Result<(), sqlx::Error> {
     let r = t.replica_ident();
     let have: Vec<(String, String)> = sqlx::query_as(
         "select attname::text, format_type(atttypid, atttypmod) from pg_attribute
-         where attrelid = to_regclass($1) and attnum > 0 and not attisdropped",
+         where attrelid = to_regclass($1) and attnum > 0 and not attisdropped
+           and attgenerated = ''",
     )
     .bind(&r)
     .fetch_all(&mut *conn)

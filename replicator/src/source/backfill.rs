@@ -10,21 +10,18 @@
 //! chunk where the watermark arrives (sink/olap/backfill.rs). A table without a key, or
 //! keyed by text the two servers may sort differently, is copied in one chunk.
 //!
-//! The worker also follows the publication: a table added to it is backfilled, a table
-//! removed from it stops being mirrored (its replica is kept), each said once in the log.
+//! The worker that runs them (and follows the publications and partitions) is
+//! [`super::worker`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use sqlx::{Connection, PgConnection};
-use tokio::sync::watch;
 
 use super::copy::{parse_copy_line, Lines};
-use crate::backoff::Backoff;
 use crate::image::{self, copy_escape, CopyField};
-use crate::schema::{self, source, store};
+use crate::schema::publication;
 use crate::sink::olap::backfill::{chunk_table, chunk_table_sql};
 use crate::table::{ident, SourceTable};
 use crate::telemetry::Telemetry;
@@ -76,174 +73,7 @@ pub enum BackfillError {
     Failed(String),
 }
 
-/// Runs backfills until `shutdown`; errors are logged and retried (the stream goes on).
-pub async fn run(
-    cfg: WorkerConfig,
-    telemetry: Arc<Telemetry>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).start();
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let result = tokio::select! {
-            r = work(&cfg, &telemetry) => r,
-            _ = shutdown.changed() => return,
-        };
-        match result {
-            Ok(()) => retry.reset(),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_s = retry.delay().as_secs(), "backfill worker interrupted");
-                if !retry.wait(&mut shutdown).await {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// One life of the worker's connections: follow the publication, run backfills.
-async fn work(cfg: &WorkerConfig, telemetry: &Arc<Telemetry>) -> Result<(), BackfillError> {
-    let mut oltp = PgConnection::connect_with(&cfg.oltp_url.connect_options()?).await?;
-    let mut olap = PgConnection::connect_with(&cfg.olap_url.connect_options()?).await?;
-    let mut types = HashMap::new();
-    let mut last_sync = Instant::now() - Duration::from_secs(60);
-    loop {
-        if last_sync.elapsed() >= Duration::from_secs(5) {
-            sync_publication(&mut oltp, &mut olap, &cfg.publication).await?;
-            last_sync = Instant::now();
-        }
-        type Next = (i64, String, String, Option<Vec<String>>, String, i64);
-        let next: Option<Next> = sqlx::query_as(
-            "select id, source_schema, source_table, last_key, state, rows_copied
-                 from cdc_backfills where state in ('pending', 'running')
-                 order by state = 'running' desc, id limit 1",
-        )
-        .fetch_optional(&mut olap)
-        .await?;
-        let Some((id, schema_name, table_name, last_key, state, copied)) = next else {
-            telemetry.copy_idle();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
-        let Some(info) = source::table_by_name(&mut oltp, &schema_name, &table_name).await? else {
-            finish(
-                &mut olap,
-                id,
-                "failed",
-                Some("the table no longer exists on the source"),
-            )
-            .await?;
-            continue;
-        };
-        let rel = schema::relation_of(&info);
-        let table =
-            Arc::new(schema::describe(&mut oltp, &mut types, &rel, Some(&info), true).await?);
-        if state == "pending" {
-            let estimate: i64 = sqlx::query_scalar(
-                "select greatest(reltuples, 0)::bigint from pg_class where oid = $1::oid",
-            )
-            .bind(info.oid as i64)
-            .fetch_one(&mut oltp)
-            .await?;
-            sqlx::query(
-                "update cdc_backfills set state = 'running', started_at = now(), updated_at = now(),
-                        rows_estimate = $2 where id = $1 and state = 'pending'",
-            )
-            .bind(id)
-            .bind(estimate)
-            .execute(&mut olap)
-            .await?;
-            tracing::info!(table = %table.qualified_source(), rows_estimate = estimate,
-                "backfill started");
-        }
-        chunk(
-            cfg, &mut oltp, &mut olap, id, &table, last_key, copied, telemetry,
-        )
-        .await?;
-    }
-}
-
-/// Tables added to the publication are backfilled; tables removed from it are no longer
-/// mirrored (their replica is kept).
-async fn sync_publication(
-    oltp: &mut PgConnection,
-    olap: &mut PgConnection,
-    publication: &str,
-) -> Result<(), BackfillError> {
-    let published = source::published_tables(oltp, publication).await?;
-    let known: Vec<(String, String, bool)> =
-        sqlx::query_as("select source_schema, source_table, published from cdc_tables")
-            .fetch_all(&mut *olap)
-            .await?;
-    // Only once the replicator has copied something (a first start in progress owns it).
-    if known.is_empty() {
-        return Ok(());
-    }
-    for (s, t) in &published {
-        if !known.iter().any(|k| &k.0 == s && &k.1 == t && k.2) {
-            let n = sqlx::query(
-                "insert into cdc_backfills (source_schema, source_table, reason)
-                 values ($1, $2, 'added to the publication')
-                 on conflict (source_schema, source_table) where state in ('pending', 'running')
-                 do nothing",
-            )
-            .bind(s)
-            .bind(t)
-            .execute(&mut *olap)
-            .await?
-            .rows_affected();
-            if n > 0 {
-                tracing::info!(table = %format!("{s}.{t}"), "table added to the publication: copying it (backfill)");
-            }
-        }
-    }
-    // A mirrored table whose columns differ from what the replica knows, with no change of
-    // it streamed since: the stream is asked to look (in its order).
-    let shapes: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
-        "select source_schema, source_table, columns from cdc_tables where published",
-    )
-    .fetch_all(&mut *olap)
-    .await?;
-    for (s, t, columns) in shapes {
-        let known: Vec<crate::table::Column> = serde_json::from_value(columns).unwrap_or_default();
-        let Some(now) = source::table_by_name(oltp, &s, &t).await? else {
-            continue;
-        };
-        let now: Vec<_> = now.published_columns().collect();
-        let same = now.len() == known.len()
-            && now.iter().zip(&known).all(|(a, b)| {
-                a.name == b.name
-                    && a.type_oid == b.type_oid
-                    && a.typmod == b.typmod
-                    && b.attnum.is_none_or(|n| n == a.attnum)
-            });
-        if !same {
-            let name = TableName {
-                schema: s.clone(),
-                table: t.clone(),
-            };
-            sqlx::query("select pg_logical_emit_message(true, $1, $2)")
-                .bind(SCHEMA_CHECK_PREFIX)
-                .bind(serde_json::to_string(&name).unwrap_or_default())
-                .execute(&mut *oltp)
-                .await?;
-        }
-    }
-    for (s, t, on) in &known {
-        if *on
-            && !published.iter().any(|p| &p.0 == s && &p.1 == t)
-            && store::unpublish(olap, s, t).await?
-        {
-            tracing::info!(table = %format!("{s}.{t}"),
-                "table removed from the publication: no longer mirrored, its replica is kept as it is");
-        }
-    }
-    Ok(())
-}
-
-async fn finish(
+pub(super) async fn finish(
     olap: &mut PgConnection,
     id: i64,
     state: &str,
@@ -261,29 +91,114 @@ async fn finish(
     Ok(())
 }
 
-/// Copies and hands over one chunk, then waits for the stream to merge it. Returns the rows
-/// merged, or None when the backfill ended otherwise (cancelled).
-#[allow(clippy::too_many_arguments)]
-async fn chunk(
-    cfg: &WorkerConfig,
-    oltp: &mut PgConnection,
-    olap: &mut PgConnection,
-    id: i64,
-    t: &Arc<SourceTable>,
-    last_key: Option<Vec<String>>,
-    copied: i64,
-    telemetry: &Arc<Telemetry>,
-) -> Result<Option<i64>, BackfillError> {
-    let started = Instant::now();
-    let whole = t.is_keyless() || !same_order(oltp, olap, t).await?;
-    sqlx::query(&format!("drop table if exists {}", chunk_table(id)))
-        .execute(&mut *olap)
-        .await?;
-    sqlx::query(&chunk_table_sql(id, t))
-        .execute(&mut *olap)
-        .await?;
+/// A backfill being worked on: its table as published now, and how far it is.
+pub(super) struct Task {
+    pub(super) id: i64,
+    pub(super) table: Arc<SourceTable>,
+    /// The key of the last row merged (None: from the first row).
+    pub(super) last_key: Option<Vec<String>>,
+    /// Rows merged so far.
+    pub(super) copied: i64,
+    /// Limited to one partition's rows (see source/partitions.rs).
+    pub(super) scoped: Option<super::partitions::Scoped>,
+}
 
-    // Every transaction the chunk's snapshot will not see commits after `from`.
+/// The worker's connections to both databases.
+pub(super) struct Conns<'a> {
+    pub(super) oltp: &'a mut PgConnection,
+    pub(super) olap: &'a mut PgConnection,
+}
+
+/// A chunk read and staged in OLAP, waiting to be recorded and handed over.
+struct Staged {
+    rows: u64,
+    /// The key of its last row; None when it is the table's last chunk.
+    hi: Option<Vec<String>>,
+    /// The source snapshot it was read under.
+    snapshot: String,
+    /// A position before every transaction that snapshot does not see.
+    from: String,
+}
+
+/// Copies and hands over one chunk, then waits for the stream to merge it. Returns whether
+/// the backfill is over: its last chunk merged, or it ended otherwise (cancelled).
+pub(super) async fn chunk(
+    cfg: &WorkerConfig,
+    c: Conns<'_>,
+    task: &Task,
+    telemetry: &Arc<Telemetry>,
+) -> Result<bool, BackfillError> {
+    let started = Instant::now();
+    let t = &task.table;
+    let whole = t.is_keyless() || !same_order(c.oltp, c.olap, t).await?;
+    sqlx::query(&format!("drop table if exists {}", chunk_table(task.id)))
+        .execute(&mut *c.olap)
+        .await?;
+    sqlx::query(&chunk_table_sql(task.id, t))
+        .execute(&mut *c.olap)
+        .await?;
+    let within = match super::partitions::within(c.olap, t, task.scoped.as_ref()).await? {
+        Ok(w) => w,
+        Err(why) => {
+            tracing::warn!(table = %t.qualified_source(), reason = %why, "backfill failed");
+            finish(c.olap, task.id, "failed", Some(&why)).await?;
+            return Ok(true);
+        }
+    };
+    let from = wait_for_older_transactions(c.oltp, t).await?;
+    let limit = (!whole).then_some(cfg.chunk_rows);
+    let scope = task.scoped.as_ref().map(|s| s.scope.as_str());
+    let query = chunk_query(t, task.last_key.is_some(), limit, scope);
+    let Some(staged) = stage_chunk(c.oltp, c.olap, task, &query, from, limit).await? else {
+        let why = "the partition was attached or detached again before its chunk was read: \
+                   its later change decides";
+        tracing::info!(table = %t.qualified_source(), reason = why, "backfill cancelled");
+        finish(c.olap, task.id, "cancelled", Some(why)).await?;
+        sqlx::query(&format!("drop table if exists {}", chunk_table(task.id)))
+            .execute(&mut *c.olap)
+            .await?;
+        return Ok(true);
+    };
+    let attempt = record_chunk(c.olap, task, &staged, &within).await?;
+    let mark = Watermark {
+        backfill: task.id,
+        attempt: attempt.clone(),
+        schema: t.schema.to_string(),
+        table: t.name.to_string(),
+    };
+    sqlx::query("select pg_logical_emit_message(true, $1, $2)")
+        .bind(PREFIX)
+        .bind(serde_json::to_string(&mark).unwrap_or_default())
+        .execute(&mut *c.oltp)
+        .await?;
+    let merged = wait_merged(c.olap, task.id, &attempt).await?;
+    if merged {
+        let total = task.copied + staged.rows as i64;
+        let rate = staged.rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let estimate: Option<i64> =
+            sqlx::query_scalar("select rows_estimate from cdc_backfills where id = $1")
+                .bind(task.id)
+                .fetch_one(&mut *c.olap)
+                .await?;
+        telemetry.copy_progress(
+            "backfill",
+            &t.qualified_source(),
+            total,
+            estimate,
+            Some(rate),
+        );
+        tracing::info!(table = %t.qualified_source(), rows_copied = total,
+            rows_estimate = estimate.unwrap_or(0), done = staged.hi.is_none(), "backfill chunk merged");
+    }
+    Ok(!merged || staged.hi.is_none())
+}
+
+/// Reads the source's WAL insert position `L` and waits until every transaction running then
+/// has ended: every transaction a later snapshot does not see then commits after `L`.
+async fn wait_for_older_transactions(
+    oltp: &mut PgConnection,
+    t: &SourceTable,
+) -> Result<String, BackfillError> {
     let (from, running): (String, String) =
         sqlx::query_as("select pg_current_wal_insert_lsn()::text, pg_current_snapshot()::text")
             .fetch_one(&mut *oltp)
@@ -298,7 +213,7 @@ async fn chunk(
         .fetch_one(&mut *oltp)
         .await?;
         if done {
-            break;
+            return Ok(from);
         }
         if !said && waited.elapsed() > Duration::from_secs(10) {
             tracing::info!(table = %t.qualified_source(),
@@ -307,49 +222,78 @@ async fn chunk(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
 
-    let cols: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
-    let key: Vec<String> = t.key_names().iter().map(|k| ident(k)).collect();
-    let query = if whole {
-        format!(
-            "select {} from {}.{}",
-            cols.join(", "),
-            ident(&t.schema),
-            ident(&t.name)
-        )
-    } else {
-        // The resume point travels as a setting of the transaction: COPY takes no parameters.
-        let bound = match &last_key {
-            Some(_) => format!(
-                "where row({}) > row({})",
-                key.join(", "),
-                t.key
-                    .iter()
-                    .enumerate()
-                    .map(|(n, &k)| format!(
-                        "(current_setting('brewlytics.backfill_after')::text[])[{}]::{}",
-                        n + 1,
-                        t.columns[k].olap_type
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            None => String::new(),
+/// The chunk's rows as the publication publishes them (its columns, its row filter): after
+/// the resume point (`resume`, read from the transaction's setting
+/// `brewlytics.backfill_after`: COPY takes no parameters) in key order, `limit` of them —
+/// or, without a limit, the whole table.
+fn chunk_query(t: &SourceTable, resume: bool, limit: Option<i64>, scope: Option<&str>) -> String {
+    let Some(limit) = limit else {
+        let whole = publication::copy_query(t);
+        return match scope {
+            None => whole,
+            Some(s) if t.published.row_filter.is_some() => format!("{whole} and ({s})"),
+            Some(s) => format!("{whole} where ({s})"),
         };
-        format!(
-            "select {} from {}.{} {bound} order by {} limit {}",
-            cols.join(", "),
-            ident(&t.schema),
-            ident(&t.name),
-            key.join(", "),
-            cfg.chunk_rows
-        )
     };
+    let key: Vec<String> = t.key_names().iter().map(|k| ident(k)).collect();
+    let mut conditions = Vec::new();
+    if resume {
+        conditions.push(format!(
+            "row({}) > row({})",
+            key.join(", "),
+            t.key
+                .iter()
+                .enumerate()
+                .map(|(n, &k)| format!(
+                    "(current_setting('brewlytics.backfill_after')::text[])[{}]::{}",
+                    n + 1,
+                    t.columns[k].olap_type
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(f) = &t.published.row_filter {
+        conditions.push(format!("({f})"));
+    }
+    if let Some(s) = scope {
+        conditions.push(format!("({s})"));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" where {}", conditions.join(" and "))
+    };
+    format!(
+        "select {} from {}.{}{filter} order by {} limit {limit}",
+        publication::column_list(t),
+        ident(&t.schema),
+        ident(&t.name),
+        key.join(", "),
+    )
+}
+
+/// Reads the chunk under a snapshot of its own and COPYs it into the chunk table.
+async fn stage_chunk(
+    oltp: &mut PgConnection,
+    olap: &mut PgConnection,
+    task: &Task,
+    query: &str,
+    from: String,
+    limit: Option<i64>,
+) -> Result<Option<Staged>, BackfillError> {
     let mut tx = oltp.begin().await?;
     for sql in SNAPSHOT_SETTINGS {
         sqlx::query(sql).execute(&mut *tx).await?;
     }
-    if let Some(k) = &last_key {
+    if let Some(s) = &task.scoped {
+        if !super::partitions::as_expected(&mut tx, &task.table, s).await? {
+            return Ok(None);
+        }
+    }
+    if let Some(k) = &task.last_key {
         sqlx::query("select set_config('brewlytics.backfill_after', $1::text[]::text, true)")
             .bind(k)
             .execute(&mut *tx)
@@ -358,57 +302,64 @@ async fn chunk(
     let snapshot: String = sqlx::query_scalar("select pg_current_snapshot()::text")
         .fetch_one(&mut *tx)
         .await?;
-    let (rows, hi) = copy_chunk(&mut tx, olap, id, t, &query).await?;
+    let (rows, hi) = copy_chunk(&mut tx, olap, task.id, &task.table, query).await?;
     tx.commit().await?;
-    let hi = if whole || (rows as i64) < cfg.chunk_rows {
-        None
-    } else {
-        hi
-    };
+    // A chunk shorter than the limit is the table's last.
+    let hi = limit.filter(|&l| rows as i64 >= l).and(hi);
+    Ok(Some(Staged {
+        rows,
+        hi,
+        snapshot,
+        from,
+    }))
+}
 
+/// Records the staged chunk (its range, snapshot and position) as the backfill's one waiting
+/// chunk; returns its attempt id, which its watermark names.
+async fn record_chunk(
+    olap: &mut PgConnection,
+    task: &Task,
+    staged: &Staged,
+    within: &crate::sink::olap::backfill::Within,
+) -> Result<String, BackfillError> {
     let attempt = attempt_id();
     sqlx::query("delete from cdc_backfill_chunks where backfill_id = $1 and merged_at is null")
-        .bind(id)
+        .bind(task.id)
         .execute(&mut *olap)
         .await?;
     let chunk_no: i32 = sqlx::query_scalar(
         "select coalesce(max(chunk), 0) + 1 from cdc_backfill_chunks where backfill_id = $1",
     )
-    .bind(id)
+    .bind(task.id)
     .fetch_one(&mut *olap)
     .await?;
     sqlx::query(
-        "insert into cdc_backfill_chunks (backfill_id, attempt, chunk, lo, hi, snapshot, from_lsn, rows)
-         values ($1, $2, $3, $4, $5, $6, $7::pg_lsn, $8)",
+        "insert into cdc_backfill_chunks (backfill_id, attempt, chunk, lo, hi, snapshot, from_lsn,
+                                          rows, scope, kept)
+         values ($1, $2, $3, $4, $5, $6, $7::pg_lsn, $8, $9, $10)",
     )
-    .bind(id)
+    .bind(task.id)
     .bind(&attempt)
     .bind(chunk_no)
-    .bind(&last_key)
-    .bind(&hi)
-    .bind(&snapshot)
-    .bind(&from)
-    .bind(rows as i64)
+    .bind(&task.last_key)
+    .bind(&staged.hi)
+    .bind(&staged.snapshot)
+    .bind(&staged.from)
+    .bind(staged.rows as i64)
+    .bind(&within.scope)
+    .bind(&within.kept)
     .execute(&mut *olap)
     .await?;
-    let mark = Watermark {
-        backfill: id,
-        attempt: attempt.clone(),
-        schema: t.schema.to_string(),
-        table: t.name.to_string(),
-    };
-    sqlx::query("select pg_logical_emit_message(true, $1, $2)")
-        .bind(PREFIX)
-        .bind(serde_json::to_string(&mark).unwrap_or_default())
-        .execute(&mut *oltp)
-        .await?;
+    Ok(attempt)
+}
 
-    // The stream merges it where the watermark arrives.
-    let estimate: Option<i64> =
-        sqlx::query_scalar("select rows_estimate from cdc_backfills where id = $1")
-            .bind(id)
-            .fetch_one(&mut *olap)
-            .await?;
+/// Waits until the stream has merged the chunk `attempt` (true) or the backfill ended
+/// otherwise (false).
+async fn wait_merged(
+    olap: &mut PgConnection,
+    id: i64,
+    attempt: &str,
+) -> Result<bool, BackfillError> {
     loop {
         let (merged, state): (bool, String) = sqlx::query_as(
             "select c.merged_at is not null, b.state from cdc_backfills b
@@ -416,25 +367,14 @@ async fn chunk(
              where b.id = $1",
         )
         .bind(id)
-        .bind(&attempt)
+        .bind(attempt)
         .fetch_one(&mut *olap)
         .await?;
         if merged {
-            let total = copied + rows as i64;
-            let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            telemetry.copy_progress(
-                "backfill",
-                &t.qualified_source(),
-                total,
-                estimate,
-                Some(rate),
-            );
-            tracing::info!(table = %t.qualified_source(), rows_copied = total,
-                rows_estimate = estimate.unwrap_or(0), done = hi.is_none(), "backfill chunk merged");
-            return Ok(Some(rows as i64));
+            return Ok(true);
         }
         if state != "running" && state != "pending" {
-            return Ok(None);
+            return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -655,14 +595,18 @@ pub async fn request_by_name(
     }
     let published: bool = sqlx::query_scalar(
         "select exists (select 1 from pg_publication_tables
-                        where pubname = $1 and schemaname = $2 and tablename = $3)",
+                        where pubname = any($1) and schemaname = $2 and tablename = $3)",
     )
-    .bind(publication)
+    .bind(publication::names(publication))
     .bind(&schema)
     .bind(&table)
     .fetch_one(&mut *oltp)
     .await?;
     if !published {
+        // A partition of a table mirrored through its root: its rows, copied again.
+        if let Some(id) = super::partitions::request_copy(oltp, olap, &schema, &table).await? {
+            return Ok((id, true));
+        }
         return Err(BackfillError::Failed(format!(
             "{schema}.{table} is not in publication {publication:?}: add it first \
              (ALTER PUBLICATION \"{publication}\" ADD TABLE …) — it is then copied by itself"
@@ -676,6 +620,16 @@ pub async fn request_by_name(
     .bind(&table)
     .fetch_optional(&mut *olap)
     .await?;
+    // The cleaning the command promises: the table's journal rid of values of columns the
+    // publications do not publish; the copy then makes its replica what they publish.
+    if let Some(t) = crate::schema::audit::mirrored(olap, &schema, &table).await? {
+        let events =
+            crate::schema::audit::scrub(oltp, olap, &publication::names(publication), &t).await?;
+        if events > 0 {
+            tracing::info!(table = %t.qualified_source(), events,
+                "values of columns the publication does not publish taken out of the journal");
+        }
+    }
     if let Some(id) = active {
         return Ok((id, false));
     }
@@ -688,4 +642,44 @@ pub async fn request_by_name(
     .fetch_one(&mut *olap)
     .await?;
     Ok((id, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::fixtures;
+
+    #[test]
+    fn a_chunk_reads_the_published_rows_in_key_order_after_the_last_key() {
+        let mut t = fixtures::products();
+        assert_eq!(
+            chunk_query(&t, false, Some(100), None),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             order by \"id\" limit 100"
+        );
+        std::sync::Arc::make_mut(&mut t.published).row_filter = Some("(price > 1::numeric)".into());
+        assert_eq!(
+            chunk_query(&t, true, Some(5), None),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             where row(\"id\") > row((current_setting('brewlytics.backfill_after')::text[])[1]::bigint) \
+             and ((price > 1::numeric)) order by \"id\" limit 5"
+        );
+        // A partition's rows.
+        assert_eq!(
+            chunk_query(&t, false, Some(5), Some("(id >= 10)")),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             where ((price > 1::numeric)) and ((id >= 10)) order by \"id\" limit 5"
+        );
+        assert_eq!(
+            chunk_query(&t, false, None, Some("(id >= 10)")),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             where ((price > 1::numeric)) and ((id >= 10))"
+        );
+        // One chunk: the whole table, filtered.
+        assert_eq!(
+            chunk_query(&t, false, None, None),
+            "select \"id\", \"name\", \"price\", \"description\", \"tags\" from \"public\".\"products\" \
+             where ((price > 1::numeric))"
+        );
+    }
 }

@@ -14,21 +14,23 @@ pub enum NotReady {
     Sql(#[from] sqlx::Error),
 }
 
-/// Checks `wal_level`, the publication, the role's privileges and (before creating the slot)
-/// a free replication slot. Connection errors are returned as such (retried).
+/// Checks `wal_level`, the publications (each one there, and one column list per table), the
+/// role's privileges and (before creating the slot) a free replication slot. Connection errors are returned as such (retried).
 pub async fn source_ready(
     conn: &mut PgConnection,
     publication: &str,
     creating_slot: bool,
 ) -> Result<(), NotReady> {
-    let (wal_level, can_replicate, user, has_publication): (String, bool, String, bool) =
+    let names = crate::slot::publication_names(publication);
+    let (wal_level, can_replicate, user, missing): (String, bool, String, Vec<String>) =
         sqlx::query_as(
             "select current_setting('wal_level'),
                     (select rolreplication or rolsuper from pg_roles where rolname = current_user),
                     current_user::text,
-                    exists (select 1 from pg_publication where pubname = $1)",
+                    array(select n from unnest($1::text[]) n
+                          where not exists (select 1 from pg_publication where pubname = n))",
         )
-        .bind(publication)
+        .bind(&names)
         .fetch_one(&mut *conn)
         .await?;
     if wal_level != "logical" {
@@ -43,17 +45,18 @@ pub async fn source_ready(
              as a superuser (see deploy/roles.sql)"
         )));
     }
-    if !has_publication {
+    if let Some(publication) = missing.first() {
         return Err(NotReady::Refused(format!(
             "publication {publication:?} does not exist in the OLTP database: run `brewlytics migrate`, \
              or `CREATE PUBLICATION \"{publication}\" FOR TABLE …` with the tables to mirror"
         )));
     }
     let unreadable: Vec<String> = sqlx::query_scalar(
-        "select format('%I.%I', schemaname, tablename) from pg_publication_tables
-         where pubname = $1 and not has_table_privilege(format('%I.%I', schemaname, tablename), 'select')",
+        "select distinct format('%I.%I', schemaname, tablename) from pg_publication_tables
+         where pubname = any($1)
+           and not has_table_privilege(format('%I.%I', schemaname, tablename), 'select')",
     )
-    .bind(publication)
+    .bind(&names)
     .fetch_all(&mut *conn)
     .await?;
     if !unreadable.is_empty() {
@@ -62,6 +65,9 @@ pub async fn source_ready(
             unreadable.join(", "),
             unreadable.join(", ")
         )));
+    }
+    if let Some(e) = crate::schema::publication::unstreamable(conn, &names).await? {
+        return Err(NotReady::Refused(e));
     }
     if creating_slot {
         let (used, max): (i64, i64) = sqlx::query_as(

@@ -31,8 +31,9 @@ use super::copy::{parse_copy_line, Lines};
 use crate::change::{Body, Change, Op, Pos, RowChange, TxContext};
 use crate::decode::chrono_to_pg_timestamp;
 use crate::lsn::Lsn;
+use crate::published::Definition;
 use crate::schema::plan::Step;
-use crate::schema::{self, source, store};
+use crate::schema::{publication, source, store};
 use crate::sink::olap::journal::{self, JournalEncoder};
 use crate::sink::olap::{ApplyError, OlapWriter};
 use crate::table::{ident, SourceTable};
@@ -63,6 +64,10 @@ pub enum SnapshotError {
          empty): starting the copy again"
     )]
     Rewritten { table: String },
+    #[error("{table} cannot be streamed: {why}; PostgreSQL refuses it — make them publish the same columns")]
+    Unstreamable { table: String, why: String },
+    #[error("a publication was altered as the copy began: starting the copy again")]
+    PublicationChanged,
 }
 
 impl From<sqlx::Error> for SnapshotError {
@@ -144,7 +149,8 @@ pub async fn clean_abandoned(
 /// Copies the published tables seen by the exported `snapshot` into OLAP: replica rows and
 /// the star through `w` (in its open transaction), the journal through the workers'
 /// connections (committed when this returns Ok; the caller's transaction must then commit,
-/// or the next start cleans them up). Journal positions are `(lsn, FIRST_COPY_SEQ..)`.
+/// or the next start cleans them up). Journal positions are `(lsn, FIRST_COPY_SEQ..)`. Each
+/// table is read as its publications publish it: their row filter and column list.
 pub async fn copy_published(
     source: &mut PgConnection,
     w: &mut OlapWriter,
@@ -154,18 +160,11 @@ pub async fn copy_published(
     lsn: Lsn,
     progress: OnProgress<'_>,
 ) -> Result<CopyStats, SnapshotError> {
-    if snapshot.is_empty()
-        || !snapshot
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(SnapshotError::Malformed {
-            table: "(snapshot name)".into(),
-        });
-    }
+    check_snapshot_name(snapshot)?;
     let mut tx = source.begin().await.map_err(SnapshotError::Source)?;
     import_snapshot(&mut tx, snapshot).await?;
-    let tables = source::published_tables(&mut tx, publication)
+    let publications = publication::names(publication);
+    let tables = source::published_tables(&mut tx, &publications)
         .await
         .map_err(SnapshotError::Source)?;
     lock_tables(&mut tx, &tables).await?;
@@ -179,27 +178,93 @@ pub async fn copy_published(
         commit_ts: chrono_to_pg_timestamp(commit_ts),
     };
     let mut seq = FIRST_COPY_SEQ;
+    let defs = publication::definitions(&mut tx, &publications, None)
+        .await
+        .map_err(SnapshotError::Source)?;
+    definitions_are_the_snapshots(&mut tx, setup).await?;
+    let jobs = prepare_jobs(&mut tx, w, &defs, &tables, ctx, &mut seq).await?;
+    unpublish_others(w, &tables).await?;
+    // The partitions the copy reads are what the stream starts from.
+    let partitions = super::partitions::baseline(&mut tx, &tables)
+        .await
+        .map_err(SnapshotError::Source)?;
+    let at = crate::change::Pos {
+        lsn,
+        seq: FIRST_COPY_SEQ,
+    };
+    super::partitions::record_baseline(w.conn(), &partitions, at).await?;
+    mark_attempt(&setup.olap_url, &setup.slot, lsn).await?;
+    let (stats, journals) = run_workers(w, setup, jobs, ctx, seq, snapshot, progress).await?;
+    // The tables' locks go: the rows are all read.
+    tx.commit().await.map_err(SnapshotError::Source)?;
+    if !w.star_sources().await?.is_empty() {
+        w.star_call("select star_refresh_all()").await?;
+    }
+    for mut conn in journals {
+        sqlx::query("commit").execute(&mut conn).await?;
+    }
+    sqlx::query("delete from cdc_copy_attempts where slot_name = $1")
+        .bind(&setup.slot)
+        .execute(w.conn())
+        .await?;
+    Ok(stats)
+}
+
+/// An exported snapshot's name goes into `SET TRANSACTION SNAPSHOT`, which takes no
+/// parameter: only what PostgreSQL makes of one (hex digits and dashes) is accepted.
+fn check_snapshot_name(snapshot: &str) -> Result<(), SnapshotError> {
+    let ok = !snapshot.is_empty()
+        && snapshot
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::Malformed {
+            table: "(snapshot name)".into(),
+        })
+    }
+}
+
+/// Each published table described as its publications publish it, its replica made ready
+/// and its schema event journaled (every table's before any table's rows).
+async fn prepare_jobs(
+    tx: &mut PgConnection,
+    w: &mut OlapWriter,
+    defs: &HashMap<u32, Result<Definition, String>>,
+    tables: &[(String, String)],
+    ctx: TxContext,
+    seq: &mut i32,
+) -> Result<Vec<Job>, SnapshotError> {
     let mut types = HashMap::new();
     let mut journal = JournalEncoder::default();
     let mut jobs = Vec::new();
-    for (schema_name, table_name) in &tables {
-        let Some(info) = source::table_by_name(&mut tx, schema_name, table_name)
+    for (schema_name, table_name) in tables {
+        let Some(info) = source::table_by_name(tx, schema_name, table_name)
             .await
             .map_err(SnapshotError::Source)?
         else {
             continue;
         };
-        let rel = schema::relation_of(&info);
+        let def = match defs.get(&info.oid) {
+            Some(Ok(d)) => d.clone(),
+            Some(Err(why)) => {
+                return Err(SnapshotError::Unstreamable {
+                    table: format!("{schema_name}.{table_name}"),
+                    why: why.clone(),
+                })
+            }
+            None => continue,
+        };
         let table = Arc::new(
-            schema::describe(&mut tx, &mut types, &rel, Some(&info), true)
+            publication::describe(tx, &mut types, &info, &def)
                 .await
                 .map_err(SnapshotError::Source)?,
         );
-        prepare_replica(w, &table).await?;
-        // Every table's schema event before any table's rows.
+        prepare_replica(w, &table, ctx.lsn).await?;
         let schema_event = Change::new(
             ctx,
-            seq,
+            *seq,
             Body::Schema(Arc::new(crate::change::SchemaChange {
                 before: None,
                 after: table.clone(),
@@ -207,7 +272,7 @@ pub async fn copy_published(
                 backfill: None,
             })),
         );
-        seq += 1;
+        *seq += 1;
         journal::write(w.conn(), &journal.encode(&[schema_event])).await?;
         sqlx::query("select bulk_load_begin($1::regclass)")
             .bind(table.replica_ident())
@@ -226,6 +291,43 @@ pub async fn copy_published(
             estimate,
         });
     }
+    Ok(jobs)
+}
+
+/// The publications' definitions were read as the catalog is now (the way PostgreSQL
+/// reads them); the copy reads the rows of the snapshot. Unless the publications are the same
+/// in both — a publication altered in between would leave the copy and the stream disagreeing
+/// with nothing to tell — the copy starts again.
+async fn definitions_are_the_snapshots(
+    tx: &mut PgConnection,
+    setup: &CopySetup,
+) -> Result<(), SnapshotError> {
+    let then = publication::catalog_digest(tx)
+        .await
+        .map_err(SnapshotError::Source)?;
+    let options = setup
+        .oltp_url
+        .connect_options()
+        .map_err(SnapshotError::Source)?;
+    let mut fresh = PgConnection::connect_with(&options)
+        .await
+        .map_err(SnapshotError::Source)?;
+    let now = publication::catalog_digest(&mut fresh)
+        .await
+        .map_err(SnapshotError::Source)?;
+    let _ = fresh.close().await;
+    if then == now {
+        Ok(())
+    } else {
+        Err(SnapshotError::PublicationChanged)
+    }
+}
+
+/// Tables the replica mirrored that are no longer published: not mirrored any more.
+async fn unpublish_others(
+    w: &mut OlapWriter,
+    tables: &[(String, String)],
+) -> Result<(), SnapshotError> {
     sqlx::query(
         "update cdc_tables set published = false, updated_at = now()
          where published and not (source_schema, source_table) in
@@ -235,12 +337,28 @@ pub async fn copy_published(
     .bind(tables.iter().map(|t| t.1.clone()).collect::<Vec<_>>())
     .execute(w.conn())
     .await?;
-    mark_attempt(&setup.olap_url, &setup.slot, lsn).await?;
+    Ok(())
+}
 
+/// The largest tables first: the copy ends when its longest table does.
+fn largest_first(jobs: &mut [Job]) {
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.estimate.unwrap_or(0)));
+}
+
+/// The workers copy the jobs' tables while `w` takes their rows into the replica. Returns
+/// the workers' OLAP connections with their journal rows, not yet committed.
+async fn run_workers(
+    w: &mut OlapWriter,
+    setup: &CopySetup,
+    mut jobs: Vec<Job>,
+    ctx: TxContext,
+    seq: i32,
+    snapshot: &str,
+    progress: OnProgress<'_>,
+) -> Result<(CopyStats, Vec<PgConnection>), SnapshotError> {
     let tables: Vec<Arc<SourceTable>> = jobs.iter().map(|j| j.table.clone()).collect();
     let estimates: Vec<Option<i64>> = jobs.iter().map(|j| j.estimate).collect();
-    // The largest tables first: the copy ends when its longest table does.
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.estimate.unwrap_or(0)));
+    largest_first(&mut jobs);
     let shared = Arc::new(Shared {
         jobs: Mutex::new(jobs.into()),
         seq: AtomicI32::new(seq),
@@ -277,20 +395,7 @@ pub async fn copy_published(
     if let Some(e) = worker_error {
         return Err(e);
     }
-    let stats = written?;
-    // The tables' locks go: the rows are all read.
-    tx.commit().await.map_err(SnapshotError::Source)?;
-    if !w.star_sources().await?.is_empty() {
-        w.star_call("select star_refresh_all()").await?;
-    }
-    for mut conn in journals {
-        sqlx::query("commit").execute(&mut conn).await?;
-    }
-    sqlx::query("delete from cdc_copy_attempts where slot_name = $1")
-        .bind(&setup.slot)
-        .execute(w.conn())
-        .await?;
-    Ok(stats)
+    Ok((written?, journals))
 }
 
 /// As pg_dump does: the published tables locked (ACCESS SHARE) for the copy's duration, so
@@ -365,9 +470,15 @@ async fn import_snapshot(source: &mut PgConnection, snapshot: &str) -> Result<()
 }
 
 /// The replica table made (or reconciled) for `t`, emptied, without its primary key while
-/// the rows load; `cdc_tables` updated.
-async fn prepare_replica(w: &mut OlapWriter, t: &SourceTable) -> Result<(), ApplyError> {
+/// the rows load; `cdc_tables` updated; the star's input of it bound to it as of `lsn`.
+async fn prepare_replica(w: &mut OlapWriter, t: &SourceTable, lsn: Lsn) -> Result<(), ApplyError> {
+    let at = crate::star::At {
+        lsn: Some(lsn),
+        time: None,
+    };
+    let star = w.star_before_ddl(None, t, at).await?;
     store::apply_steps(w.conn(), t, &[Step::CreateTable]).await?;
+    w.star_after_ddl(star).await?;
     sqlx::query(&format!("truncate {}", t.replica_ident()))
         .execute(w.conn())
         .await?;
@@ -388,15 +499,6 @@ async fn prepare_replica(w: &mut OlapWriter, t: &SourceTable) -> Result<(), Appl
     }
     store::save(w.conn(), t, None).await?;
     Ok(())
-}
-
-/// The table's columns, quoted, in order: the same list on both sides of the copy.
-fn column_list(t: &SourceTable) -> String {
-    t.columns
-        .iter()
-        .map(|c| ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A table to copy: its place in the copy's list, and what the source expects of it.
@@ -507,12 +609,7 @@ async fn copy_table(
     out: &mpsc::Sender<ToReplica>,
 ) -> Result<(), SnapshotError> {
     let t = &job.table;
-    let list = column_list(t);
-    let out_sql = format!(
-        "copy (select {list} from {}.{}) to stdout",
-        ident(&t.schema),
-        ident(&t.name)
-    );
+    let out_sql = format!("copy ({}) to stdout", publication::copy_query(t));
     // The copy's first transaction holds this lock already; a DDL waiting for it would make
     // a plain request here wait behind the DDL, and the DDL behind the copy: pg_dump's
     // answer — fail at once, and start the copy again (the DDL goes first).
@@ -595,7 +692,13 @@ async fn write_replica(
 ) -> Result<CopyStats, SnapshotError> {
     let in_sql: Vec<String> = tables
         .iter()
-        .map(|t| format!("copy {} ({}) from stdin", t.replica_ident(), column_list(t)))
+        .map(|t| {
+            format!(
+                "copy {} ({}) from stdin",
+                t.replica_ident(),
+                publication::column_list(t)
+            )
+        })
         .collect();
     let mut rows = vec![0u64; tables.len()];
     let mut started: Vec<Option<Instant>> = vec![None; tables.len()];
@@ -645,4 +748,35 @@ async fn write_replica(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::fixtures;
+
+    #[test]
+    fn only_an_exported_snapshot_name_is_imported() {
+        assert!(check_snapshot_name("00000003-00000002-1").is_ok());
+        assert!(check_snapshot_name("").is_err());
+        assert!(check_snapshot_name("1'; drop table x; --").is_err());
+    }
+
+    #[test]
+    fn the_largest_tables_are_copied_first() {
+        let job = |index, estimate| Job {
+            index,
+            table: Arc::new(fixtures::products()),
+            estimate,
+        };
+        let mut jobs = vec![
+            job(0, Some(10)),
+            job(1, None),
+            job(2, Some(5000)),
+            job(3, Some(7)),
+        ];
+        largest_first(&mut jobs);
+        let order: Vec<usize> = jobs.iter().map(|j| j.index).collect();
+        assert_eq!(order, vec![2, 0, 3, 1]);
+    }
 }

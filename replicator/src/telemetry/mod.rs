@@ -27,6 +27,7 @@ use self::metrics::{ChangeLabels, CopyLabels, KindLabels, Metrics, StatusLabels}
 use self::nats::PublisherMetrics;
 use crate::change::Op;
 use crate::lsn::Lsn;
+use crate::star::metrics::{StarMetrics, StarReading};
 
 use live::State;
 pub use live::{CopyLive, LastBatch, LastError, Live, Role, Sample, SlotReading};
@@ -64,6 +65,8 @@ pub struct ApplyStats {
     /// (table, op) → changes.
     pub by_table: Vec<(Arc<str>, Op, u64)>,
     pub elapsed: Duration,
+    /// The star's inputs, when the batch read them (it changed them, or now and then).
+    pub star: Option<StarReading>,
 }
 
 /// Metrics and live state, shared by the pipeline, the monitor and the HTTP endpoints.
@@ -74,6 +77,8 @@ pub struct Telemetry {
     state: Mutex<State>,
     /// The NATS publisher's metrics (`brewlytics_nats_*`, at 0 when not publishing).
     pub nats: Arc<PublisherMetrics>,
+    /// `brewlytics_star_degraded_inputs`.
+    star: StarMetrics,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -99,6 +104,7 @@ impl Telemetry {
             let _ = metrics.errors.get_or_create(&KindLabels { kind });
         }
         let nats = Arc::new(PublisherMetrics::register(&mut registry));
+        let star = StarMetrics::register(&mut registry);
         for &status in WAL_STATUSES {
             let _ = metrics.wal_status.get_or_create(&StatusLabels {
                 status: status.to_owned(),
@@ -110,6 +116,7 @@ impl Telemetry {
             metrics,
             heartbeats: Mutex::new(Heartbeats::new(instance)),
             nats,
+            star,
             state: Mutex::new(State {
                 role: Role::Starting,
                 since: Utc::now(),
@@ -220,6 +227,9 @@ impl Telemetry {
         }
         self.metrics.transactions.inc_by(transactions);
         self.metrics.dead_letters.inc_by(stats.dead_letters as u64);
+        if let Some(star) = &stats.star {
+            self.star.set(star);
+        }
         self.metrics.batch_seconds.observe(elapsed.as_secs_f64());
         self.checkpoint(checkpoint);
         let mut s = lock(&self.state);

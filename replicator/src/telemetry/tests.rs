@@ -14,6 +14,7 @@ fn exposition_has_the_documented_names() {
                 (Arc::from("order_items"), Op::Delete, 1),
             ],
             elapsed: Duration::from_millis(12),
+            ..Default::default()
         },
         2,
         Lsn(0x1_0000_0010),
@@ -92,6 +93,7 @@ fn a_fresh_replicator_exports_every_known_series_at_zero() {
             dead_letters: 0,
             by_table: vec![(Arc::from("orders"), Op::Insert, 2)],
             elapsed: Duration::from_millis(3),
+            ..Default::default()
         },
         1,
         Lsn(16),

@@ -22,8 +22,9 @@ as $$
     on conflict (date_key) do nothing
 $$;
 
--- Type 1 dimensions: upsert the touched ids from the replica; a source delete marks the
--- member deleted (facts may still point at it).
+-- Type 1 dimensions: upsert the touched ids from the star's inputs; a source delete marks the
+-- member deleted (facts may still point at it). A row the star cannot read (`_held` false: a
+-- value its type cannot hold) leaves its member as it was.
 create or replace function star_refresh_dims(p_stores bigint[], p_employees bigint[],
                                              p_customers bigint[])
 returns void language plpgsql as $$
@@ -31,7 +32,7 @@ begin
     if cardinality(p_stores) > 0 then
         insert into dim_store as d (store_id, name, city, opened_on)
         select s.id, coalesce(s.name, ''), s.city, s.opened_on
-        from replica.stores s where s.id = any (p_stores)
+        from star_input.stores s where s.id = any (p_stores) and s._held
         on conflict (store_id) do update
             set name = excluded.name, city = excluded.city, opened_on = excluded.opened_on,
                 is_inferred = false, is_deleted = false
@@ -39,13 +40,13 @@ begin
                   is distinct from (excluded.name, excluded.city, excluded.opened_on, false, false);
         update dim_store d set is_deleted = true
         where d.store_id = any (p_stores) and not d.is_deleted
-          and not exists (select 1 from replica.stores s where s.id = d.store_id);
+          and not exists (select 1 from star_input.stores s where s.id = d.store_id);
     end if;
 
     if cardinality(p_employees) > 0 then
         insert into dim_employee as d (employee_id, name, role, store_id, active, hired_on)
         select e.id, coalesce(e.name, ''), e.role, e.store_id, e.active, e.hired_on
-        from replica.employees e where e.id = any (p_employees)
+        from star_input.employees e where e.id = any (p_employees) and e._held
         on conflict (employee_id) do update
             set name = excluded.name, role = excluded.role, store_id = excluded.store_id,
                 active = excluded.active, hired_on = excluded.hired_on,
@@ -55,13 +56,13 @@ begin
                                     excluded.active, excluded.hired_on, false, false);
         update dim_employee d set is_deleted = true
         where d.employee_id = any (p_employees) and not d.is_deleted
-          and not exists (select 1 from replica.employees e where e.id = d.employee_id);
+          and not exists (select 1 from star_input.employees e where e.id = d.employee_id);
     end if;
 
     if cardinality(p_customers) > 0 then
         insert into dim_customer as d (customer_id, name, email, created_at)
         select c.id, coalesce(c.name, ''), c.email, c.created_at
-        from replica.customers c where c.id = any (p_customers)
+        from star_input.customers c where c.id = any (p_customers) and c._held
         on conflict (customer_id) do update
             set name = excluded.name, email = excluded.email, created_at = excluded.created_at,
                 is_inferred = false, is_deleted = false
@@ -69,15 +70,39 @@ begin
                   is distinct from (excluded.name, excluded.email, excluded.created_at, false, false);
         update dim_customer d set is_deleted = true
         where d.customer_id = any (p_customers) and not d.is_deleted
-          and not exists (select 1 from replica.customers c where c.id = d.customer_id);
+          and not exists (select 1 from star_input.customers c where c.id = d.customer_id);
     end if;
 end $$;
 
+-- The unknown members (key -1, source id -1): what a fact points at when the source column
+-- naming its customer, employee, store or product was dropped (the input reads -1 for rows
+-- written since), or names none where one is needed. Made when first needed.
+create or replace function star_unknown_members() returns void
+language sql as $$
+    insert into dim_customer (customer_key, customer_id, name, is_inferred) overriding system value
+    values (-1, -1, 'unknown customer', true) on conflict do nothing;
+    insert into dim_employee (employee_key, employee_id, name, is_inferred) overriding system value
+    values (-1, -1, 'unknown employee', true) on conflict do nothing;
+    insert into dim_store (store_key, store_id, name, is_inferred) overriding system value
+    values (-1, -1, 'unknown store', true) on conflict do nothing;
+    insert into dim_product (product_key, product_id, name, category, valid_from, is_inferred)
+    overriding system value
+    values (-1, -1, 'unknown product', 'unknown', '-infinity', true) on conflict do nothing;
+$$;
+
 -- Members for keys that facts name before their dimension row has arrived; completed in
--- place when it does. Days of the calendar the facts need.
+-- place when it does. Days of the calendar the facts need. A fact naming no employee, store or
+-- product (or -1) points at the unknown member.
 create or replace function star_infer(p_customers bigint[], p_employees bigint[],
                                       p_stores bigint[], p_products bigint[], p_days date[])
 returns void language sql as $$
+    select star_unknown_members()
+    where array_position(p_employees, null) is not null
+       or array_position(p_stores, null) is not null
+       or array_position(p_products, null) is not null
+       or -1 = any (p_customers) or -1 = any (p_employees) or -1 = any (p_stores)
+       or -1 = any (p_products);
+
     insert into dim_customer (customer_id, name, is_inferred)
     select distinct g.id, 'unknown customer ' || g.id, true from unnest(p_customers) g(id)
     where g.id is not null and not exists (select 1 from dim_customer c where c.customer_id = g.id)

@@ -1,25 +1,21 @@
 -- Star schema: the incremental refresh of one batch. Re-applied by `brewlytics migrate`
 -- whenever this file changes.
 --
--- The replicator stages each batch's changes of a source table in a temporary table
--- `pg_temp.stage_<table>`: the table's columns (typed as in replica.<table>) and
+-- The replicator stages each batch's changes of a source table in a temporary table typed as
+-- its replica, and makes over it the view `pg_temp.input_<input>` (see 12_star_inputs.sql):
+-- the input's attributes as the star names and types them, `_held`, and
 --   _cdc_pos  the change's place in the batch        _cdc_op   r, i, u or d
 --   _cdc_last the last change of its key in the batch _cdc_new  its key's first change in the
 --   _cdc_ts   the source commit time                            batch inserts it
---   _cdc_keep columns the change did not carry (unchanged TOAST), taken from the replica
+--   _cdc_keep attributes the change did not carry (unchanged TOAST), taken from the replica
 -- A delete carries the key columns only. A change that was dead-lettered is not staged.
--- Around the merge of a batch into replica.*, the replicator calls star_before() (the replica
--- still holds the rows as they were) and star_after(), with the stage tables of every table
--- star_sources() names present (empty when the batch did not touch them).
+-- Around the merge of a batch into star_input.*, the replicator calls star_note_batch() and
+-- star_before() (the replica still holds the rows as they were) and star_after(), with the
+-- input views of every input star_sources() names present (empty when the batch did not touch
+-- them).
 
--- Functions here read the stage tables, which exist only in the replicator's session.
+-- Functions here read the stage views, which exist only in the replicator's session.
 set local check_function_bodies = off;
-
-create or replace function star_sources() returns text[]
-language sql immutable as $$
-    select array['stores', 'employees', 'customers', 'products', 'orders', 'order_items',
-                 'payments', 'inventory_movements']
-$$;
 
 -- What the batch touches, read before the merge: orders whose facts must be recomputed (an
 -- order line or payment moved away from an order only says so in the replica's old row) and
@@ -37,32 +33,32 @@ begin
     -- other order a change touches is recomputed from the replica after the merge.
     insert into pg_temp.star_touched_orders
     select x.order_id from (
-        select s.id as order_id from pg_temp.stage_orders s where not s._cdc_new
+        select s.id as order_id from pg_temp.input_orders s where not s._cdc_new
         union
-        select r.order_id from pg_temp.stage_order_items s
-        join replica.order_items r on r.id = s.id where not s._cdc_new
+        select r.order_id from pg_temp.input_order_items s
+        join star_input.order_items r on r.id = s.id where not s._cdc_new
         union
-        select s.order_id from pg_temp.stage_order_items s where s._cdc_op <> 'd'
+        select s.order_id from pg_temp.input_order_items s where s._cdc_op <> 'd'
         union
-        select r.order_id from pg_temp.stage_payments s
-        join replica.payments r on r.id = s.id where not s._cdc_new
+        select r.order_id from pg_temp.input_payments s
+        join star_input.payments r on r.id = s.id where not s._cdc_new
         union
-        select s.order_id from pg_temp.stage_payments s where s._cdc_op <> 'd'
+        select s.order_id from pg_temp.input_payments s where s._cdc_op <> 'd'
     ) x
     where x.order_id is not null
-      and not exists (select 1 from pg_temp.stage_orders n where n.id = x.order_id and n._cdc_new)
+      and not exists (select 1 from pg_temp.input_orders n where n.id = x.order_id and n._cdc_new)
     on conflict do nothing;
 
     -- Movements that are not new rows with a whole image: their groups, before and after.
     insert into pg_temp.star_touched_groups
     select distinct (g.at at time zone 'UTC')::date, g.s, g.p from (
         select r.occurred_at as at, r.store_id as s, r.product_id as p
-        from pg_temp.stage_inventory_movements s
-        join replica.inventory_movements r on r.id = s.id
+        from pg_temp.input_inventory_movements s
+        join star_input.inventory_movements r on r.id = s.id
         where not s._cdc_new
         union all
         select s.occurred_at, s.store_id, s.product_id
-        from pg_temp.stage_inventory_movements s
+        from pg_temp.input_inventory_movements s
         where s._cdc_op <> 'd' and (not s._cdc_new or s._cdc_keep is not null)
     ) g
     where g.at is not null and isfinite(g.at) and g.s is not null and g.p is not null
@@ -74,30 +70,33 @@ end $$;
 create or replace function star_new_sales() returns setof fact_sales
 language sql stable as $$
     select i.id, o.id, dim_date_key((o.ordered_at at time zone 'UTC')::date),
-           coalesce(c.customer_key, 0), p.product_key, e.employee_key, s.store_key,
-           i.quantity, i.unit_price, i.quantity * i.unit_price, o.status, o.payment_method,
-           o.ordered_at, extract(hour from o.ordered_at at time zone 'UTC')::smallint
-    from pg_temp.stage_orders o
-    join pg_temp.stage_order_items i on i.order_id = o.id and i._cdc_last and i._cdc_op <> 'd'
+           coalesce(c.customer_key, 0), coalesce(p.product_key, -1), coalesce(e.employee_key, -1),
+           coalesce(s.store_key, -1), i.quantity, i.unit_price, i.quantity * i.unit_price,
+           o.status, o.payment_method, o.ordered_at,
+           extract(hour from o.ordered_at at time zone 'UTC')::smallint
+    from pg_temp.input_orders o
+    join pg_temp.input_order_items i on i.order_id = o.id and i._cdc_last and i._cdc_op <> 'd'
+         and i._held
     left join dim_customer c on c.customer_id = o.customer_id
-    join dim_employee e on e.employee_id = o.employee_id
-    join dim_store s on s.store_id = o.store_id
-    join dim_product p on p.product_id = i.product_id
+    left join dim_employee e on e.employee_id = o.employee_id
+    left join dim_store s on s.store_id = o.store_id
+    left join dim_product p on p.product_id = i.product_id
          and p.valid_from <= o.ordered_at and o.ordered_at < p.valid_to
-    where o._cdc_new and o._cdc_last and o._cdc_op <> 'd' and isfinite(o.ordered_at)
+    where o._cdc_new and o._cdc_last and o._cdc_op <> 'd' and isfinite(o.ordered_at) and o._held
 $$;
 
 create or replace function star_new_payments() returns setof fact_payments
 language sql stable as $$
     select pm.id, o.id, dim_date_key((pm.paid_at at time zone 'UTC')::date),
-           coalesce(c.customer_key, 0), e.employee_key, s.store_key, pm.amount, pm.method,
-           o.status, pm.paid_at
-    from pg_temp.stage_orders o
-    join pg_temp.stage_payments pm on pm.order_id = o.id and pm._cdc_last and pm._cdc_op <> 'd'
+           coalesce(c.customer_key, 0), coalesce(e.employee_key, -1), coalesce(s.store_key, -1),
+           pm.amount, pm.method, o.status, pm.paid_at
+    from pg_temp.input_orders o
+    join pg_temp.input_payments pm on pm.order_id = o.id and pm._cdc_last and pm._cdc_op <> 'd'
+         and pm._held
     left join dim_customer c on c.customer_id = o.customer_id
-    join dim_employee e on e.employee_id = o.employee_id
-    join dim_store s on s.store_id = o.store_id
-    where o._cdc_new and o._cdc_last and o._cdc_op <> 'd' and isfinite(pm.paid_at)
+    left join dim_employee e on e.employee_id = o.employee_id
+    left join dim_store s on s.store_id = o.store_id
+    where o._cdc_new and o._cdc_last and o._cdc_op <> 'd' and isfinite(pm.paid_at) and o._held
 $$;
 
 -- Facts of orders the batch inserts. They have none yet, so a plain insert (half the cost of
@@ -105,18 +104,18 @@ $$;
 create or replace function star_add_new_orders() returns void language plpgsql as $$
 begin
     perform star_infer(
-        array(select o.customer_id from pg_temp.stage_orders o
+        array(select o.customer_id from pg_temp.input_orders o
               where o._cdc_new and o._cdc_last and o._cdc_op <> 'd'),
-        array(select o.employee_id from pg_temp.stage_orders o
+        array(select o.employee_id from pg_temp.input_orders o
               where o._cdc_new and o._cdc_last and o._cdc_op <> 'd'),
-        array(select o.store_id from pg_temp.stage_orders o
+        array(select o.store_id from pg_temp.input_orders o
               where o._cdc_new and o._cdc_last and o._cdc_op <> 'd'),
-        array(select i.product_id from pg_temp.stage_order_items i
+        array(select i.product_id from pg_temp.input_order_items i
               where i._cdc_last and i._cdc_op <> 'd'),
-        array(select (o.ordered_at at time zone 'UTC')::date from pg_temp.stage_orders o
+        array(select (o.ordered_at at time zone 'UTC')::date from pg_temp.input_orders o
               where o._cdc_new and o._cdc_last and o._cdc_op <> 'd'
               union
-              select (pm.paid_at at time zone 'UTC')::date from pg_temp.stage_payments pm
+              select (pm.paid_at at time zone 'UTC')::date from pg_temp.input_payments pm
               where pm._cdc_last and pm._cdc_op <> 'd'));
     begin
         insert into fact_sales select * from star_new_sales();
@@ -148,35 +147,39 @@ end $$;
 create or replace function star_add_new_movements() returns void language plpgsql as $$
 begin
     perform star_infer('{}', '{}',
-        array(select m.store_id from pg_temp.stage_inventory_movements m
+        array(select m.store_id from pg_temp.input_inventory_movements m
               where m._cdc_new and m._cdc_last and m._cdc_op <> 'd' and m._cdc_keep is null),
-        array(select m.product_id from pg_temp.stage_inventory_movements m
+        array(select m.product_id from pg_temp.input_inventory_movements m
               where m._cdc_new and m._cdc_last and m._cdc_op <> 'd' and m._cdc_keep is null),
         array(select (m.occurred_at at time zone 'UTC')::date
-              from pg_temp.stage_inventory_movements m
+              from pg_temp.input_inventory_movements m
               where m._cdc_new and m._cdc_last and m._cdc_op <> 'd' and m._cdc_keep is null));
 
     insert into fact_inventory as f (date_key, store_id, product_id, reason, store_key,
                                      product_key, quantity_delta, movements, last_movement_at)
-    select dim_date_key(g.d), g.s, g.p, g.r, ds.store_key, pk.product_key, g.qty, g.n, g.last_at
+    select dim_date_key(g.d), g.s, g.p, g.r, coalesce(ds.store_key, -1),
+           coalesce(pk.product_key, -1), g.qty, g.n, g.last_at
     from (
         select (m.occurred_at at time zone 'UTC')::date as d, m.store_id as s,
-               m.product_id as p, m.reason as r, sum(m.delta)::bigint as qty,
+               m.product_id as p, m.reason as r, sum(m.delta) as qty,
                count(*)::integer as n, max(m.occurred_at) as last_at
-        from pg_temp.stage_inventory_movements m
+        from pg_temp.input_inventory_movements m
         where m._cdc_new and m._cdc_last and m._cdc_op <> 'd' and m._cdc_keep is null
           and isfinite(m.occurred_at) and m.store_id is not null and m.product_id is not null
-          and m.reason is not null
+          and m.reason is not null and m._held
           and not exists (select 1 from pg_temp.star_touched_groups t
                           where t.d = (m.occurred_at at time zone 'UTC')::date
                             and t.s = m.store_id and t.p = m.product_id)
         group by 1, 2, 3, 4
     ) g
-    join dim_store ds on ds.store_id = g.s
-    join dim_product pk on pk.product_id = g.p
+    left join dim_store ds on ds.store_id = g.s
+    left join dim_product pk on pk.product_id = g.p
          and pk.valid_from <= g.last_at and g.last_at < pk.valid_to
     on conflict (date_key, store_id, product_id, reason) do update
-        set quantity_delta = f.quantity_delta + excluded.quantity_delta,
+        -- as sum() adds: an unknown delta (its column dropped) adds nothing
+        set quantity_delta = case when f.quantity_delta is null then excluded.quantity_delta
+                                  when excluded.quantity_delta is null then f.quantity_delta
+                                  else f.quantity_delta + excluded.quantity_delta end,
             movements = f.movements + excluded.movements,
             store_key = excluded.store_key,
             product_key = case when f.last_movement_at is null
@@ -190,13 +193,13 @@ create or replace function star_after() returns void language plpgsql as $$
 declare
     ch record;
 begin
-    perform star_refresh_dims(array(select s.id from pg_temp.stage_stores s),
-                              array(select e.id from pg_temp.stage_employees e),
-                              array(select c.id from pg_temp.stage_customers c));
+    perform star_refresh_dims(array(select s.id from pg_temp.input_stores s),
+                              array(select e.id from pg_temp.input_employees e),
+                              array(select c.id from pg_temp.input_customers c));
 
     for ch in select p._cdc_op, p._cdc_ts, p.id, p.name, p.category, p.price, p.is_available,
                      p._cdc_keep
-              from pg_temp.stage_products p order by p._cdc_pos
+              from pg_temp.input_products p where p._held order by p._cdc_pos
     loop
         perform star_product_change(ch._cdc_op, ch._cdc_ts, ch.id, ch.name, ch.category,
                                     ch.price, ch.is_available, ch._cdc_keep);
@@ -205,7 +208,7 @@ begin
     -- An order new in the transaction is built from the stage tables, whichever chunk
     -- brought its lines.
     delete from pg_temp.star_touched_orders t
-    using pg_temp.stage_orders n where n._cdc_new and n.id = t.order_id;
+    using pg_temp.input_orders n where n._cdc_new and n.id = t.order_id;
     perform star_add_new_orders();
     perform star_refresh_orders(array(select t.order_id from pg_temp.star_touched_orders t));
 

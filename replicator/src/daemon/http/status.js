@@ -51,6 +51,39 @@ function renderNats(n) {
   text("nats-consumers", (n.consumers || []).map((c) => `${c.name}: ${c.pending_messages} pending, ${c.ack_pending_messages} unacked`).join("; ") || null);
 }
 
+// What was done about a partition, as `brewlytics status` says it.
+function partitionDone(p) {
+  const work = (what) => p.backfill_id === null || p.backfill_id === undefined ? `rows ${what}`
+    : p.backfill_state === "done" ? `rows ${what} (backfill ${p.backfill_id})`
+    : `rows being ${what} (backfill ${p.backfill_id} ${p.backfill_state})`;
+  switch (p.action) {
+    case "copy": return work("copied");
+    case "remove": return work("removed");
+    case "keep": return "rows kept in the replica";
+    case "created": return "created empty";
+    case "baseline": return "there when the table was first copied";
+    case "replaced": return "kept rows replaced by a partition of the same bound";
+    case "still_published": return "still published as a table of its own";
+    case "with_parent": return "with its parent";
+    default: return p.action;
+  }
+}
+
+function renderPartitions(list) {
+  $("partitions").hidden = !list || list.length === 0;
+  const body = $("partition-rows");
+  body.replaceChildren();
+  for (const p of list || []) {
+    const tr = document.createElement("tr");
+    for (const v of [p.table, p.partition, p.bound, p.state, partitionDone(p), p.changed_lsn]) {
+      const td = document.createElement("td");
+      td.textContent = v === null || v === undefined ? "–" : String(v);
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+}
+
 function render(doc) {
   const live = doc.replicator || {};
   const slot = live.slot || {};
@@ -80,7 +113,13 @@ function render(doc) {
   const err = live.last_error;
   $("error").textContent = doc.error ? doc.error : err ? `${err.at} [${err.kind}] ${err.message}` : "none";
   $("error").className = doc.error || err ? "bad" : "legend";
+  // Star columns whose source no longer feeds every row (one line each, as `status` says it).
+  const degraded = (doc.star_degraded || []).map((d) => d.message + (d.at ? ` (${d.at})` : ""));
+  $("star-degraded").textContent = degraded.length ? degraded.join("\n") : "none degraded";
+  $("star-degraded").className = degraded.length ? "warn lines" : "legend";
+  text("star-dead-letters", doc.star_dead_letters);
   renderNats(live.nats);
+  renderPartitions(doc.partitions);
   chart(hist);
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }

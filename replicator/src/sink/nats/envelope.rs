@@ -359,6 +359,12 @@ pub struct ChunkMeta {
     pub snapshot: String,
     pub from_lsn: String,
     pub rows: i64,
+    /// The rows the merge replaces beyond the key range (a partition's constraint), and
+    /// those it leaves (detached partitions' rows kept): see `sink::olap::backfill::Within`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
 }
 
 /// The message of a backfill chunk's merge point; `chunk` is None when no chunk was waiting

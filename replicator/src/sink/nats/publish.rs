@@ -394,9 +394,11 @@ async fn backfill_messages(
         String,
         String,
         i64,
+        Option<String>,
+        Option<String>,
     );
     let meta: Option<Row> = sqlx::query_as(
-        "select lo, hi, snapshot, from_lsn::text, rows from cdc_backfill_chunks
+        "select lo, hi, snapshot, from_lsn::text, rows, scope, kept from cdc_backfill_chunks
          where backfill_id = $1 and attempt = $2 and merged_lsn = $3::pg_lsn",
     )
     .bind(b.backfill_id)
@@ -404,13 +406,17 @@ async fn backfill_messages(
     .bind(b.pos.lsn.to_string())
     .fetch_optional(&mut *olap)
     .await?;
-    let meta = meta.map(|(lo, hi, snapshot, from_lsn, rows)| ChunkMeta {
-        lo,
-        hi,
-        snapshot,
-        from_lsn,
-        rows,
-    });
+    let meta = meta.map(
+        |(lo, hi, snapshot, from_lsn, rows, scope, kept)| ChunkMeta {
+            lo,
+            hi,
+            snapshot,
+            from_lsn,
+            rows,
+            scope,
+            kept,
+        },
+    );
     let mut out = vec![envelope::backfill_message(origin, b, meta.as_ref())];
     if meta.is_some() {
         let rows = journal::read_table_range(

@@ -454,6 +454,8 @@ mod tests {
             snapshot: "10:12:".into(),
             from_lsn: "0/1000".into(),
             rows: 200,
+            scope: Some("(day >= '2026-02-01'::date)".into()),
+            kept: None,
         };
         let m = backfill_message(&o, b, Some(&meta));
         assert_eq!(m.subject, "brewlytics.backfill");

@@ -53,6 +53,30 @@ pub fn chunk_table_sql(backfill_id: i64, t: &SourceTable) -> String {
     )
 }
 
+/// What a chunk's merge replaces of the replica beyond its key range: the rows satisfying
+/// `scope` (a partition's constraint; None: every row), except those satisfying `kept` (the
+/// rows of detached partitions kept as history; None: none). Both are the source's own
+/// predicates over the table's columns, checked by the worker to hold in OLAP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Within {
+    pub scope: Option<String>,
+    pub kept: Option<String>,
+}
+
+impl Within {
+    /// The condition a replica row must meet to be replaced (None: no condition).
+    pub fn condition(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.scope {
+            parts.push(format!("coalesce(({s}), false)"));
+        }
+        if let Some(k) = &self.kept {
+            parts.push(format!("not coalesce(({k}), false)"));
+        }
+        (!parts.is_empty()).then(|| parts.join(" and "))
+    }
+}
+
 /// Requests a copy of `t` (one at a time per table). `restart`: an active backfill of the
 /// table was copying columns that no longer are: it is cancelled and a new one requested.
 pub async fn request(
@@ -64,7 +88,7 @@ pub async fn request(
     if restart {
         sqlx::query(
             "update cdc_backfills set state = 'cancelled', finished_at = now(), updated_at = now(),
-                    error = 'the table''s columns changed: copied again by a new backfill'
+                    error = 'the table''s columns or row filter changed: copied again by a new backfill'
              where source_schema = $1 and source_table = $2 and state in ('pending', 'running')",
         )
         .bind(t.schema.as_ref())
@@ -74,7 +98,8 @@ pub async fn request(
     }
     sqlx::query(
         "insert into cdc_backfills (source_schema, source_table, reason) values ($1, $2, $3)
-         on conflict (source_schema, source_table) where state in ('pending', 'running') do nothing",
+         on conflict (source_schema, source_table) where state in ('pending', 'running')
+                                                      and scope is null do nothing",
     )
     .bind(t.schema.as_ref())
     .bind(t.name.as_ref())
@@ -129,18 +154,21 @@ pub async fn merge(w: &mut OlapWriter, m: &ChunkMerge, pos: Pos) -> Result<(), A
         String,
         String,
         i64,
+        Option<String>,
+        Option<String>,
     );
     let chunk: Option<Chunk> = sqlx::query_as(
-        "select lo, hi, snapshot, from_lsn::text, rows from cdc_backfill_chunks
+        "select lo, hi, snapshot, from_lsn::text, rows, scope, kept from cdc_backfill_chunks
          where backfill_id = $1 and attempt = $2 and merged_at is null",
     )
     .bind(m.backfill_id)
     .bind(&m.attempt)
     .fetch_optional(w.conn())
     .await?;
-    let Some((lo, hi, snapshot, from_lsn, rows)) = chunk else {
+    let Some((lo, hi, snapshot, from_lsn, rows, scope, kept)) = chunk else {
         return Ok(());
     };
+    let within = Within { scope, kept };
     let t = &m.table;
     let source = chunk_table(m.backfill_id);
     if !same_columns(w.conn(), &source, &t.replica_ident()).await? {
@@ -160,7 +188,7 @@ pub async fn merge(w: &mut OlapWriter, m: &ChunkMerge, pos: Pos) -> Result<(), A
             .await?;
         return Ok(());
     }
-    replace_range(w, t, &source, lo.as_deref(), hi.as_deref()).await?;
+    replace_range(w, t, &source, lo.as_deref(), hi.as_deref(), &within).await?;
     // The chunk's rows are journaled as copies (op r) after the watermark's own event.
     sqlx::query(&format!(
         "insert into cdc_events (lsn, seq, xid, commit_ts, source_schema, source_table, op, key,
@@ -209,13 +237,13 @@ pub async fn merge(w: &mut OlapWriter, m: &ChunkMerge, pos: Pos) -> Result<(), A
 }
 
 /// Whether two tables have the same columns, names and types (the bookkeeping `_cdc_*`
-/// columns aside).
+/// columns and the generated columns OLAP computes aside).
 async fn same_columns(conn: &mut PgConnection, a: &str, b: &str) -> Result<bool, sqlx::Error> {
     let sql = r"select coalesce(array_agg(attname::text || ' ' || format_type(atttypid, atttypmod)
                                  order by attname), '{}')
                 from pg_attribute
                 where attrelid = $1::regclass and attnum > 0 and not attisdropped
-                  and attname::text not like '\_cdc\_%'";
+                  and attgenerated = '' and attname::text not like '\_cdc\_%'";
     let left: Vec<String> = sqlx::query_scalar(sql)
         .bind(a)
         .fetch_one(&mut *conn)
@@ -227,20 +255,26 @@ async fn same_columns(conn: &mut PgConnection, a: &str, b: &str) -> Result<bool,
     Ok(left == right)
 }
 
-/// The replica's rows in the key range `(lo, hi]` become `source`'s (a table or query with the
-/// table's columns and `_cdc_row`): rows there and not in `source` are deleted, the others
-/// upserted — through the stage table, so the star follows. Without a key: the whole table.
+/// The replica's rows in the key range `(lo, hi]` (and `within`) become `source`'s (a table
+/// or query with the table's columns and `_cdc_row`): rows there and not in `source` are
+/// deleted, the others upserted — through the stage table, so the star follows. Without a
+/// key: the whole table (`within`).
 pub async fn replace_range(
     w: &mut OlapWriter,
     t: &Arc<SourceTable>,
     source: &str,
     lo: Option<&[String]>,
     hi: Option<&[String]>,
+    within: &Within,
 ) -> Result<(), ApplyError> {
     let cols: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
     let r = t.replica_ident();
+    let condition = within.condition();
     if t.is_keyless() {
-        sqlx::query(&format!("delete from {r}"))
+        let filter = condition
+            .as_ref()
+            .map_or(String::new(), |c| format!(" where {c}"));
+        sqlx::query(&format!("delete from {r}{filter}"))
             .execute(w.conn())
             .await?;
         sqlx::query(&format!(
@@ -252,7 +286,7 @@ pub async fn replace_range(
         return Ok(());
     }
     let star = w.star_sources().await?;
-    let is_star = t.schema.as_ref() == "public" && star.iter().any(|n| n == t.replica.as_ref());
+    let is_star = star.iter().any(|n| n == t.replica.as_ref());
     w.ensure_stage(t).await?;
     if is_star {
         for name in &star {
@@ -290,6 +324,8 @@ pub async fn replace_range(
     if hi.is_some() {
         range.push(format!("row({r_key}) <= row({})", typed(2)));
     }
+    // Its own columns' names: the predicates read the replica row `r`.
+    range.extend(condition);
     range.push(format!(
         "not exists (select 1 from {source} c where {})",
         key.iter()
@@ -308,6 +344,8 @@ pub async fn replace_range(
     .execute(w.conn())
     .await?;
     if is_star {
+        // (copied rows: no insert times to keep; rows the star cannot read are listed)
+        w.star_note_batch(&[]).await?;
         w.star_call("select star_before()").await?;
     }
     for sql in merge::merge_sql(t, true) {

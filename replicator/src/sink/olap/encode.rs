@@ -16,7 +16,8 @@ pub enum Segment {
     /// Row changes, one stage per table (in the order the tables first appear).
     Rows(Vec<Stage>),
     Truncate(Arc<SourceTable>),
-    Schema(Arc<SchemaChange>, Pos),
+    /// A schema change, at its position and source commit time.
+    Schema(Arc<SchemaChange>, Pos, i64),
     Backfill(Arc<ChunkMerge>, Pos),
 }
 
@@ -81,7 +82,7 @@ pub fn encode(journal: &mut JournalEncoder, changes: &[Change]) -> Encoded {
             }
             Body::Schema(s) => {
                 flush(&mut run, &mut segments);
-                segments.push(Segment::Schema(s.clone(), c.pos));
+                segments.push(Segment::Schema(s.clone(), c.pos, c.commit_ts));
             }
             Body::Backfill(m) => {
                 flush(&mut run, &mut segments);

@@ -85,10 +85,15 @@ impl JournalEncoder {
             }
             Body::Schema(s) => {
                 out.extend_from_slice(b"\t\\N\t\\N\t");
-                let doc = serde_json::json!({
+                let mut doc = serde_json::json!({
                     "table": table_json(&s.after),
                     "backfill": s.backfill,
                 });
+                // What changed of its partitions (attached, detached, …, and what was done).
+                let partitions: Vec<_> = s.partitions().collect();
+                if !partitions.is_empty() {
+                    doc["partitions"] = serde_json::json!(partitions);
+                }
                 CopyField(out).put(doc.to_string().as_bytes());
             }
             Body::Backfill(m) => {
@@ -127,6 +132,7 @@ pub fn table_json(t: &SourceTable) -> serde_json::Value {
         "columns": &t.columns,
         "key": t.key_names(),
         "identity": (t.identity.as_byte() as char).to_string(),
+        "published": &*t.published,
     })
 }
 
@@ -152,6 +158,11 @@ pub fn table_from_json(v: &serde_json::Value) -> Option<SourceTable> {
             .and_then(|i| i.bytes().next())
             .and_then(crate::decode::ReplicaIdentity::from_byte)
             .unwrap_or(crate::decode::ReplicaIdentity::Default),
+        published: std::sync::Arc::new(
+            t.get("published")
+                .and_then(|p| serde_json::from_value(p.clone()).ok())
+                .unwrap_or_default(),
+        ),
     })
 }
 
@@ -479,8 +490,94 @@ mod tests {
     }
 
     #[test]
+    fn schema_events_record_what_changed_of_the_partitions() {
+        use crate::schema::partitions::{
+            Action, Event, Member, MirroredAs, PartitionStep, Rel, State,
+        };
+        let t = Arc::new(fixtures::products());
+        let jan = Member {
+            oid: 7,
+            schema: "public".into(),
+            table: "products_2026_01".into(),
+            parent: 5,
+            level: 1,
+            leaf: true,
+            bound: Some("FOR VALUES FROM (1) TO (100)".into()),
+            scope: Some("((id >= 1) AND (id < 100))".into()),
+        };
+        let step = PartitionStep {
+            root: Rel {
+                oid: 5,
+                schema: "public".into(),
+                table: "products".into(),
+            },
+            mirrored_as: MirroredAs::Root,
+            partitions: Vec::new(),
+            whole: false,
+            events: vec![Event {
+                partition: jan,
+                state: State::Detached,
+                action: Action::Keep,
+            }],
+        };
+        let change = |steps| {
+            Change::new(
+                TxContext {
+                    lsn: Lsn(0x100),
+                    xid: 9,
+                    commit_ts: 0,
+                },
+                1,
+                Body::Schema(Arc::new(crate::change::SchemaChange {
+                    before: Some(t.clone()),
+                    after: t.clone(),
+                    steps,
+                    backfill: None,
+                })),
+            )
+        };
+        let after = |c: Change| -> serde_json::Value {
+            let line = String::from_utf8(JournalEncoder::default().encode(&[c])).unwrap();
+            let field = line
+                .trim_end()
+                .split('\t')
+                .nth(9)
+                .unwrap()
+                .replace("\\\\", "\\");
+            serde_json::from_str(&field).unwrap()
+        };
+        let doc = after(change(vec![crate::schema::plan::Step::Partitions(step)]));
+        assert_eq!(doc["partitions"][0]["events"][0]["action"], "keep");
+        assert_eq!(
+            doc["partitions"][0]["events"][0]["partition"]["scope"],
+            "((id >= 1) AND (id < 100))"
+        );
+        assert_eq!(table_from_json(&doc), Some((*t).clone()));
+        // Other schema events are as they were.
+        assert!(after(change(Vec::new())).get("partitions").is_none());
+    }
+
+    #[test]
     fn schema_events_round_trip_the_table() {
         let t = fixtures::products();
+        let v = serde_json::json!({"table": table_json(&t)});
+        assert_eq!(table_from_json(&v), Some(t));
+        // With what the publication publishes: a filter, a generated column.
+        let mut t = fixtures::products();
+        t.published = std::sync::Arc::new(crate::published::Published {
+            row_filter: Some("(price > 1)".into()),
+            column_list: None,
+            generated: vec![crate::published::Generated {
+                name: "price2".into(),
+                attnum: 6,
+                type_oid: 1700,
+                typmod: -1,
+                olap_type: "numeric".into(),
+                expression: "(price * 2)".into(),
+                not_carried: None,
+            }],
+            last_attnum: 6,
+        });
         let v = serde_json::json!({"table": table_json(&t)});
         assert_eq!(table_from_json(&v), Some(t));
     }

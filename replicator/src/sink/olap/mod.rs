@@ -12,19 +12,23 @@
 //! By responsibility: [`sink`] (the primary sink the pipeline drives), [`transaction`] (the
 //! batch's transaction and the checkpoint), [`encode`] and [`stage`] (a batch made into
 //! journal COPY data and typed stage tables, pure), [`journal`], [`replica`] and [`merge`]
-//! (the replica's merge SQL), [`star`], [`refused`] (dead letters), [`backfill`] (a chunk
-//! merged where its watermark arrives), [`error`].
+//! (the replica's merge SQL), [`star`] (the star's refresh) and [`star_inputs`] (its inputs
+//! bound to source columns, crate::star), [`refused`] (dead letters), [`backfill`] (a chunk
+//! merged where its watermark arrives), [`partitions`] (partitions attached, detached and
+//! dropped), [`error`].
 
 pub mod backfill;
 pub mod encode;
 pub mod error;
 pub mod journal;
 pub mod merge;
+pub mod partitions;
 pub mod refused;
 pub mod replica;
 pub mod sink;
 pub mod stage;
 pub mod star;
+pub mod star_inputs;
 pub mod transaction;
 
 use std::collections::{HashMap, HashSet};
@@ -52,8 +56,11 @@ pub struct OlapWriter {
     stages: HashMap<String, Option<Arc<SourceTable>>>,
     /// Stage tables written in the open transaction (emptied before they are used again).
     dirty: HashSet<String>,
-    /// The star's source tables (replica names), once read; empty when OLAP has no star.
-    star: Option<Vec<String>>,
+    /// The star's inputs in this session.
+    star: star_inputs::StarInputs,
+    /// Replay: schema changes are carried out on the replica but neither recorded in
+    /// `cdc_tables` (it holds the current shapes) nor followed by a copy.
+    replaying: bool,
     /// A source transaction applied in chunks: its star work is gathered (the stage rows of
     /// star sources, in `pg_temp.acc_<table>`) and done once, with its last chunk — so an
     /// order whose lines arrive in a later chunk still takes the fast path for new orders.
@@ -79,7 +86,8 @@ impl OlapWriter {
             in_tx: false,
             stages: HashMap::new(),
             dirty: HashSet::new(),
-            star: None,
+            star: Default::default(),
+            replaying: false,
             deferring: false,
             acc: HashMap::new(),
             acc_rows: 0,
@@ -95,6 +103,11 @@ impl OlapWriter {
 
     pub fn in_transaction(&self) -> bool {
         self.in_tx
+    }
+
+    /// Replay's writer: see [`OlapWriter::replaying`].
+    pub fn set_replaying(&mut self) {
+        self.replaying = true;
     }
 
     /// Changes applied in the open transaction so far.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::merge;
 use super::stage::{self, stage_name, Stage};
 use super::star::{after_rows, feeds_star, AfterRows};
-use super::{backfill, ApplyError, OlapWriter};
+use super::{backfill, partitions, ApplyError, OlapWriter};
 use crate::change::{Pos, SchemaChange};
 use crate::redact::{self, Class};
 use crate::table::{ident, SourceTable};
@@ -40,6 +40,7 @@ impl OlapWriter {
             }
         }
         if touches_star {
+            self.star_note_batch(stages).await?;
             self.star_call("select star_before()").await?;
         }
         for s in stages {
@@ -186,40 +187,18 @@ impl OlapWriter {
         let name = stage_name(t);
         let current = matches!(self.stages.get(&name), Some(Some(s)) if s.same_shape(t));
         if !current {
-            let sql = format!("drop table if exists pg_temp.{}", ident(&name));
+            let sql = format!("drop table if exists pg_temp.{} cascade", ident(&name));
             sqlx::query(&sql).execute(&mut self.conn).await?;
             sqlx::query(&stage::create_sql(t))
                 .execute(&mut self.conn)
                 .await?;
             self.stages.insert(name.clone(), Some(t.clone()));
+            self.star_stage_view(&t.replica, &name).await?;
         } else if self.dirty.contains(&name) {
             let sql = format!("truncate pg_temp.{}", ident(&name));
             sqlx::query(&sql).execute(&mut self.conn).await?;
         }
         self.dirty.insert(name);
-        Ok(())
-    }
-
-    /// An empty stage table for a star source the batch did not touch.
-    pub async fn ensure_star_stage(&mut self, replica: &str) -> Result<(), ApplyError> {
-        let name = format!("stage_{replica}");
-        if !self.stages.contains_key(&name) {
-            let drop = format!("drop table if exists pg_temp.{}", ident(&name));
-            sqlx::query(&drop).execute(&mut self.conn).await?;
-            let sql = format!(
-                "create temp table {} (_cdc_pos integer, _cdc_op \"char\", _cdc_last boolean,
-                     _cdc_new boolean, _cdc_keep text[], _cdc_n integer, _cdc_ts timestamptz,
-                     like replica.{}) on commit delete rows",
-                ident(&name),
-                ident(replica)
-            );
-            sqlx::query(&sql).execute(&mut self.conn).await?;
-            self.stages.insert(name.clone(), None);
-        } else if self.dirty.contains(&name) {
-            let sql = format!("truncate pg_temp.{}", ident(&name));
-            sqlx::query(&sql).execute(&mut self.conn).await?;
-            self.dirty.remove(&name);
-        }
         Ok(())
     }
 
@@ -243,20 +222,28 @@ impl OlapWriter {
     pub async fn apply_truncate(&mut self, t: &Arc<SourceTable>) -> Result<(), ApplyError> {
         let sql = format!("truncate {}", t.replica_ident());
         sqlx::query(&sql).execute(&mut self.conn).await?;
-        let star = self.star_sources().await?;
-        if feeds_star(t, &star) {
+        if self.is_star_source(t).await? {
             self.star_call("select star_refresh_all()").await?;
         }
         Ok(())
     }
 
-    /// The replica follows a schema change; a copy of the table is requested if needed.
+    /// The replica follows a schema change; a copy of the table is requested if needed. The
+    /// star's input of the table follows it around the replica's DDL (crate::star).
     pub(super) async fn apply_schema(
         &mut self,
         s: &SchemaChange,
         pos: Pos,
+        commit_ts: i64,
     ) -> Result<(), ApplyError> {
         let table = s.after.qualified_source();
+        let at = crate::star::At {
+            lsn: Some(pos.lsn),
+            time: crate::decode::pg_timestamp_to_chrono(commit_ts),
+        };
+        let star = self
+            .star_before_ddl(s.before.as_deref(), &s.after, at)
+            .await?;
         let ddl = async {
             sqlx::query("savepoint ddl").execute(&mut self.conn).await?;
             crate::schema::store::apply_steps(&mut self.conn, &s.after, &s.steps).await?;
@@ -275,19 +262,30 @@ impl OlapWriter {
                 error: redact::db_error(&e),
             });
         }
+        self.star_after_ddl(star).await?;
+        if self.replaying {
+            return Ok(());
+        }
         let renamed_from = s
             .before
             .as_deref()
             .filter(|b| b.schema != s.after.schema || b.name != s.after.name);
         crate::schema::store::save(&mut self.conn, &s.after, renamed_from).await?;
-        if !s.steps.is_empty() {
+        let partition_steps = s.partitions();
+        if s.steps.len() > partition_steps.clone().count() {
             tracing::info!(table = %table, steps = s.steps.len(), at = %pos,
                 "the replica followed a schema change of its source");
         }
         if let Some(reason) = &s.backfill {
-            let changed_shape = s.before.as_ref().is_some_and(|b| !b.same_shape(&s.after));
+            // Chunks copied under other columns or another row filter are copied again.
+            let changed_shape = s.before.as_ref().is_some_and(|b| {
+                !b.same_shape(&s.after) || b.published.row_filter != s.after.published.row_filter
+            });
             backfill::request(&mut self.conn, &s.after, reason, changed_shape).await?;
             tracing::info!(table = %table, reason = %reason, "the table will be copied again (backfill)");
+        }
+        for p in partition_steps {
+            partitions::apply(&mut self.conn, p, pos).await?;
         }
         // A star source whose shape changed: its stage table is made again on next use.
         self.stages.remove(&format!("stage_{}", s.after.replica));

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use super::merge;
 use super::stage::{stage_name, Stage};
-use super::{ApplyError, OlapWriter};
-use crate::redact::{self, Class};
+use super::{star_inputs, ApplyError, OlapWriter};
 use crate::table::{ident, SourceTable};
 
-/// Whether `t` is one of the star's sources (a `public` table whose replica the star reads).
+/// Whether `t` is one of the star's sources (a table whose replica the star reads, bound by
+/// [`crate::star`] whatever its schema).
 pub(super) fn feeds_star(t: &SourceTable, star: &[String]) -> bool {
-    t.schema.as_ref() == "public" && star.iter().any(|n| n == t.replica.as_ref())
+    star.iter().any(|n| n == t.replica.as_ref())
 }
 
 /// The star's work once a run of rows is merged.
@@ -106,53 +106,14 @@ impl OlapWriter {
     }
 
     pub async fn star_call(&mut self, sql: &str) -> Result<(), ApplyError> {
-        sqlx::query("savepoint star")
-            .execute(&mut self.conn)
-            .await?;
-        match sqlx::query(sql).execute(&mut self.conn).await {
-            Ok(_) => {
-                sqlx::query("release savepoint star")
-                    .execute(&mut self.conn)
-                    .await?;
-                Ok(())
+        match self.star_try(sql).await? {
+            Err(e) if star_inputs::lost_view(&e) => {
+                // Another session (a replay) dropped what this session's input views read.
+                self.star_views_again().await?;
+                self.star_try(sql).await?.map_err(star_inputs::star_error)
             }
-            Err(e) if redact::classify(&e) == Class::Transient => Err(e.into()),
-            Err(e) => Err(ApplyError::Star(redact::db_error(&e))),
+            r => r.map_err(star_inputs::star_error),
         }
-    }
-
-    /// The star's source tables, read once per connection (empty without a star).
-    pub async fn star_sources(&mut self) -> Result<Vec<String>, ApplyError> {
-        if let Some(s) = &self.star {
-            return Ok(s.clone());
-        }
-        let exists: bool = sqlx::query_scalar(
-            "select to_regprocedure('star_sources()') is not null
-                and to_regprocedure('star_before()') is not null",
-        )
-        .fetch_one(&mut self.conn)
-        .await?;
-        let names: Vec<String> = if exists {
-            let names: Vec<String> = sqlx::query_scalar("select unnest(star_sources())")
-                .fetch_all(&mut self.conn)
-                .await?;
-            // The star needs each of its sources mirrored.
-            let mirrored: i64 = sqlx::query_scalar(
-                "select count(*) from unnest($1::text[]) n where to_regclass('replica.' || quote_ident(n)) is not null",
-            )
-            .bind(&names)
-            .fetch_one(&mut self.conn)
-            .await?;
-            if mirrored as usize == names.len() {
-                names
-            } else {
-                Vec::new()
-            }
-        } else {
-            Vec::new()
-        };
-        self.star = Some(names.clone());
-        Ok(names)
     }
 }
 
@@ -162,7 +123,7 @@ mod tests {
     use crate::table::fixtures;
 
     #[test]
-    fn only_public_tables_the_star_reads_feed_it() {
+    fn only_tables_the_star_reads_feed_it() {
         let products = fixtures::products();
         let star = vec!["orders".to_owned(), "products".to_owned()];
         assert!(feeds_star(&products, &star));
@@ -175,11 +136,11 @@ mod tests {
             ..fixtures::products()
         };
         assert!(!feeds_star(&elsewhere, &star));
-        let named_like_it = SourceTable {
-            schema: "sales".into(),
-            ..fixtures::products()
-        };
-        assert!(!feeds_star(&named_like_it, &star), "only public tables");
+        let bound = vec!["sales__products".to_owned()];
+        assert!(
+            feeds_star(&elsewhere, &bound),
+            "a star input of another schema"
+        );
     }
 
     #[test]

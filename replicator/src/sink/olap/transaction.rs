@@ -31,13 +31,18 @@ impl OlapWriter {
         // re-checked row by row. The refresh inserts every dimension member (inferred if
         // need be) before the facts that name it, so they hold by construction — the crash
         // drills check it.
+        //
+        // Every batch holds the replica gate shared: `replay` takes it alone before it empties
+        // and rebuilds the replica, so a batch never waits for replay on one table while
+        // replay waits for it on another (a deadlock one of them would lose).
         sqlx::query(
             "select set_config('synchronous_commit', 'on', true),
                     set_config('intervalstyle', 'postgres', true),
                     set_config('datestyle', 'ISO, MDY', true),
                     set_config('client_min_messages', 'warning', true),
                     case when has_parameter_privilege('session_replication_role', 'SET')
-                         then set_config('session_replication_role', 'replica', true) end",
+                         then set_config('session_replication_role', 'replica', true) end,
+                    pg_advisory_xact_lock_shared(hashtext('brewlytics replica'))",
         )
         .execute(&mut self.conn)
         .await?;
@@ -109,9 +114,9 @@ impl OlapWriter {
                     self.finish_star().await?;
                     self.apply_truncate(t).await?
                 }
-                Segment::Schema(s, pos) => {
+                Segment::Schema(s, pos, ts) => {
                     self.finish_star().await?;
-                    self.apply_schema(s, *pos).await?
+                    self.apply_schema(s, *pos, *ts).await?
                 }
                 Segment::Backfill(m, pos) => {
                     self.finish_star().await?;
@@ -153,7 +158,12 @@ impl OlapWriter {
         self.in_tx = false;
         self.dirty.clear();
         self.totals.elapsed = self.started.map(|s| s.elapsed()).unwrap_or_default();
-        Ok(std::mem::take(&mut self.totals))
+        let mut stats = std::mem::take(&mut self.totals);
+        if mark.is_some() {
+            // Replay's commits leave the star's reading to the replicator.
+            stats.star = self.star_committed().await;
+        }
+        Ok(stats)
     }
 
     /// Abandons the open transaction.
@@ -174,6 +184,7 @@ impl OlapWriter {
         self.acc.clear();
         self.acc_rows = 0;
         self.totals = ApplyStats::default();
+        self.star_rolled_back();
         Ok(())
     }
 }
