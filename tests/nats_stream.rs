@@ -58,8 +58,10 @@ async fn read_stream(url: &str, stream: &str) -> Vec<StreamMsg> {
     let mut messages = consumer.messages().await.unwrap();
     let mut out = Vec::new();
     let mut seq = 0;
+    // After a restart of every node the stream's leader is elected again before it serves
+    // a consumer: a generous wait for each message, which a passing run never reaches.
     while seq < info.state.last_sequence {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
             .await
             .expect("the stream's messages")
             .unwrap()

@@ -69,6 +69,12 @@ pub fn try_query(prometheus: &str, promql: &str) -> Result<Vec<(Value, f64)>, St
         None,
     )
     .ok_or_else(|| format!("no answer from Prometheus at {prometheus}"))?;
+    if status == 503 {
+        // Prometheus answers 503 until its storage is ready (after a start or a reload).
+        return Err(format!(
+            "no answer yet from Prometheus at {prometheus}: {body}"
+        ));
+    }
     let json: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
     if status != 200 || json["status"] != "success" {
         return Err(format!("{status}: {body}"));
