@@ -43,8 +43,12 @@ async fn dbt_builds_tests_and_watches_freshness_of_the_warehouse() {
     shop.run(&["migrate"]);
     shop.run(&["seed", "--orders", "120"]);
 
+    // The API and the replicator's endpoints need a key: one made as a user makes it.
+    let key = shop.run(&["api-key", "create", "--name", "dbt", "--scope", "admin"]);
     let api = free_addr();
     let replicator_addr = free_addr();
+    harness::remember_key(&api, key.trim());
+    harness::remember_key(&replicator_addr, key.trim());
     let _api = shop.spawn("api", &["api"], &[("API_LISTEN", &api)]);
     let mut replicator = shop.spawn(
         "replicator",

@@ -278,6 +278,15 @@ pub(crate) async fn bootstrap(
                 .await
                 .with_context(|| format!("cannot reach the API at {url}"))?;
             let status = resp.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                || status == reqwest::StatusCode::FORBIDDEN
+            {
+                bail!(
+                    "GET {url}: HTTP {status}: the API refused the key; set BREWLYTICS_API_KEY \
+                     to a key with orders:write and catalog:read (`brewlytics up` writes one \
+                     with every scope to .brewlytics/api-key)"
+                );
+            }
             if !status.is_success() {
                 bail!("GET {url}: HTTP {status}");
             }

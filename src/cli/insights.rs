@@ -46,6 +46,8 @@ pub struct DashboardArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub access: super::AccessArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -3,6 +3,7 @@
 //! environment variable (`OLTP_DATABASE_URL`, `API_LISTEN`, `SLOT_NAME`, …). The commands
 //! themselves are in `commands/`.
 
+pub mod access;
 mod insights;
 mod replicate;
 
@@ -13,6 +14,7 @@ use brewlytics_support::telemetry::LogFormat;
 use brewlytics_support::DbUrl;
 use clap::{Args, Parser, Subcommand};
 
+pub use access::{AccessArgs, ApiKeyCommand};
 pub use insights::{
     BiArgs, DashboardArgs, DashboardsCommand, DbtEnvArgs, ReportArgs, SupersetArgs, SupersetUpArgs,
     SUPERSET_ADMIN,
@@ -65,6 +67,8 @@ pub enum Command {
         replicate: ReplicateArgs,
         #[command(flatten)]
         superset: SupersetUpArgs,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Apply the schema migrations of both databases (idempotent).
     Migrate {
@@ -97,6 +101,8 @@ pub enum Command {
         /// Serve only these domains (comma-separated: orders,products,customers,employees,stores,inventory).
         #[arg(long, value_delimiter = ',')]
         services: Vec<brewlytics_api::Service>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// The CDC replicator daemon (SIGTERM finishes the batch and exits 0).
     Replicate {
@@ -104,6 +110,14 @@ pub enum Command {
         db: DbArgs,
         #[command(flatten)]
         replicate: ReplicateArgs,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// API keys for the API, the dashboard and the replicator's endpoints: create, list,
+    /// revoke.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
     },
     /// Apply a change stream to OLAP exactly once: `--from nats` reads the JetStream stream
     /// `replicate --sink nats` publishes, with a durable consumer (on another machine, or

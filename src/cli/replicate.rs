@@ -185,4 +185,10 @@ pub struct LoadArgs {
     /// Where the loader serves /metrics, /health and /status.
     #[arg(long, env = "LOADER_LISTEN", default_value = "127.0.0.1:8003")]
     pub listen: SocketAddr,
+    /// The OLTP database whose API keys (auth.api_keys) open the loader's /status and /metrics
+    /// (a key with ops:read). Without it, --insecure-no-auth is needed.
+    #[arg(long, env = "OLTP_DATABASE_URL", hide_env_values = true)]
+    pub oltp_url: Option<DbUrl>,
+    #[command(flatten)]
+    pub access: super::AccessArgs,
 }

@@ -10,6 +10,7 @@ use brewlytics_support::listen::{self, Service};
 use brewlytics_support::DbUrl;
 use tokio::sync::watch;
 
+use crate::access::Access;
 use crate::cli::{DashboardArgs, DashboardsCommand, DbArgs, ReportArgs};
 use crate::databases;
 
@@ -99,14 +100,25 @@ fn list() -> String {
 
 pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     let url = olap_url(&args.db)?;
+    // The keys are in OLTP: its URL, or the embedded cluster's.
+    let oltp = match (&args.db.oltp_url, args.access.insecure_no_auth) {
+        (Some(url), _) => Some(url.clone()),
+        (None, true) => None,
+        (None, false) => databases::resolve(&args.db).ok().map(|urls| urls.oltp),
+    };
+    let access = Access::open(&args.access, oltp.as_ref())?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
     let listener = listen::bind(args.listen, DASHBOARD).await?;
-    println!("Dashboard on http://{}", listener.local_addr()?);
-    run_dashboard(&url, listener, rx).await
+    println!(
+        "Dashboard on {}://{}",
+        access.scheme(),
+        listener.local_addr()?
+    );
+    run_dashboard(&url, listener, &access, rx).await
 }
 
 /// The dashboard of `brewlytics dashboard`.
@@ -120,10 +132,12 @@ const DASHBOARD: Service = Service {
 pub async fn run_dashboard(
     olap: &DbUrl,
     listener: tokio::net::TcpListener,
+    access: &Access,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = databases::pool(olap, 4).await?;
-    brewlytics_dashboards::web::serve(listener, pool, async move {
+    let guard = access.guard(brewlytics_dashboards::web::access::guard_config());
+    brewlytics_dashboards::web::serve(access.endpoint(listener), pool, guard, async move {
         let _ = stop.wait_for(|v| *v).await;
     })
     .await

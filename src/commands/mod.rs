@@ -1,5 +1,6 @@
 //! One function per subcommand, reading the flags `cli` parsed.
 
+pub mod api_key;
 mod bi;
 pub mod dbt;
 pub mod insights;
@@ -19,6 +20,7 @@ use brewlytics_replicator::batch::BatchLimits;
 use brewlytics_replicator::config::ReplicatorConfig;
 use brewlytics_replicator::daemon::DaemonConfig;
 
+use crate::access::Access;
 use crate::cli::{Command, DbArgs, ReplicateArgs};
 use crate::databases::{self, Urls};
 
@@ -31,6 +33,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             replicate,
             dashboard_listen,
             superset,
+            access,
         } => {
             up::run(
                 db,
@@ -39,6 +42,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 replicate,
                 dashboard_listen,
                 superset,
+                access,
             )
             .await
         }
@@ -61,15 +65,23 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             db,
             listen,
             services,
+            access,
         } => {
             let oltp = databases::resolve_oltp(&db)?;
-            pipeline::serve_api(&oltp, listen, &services).await
+            let access = Access::open(&access, Some(&oltp))?;
+            pipeline::serve_api(&oltp, listen, &services, &access).await
         }
-        Command::Replicate { db, replicate } => {
+        Command::Replicate {
+            db,
+            replicate,
+            access,
+        } => {
             replicate.check()?;
             let urls = databases::resolve(&db)?;
-            pipeline::replicate(daemon_config(&urls, &replicate)).await
+            let access = Access::open(&access, Some(&urls.oltp))?;
+            pipeline::replicate(daemon_config(&urls, &replicate, &access)).await
         }
+        Command::ApiKey { command } => api_key::run(command).await,
         Command::Status {
             db,
             slot,
@@ -148,8 +160,10 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
     }
 }
 
-pub fn daemon_config(urls: &Urls, args: &ReplicateArgs) -> DaemonConfig {
+pub fn daemon_config(urls: &Urls, args: &ReplicateArgs, access: &Access) -> DaemonConfig {
     DaemonConfig {
+        guard: access.guard(brewlytics_replicator::daemon::http::access::guard_config()),
+        tls: access.tls(),
         replicator: replicator_config(urls, args),
         listen: Some(args.listen),
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),

@@ -57,7 +57,8 @@ impl Shop {
         c
     }
 
-    pub fn run(&self, args: &[&str]) {
+    /// `brewlytics ARGS` to its end: its stdout (panics with its output when it fails).
+    pub fn run(&self, args: &[&str]) -> String {
         let out = self.command(args).output().unwrap();
         assert!(
             out.status.success(),
@@ -65,6 +66,7 @@ impl Shop {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn spawn(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
