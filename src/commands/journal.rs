@@ -2,25 +2,10 @@
 //! `--journal-retention` in the background).
 
 use anyhow::Context;
-use brewlytics_replicator::journal::compact::{self, Before, Outcome, Trigger};
-use clap::Subcommand;
+use brewlytics_replicator::journal::compact::{self, Outcome, Trigger};
 
-use crate::cli::DbArgs;
+use crate::cli::JournalCommand;
 use crate::databases;
-
-#[derive(Subcommand, Debug)]
-pub enum JournalCommand {
-    /// Replace the history before a cut with one image per key alive at the cut (deleted
-    /// keys gone), in one transaction; partitions wholly before it are dropped. `replay`
-    /// then starts at the cut or later. The cut never passes the checkpoint.
-    Compact {
-        #[command(flatten)]
-        db: DbArgs,
-        /// The cut: an LSN (`16/B374D848`) or an age (`30d`: changes committed longer ago).
-        #[arg(long)]
-        before: Before,
-    },
-}
 
 pub async fn run(command: JournalCommand) -> anyhow::Result<()> {
     match command {

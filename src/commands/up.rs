@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 use brewlytics_dashboards::connection::OlapConnection;
 
-use super::superset::{self, UpArgs};
+use super::superset;
 use crate::access::Access;
-use crate::cli::{AccessArgs, DbArgs, ReplicateArgs};
+use crate::cli::{AccessArgs, DbArgs, ReplicateArgs, SupersetUpArgs};
 use crate::databases;
 
 const API: Service = Service {
@@ -58,7 +58,7 @@ pub async fn run(
     seed_orders: u32,
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
-    superset: UpArgs,
+    superset: SupersetUpArgs,
     access: AccessArgs,
 ) -> anyhow::Result<()> {
     replicate.check()?;
@@ -120,7 +120,7 @@ struct Machine<'a> {
 /// How the servers beside the pipeline run: Superset or not, and who may use them (TLS,
 /// keys).
 struct Serving<'a> {
-    superset: &'a UpArgs,
+    superset: &'a SupersetUpArgs,
     access: &'a AccessArgs,
 }
 

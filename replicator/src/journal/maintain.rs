@@ -44,7 +44,7 @@ impl Default for JournalConfig {
 /// and a first copy are about to write) before this returns, at most a few seconds.
 pub async fn start(
     cfg: JournalConfig,
-    rc: &crate::pipeline::ReplicatorConfig,
+    rc: &crate::config::ReplicatorConfig,
     metrics: Arc<JournalMetrics>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -57,7 +57,7 @@ pub async fn start(
 }
 
 /// One pass before a copy that is not the daemon's (`resync`): partitions for its rows.
-pub async fn prepare(rc: &crate::pipeline::ReplicatorConfig) {
+pub async fn prepare(rc: &crate::config::ReplicatorConfig) {
     let mut m = Maintainer::new(
         JournalConfig::default(),
         Some(rc.oltp_url.clone()),
