@@ -52,51 +52,19 @@ pub struct JournalReading {
 
 impl JournalMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Self::default();
-        let r = registry;
-        r.register(
-            "brewlytics_journal_bytes",
-            "Size of the journal cdc_events, every partition and index",
-            m.bytes.clone(),
-        );
-        r.register(
-            "brewlytics_journal_partitions",
-            "Partitions of the journal (the default one left out)",
-            m.partitions.clone(),
-        );
-        r.register("brewlytics_journal_default_partition_rows", "Journal rows no partition covered when they were written (0 while partitions are created ahead)", m.default_rows.clone());
-        r.register("brewlytics_journal_replayable_lsn", "The oldest LSN replay can start from (the latest compaction's cut; 0 when never compacted)", m.replayable_lsn.clone());
-        r.register(
-            "brewlytics_journal_oldest_change_timestamp_seconds",
-            "Commit time of the oldest change the journal keeps",
-            m.oldest_change.clone(),
-        );
-        r.register(
-            "brewlytics_journal_retention_seconds",
-            "The --journal-retention age in force (0: off or a size)",
-            m.retention_seconds.clone(),
-        );
-        r.register(
-            "brewlytics_journal_retention_bytes",
-            "The --journal-retention size in force (0: off or an age)",
-            m.retention_bytes.clone(),
-        );
-        r.register(
-            "brewlytics_journal_last_compaction_timestamp_seconds",
-            "When the latest compaction of the journal ended (0: never)",
-            m.last_compaction.clone(),
-        );
-        r.register(
-            "brewlytics_journal_compactions",
-            "Compactions of the journal run by this process",
-            m.compactions.clone(),
-        );
-        r.register(
-            "brewlytics_journal_maintenance_errors",
-            "Passes of the journal's background task that failed (retried on the next pass)",
-            m.errors.clone(),
-        );
-        m
+        let mut r = crate::telemetry::metrics::Register(registry);
+        Self {
+            bytes: r.plain("brewlytics_journal_bytes", "Size of the journal cdc_events, every partition and index"),
+            partitions: r.plain("brewlytics_journal_partitions", "Partitions of the journal (the default one left out)"),
+            default_rows: r.plain("brewlytics_journal_default_partition_rows", "Journal rows no partition covered when they were written (0 while partitions are created ahead)"),
+            replayable_lsn: r.plain("brewlytics_journal_replayable_lsn", "The oldest LSN replay can start from (the latest compaction's cut; 0 when never compacted)"),
+            oldest_change: r.plain("brewlytics_journal_oldest_change_timestamp_seconds", "Commit time of the oldest change the journal keeps"),
+            retention_seconds: r.plain("brewlytics_journal_retention_seconds", "The --journal-retention age in force (0: off or a size)"),
+            retention_bytes: r.plain("brewlytics_journal_retention_bytes", "The --journal-retention size in force (0: off or an age)"),
+            last_compaction: r.plain("brewlytics_journal_last_compaction_timestamp_seconds", "When the latest compaction of the journal ended (0: never)"),
+            compactions: r.plain("brewlytics_journal_compactions", "Compactions of the journal run by this process"),
+            errors: r.plain("brewlytics_journal_maintenance_errors", "Passes of the journal's background task that failed (retried on the next pass)"),
+        }
     }
 
     pub fn retention(&self, r: Retention) {

@@ -155,7 +155,8 @@ impl Metrics {
 }
 
 /// Registers a series and hands back the handle it is updated through.
-struct Register<'a>(&'a mut Registry);
+/// Registers series in one list (also the journal's, crate::journal::metrics).
+pub(crate) struct Register<'a>(pub(crate) &'a mut Registry);
 
 impl Register<'_> {
     fn add<M: Metric + Clone>(&mut self, name: &str, help: &str, unit: Option<Unit>, m: M) -> M {
@@ -166,11 +167,16 @@ impl Register<'_> {
         m
     }
 
-    fn plain<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+    pub(crate) fn plain<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
         self.add(name, help, None, M::default())
     }
 
-    fn unit<M: Metric + Clone + Default>(&mut self, name: &str, help: &str, unit: Unit) -> M {
+    pub(crate) fn unit<M: Metric + Clone + Default>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Unit,
+    ) -> M {
         self.add(name, help, Some(unit), M::default())
     }
 }

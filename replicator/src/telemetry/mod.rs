@@ -12,7 +12,7 @@
 
 pub mod heartbeat;
 pub mod live;
-mod metrics;
+pub(crate) mod metrics;
 pub mod nats;
 
 use std::collections::VecDeque;
