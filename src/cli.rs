@@ -8,6 +8,9 @@ use brewlytics_support::telemetry::LogFormat;
 use brewlytics_support::DbUrl;
 use clap::{Args, Parser, Subcommand};
 
+mod transactions;
+pub use transactions::TransactionArgs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "brewlytics",
@@ -68,6 +71,8 @@ pub struct ReplicateArgs {
     pub backfill_chunk_rows: i64,
     #[command(flatten)]
     pub copy: CopyArgs,
+    #[command(flatten)]
+    pub transactions: TransactionArgs,
     /// Where the replicator serves /metrics, /health, /ready, /status and its status page.
     #[arg(
         long = "replicator-listen",

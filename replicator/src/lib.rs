@@ -44,6 +44,7 @@ pub mod change;
 pub mod checkpoint;
 pub mod daemon;
 pub mod decode;
+pub mod flush;
 pub mod image;
 pub mod load;
 pub mod lsn;

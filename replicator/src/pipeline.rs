@@ -15,6 +15,7 @@ use crate::batch::BatchLimits;
 use crate::checkpoint;
 use crate::daemon::telemetry::{Role, Telemetry};
 use crate::decode::DecodeError;
+use crate::flush::{self, Durable, OlapCommit};
 use crate::lsn::Lsn;
 use crate::schema::{store, SchemaError, Tracker};
 use crate::sink::nats::envelope::Origin;
@@ -49,6 +50,8 @@ pub struct ReplicatorConfig {
     pub copy_workers: usize,
     /// What becomes of a detached or dropped partition's rows in the replica.
     pub partition_detach: crate::schema::partitions::DetachPolicy,
+    /// How each batch's OLAP transaction commits (see [`crate::flush`]).
+    pub olap_commit: crate::flush::OlapCommit,
 }
 
 impl ReplicatorConfig {
@@ -299,6 +302,7 @@ async fn session(
         tracing::info!(rows = ahead, checkpoint = %start,
             "journal rows of a batch that never committed deleted; the stream sends them again");
     }
+    writer.set_commit_mode(cfg.olap_commit);
     writer.journal_apart(&cfg.olap_url).await?;
     tracing::debug!("loading the replica's tables");
     let tracker = Tracker::new(store::load(writer.conn()).await?)
@@ -325,6 +329,7 @@ async fn session(
         publisher,
         work_rx,
         applied_tx,
+        cfg.olap_commit,
         telemetry.clone(),
         cfg.slot.clone(),
     ));
@@ -401,16 +406,27 @@ fn applier_end(r: Result<Result<(), ReplicatorError>, tokio::task::JoinError>) -
 
 /// The applier: each piece of work into OLAP, in order, and published when the changes are
 /// also published; each batch committed with its checkpoint — after JetStream acknowledged
-/// every change of it — then reported.
+/// every change of it — then reported once durable (at once when commits are synchronous,
+/// once OLAP's WAL flush has passed the commit when they are not: [`crate::flush`]).
 async fn apply_loop(
     mut olap: OlapSink,
     mut nats: Option<NatsSink>,
     mut work: mpsc::Receiver<Work>,
     applied: watch::Sender<Applied>,
+    mode: OlapCommit,
     telemetry: Arc<Telemetry>,
     slot: String,
 ) -> Result<(), ReplicatorError> {
-    while let Some(w) = work.recv().await {
+    let mut durable = Durable::new(mode, applied);
+    loop {
+        let w = tokio::select! {
+            w = work.recv() => w,
+            _ = tokio::time::sleep(flush::POLL), if durable.waiting() => {
+                durable.poll(&mut olap.writer).await?;
+                continue;
+            }
+        };
+        let Some(w) = w else { break };
         match w {
             Work::Chunk {
                 encoded,
@@ -466,10 +482,7 @@ async fn apply_loop(
                 tracing::debug!(transactions, changes = totals.events,
                     dead_letters = totals.dead_letters, checkpoint = %mark.end_lsn,
                     ms = elapsed.as_millis() as u64, "batch applied");
-                applied.send_modify(|a| {
-                    a.lsn = a.lsn.max(mark.end_lsn);
-                    a.batches += 1;
-                });
+                durable.committed(&olap.writer, mark.end_lsn);
             }
         }
     }
@@ -478,6 +491,7 @@ async fn apply_loop(
         p.abandon().await?;
     }
     olap.abandon().await?;
+    durable.drain(&mut olap.writer).await?;
     Ok(())
 }
 

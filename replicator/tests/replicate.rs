@@ -54,6 +54,7 @@ impl Pair {
             nats: None,
             copy_workers: 2,
             partition_detach: Default::default(),
+            olap_commit: Default::default(),
         }
     }
 

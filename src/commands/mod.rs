@@ -152,6 +152,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     heartbeat_interval_ms: 0,
                     backfill_chunk_rows: 20_000,
                     copy,
+                    transactions: Default::default(),
                     retained_wal_warn_mb: 0,
                     ready_max_lag_ms: 0,
                     sink: crate::cli::SinkKind::Olap,
@@ -209,6 +210,7 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         nats: args.nats_config(),
         copy_workers: usize::from(args.copy.copy_workers),
         partition_detach: args.partition_detach,
+        olap_commit: args.transactions.olap_commit,
     }
 }
 

@@ -26,6 +26,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::change::{Op, Pos, SchemaChange};
 use crate::checkpoint;
+use crate::flush::{self, CommitAt, OlapCommit};
 use crate::lsn::Lsn;
 use crate::redact::{self, Class};
 use crate::table::{ident, SourceTable};
@@ -154,6 +155,9 @@ pub struct OlapWriter {
     pub started: Option<Instant>,
     /// Where the journal is written when it is not in this connection's transaction.
     side: Option<journal::Side>,
+    /// How batches commit (see [`crate::flush`]), and where the last asynchronous one ended.
+    commit_mode: OlapCommit,
+    last_commit: Option<CommitAt>,
 }
 
 impl OlapWriter {
@@ -177,7 +181,19 @@ impl OlapWriter {
             totals: ApplyStats::default(),
             started: None,
             side: None,
+            commit_mode: OlapCommit::Synchronous,
+            last_commit: None,
         }
+    }
+
+    /// Commits from now on as `mode` says (synchronous until told otherwise).
+    pub fn set_commit_mode(&mut self, mode: OlapCommit) {
+        self.commit_mode = mode;
+    }
+
+    /// Where the last commit ended, when it was asynchronous.
+    pub fn last_commit(&self) -> Option<CommitAt> {
+        self.last_commit
     }
 
     pub fn conn(&mut self) -> &mut PgConnection {
@@ -206,8 +222,9 @@ impl OlapWriter {
         sqlx::query("begin").execute(&mut self.conn).await?;
         self.in_tx = true;
         self.started = Some(Instant::now());
-        // Commit waits for the local WAL flush: the checkpoint we report as flushed to the
-        // source must be durable here, whatever the server's default.
+        // Commit waits for the local WAL flush, unless commits are asynchronous: then the
+        // source hears of the batch only once OLAP's flush has passed it (`crate::flush`),
+        // whatever the server's default.
         //
         // Where allowed (superuser, or `GRANT SET ON PARAMETER session_replication_role`,
         // see deploy/roles.sql), the transaction runs as a replication apply does
@@ -220,7 +237,7 @@ impl OlapWriter {
         // and rebuilds the replica, so a batch never waits for replay on one table while
         // replay waits for it on another (a deadlock one of them would lose).
         sqlx::query(
-            "select set_config('synchronous_commit', 'on', true),
+            "select set_config('synchronous_commit', $1, true),
                     set_config('intervalstyle', 'postgres', true),
                     set_config('datestyle', 'ISO, MDY', true),
                     set_config('client_min_messages', 'warning', true),
@@ -228,6 +245,7 @@ impl OlapWriter {
                          then set_config('session_replication_role', 'replica', true) end,
                     pg_advisory_xact_lock_shared(hashtext('brewlytics replica'))",
         )
+        .bind(self.commit_mode.setting())
         .execute(&mut self.conn)
         .await?;
         Ok(())
@@ -252,7 +270,7 @@ impl OlapWriter {
     /// Journals on a second connection from now on, in parallel with the rest of each batch
     /// (see [`journal::Side`]); the caller deletes journal rows past its checkpoint first.
     pub async fn journal_apart(&mut self, url: &DbUrl) -> Result<(), ApplyError> {
-        self.side = Some(journal::Side::connect(url).await?);
+        self.side = Some(journal::Side::connect(url, self.commit_mode).await?);
         Ok(())
     }
 
@@ -323,7 +341,13 @@ impl OlapWriter {
             side.commit().await.map_err(journal_error)?;
         }
         checkpoint::store(&mut self.conn, slot, lsn, commit_ts).await?;
-        sqlx::query("commit").execute(&mut self.conn).await?;
+        self.last_commit = match self.commit_mode {
+            OlapCommit::Asynchronous => Some(flush::commit_reading_position(&mut self.conn).await?),
+            OlapCommit::Synchronous => {
+                sqlx::query("commit").execute(&mut self.conn).await?;
+                None
+            }
+        };
         self.in_tx = false;
         self.dirty.clear();
         let mut stats = std::mem::take(&mut self.totals);
