@@ -18,15 +18,18 @@
 //!   is a new module there;
 //! - `star/`: the star schema's inputs bound to source columns by identity, so that schema
 //!   changes of the source are followed by the star or degrade it visibly, never stop it;
-//! - the pipeline that joins them: `pipeline` (a session: reader and applier), `checkpoint`,
+//! - the pipeline that joins them: `pipeline` (a session: reader and applier), `flush` (when a
+//!   commit may be reported), `checkpoint`,
 //!   `replay`, `verify`; `load` (the NATS change stream applied to another OLAP database);
 //! - the daemon around it: `daemon/` (leader lock, slot monitor, heartbeats, telemetry,
 //!   status, the HTTP endpoints and status page).
 //!
 //! Each batch is one OLAP transaction: the journal (`cdc_events`), the `replica.*` mirror,
-//! the star-schema refresh for the touched keys, then the checkpoint. Only after it commits
-//! is its end LSN reported to the source as flushed, so a crash at any instant replays from
-//! the checkpoint and transactions at or below it are skipped.
+//! the star-schema refresh for the touched keys, then the checkpoint. Only once its commit is
+//! on OLAP's disk (at once with `--olap-commit sync`; once OLAP's WAL flush passed it with
+//! `async`, the default: `flush`) is its end LSN reported to the source as flushed, so a crash
+//! of the replicator or of OLAP at any instant replays from the checkpoint and transactions
+//! at or below it are skipped.
 //!
 //! # Transport
 //! No crates.io release of a tokio-postgres replication fork exists. We speak the streaming

@@ -30,10 +30,12 @@ use crate::lsn::Lsn;
 ///   acknowledged): `(lsn, seq)` is a change's identity. [`Sink::resume`] tells a sink, at
 ///   start, where the pipeline resumes; nothing at or before that point is written again.
 /// - **Acknowledged only once durable.** [`Sink::commit`] returns only when everything
-///   written is durable in the sink (committed, acknowledged by a quorum). The pipeline
-///   confirms a position to the source (the slot's flush LSN, after which the source may
-///   recycle the WAL) only after every sink's `commit` for it has returned: a sink never lets
-///   the source forget a change it could still lose.
+///   written is durable in the sink (committed, acknowledged by a quorum) — or, for the OLAP
+///   sink with asynchronous commits, once it is committed and visible, its durability then
+///   learned from OLAP's WAL flush position ([`crate::flush`]). The pipeline confirms a
+///   position to the source (the slot's flush LSN, after which the source may recycle the
+///   WAL) only once every sink has made it durable: a sink never lets the source forget a
+///   change it could still lose.
 ///
 /// [`Sink::abandon`] forgets what was written since the last commit, when the pipeline stops
 /// or fails between two commits; it is written again later.
