@@ -19,8 +19,8 @@ use sqlx::{Executor, PgConnection, Row};
 use tokio::sync::watch;
 
 use crate::lsn::Lsn;
-use crate::sink::olap::{ApplyError, OlapWriter};
-use crate::source::reader::Applied;
+use crate::pipeline::read::Applied;
+use crate::sink::olap::ApplyError;
 
 /// How a batch's OLAP transaction commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -120,9 +120,10 @@ impl Durable {
         !self.map.is_empty()
     }
 
-    /// The batch ending at `source` committed on `writer` (its last commit).
-    pub fn committed(&mut self, writer: &OlapWriter, source: Lsn) {
-        match (self.mode, writer.last_commit()) {
+    /// The batch ending at `source` committed; `at`: where its commit ended when it did not
+    /// wait for the disk (None: durable already).
+    pub fn committed(&mut self, at: Option<CommitAt>, source: Lsn) {
+        match (self.mode, at) {
             (OlapCommit::Asynchronous, Some(at)) => {
                 self.map.committed(source, at.end);
                 let released = self.map.flushed(at.flushed);
@@ -133,28 +134,27 @@ impl Durable {
         }
     }
 
-    /// Reads OLAP's flush position and releases what it passed.
-    pub async fn poll(&mut self, writer: &mut OlapWriter) -> Result<(), ApplyError> {
-        let flush = flush_lsn(writer.conn()).await?;
+    /// Reads OLAP's flush position (on `conn`, the primary's) and releases what it passed.
+    pub async fn poll(&mut self, conn: &mut PgConnection) -> Result<(), ApplyError> {
+        let flush = flush_lsn(conn).await?;
         let released = self.map.flushed(flush);
         self.release(released);
         Ok(())
     }
 
-    /// At the end: makes every commit durable (a synchronous commit of its own flushes the
-    /// WAL before it) and releases them all. On error nothing more is released: those
-    /// batches are streamed again and skipped by the checkpoint if they survived.
-    pub async fn drain(&mut self, writer: &mut OlapWriter) -> Result<(), ApplyError> {
-        if self.map.is_empty() || writer.in_transaction() {
+    /// At the end, no transaction open on `conn`: makes every commit durable (a synchronous
+    /// commit of its own flushes the WAL before it) and releases them all. On error nothing
+    /// more is released: those batches are streamed again, and skipped by the checkpoint if
+    /// they survived.
+    pub async fn drain(&mut self, conn: &mut PgConnection) -> Result<(), ApplyError> {
+        if self.map.is_empty() {
             return Ok(());
         }
         // A string without parameters is sent as one simple query, several statements in it.
-        writer
-            .conn()
-            .execute(
-                "begin; set local synchronous_commit = on; select pg_current_xact_id(); commit",
-            )
-            .await?;
+        conn.execute(
+            "begin; set local synchronous_commit = on; select pg_current_xact_id(); commit",
+        )
+        .await?;
         let released = self.map.all();
         self.release(released);
         Ok(())

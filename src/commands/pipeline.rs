@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use brewlytics_support::DbUrl;
 
+use crate::access::Access;
 use crate::databases;
 
 /// The replicator's endpoints, in `replicate` and `up` alike.
@@ -31,6 +32,7 @@ pub async fn serve_api(
     oltp: &DbUrl,
     listen: SocketAddr,
     services: &[brewlytics_api::Service],
+    access: &Access,
 ) -> anyhow::Result<()> {
     let listener = listen::bind(listen, API).await?;
     let (tx, rx) = watch::channel(false);
@@ -38,7 +40,7 @@ pub async fn serve_api(
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
-    run_api(oltp, listener, services, rx).await
+    run_api(oltp, listener, services, access, rx).await
 }
 
 /// The API on a bound `listener` until `stop` turns true.
@@ -46,6 +48,7 @@ pub async fn run_api(
     oltp: &DbUrl,
     listener: tokio::net::TcpListener,
     services: &[brewlytics_api::Service],
+    access: &Access,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = databases::pool(oltp, 16).await?;
@@ -54,9 +57,10 @@ pub async fn run_api(
     } else {
         services.to_vec()
     };
+    let guard = access.guard(brewlytics_support::auth::GuardConfig::json("api"));
     brewlytics_api::serve(
-        listener,
-        brewlytics_api::ApiState::new(pool),
+        access.endpoint(listener),
+        brewlytics_api::ApiState::with_guard(pool, guard),
         &services,
         async move {
             let _ = stop.wait_for(|v| *v).await;
