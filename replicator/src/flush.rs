@@ -13,13 +13,10 @@
 //! `--olap-commit sync` waits for the flush at every commit (one disk flush per batch).
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use sqlx::{Executor, PgConnection, Row};
-use tokio::sync::watch;
 
 use crate::lsn::Lsn;
-use crate::pipeline::read::Applied;
 use crate::sink::olap::ApplyError;
 
 /// How a batch's OLAP transaction commits.
@@ -95,81 +92,6 @@ impl FlushMap {
     }
 }
 
-/// How often OLAP's flush position is read while batches wait for it and none commits (the
-/// WAL writer flushes every `wal_writer_delay`, 200 ms by default).
-pub const POLL: Duration = Duration::from_millis(100);
-
-/// The applier's side of it: what the reader is told is durable ([`Applied`]).
-pub struct Durable {
-    mode: OlapCommit,
-    map: FlushMap,
-    applied: watch::Sender<Applied>,
-}
-
-impl Durable {
-    pub fn new(mode: OlapCommit, applied: watch::Sender<Applied>) -> Self {
-        Self {
-            mode,
-            map: FlushMap::default(),
-            applied,
-        }
-    }
-
-    /// Batches wait for OLAP's flush.
-    pub fn waiting(&self) -> bool {
-        !self.map.is_empty()
-    }
-
-    /// The batch ending at `source` committed; `at`: where its commit ended when it did not
-    /// wait for the disk (None: durable already).
-    pub fn committed(&mut self, at: Option<CommitAt>, source: Lsn) {
-        match (self.mode, at) {
-            (OlapCommit::Asynchronous, Some(at)) => {
-                self.map.committed(source, at.end);
-                let released = self.map.flushed(at.flushed);
-                self.release(released);
-            }
-            // A synchronous commit is durable once it returns.
-            _ => self.release(Some((source, 1))),
-        }
-    }
-
-    /// Reads OLAP's flush position (on `conn`, the primary's) and releases what it passed.
-    pub async fn poll(&mut self, conn: &mut PgConnection) -> Result<(), ApplyError> {
-        let flush = flush_lsn(conn).await?;
-        let released = self.map.flushed(flush);
-        self.release(released);
-        Ok(())
-    }
-
-    /// At the end, no transaction open on `conn`: makes every commit durable (a synchronous
-    /// commit of its own flushes the WAL before it) and releases them all. On error nothing
-    /// more is released: those batches are streamed again, and skipped by the checkpoint if
-    /// they survived.
-    pub async fn drain(&mut self, conn: &mut PgConnection) -> Result<(), ApplyError> {
-        if self.map.is_empty() {
-            return Ok(());
-        }
-        // A string without parameters is sent as one simple query, several statements in it.
-        conn.execute(
-            "begin; set local synchronous_commit = on; select pg_current_xact_id(); commit",
-        )
-        .await?;
-        let released = self.map.all();
-        self.release(released);
-        Ok(())
-    }
-
-    fn release(&self, released: Option<(Lsn, u64)>) {
-        if let Some((lsn, batches)) = released {
-            self.applied.send_modify(|a| {
-                a.lsn = a.lsn.max(lsn);
-                a.batches += batches;
-            });
-        }
-    }
-}
-
 /// Where an asynchronous commit ended, read in the commit's round trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommitAt {
@@ -192,7 +114,8 @@ pub async fn commit_reading_position(conn: &mut PgConnection) -> Result<CommitAt
     })
 }
 
-async fn flush_lsn(conn: &mut PgConnection) -> Result<Lsn, ApplyError> {
+/// OLAP's WAL flush position.
+pub async fn flush_lsn(conn: &mut PgConnection) -> Result<Lsn, ApplyError> {
     let row = conn
         .fetch_one("select pg_current_wal_flush_lsn()::text")
         .await?;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::durable::{self, Durable};
 use super::read::Work;
 use crate::batch::CommitMark;
 use crate::error::ReplicatorError;
-use crate::flush::{self, Durable};
 use crate::sink::olap::ApplyError;
 use crate::sink::{PartEnd, PrimarySink, Sink};
 use crate::telemetry::{ApplyStats, Telemetry};
@@ -121,7 +121,7 @@ where
         let w = tokio::select! {
             w = work.recv() => w,
             // Batches wait for OLAP's flush and none commits: read where the flush is.
-            _ = tokio::time::sleep(flush::POLL), if durable.waiting() => {
+            _ = tokio::time::sleep(durable::POLL), if durable.waiting() => {
                 durable.poll(sinks.primary.tx().conn()).await?;
                 continue;
             }

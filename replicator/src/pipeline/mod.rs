@@ -15,6 +15,7 @@
 //! backoff on transient errors and stops on the others, saying what to do.
 
 pub mod apply;
+pub mod durable;
 pub mod first_start;
 pub mod read;
 mod session;

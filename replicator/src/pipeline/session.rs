@@ -8,13 +8,13 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, watch};
 
 use super::apply::{self, Sinks};
+use super::durable::Durable;
 use super::first_start;
 use super::read::{Applied, Reader, Work};
 use super::start::{self, Refusal, Start};
 use crate::checkpoint;
 use crate::config::ReplicatorConfig;
 use crate::error::ReplicatorError;
-use crate::flush::Durable;
 use crate::schema::{store, Tracker};
 use crate::sink::nats::NatsSink;
 use crate::sink::olap::{ApplyError, OlapSink};
