@@ -6,6 +6,7 @@
 //!                        │ Work: the parts, and the batch's checkpoint when it ends one
 //!                        ▼
 //! apply (apply.rs): primary sink (OLAP) ‖ secondary sink (NATS) → commit → report
+//!                   (durable.rs: once OLAP's WAL flush passed an asynchronous commit)
 //! ```
 //!
 //! A session ([`session`]) sets both up on fresh connections: it decides where to start
