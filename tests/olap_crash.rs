@@ -14,28 +14,26 @@ use std::time::{Duration, Instant};
 use brewlytics_replicator::lsn::Lsn;
 use harness::{assert_exactly_once, free_addr, wait_streaming, workload, Clusters, LoadCounts};
 
+/// The LSN `sql` reads (one row, one text column).
+async fn lsn(mut conn: sqlx::PgConnection, sql: &str) -> Lsn {
+    let text: String = sqlx::query_scalar(sql)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    text.parse().unwrap()
+}
+
 /// OLAP's checkpoint of the default slot (visible, not necessarily flushed).
 async fn checkpoint(c: &Clusters) -> Lsn {
-    let mut olap = c.olap_conn().await;
-    let text: String = sqlx::query_scalar(
-        "select lsn::text from replication_checkpoint where slot_name = 'brewlytics'",
-    )
-    .fetch_one(&mut olap)
-    .await
-    .unwrap();
-    text.parse().unwrap()
+    let sql = "select lsn::text from replication_checkpoint where slot_name = 'brewlytics'";
+    lsn(c.olap_conn().await, sql).await
 }
 
 /// What the source was told is flushed.
 async fn confirmed(c: &Clusters) -> Lsn {
-    let mut oltp = c.oltp_conn().await;
-    let text: String = sqlx::query_scalar(
-        "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = 'brewlytics'",
-    )
-    .fetch_one(&mut oltp)
-    .await
-    .unwrap();
-    text.parse().unwrap()
+    let sql =
+        "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = 'brewlytics'";
+    lsn(c.oltp_conn().await, sql).await
 }
 
 /// `text` without its terminal colours.
