@@ -7,6 +7,7 @@ pub mod access;
 mod insights;
 mod journal;
 mod replicate;
+mod transactions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ pub use insights::{
 };
 pub use journal::JournalCommand;
 pub use replicate::{CopyArgs, LoadArgs, LoadFrom, NatsArgs, ReplicateArgs, SlotArgs};
+pub use transactions::TransactionArgs;
 
 #[derive(Parser, Debug)]
 #[command(

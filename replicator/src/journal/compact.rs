@@ -174,6 +174,11 @@ async fn compact_in_tx(
     trigger: Trigger,
 ) -> Result<Outcome, JournalError> {
     let started = Utc::now();
+    // Durable when it returns, and with it every commit before it (the checkpoint it cuts
+    // at, even if that one was committed without waiting for the disk).
+    sqlx::query("set local synchronous_commit = on")
+        .execute(&mut *conn)
+        .await?;
     match trigger {
         Trigger::Command => {
             sqlx::query(LOCK).execute(&mut *conn).await?;
