@@ -460,7 +460,7 @@ async fn a_key_made_a_moment_ago_is_accepted_before_its_notification() {
     let fresh = PresentedKey::parse(&made.text).unwrap();
     let principal = store.verify(&fresh).await.unwrap();
     assert_eq!(principal.map(|p| p.name).ok().as_deref(), Some("fresh"));
-    // Unknown ids reload at most once per interval: a second new key waits for the next.
+    // Refused keys reload at most once per interval: a second new key waits for the next.
     let second = admin::create(&t.pool, "second", &Scopes::new([Scope::ReportsRead]))
         .await
         .unwrap();

@@ -4,8 +4,8 @@
 //! - **Fresh**: a trigger sends `NOTIFY brewlytics_api_keys` when a key is created, revoked
 //!   or changed; each server listens and reloads before its next check, so a revoked key is
 //!   refused within milliseconds everywhere. Without the notification (the listening
-//!   connection lost) the copy is reloaded at least every [`MAX_AGE`]. A key id the copy
-//!   does not know reloads it first (at most once per [`UNKNOWN_RELOAD_EVERY`]), so a key
+//!   connection lost) the copy is reloaded at least every [`MAX_AGE`]. A refused key
+//!   reloads it and is checked again (at most once per [`UNKNOWN_RELOAD_EVERY`]), so a key
 //!   made a moment ago works at once even when its notification is still on the way.
 //! - **Same steps for every wrong key**: an unknown id is compared against a digest no key
 //!   has, so a wrong secret for a known id and an unknown id take the same work, and the
@@ -30,8 +30,8 @@ use super::scope::{Scope, Scopes};
 pub const CHANNEL: &str = "brewlytics_api_keys";
 /// The longest a server checks keys against a copy it has not reloaded.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
-/// The most often an unknown key id reloads the copy (unknown ids cost no more than that
-/// in queries, however many are presented).
+/// The most often a refused key reloads the copy (refused keys cost no more than that in
+/// queries, however many are presented).
 pub const UNKNOWN_RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// How often the last-used times are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(15);
@@ -80,7 +80,7 @@ pub struct KeyStore {
     copy: RwLock<Copy>,
     reload: tokio::sync::Mutex<()>,
     stale: AtomicBool,
-    unknown_reloaded: Mutex<Option<Instant>>,
+    refused_reloaded: Mutex<Option<Instant>>,
     used: Mutex<HashMap<KeyId, DateTime<Utc>>>,
     unmatchable: Digest,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -95,7 +95,7 @@ impl KeyStore {
             copy: RwLock::new(Copy::default()),
             reload: tokio::sync::Mutex::new(()),
             stale: AtomicBool::new(true),
-            unknown_reloaded: Mutex::new(None),
+            refused_reloaded: Mutex::new(None),
             used: Mutex::new(HashMap::new()),
             unmatchable: Digest::unmatchable(),
             _stop: stop,
@@ -166,15 +166,26 @@ impl KeyStore {
         &self,
         key: &PresentedKey,
     ) -> Result<Result<Principal, KeyRefusal>, StoreUnavailable> {
-        let mut keys = self.current().await?;
-        if !keys.contains_key(&key.id) && self.may_reload_for_unknown() {
+        let verdict = self.check(&self.current().await?, key);
+        // A refused key reloads the copy once (rate-limited) and is checked again: a key made
+        // a moment ago may not have been announced yet. Every refusal takes this path, an
+        // unknown id and a wrong secret alike, so their timing tells nothing apart.
+        if matches!(verdict, Err(KeyRefusal::Invalid)) && self.may_reload_for_refused() {
             self.stale.store(true, Ordering::Release);
-            keys = self.current().await?;
+            return Ok(self.check(&self.current().await?, key));
         }
+        Ok(verdict)
+    }
+
+    fn check(
+        &self,
+        keys: &HashMap<KeyId, Record>,
+        key: &PresentedKey,
+    ) -> Result<Principal, KeyRefusal> {
         let record = keys.get(&key.id);
         let expected = record.map_or(&self.unmatchable, |r| &r.digest);
         let matches = key.digest().matches(expected);
-        Ok(match record {
+        match record {
             Some(r) if matches && !r.revoked => {
                 self.touch(&key.id);
                 Ok(Principal {
@@ -185,13 +196,13 @@ impl KeyStore {
             }
             Some(r) if matches && r.revoked => Err(KeyRefusal::Revoked),
             _ => Err(KeyRefusal::Invalid),
-        })
+        }
     }
 
-    /// Whether an unknown key id may reload the copy now (once per [`UNKNOWN_RELOAD_EVERY`]).
-    fn may_reload_for_unknown(&self) -> bool {
+    /// Whether a refused key may reload the copy now (once per [`UNKNOWN_RELOAD_EVERY`]).
+    fn may_reload_for_refused(&self) -> bool {
         let mut last = self
-            .unknown_reloaded
+            .refused_reloaded
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|at| at.elapsed() < UNKNOWN_RELOAD_EVERY) {
