@@ -18,6 +18,7 @@
 pub mod data;
 pub mod domain;
 mod error;
+pub mod events;
 pub mod metrics;
 pub mod openapi;
 mod routes;
@@ -55,16 +56,19 @@ pub enum Service {
     Stores,
     /// `POST /inventory/restock`
     Inventory,
+    /// `POST /events` (clickstream: impressions and clicks)
+    Events,
 }
 
 impl Service {
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Orders,
         Service::Products,
         Service::Customers,
         Service::Employees,
         Service::Stores,
         Service::Inventory,
+        Service::Events,
     ];
 
     /// The lowercase name, also the first segment of its paths.
@@ -76,6 +80,7 @@ impl Service {
             Service::Employees => "employees",
             Service::Stores => "stores",
             Service::Inventory => "inventory",
+            Service::Events => "events",
         }
     }
 }
@@ -89,7 +94,7 @@ impl fmt::Display for Service {
 /// A service name that is not one of [`Service::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown service {0:?}; expected one of orders, products, customers, employees, stores, inventory"
+    "unknown service {0:?}; expected one of orders, products, customers, employees, stores, inventory, events"
 )]
 pub struct UnknownService(pub String);
 
@@ -106,20 +111,28 @@ impl FromStr for Service {
     }
 }
 
-/// What every handler shares: the OLTP pool and the metrics registry.
+/// What every handler shares: the OLTP pool, the metrics registry and where events go.
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
     pub metrics: Arc<ApiMetrics>,
+    pub events: events::EventsConfig,
 }
 
 impl ApiState {
-    /// A state with a fresh metrics registry.
+    /// A state with a fresh metrics registry; events go to the OLTP table.
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             metrics: Arc::new(ApiMetrics::new()),
+            events: events::EventsConfig::default(),
         }
+    }
+
+    /// The same, with events going where `events` says.
+    pub fn with_events(mut self, events: events::EventsConfig) -> Self {
+        self.events = events;
+        self
     }
 }
 

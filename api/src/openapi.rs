@@ -21,9 +21,9 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Schema};
 use utoipa::OpenApi;
 
-use crate::domain::{catalog, order};
+use crate::domain::{catalog, event, order};
 use crate::error::ErrorBody;
-use crate::routes::{customers, employees, health, inventory, orders, products, stores};
+use crate::routes::{customers, employees, events, health, inventory, orders, products, stores};
 use crate::Service;
 
 #[derive(OpenApi)]
@@ -49,6 +49,7 @@ use crate::Service;
         employees::active_employees,
         stores::list_stores,
         inventory::restock,
+        events::post_events,
         health::health,
         health::metrics,
         openapi_json,
@@ -73,6 +74,10 @@ use crate::Service;
         catalog::Store,
         catalog::Restock,
         catalog::InventoryMovement,
+        event::NewEvent,
+        event::EventKind,
+        event::EventBatch,
+        event::Accepted,
         health::Health,
     )),
     tags(
@@ -82,6 +87,7 @@ use crate::Service;
         (name = "employees", description = "Staff"),
         (name = "stores", description = "Shops"),
         (name = "inventory", description = "Stock movements"),
+        (name = "events", description = "Menu browsing: impressions and clicks"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]
