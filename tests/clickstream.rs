@@ -1,0 +1,345 @@
+//! Clickstream end to end: impressions and clicks in, click-to-order attribution out, against
+//! real PostgreSQL (and NATS JetStream for the events stream).
+//!
+//! The attribution in OLAP is compared with a brute-force computation over the source's own
+//! rows (the last click on the line's product in the order's session no more than the window
+//! before the order), after events and orders arrived in shuffled order — clicks after the
+//! orders they explain, sessions across midnight — and after events were delivered again.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::sql::{exec, rows};
+use harness::{free_addr, http, wait_for, wait_streaming, Clusters, Proc};
+use sqlx::PgConnection;
+
+/// The attribution the source's rows call for, computed row by row (no window functions, no
+/// OLAP): `order_item_id|click id|minutes to convert`.
+const REFERENCE: &str = "
+    select i.id as order_item_id, c.id as click, round((extract(epoch from o.ordered_at
+           - c.occurred_at) / 60)::numeric, 2) as minutes
+    from orders o
+    join order_items i on i.order_id = o.id
+    join click_events c on c.id = (
+        select k.id from click_events k
+        where k.kind = 'click' and k.session_id = o.session_id and k.product_id = i.product_id
+          and k.occurred_at between o.ordered_at - interval '30 minutes' and o.ordered_at
+        order by k.occurred_at desc, k.id desc limit 1)
+    where o.session_id is not null";
+
+const ATTRIBUTED: &str =
+    "select order_item_id, click_event_id as click, minutes_to_convert as minutes
+     from fact_attribution";
+
+/// Impressions and clicks per product and day, from the source's rows.
+const COUNTS_REFERENCE: &str = "
+    select (occurred_at at time zone 'UTC')::date as day, product_id,
+           count(*) filter (where kind = 'impression') as impressions,
+           count(*) filter (where kind = 'click') as clicks
+    from click_events group by 1, 2";
+
+const COUNTS: &str = "select date, product_id, impressions, clicks from clickstream_daily
+                      where impressions + clicks > 0";
+
+/// A small deterministic generator (the test needs no randomness crate).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Statements writing a browsing day into OLTP: each one a source transaction, in shuffled
+/// order (so clicks often arrive after their orders). Sessions start around midnight UTC of
+/// the day before yesterday, so many cross it.
+fn browsing(seed: u64, products: &[i64], employee: i64, store: i64) -> Vec<String> {
+    let mut rng = Lcg(seed);
+    let mut out = Vec::new();
+    let mut event = 0u64;
+    for s in 0..40u64 {
+        let session = format!("s{seed}-{s}");
+        let start = rng.next(120) as i64 - 60; // minutes from midnight
+        let mut clicks = Vec::new();
+        let mut events = Vec::new();
+        for _ in 0..(3 + rng.next(8)) {
+            let product = products[rng.next(products.len() as u64) as usize];
+            let minute = start + rng.next(90) as i64;
+            let second = rng.next(60);
+            let kind = if rng.next(3) == 0 {
+                "click"
+            } else {
+                "impression"
+            };
+            event += 1;
+            let id = format!("00000000-0000-7000-8000-{:04x}{:08x}", seed, event);
+            let at = format!(
+                "(current_date - 2)::timestamptz + interval '{minute} minutes {second} seconds'"
+            );
+            if kind == "click" {
+                clicks.push((product, minute));
+            }
+            events.push(format!(
+                "insert into click_events values ('{id}', '{kind}', '{session}', null, {product},
+                 {at}, now(), '{{\"page\": \"menu\"}}');"
+            ));
+        }
+        // Orders: for some clicked products, between 0 and 40 minutes later (some beyond the
+        // window), sometimes two in one session; some orders buy what was not clicked.
+        let mut orders = Vec::new();
+        for n in 0..rng.next(3) {
+            let (product, minute) = clicks
+                .get(rng.next(clicks.len().max(1) as u64) as usize)
+                .copied()
+                .unwrap_or((products[0], start));
+            let other = products[rng.next(products.len() as u64) as usize];
+            let at = minute + rng.next(41) as i64;
+            let order = format!("00000000-0000-7000-9000-{:04x}{:04x}{:04x}", seed, s, n);
+            orders.push(format!(
+                "insert into orders (id, employee_id, store_id, payment_method, ordered_at, total,
+                                     session_id)
+                 values ('{order}', {employee}, {store}, 'card',
+                         (current_date - 2)::timestamptz + interval '{at} minutes 30 seconds',
+                         7.60, '{session}');
+                 insert into order_items (order_id, product_id, quantity, unit_price)
+                 values ('{order}', {product}, 2, 3.80), ('{order}', {other}, 1, 2.50);"
+            ));
+        }
+        out.extend(events);
+        out.extend(orders);
+    }
+    // Shuffle, then group into transactions of 1 to 4 statements.
+    for i in (1..out.len()).rev() {
+        let j = rng.next(i as u64 + 1) as usize;
+        out.swap(i, j);
+    }
+    let mut txs = Vec::new();
+    while !out.is_empty() {
+        let n = (1 + rng.next(4) as usize).min(out.len());
+        let part: Vec<String> = out.drain(..n).collect();
+        txs.push(format!("begin; {} commit;", part.join("\n")));
+    }
+    txs
+}
+
+async fn ids(c: &mut PgConnection, sql: &str) -> Vec<i64> {
+    sqlx::query_scalar(sql).fetch_all(c).await.unwrap()
+}
+
+/// Waits until OLAP's attribution and counts equal the reference over OLTP.
+async fn attribution_converges(c: &Clusters, r: &mut Proc) -> usize {
+    let mut oltp = c.oltp_conn().await;
+    let mut olap = c.olap_conn().await;
+    let want = rows(&mut oltp, REFERENCE).await.unwrap();
+    let counts = rows(&mut oltp, COUNTS_REFERENCE).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = rows(&mut olap, ATTRIBUTED).await.unwrap();
+        let got_counts = rows(&mut olap, COUNTS).await.unwrap();
+        if got == want && got_counts == counts {
+            return want.len();
+        }
+        if let Some(status) = r.exited() {
+            panic!("the replicator exited ({status}): {}", r.log_text());
+        }
+        if std::time::Instant::now() > deadline {
+            let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).collect();
+            let extra: Vec<_> = got.iter().filter(|g| !want.contains(g)).collect();
+            panic!(
+                "attribution differs from the reference: missing {missing:?}, extra {extra:?}; \
+                 counts equal: {}",
+                got_counts == counts
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribution_equals_a_brute_force_reference_in_any_arrival_order() {
+    let c = Clusters::start();
+    c.prepare(0);
+    let listen = free_addr();
+    let mut r = c.replicator("clickstream", &listen, &[]);
+    wait_streaming(&listen, &r).await;
+
+    let mut oltp = c.oltp_conn().await;
+    let products = ids(&mut oltp, "select id from products order by id limit 5").await;
+    let employee = ids(
+        &mut oltp,
+        "select id from employees where active order by id limit 1",
+    )
+    .await[0];
+    let store = ids(&mut oltp, "select id from stores order by id limit 1").await[0];
+    for tx in browsing(1, &products, employee, store) {
+        exec(&mut oltp, &tx).await;
+    }
+    let attributed = attribution_converges(&c, &mut r).await;
+    let mut olap = c.olap_conn().await;
+    let crossing: i64 = sqlx::query_scalar(
+        "select count(*) from fact_attribution
+         where (clicked_at at time zone 'UTC')::date <> (ordered_at at time zone 'UTC')::date",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert!(
+        attributed > 20,
+        "too few attributed lines to mean much: {attributed}"
+    );
+    assert!(crossing > 0, "no attribution crosses midnight");
+    let unattributed: i64 = sqlx::query_scalar(
+        "select count(*) from order_items i join orders o on o.id = i.order_id
+         where o.session_id is not null",
+    )
+    .fetch_one(&mut oltp)
+    .await
+    .unwrap();
+    assert!(
+        (unattributed as usize) > attributed,
+        "every line attributed: the window and the product are not tested"
+    );
+
+    // Delivered again (as a loader would after a crash): nothing changes.
+    let before = rows(&mut olap, "select * from fact_clicks").await.unwrap();
+    let before_i = rows(&mut olap, "select count(*) from fact_impressions")
+        .await
+        .unwrap();
+    let added: i32 = sqlx::query_scalar(
+        "select clickstream_ingest((select jsonb_agg(to_jsonb(e)) from (
+             select event_id as id, 'click' as kind, session_id, customer_id, product_id,
+                    occurred_at, received_at, context from fact_clicks
+             union all
+             select event_id, 'impression', session_id, customer_id, product_id,
+                    occurred_at, received_at, context from fact_impressions) e))",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(added, 0);
+    assert_eq!(
+        rows(&mut olap, "select * from fact_clicks").await.unwrap(),
+        before
+    );
+    assert_eq!(
+        rows(&mut olap, "select count(*) from fact_impressions")
+            .await
+            .unwrap(),
+        before_i
+    );
+
+    // A second day of browsing, late clicks included, then orders changed and deleted, and
+    // the source's click_events pruned (the facts keep them).
+    for tx in browsing(2, &products, employee, store) {
+        exec(&mut oltp, &tx).await;
+    }
+    exec(
+        &mut oltp,
+        "update orders set ordered_at = ordered_at + interval '7 minutes'
+         where id in (select id from orders where session_id is not null order by id limit 5);
+         delete from orders where id in (select id from orders where session_id is not null
+                                         order by id desc limit 3);",
+    )
+    .await;
+    attribution_converges(&c, &mut r).await;
+
+    // A rebuild from the replica gives the same facts.
+    let facts = rows(&mut olap, ATTRIBUTED).await.unwrap();
+    exec(&mut olap, "select clickstream_rebuild()").await;
+    assert_eq!(rows(&mut olap, ATTRIBUTED).await.unwrap(), facts);
+    r.terminate(Duration::from_secs(20));
+}
+
+/// `brewlytics api` on the embedded path: events and an order with a session through HTTP, the
+/// attributed line in OLAP; bad events are refused and write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_through_the_api_reach_the_facts() {
+    let c = Clusters::start();
+    c.prepare(0);
+    let listen = free_addr();
+    let mut r = c.replicator("clickstream-api", &listen, &[]);
+    wait_streaming(&listen, &r).await;
+    let api_addr = free_addr();
+    let mut api = {
+        let log = harness::scratch_dir("logs").join("clickstream-api.log");
+        let mut cmd = c.command(&["api"]);
+        cmd.env("API_LISTEN", &api_addr);
+        Proc::spawn(cmd, log)
+    };
+    wait_for(Duration::from_secs(30), "the API", &mut [&mut api], || {
+        http(&api_addr, "GET", "/health", None).filter(|(s, _)| *s == 200)
+    });
+    let now = chrono::Utc::now();
+    let at = |min: i64| (now - chrono::Duration::minutes(min)).to_rfc3339();
+    let batch = format!(
+        r#"[{{"kind": "impression", "session_id": "web-1", "product_id": 1, "occurred_at": "{}"}},
+            {{"kind": "click", "session_id": "web-1", "product_id": 1, "occurred_at": "{}",
+              "customer_id": 1, "context": {{"page": "menu", "position": 2}}}}]"#,
+        at(12),
+        at(10)
+    );
+    let (status, body) = http(&api_addr, "POST", "/events", Some(&batch)).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let accepted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(accepted["accepted"], 2);
+    let click_id = accepted["ids"][1].as_str().unwrap().to_owned();
+
+    // Refused, all of it: nothing more in click_events.
+    for bad in [
+        "{".to_owned(),
+        r#"{"kind": "view", "session_id": "a", "product_id": 1, "occurred_at": "2026-01-01T00:00:00Z"}"#.to_owned(),
+        format!(r#"[{{"kind": "click", "session_id": "a", "product_id": 1, "occurred_at": "{}"}},
+                    {{"kind": "click", "session_id": "bad id", "product_id": 1, "occurred_at": "{}"}}]"#, at(1), at(1)),
+        format!(r#"{{"kind": "click", "session_id": "a", "product_id": 1, "occurred_at": "{}"}}"#,
+                (now + chrono::Duration::hours(1)).to_rfc3339()),
+        format!(r#"{{"kind": "click", "session_id": "a", "product_id": 1, "occurred_at": "{}"}}"#,
+                (now - chrono::Duration::hours(25)).to_rfc3339()),
+        "[]".to_owned(),
+    ] {
+        let (status, body) = http(&api_addr, "POST", "/events", Some(&bad)).unwrap();
+        assert!((400..500).contains(&status), "{bad} -> {status} {body}");
+        assert!(body.starts_with("{\"error\":"), "{body}");
+    }
+    let mut oltp = c.oltp_conn().await;
+    let stored: i64 = sqlx::query_scalar("select count(*) from click_events")
+        .fetch_one(&mut oltp)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2, "a refused request wrote events");
+
+    let order = r#"{"customer_id": 1, "employee_id": 1, "store_id": 1, "payment_method": "card",
+                    "session_id": "web-1", "items": [{"product_id": 1, "quantity": 2}]}"#;
+    let (status, body) = http(&api_addr, "POST", "/orders", Some(order)).unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("\"session_id\":\"web-1\""), "{body}");
+
+    let mut olap = c.olap_conn().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let row: (String, String) = loop {
+        let found = sqlx::query_as(
+            "select click_event_id::text, minutes_to_convert::text from fact_attribution",
+        )
+        .fetch_optional(&mut olap)
+        .await
+        .unwrap();
+        if let Some(row) = found {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attribution: {}",
+            r.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(row.0, click_id);
+    let minutes: f64 = row.1.parse().unwrap();
+    assert!((9.5..11.0).contains(&minutes), "{minutes}");
+    api.terminate(Duration::from_secs(10));
+    r.terminate(Duration::from_secs(20));
+}
