@@ -242,6 +242,8 @@ pub enum Command {
         replicate: ReplicateArgs,
         #[command(flatten)]
         superset: crate::commands::superset::UpArgs,
+        #[command(flatten)]
+        events: crate::commands::events::EventsArgs,
     },
     /// Apply the schema migrations of both databases (idempotent).
     Migrate {
@@ -271,9 +273,15 @@ pub enum Command {
         db: DbArgs,
         #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
-        /// Serve only these domains (comma-separated: orders,products,customers,employees,stores,inventory).
+        /// Serve only these domains (comma-separated: orders,products,customers,employees,stores,inventory,events).
         #[arg(long, value_delimiter = ',')]
         services: Vec<brewlytics_api::Service>,
+        /// With --nats-url, `POST /events` publishes to the JetStream events stream
+        /// (`<stream>_EVENTS`) instead of writing OLTP.
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        events: crate::commands::events::EventsArgs,
     },
     /// The CDC replicator daemon (SIGTERM finishes the batch and exits 0).
     Replicate {

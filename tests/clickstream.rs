@@ -343,3 +343,201 @@ async fn events_through_the_api_reach_the_facts() {
     api.terminate(Duration::from_secs(10));
     r.terminate(Duration::from_secs(20));
 }
+
+/// `brewlytics load --from nats --nats-url …` (the events loader beside the change stream's).
+fn loader(c: &Clusters, nats: &str, listen: &str, name: &str) -> Proc {
+    let log = harness::scratch_dir("logs").join(format!("{name}.log"));
+    let mut cmd = c.command(&[
+        "load",
+        "--from",
+        "nats",
+        "--nats-url",
+        nats,
+        "--olap-url",
+        c.olap_url().expose(),
+        "--listen",
+        listen,
+        "--batch-max-changes",
+        "50",
+    ]);
+    cmd.env("RUST_LOG", "info");
+    Proc::spawn(cmd, log)
+}
+
+/// With `--nats-url`: events published to JetStream (OLTP untouched), loaded by `brewlytics
+/// load` killed -9 twice while they flow, malformed messages and a re-published event on the
+/// stream; every accepted event is in the facts exactly once, the malformed ones are dead
+/// letters, and attribution equals the brute-force reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_through_nats_load_exactly_once_across_loader_kills() {
+    let nats = harness::nats::NatsCluster::start(1);
+    let url = nats.url();
+    let c = Clusters::start();
+    c.prepare(0);
+    let listen = free_addr();
+    let mut r = c.replicator("clickstream-nats", &listen, &[]);
+    wait_streaming(&listen, &r).await;
+    let api_addr = free_addr();
+    let mut api = {
+        let log = harness::scratch_dir("logs").join("clickstream-nats-api.log");
+        let mut cmd = c.command(&["api"]);
+        cmd.env("API_LISTEN", &api_addr).env("NATS_URL", &url);
+        Proc::spawn(cmd, log)
+    };
+    wait_for(Duration::from_secs(30), "the API", &mut [&mut api], || {
+        http(&api_addr, "GET", "/health", None).filter(|(s, _)| *s == 200)
+    });
+    let loader_addr = free_addr();
+    let mut load = loader(&c, &url, &loader_addr, "events-loader-1");
+
+    let mut accepted: Vec<String> = Vec::new();
+    let mut orders = 0;
+    for round in 0..30 {
+        let now = chrono::Utc::now();
+        let session = format!("n-{round}");
+        let events: Vec<String> = (0..20)
+            .map(|i| {
+                let kind = if i % 4 == 0 { "click" } else { "impression" };
+                let at = (now - chrono::Duration::seconds(60 - i)).to_rfc3339();
+                format!(
+                    r#"{{"kind": "{kind}", "session_id": "{session}", "product_id": {},
+                        "occurred_at": "{at}"}}"#,
+                    1 + (i % 3)
+                )
+            })
+            .collect();
+        let (status, body) = http(
+            &api_addr,
+            "POST",
+            "/events",
+            Some(&format!("[{}]", events.join(","))),
+        )
+        .unwrap();
+        assert_eq!(status, 202, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        accepted.extend(
+            v["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_owned()),
+        );
+        if round % 3 == 0 {
+            let order = format!(
+                r#"{{"employee_id": 1, "store_id": 1, "payment_method": "card",
+                    "session_id": "{session}",
+                    "items": [{{"product_id": 1, "quantity": 1}}, {{"product_id": 2, "quantity": 1}}]}}"#
+            );
+            let (status, body) = http(&api_addr, "POST", "/orders", Some(&order)).unwrap();
+            assert_eq!(status, 201, "{body}");
+            orders += 1;
+        }
+        if round == 10 || round == 20 {
+            load.kill9();
+            load = loader(&c, &url, &loader_addr, &format!("events-loader-{round}"));
+        }
+    }
+    assert!(orders > 5);
+
+    // Malformed messages, and one event published a second time under another message id.
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("BREWLYTICS_EVENTS").await.unwrap();
+    let first = stream.get_raw_message(1).await.unwrap();
+    for payload in [
+        b"{not json".to_vec(),
+        br#"{"id": "x", "kind": "click"}"#.to_vec(),
+        first.payload.to_vec(),
+    ] {
+        js.publish("brewlytics_events.click", payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let mut olap = c.olap_conn().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (loaded, dead): (i64, i64) = sqlx::query_as(
+            "select (select count(*) from fact_clicks) + (select count(*) from fact_impressions),
+                    (select count(*) from clickstream_dead_letters)",
+        )
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+        if loaded == accepted.len() as i64 && dead == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "loaded {loaded} of {} events, {dead} dead letters: {}",
+            accepted.len(),
+            load.log_text()
+        );
+        load.assert_running();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ids: Vec<String> = sqlx::query_scalar(
+        "select event_id::text from fact_clicks union all
+         select event_id::text from fact_impressions order by 1",
+    )
+    .fetch_all(&mut olap)
+    .await
+    .unwrap();
+    accepted.sort();
+    assert_eq!(ids, accepted, "not every accepted event exactly once");
+    let reasons: Vec<String> =
+        sqlx::query_scalar("select reason from clickstream_dead_letters order by id")
+            .fetch_all(&mut olap)
+            .await
+            .unwrap();
+    assert!(reasons.iter().all(|r| r.starts_with("not ")), "{reasons:?}");
+    let oltp_events: i64 = sqlx::query_scalar("select count(*) from click_events")
+        .fetch_one(&mut c.oltp_conn().await)
+        .await
+        .unwrap();
+    assert_eq!(oltp_events, 0, "events with NATS touched OLTP");
+
+    // Attribution over the loaded clicks and the replicated orders, against brute force.
+    let reference = "
+        select i.id, c.event_id, round((extract(epoch from o.ordered_at - c.occurred_at)
+               / 60)::numeric, 2)
+        from replica.orders o
+        join replica.order_items i on i.order_id = o.id
+        join fact_clicks c on c.event_id = (
+            select k.event_id from fact_clicks k
+            where k.session_id = o.session_id and k.product_id = i.product_id
+              and k.occurred_at between o.ordered_at - interval '30 minutes' and o.ordered_at
+            order by k.occurred_at desc, k.event_id desc limit 1)";
+    let attributed =
+        "select order_item_id, click_event_id, minutes_to_convert from fact_attribution";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let want = rows(&mut olap, reference).await.unwrap();
+        let got = rows(&mut olap, attributed).await.unwrap();
+        if want == got && want.len() >= orders {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "attribution {got:?} differs from the reference {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Consumer lag in the loader's metrics and status.
+    let (_, metrics) = harness::http_get(&loader_addr, "/metrics").await.unwrap();
+    assert_eq!(
+        harness::metric(&metrics, "brewlytics_events_loader_pending_messages"),
+        Some(0.0),
+        "{metrics}"
+    );
+    let (_, status) = harness::http_get(&loader_addr, "/status").await.unwrap();
+    assert!(status.contains("\"events_loader\""), "{status}");
+    let positions = c.run(&["status", "--json"]);
+    assert!(positions.contains("BREWLYTICS_EVENTS"), "{positions}");
+    load.terminate(Duration::from_secs(20));
+    api.terminate(Duration::from_secs(10));
+    r.terminate(Duration::from_secs(20));
+}

@@ -42,6 +42,7 @@
 pub mod batch;
 pub mod change;
 pub mod checkpoint;
+pub mod clickstream;
 pub mod daemon;
 pub mod decode;
 pub mod image;

@@ -14,6 +14,8 @@
 //! in its transaction and the writer merges it exactly as the replicator's does.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +85,33 @@ impl LoadError {
 pub async fn run(
     cfg: LoaderConfig,
     metrics: Arc<LoaderMetrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), LoadError> {
+    supervise(cfg, metrics, shutdown, changes_session).await
+}
+
+fn changes_session<'a>(
+    cfg: &'a LoaderConfig,
+    metrics: &'a LoaderMetrics,
+    shutdown: &'a mut watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = Result<(), LoadError>> + Send + 'a>> {
+    Box::pin(Loader::session(cfg, metrics, shutdown))
+}
+
+/// One session of a loader: connect, load until `shutdown` (Ok) or an error.
+pub type Session = for<'a> fn(
+    &'a LoaderConfig,
+    &'a LoaderMetrics,
+    &'a mut watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = Result<(), LoadError>> + Send + 'a>>;
+
+/// Runs `session` again and again until `shutdown`: a retryable error is waited out with
+/// backoff (250 ms doubling to 30 s, reset after a minute of work), any other stops it.
+pub async fn supervise(
+    cfg: LoaderConfig,
+    metrics: Arc<LoaderMetrics>,
     mut shutdown: watch::Receiver<bool>,
+    session: Session,
 ) -> Result<(), LoadError> {
     cfg.nats.validate().map_err(NatsError::Config)?;
     let mut backoff = Duration::from_millis(250);
@@ -92,7 +120,7 @@ pub async fn run(
             return Ok(());
         }
         let started = Instant::now();
-        let outcome = Loader::session(&cfg, &metrics, &mut shutdown).await;
+        let outcome = session(&cfg, &metrics, &mut shutdown).await;
         metrics.state("reconnecting");
         match outcome {
             Ok(()) => {
@@ -102,7 +130,7 @@ pub async fn run(
             Err(e) if !e.is_retryable() => {
                 metrics.state("stopped");
                 metrics.error(e.kind(), e.to_string());
-                tracing::error!(error = %e, "loading stopped");
+                tracing::error!(error = %e, stream = %cfg.nats.stream, "loading stopped");
                 return Err(e);
             }
             Err(e) => {
@@ -110,8 +138,8 @@ pub async fn run(
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(250);
                 }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
-                    "loading interrupted; retrying");
+                tracing::warn!(error = %e, stream = %cfg.nats.stream,
+                    retry_in_ms = backoff.as_millis() as u64, "loading interrupted; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return Ok(()),
@@ -655,7 +683,7 @@ async fn prepare_chunk(conn: &mut PgConnection, c: &PendingChunk) -> Result<(), 
 /// The durable consumer, delivering from the message after `applied`. One left with
 /// deliveries not committed here (a crash between delivery and commit, or before the
 /// acknowledgement) is made again from there, so nothing waits for a redelivery.
-async fn ensure_consumer(
+pub(crate) async fn ensure_consumer(
     stream: &jetstream::stream::Stream,
     cfg: &LoaderConfig,
     applied: u64,
@@ -742,13 +770,41 @@ pub async fn positions(olap: &mut PgConnection) -> Result<Vec<Position>, sqlx::E
 pub struct LoaderTelemetry {
     registry: prometheus_client::registry::Registry,
     pub metrics: Arc<LoaderMetrics>,
+    /// The events loader's (`brewlytics_events_loader_*`, see [`crate::clickstream::load`]).
+    pub events: Arc<LoaderMetrics>,
 }
 
 impl LoaderTelemetry {
+    /// For the change stream `stream` and its consumer; `events` names the events stream
+    /// and its consumer.
     pub fn new(stream: &str, consumer: &str) -> Arc<Self> {
+        Self::with_events(
+            stream,
+            consumer,
+            &format!("{stream}_EVENTS"),
+            &format!("{consumer}-events"),
+        )
+    }
+
+    pub fn with_events(
+        stream: &str,
+        consumer: &str,
+        events_stream: &str,
+        events_consumer: &str,
+    ) -> Arc<Self> {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(LoaderMetrics::register(&mut registry, stream, consumer));
-        Arc::new(Self { registry, metrics })
+        let events = Arc::new(LoaderMetrics::register_as(
+            &mut registry,
+            "events_loader",
+            events_stream,
+            events_consumer,
+        ));
+        Arc::new(Self {
+            registry,
+            metrics,
+            events,
+        })
     }
 
     pub fn encode(&self) -> String {

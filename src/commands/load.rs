@@ -46,17 +46,25 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         })
         .await;
     });
-    load::run(
-        LoaderConfig {
-            olap_url: args.olap_url,
-            nats,
-            consumer: args.consumer,
-            max_changes: args.batch_max_changes.max(1),
-            on_error: args.on_error,
-        },
-        telemetry.metrics.clone(),
-        rx,
-    )
-    .await?;
+    let cfg = LoaderConfig {
+        olap_url: args.olap_url,
+        nats,
+        consumer: args.consumer,
+        max_changes: args.batch_max_changes.max(1),
+        on_error: args.on_error,
+    };
+    // The clickstream events' stream, beside the change stream, by the same machinery.
+    let events = tokio::spawn(brewlytics_replicator::clickstream::load::run(
+        brewlytics_replicator::clickstream::load::config(&cfg),
+        telemetry.events.clone(),
+        rx.clone(),
+    ));
+    let changes = load::run(cfg, telemetry.metrics.clone(), rx).await;
+    if changes.is_err() {
+        events.abort();
+    } else {
+        events.await.context("the events loader")??;
+    }
+    changes?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod bi;
 pub mod dbt;
+pub mod events;
 pub mod insights;
 mod load;
 mod loadtest;
@@ -27,6 +28,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             replicate,
             dashboard_listen,
             superset,
+            events,
         } => {
             up::run(
                 db,
@@ -35,6 +37,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 replicate,
                 dashboard_listen,
                 superset,
+                events,
             )
             .await
         }
@@ -71,9 +74,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             db,
             listen,
             services,
+            nats,
+            events,
         } => {
             let oltp = databases::resolve_oltp(&db)?;
-            pipeline::serve_api(&oltp, listen, &services).await
+            pipeline::serve_api(&oltp, listen, &services, nats.config(), &events).await
         }
         Command::Replicate { db, replicate } => {
             replicate.check()?;

@@ -31,14 +31,20 @@ pub async fn serve_api(
     oltp: &DbUrl,
     listen: SocketAddr,
     services: &[brewlytics_api::Service],
+    nats: Option<brewlytics_replicator::sink::nats::NatsConfig>,
+    events: &super::events::EventsArgs,
 ) -> anyhow::Result<()> {
+    if let Some(n) = &nats {
+        n.validate().map_err(anyhow::Error::msg)?;
+    }
     let listener = listen::bind(listen, API).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
-    run_api(oltp, listener, services, rx).await
+    let events = super::events::config(nats, events).await?;
+    run_api(oltp, listener, services, events, rx).await
 }
 
 /// The API on a bound `listener` until `stop` turns true.
@@ -46,6 +52,7 @@ pub async fn run_api(
     oltp: &DbUrl,
     listener: tokio::net::TcpListener,
     services: &[brewlytics_api::Service],
+    events: brewlytics_api::events::EventsConfig,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = databases::pool(oltp, 16).await?;
@@ -56,7 +63,7 @@ pub async fn run_api(
     };
     brewlytics_api::serve(
         listener,
-        brewlytics_api::ApiState::new(pool),
+        brewlytics_api::ApiState::new(pool).with_events(events),
         &services,
         async move {
             let _ = stop.wait_for(|v| *v).await;

@@ -58,6 +58,7 @@ pub async fn run(
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
     superset: UpArgs,
+    events: super::events::EventsArgs,
 ) -> anyhow::Result<()> {
     replicate.check()?;
     if superset.superset {
@@ -94,6 +95,7 @@ pub async fn run(
             data_dir: &db.data_dir,
         },
         &superset,
+        &events,
     )
     .await;
     if let Some(mut c) = cluster {
@@ -118,6 +120,7 @@ async fn serve(
     replicate: &ReplicateArgs,
     machine: Machine<'_>,
     superset_args: &UpArgs,
+    events_args: &super::events::EventsArgs,
 ) -> anyhow::Result<()> {
     let Machine {
         cluster,
@@ -182,12 +185,39 @@ async fn serve(
             .context("replicator stopped")
         });
     }
+    // Events: with --nats-url through the JetStream events stream and its loader, else
+    // through the OLTP table click_events and the replicator.
+    let nats = replicate.nats.config();
+    let events = super::events::config(nats.clone(), events_args).await?;
+    if let Some(nats) = nats {
+        use brewlytics_replicator::clickstream::load as events_load;
+        let changes = brewlytics_replicator::load::LoaderConfig {
+            olap_url: urls.olap.clone(),
+            nats,
+            consumer: "brewlytics-loader".into(),
+            max_changes: 10_000,
+            on_error: Default::default(),
+        };
+        let cfg = events_load::config(&changes);
+        let metrics = brewlytics_replicator::load::LoaderTelemetry::new(
+            &changes.nats.stream,
+            &changes.consumer,
+        )
+        .events
+        .clone();
+        let rx = rx.clone();
+        services.spawn(async move {
+            events_load::run(cfg, metrics, rx)
+                .await
+                .context("events loader stopped")
+        });
+    }
     {
         let oltp = urls.oltp.clone();
         let rx = rx.clone();
         let listener = listeners.api;
         services.spawn(async move {
-            super::pipeline::run_api(&oltp, listener, &brewlytics_api::Service::ALL, rx)
+            super::pipeline::run_api(&oltp, listener, &brewlytics_api::Service::ALL, events, rx)
                 .await
                 .context("api stopped")
         });
