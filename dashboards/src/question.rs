@@ -153,6 +153,8 @@ questions!(
     "busiest-days",
     "payment-methods",
     "inventory-movement",
+    "clickstream-funnel",
+    "product-conversion",
 );
 
 /// All questions, parsed from the files embedded in the binary.
