@@ -56,6 +56,9 @@ impl ApiError {
             ApiError::Order(e) => order_status(e),
             ApiError::Catalog(e) => catalog_status(e),
             ApiError::Event(EventError::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Event(EventError::Future { .. } | EventError::TooLate { .. }) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Event(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::EventStream(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Request { status, .. } => *status,
@@ -196,8 +199,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "request body is larger than {} bytes",
-                crate::BODY_LIMIT_BYTES
+                "request body is larger than {} bytes ({} for POST /events)",
+                crate::BODY_LIMIT_BYTES,
+                crate::domain::event::EVENTS_BODY_LIMIT_BYTES
             ),
         ),
         other => (other.status(), "could not read the request body".to_owned()),

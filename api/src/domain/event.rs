@@ -22,7 +22,11 @@ use uuid::Uuid;
 use super::fields;
 
 /// The most events one request may carry.
-pub const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = 100;
+/// The largest `POST /events` body: room for [`MAX_BATCH`] events of the largest context
+/// the schema allows (so a valid request is never refused for its size, and an oversized
+/// batch is refused for its count).
+pub const EVENTS_BODY_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 /// How far ahead of the server's clock a client's `occurred_at` may be.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// How old an event may be when it reaches the API (a late event is still attributed).
