@@ -26,6 +26,9 @@
 --                           the publication only (the initial copy). Creating the slot,
 --                           streaming it and reading pg_replication_slots / pg_publication_tables
 --                           need nothing more; pg_logical_emit_message is executable by PUBLIC.
+--   Both check API keys: SELECT on auth.api_keys and UPDATE of its last_used_at only. Keys
+--   are created and revoked by the table's owner (`brewlytics api-key`, run with the
+--   superuser's OLTP_DATABASE_URL like `migrate`), never by a server.
 --   brewlytics_olap         LOGIN; CONNECT and TEMP on coffee_olap (batches are staged in
 --                           temporary tables); owns the objects of the migrations (journal,
 --                           replica.*, cdc_staging, star schema, functions), so the replicator
@@ -162,6 +165,17 @@ where schemaname = 'public' and tablename <> '_sqlx_migrations'
 order by tablename
 \gexec
 grant usage on all sequences in schema public to brewlytics_api;
+
+-- API keys: the servers read them and record when each was last used; nothing else.
+select exists (select from pg_namespace where nspname = 'auth') as has_auth
+\gset
+\if :has_auth
+revoke all on all tables in schema auth from brewlytics_api, brewlytics_replication;
+grant usage on schema auth to brewlytics_api, brewlytics_replication;
+grant select, update (last_used_at) on auth.api_keys to brewlytics_api, brewlytics_replication;
+\else
+  \echo 'roles.sql: warning: the API keys table does not exist yet; run brewlytics migrate, then this script again'
+\endif
 
 -- Replication: read the published tables (the initial copy), nothing else.
 select exists (select from pg_publication where pubname = :'publication') as has_publication

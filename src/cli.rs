@@ -8,6 +8,10 @@ use brewlytics_support::telemetry::LogFormat;
 use brewlytics_support::DbUrl;
 use clap::{Args, Parser, Subcommand};
 
+pub mod access;
+
+pub use access::{AccessArgs, ApiKeyCommand};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "brewlytics",
@@ -221,6 +225,12 @@ pub struct LoadArgs {
     /// Where the loader serves /metrics, /health and /status.
     #[arg(long, env = "LOADER_LISTEN", default_value = "127.0.0.1:8003")]
     pub listen: SocketAddr,
+    /// The OLTP database whose API keys (auth.api_keys) open the loader's /status and /metrics
+    /// (a key with ops:read). Without it, --insecure-no-auth is needed.
+    #[arg(long, env = "OLTP_DATABASE_URL", hide_env_values = true)]
+    pub oltp_url: Option<DbUrl>,
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -244,6 +254,8 @@ pub enum Command {
         superset: crate::commands::superset::UpArgs,
         #[command(flatten)]
         events: crate::commands::events::EventsArgs,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Apply the schema migrations of both databases (idempotent).
     Migrate {
@@ -282,6 +294,8 @@ pub enum Command {
         nats: NatsArgs,
         #[command(flatten)]
         events: crate::commands::events::EventsArgs,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// The CDC replicator daemon (SIGTERM finishes the batch and exits 0).
     Replicate {
@@ -289,6 +303,14 @@ pub enum Command {
         db: DbArgs,
         #[command(flatten)]
         replicate: ReplicateArgs,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// API keys for the API, the dashboard and the replicator's endpoints: create, list,
+    /// revoke.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
     },
     /// Apply a change stream to OLAP exactly once: `--from nats` reads the JetStream stream
     /// `replicate --sink nats` publishes, with a durable consumer (on another machine, or

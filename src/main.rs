@@ -1,5 +1,6 @@
 //! `brewlytics`: the thin binary that wires the crates together.
 
+mod access;
 mod cli;
 mod commands;
 mod databases;

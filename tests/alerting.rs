@@ -102,6 +102,12 @@ fn missing_series(metrics: &str, tables: &[String]) -> Vec<String> {
                 .map(|s| format!("brewlytics_slot_wal_status{{status=\"{s}\"}} ")),
         )
         .collect();
+    for reason in brewlytics_support::auth::metrics::Reason::ALL {
+        want.push(format!(
+            "brewlytics_auth_failures_total{{reason=\"{}\"}} ",
+            reason.label()
+        ));
+    }
     for t in tables {
         for op in OPS {
             want.push(format!(
@@ -200,6 +206,7 @@ fn the_lag_alert_fires_while_olap_is_down_and_resolves_when_it_returns() {
         cmd.env("API_LISTEN", &api_addr).env("RUST_LOG", "warn");
         Proc::spawn(cmd, scratch_dir("logs").join("alerting-api.log"))
     };
+    harness::remember_key(&api_addr, &harness::test_key().text);
 
     // Fresh processes export every series; the standby, which has applied nothing, at 0.
     wait_for(
@@ -252,12 +259,15 @@ fn the_lag_alert_fires_while_olap_is_down_and_resolves_when_it_returns() {
     let dir = scratch_dir("prometheus-alerting");
     let rules_path = dir.join("alerts.rules.yml");
     std::fs::write(&rules_path, compressed_rules(&rules)).unwrap();
+    let key_file = dir.join("prometheus.key");
+    std::fs::write(&key_file, &harness::test_key().text).unwrap();
     let config = prom::test_config(
         &jobs,
         |job| match job.port {
             8000 => vec![api_addr.clone()],
             _ => vec![leader_addr.clone(), standby_addr.clone()],
         },
+        &key_file,
         &[rules_path],
     );
     let config_path = dir.join("prometheus.yml");

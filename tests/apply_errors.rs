@@ -186,7 +186,9 @@ async fn a_source_that_cannot_replicate_is_refused_with_the_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_applies_keep_the_connection_and_are_applied_once() {
-    let c = Clusters::start_with(&[("wal_sender_timeout", "2s")]);
+    // The apply of the transaction below takes far longer than the timeout; 5 s rather than
+    // less leaves room for a machine so loaded that the keepalive task waits for a core.
+    let c = Clusters::start_with(&[("wal_sender_timeout", "5s")]);
     c.prepare(5);
     let addr = free_addr();
     let r = c.replicator("long", &addr, &[]);

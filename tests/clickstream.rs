@@ -264,6 +264,8 @@ async fn events_through_the_api_reach_the_facts() {
     let listen = free_addr();
     let mut r = c.replicator("clickstream-api", &listen, &[]);
     wait_streaming(&listen, &r).await;
+    // Made before the API starts (which then loads it).
+    let shop_key = c.api_key("web-shop", "events:write");
     let api_addr = free_addr();
     let mut api = {
         let log = harness::scratch_dir("logs").join("clickstream-api.log");
@@ -274,6 +276,12 @@ async fn events_through_the_api_reach_the_facts() {
     wait_for(Duration::from_secs(30), "the API", &mut [&mut api], || {
         http(&api_addr, "GET", "/health", None).filter(|(s, _)| *s == 200)
     });
+    // A web shop's key may send events, and nothing else.
+    let (status, _) = http(&api_addr, "POST", "/events", Some("{}")).unwrap();
+    assert_eq!(status, 401, "events without a key");
+    harness::remember_key(&api_addr, &shop_key);
+    let (status, body) = http(&api_addr, "POST", "/orders", Some("{}")).unwrap();
+    assert_eq!(status, 403, "an events:write key placed an order: {body}");
     let now = chrono::Utc::now();
     let at = |min: i64| (now - chrono::Duration::minutes(min)).to_rfc3339();
     let batch = format!(
@@ -312,6 +320,7 @@ async fn events_through_the_api_reach_the_facts() {
         .unwrap();
     assert_eq!(stored, 2, "a refused request wrote events");
 
+    harness::remember_key(&api_addr, &harness::test_key().text);
     let order = r#"{"customer_id": 1, "employee_id": 1, "store_id": 1, "payment_method": "card",
                     "session_id": "web-1", "items": [{"product_id": 1, "quantity": 2}]}"#;
     let (status, body) = http(&api_addr, "POST", "/orders", Some(order)).unwrap();
@@ -387,7 +396,9 @@ async fn events_through_nats_load_exactly_once_across_loader_kills() {
     wait_for(Duration::from_secs(30), "the API", &mut [&mut api], || {
         http(&api_addr, "GET", "/health", None).filter(|(s, _)| *s == 200)
     });
+    harness::remember_key(&api_addr, &harness::test_key().text);
     let loader_addr = free_addr();
+    harness::remember_key(&loader_addr, &harness::test_key().text);
     let mut load = loader(&c, &url, &loader_addr, "events-loader-1");
 
     let mut accepted: Vec<String> = Vec::new();

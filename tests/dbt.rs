@@ -130,7 +130,8 @@ impl Shop {
         c
     }
 
-    fn run(&self, args: &[&str]) {
+    /// `brewlytics ARGS` to its end: its stdout (panics with its output when it fails).
+    fn run(&self, args: &[&str]) -> String {
         let out = self.command(args).output().unwrap();
         assert!(
             out.status.success(),
@@ -138,6 +139,7 @@ impl Shop {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn spawn(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
@@ -386,8 +388,12 @@ async fn dbt_builds_tests_and_watches_freshness_of_the_warehouse() {
     shop.run(&["migrate"]);
     shop.run(&["seed", "--orders", "120"]);
 
+    // The API and the replicator's endpoints need a key: one made as a user makes it.
+    let key = shop.run(&["api-key", "create", "--name", "dbt", "--scope", "admin"]);
     let api = free_addr();
     let replicator_addr = free_addr();
+    harness::remember_key(&api, key.trim());
+    harness::remember_key(&replicator_addr, key.trim());
     let _api = shop.spawn("api", &["api"], &[("API_LISTEN", &api)]);
     let mut replicator = shop.spawn(
         "replicator",

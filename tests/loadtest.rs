@@ -1,7 +1,9 @@
 //! `brewlytics loadtest` end to end: `brewlytics up` on a throwaway data directory (embedded
 //! PostgreSQL, API, replicator, on ports they chose), then a short low-rate load test whose
-//! JSON report must show successful requests and freshness samples that reached OLAP. Also
-//! parse-checks the k6 script with node.
+//! JSON report must show successful requests and freshness samples that reached OLAP — with
+//! the API key `up` wrote, which the load generator takes from the data directory (a wrong
+//! `BREWLYTICS_API_KEY` stops it at once, saying so). Also parse-checks the k6 script with
+//! node.
 
 mod harness;
 
@@ -67,6 +69,24 @@ fn a_short_load_test_reports_requests_and_freshness() {
     assert_eq!(fresh["missing"], 0, "{report:#}");
     assert!(fresh["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
 
+    // A key the API refuses stops the load test before any load, naming the variable.
+    let out = Command::new(BIN)
+        .args(["loadtest", "--no-freshness", "--duration", "2s"])
+        .args(["--api", &format!("http://{api}")])
+        .env(
+            "BREWLYTICS_API_KEY",
+            "brw_0123456789abcdef_wrongwrongwrongwrongwrongwrongwrongwrongwro",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("401") && stderr.contains("BREWLYTICS_API_KEY"),
+        "{stderr}"
+    );
+
     let status = up.terminate(std::time::Duration::from_secs(60));
     assert!(status.success(), "up: {status}; log:\n{}", up.log_text());
 }
@@ -77,6 +97,10 @@ fn the_k6_script_parses() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("loadtest/k6/orders.js");
     let source = std::fs::read_to_string(&script).expect("loadtest/k6/orders.js exists");
     assert!(source.contains("__ENV"), "knobs come from __ENV");
+    assert!(
+        source.contains("__ENV.BREWLYTICS_API_KEY") && source.contains("Authorization: `Bearer"),
+        "the key comes from BREWLYTICS_API_KEY"
+    );
     let node = ["/usr/bin/node", "node"]
         .into_iter()
         .find(|n| Command::new(n).arg("--version").output().is_ok())

@@ -58,8 +58,10 @@ async fn read_stream(url: &str, stream: &str) -> Vec<StreamMsg> {
     let mut messages = consumer.messages().await.unwrap();
     let mut out = Vec::new();
     let mut seq = 0;
+    // After a restart of every node the stream's leader is elected again before it serves
+    // a consumer: a generous wait for each message, which a passing run never reaches.
     while seq < info.state.last_sequence {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
             .await
             .expect("the stream's messages")
             .unwrap()
@@ -295,6 +297,8 @@ fn loader(
         "500",
     ]);
     cmd.env("RUST_LOG", "info");
+    // Its /status and /metrics need a key: the harness's, from the OLTP URL it is given.
+    harness::remember_key(listen, &harness::test_key().text);
     Proc::spawn(
         cmd,
         harness::scratch_dir("logs").join(format!("{name}.log")),
@@ -602,6 +606,17 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
         loaded_rows.len(),
         direct_rows.len()
     );
+    // The loader's /status and /metrics are refused without a key; /health stays open.
+    for path in ["/status", "/metrics"] {
+        let refused = harness::exchange(&laddr, "GET", path, &[], None).unwrap();
+        assert_eq!(
+            refused.status, 401,
+            "loader {path} without a key: {}",
+            refused.body
+        );
+    }
+    let health = harness::exchange(&laddr, "GET", "/health", &[], None).unwrap();
+    assert_eq!(health.status, 200, "loader /health: {}", health.body);
     // The consumer's lag is looked up about once a second: caught up, it reads 0 soon.
     let waited = Instant::now();
     loop {

@@ -40,12 +40,79 @@ fn promtool(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn promtool_accepts_the_config_and_the_rules_it_loads() {
-    let (ok, out) = promtool(&["check", "config", "prometheus.yml"]);
-    assert!(ok, "promtool check config deploy/prometheus.yml: {out}");
-    assert!(
-        out.contains("alerts.rules.yml") && out.contains("SUCCESS: 1 rule files found"),
-        "deploy/prometheus.yml should load alerts.rules.yml: {out}"
-    );
+    // promtool reads the files a config names (the API key, the CA): each config is checked
+    // beside its rules, with those paths pointing at files that exist. prometheus-tls.yml
+    // (docker-compose.tls.yml) is prometheus.yml over HTTPS: the same jobs.
+    let scratch = Scratch::new("promtool-config");
+    let deploy = prom::deploy_dir();
+    let key = scratch.join("prometheus.key");
+    std::fs::write(&key, "brw_0123456789abcdef_any").unwrap();
+    let tls = brewlytics_support::testing::TestCertificate::make(&scratch.join("tls"));
+    std::fs::copy(
+        deploy.join("alerts.rules.yml"),
+        scratch.join("alerts.rules.yml"),
+    )
+    .unwrap();
+    let plain_jobs =
+        prom::scrape_jobs(&std::fs::read_to_string(deploy.join("prometheus.yml")).unwrap());
+    for file in ["prometheus.yml", "prometheus-tls.yml"] {
+        let config = std::fs::read_to_string(deploy.join(file)).unwrap();
+        assert!(config.contains("/etc/prometheus/keys/prometheus"), "{file}");
+        let jobs = prom::scrape_jobs(&config);
+        let summary = |jobs: &[prom::ScrapeJob]| {
+            jobs.iter()
+                .map(|j| {
+                    format!(
+                        "{} {} {:?} {:?}",
+                        j.name, j.port, j.labels, j.credentials_file
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            summary(&jobs),
+            summary(&plain_jobs),
+            "{file}: the jobs of prometheus.yml"
+        );
+        let https = config
+            .lines()
+            .filter(|l| l.trim() == "scheme: https")
+            .count();
+        assert_eq!(
+            https,
+            if file == "prometheus.yml" {
+                0
+            } else {
+                jobs.len()
+            },
+            "{file}"
+        );
+        let config = config
+            .replace(
+                "/etc/prometheus/keys/prometheus",
+                &key.display().to_string(),
+            )
+            .replace("/etc/prometheus/tls/ca.crt", &tls.ca.display().to_string());
+        std::fs::write(scratch.join("prometheus.yml"), config).unwrap();
+        let checked = Command::new(prom::promtool())
+            .args(["check", "config", "prometheus.yml"])
+            .current_dir(scratch.path())
+            .output()
+            .expect("running promtool");
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        assert!(
+            checked.status.success(),
+            "promtool check config deploy/{file}: {out}"
+        );
+        assert!(
+            out.contains("alerts.rules.yml") && out.contains("SUCCESS: 1 rule files found"),
+            "deploy/{file} should load alerts.rules.yml: {out}"
+        );
+    }
     let (ok, out) = promtool(&["check", "rules", "alerts.rules.yml"]);
     assert!(ok, "promtool check rules deploy/alerts.rules.yml: {out}");
     let rules = alert_rules();
@@ -136,6 +203,7 @@ fn every_alert_is_labelled_documented_and_tested_both_ways() {
         "BrewlyticsHeartbeatsStale",
         "BrewlyticsApiErrors",
         "BrewlyticsApiLatency",
+        "BrewlyticsAuthFailureBurst",
     ] {
         assert!(
             names.contains(must),
@@ -213,6 +281,13 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
         .iter()
         .find(|j| j.port == 8001)
         .expect("a scrape job for the replicator (port 8001) in deploy/prometheus.yml");
+    for job in &jobs {
+        assert!(
+            job.credentials_file.is_some(),
+            "job {} of deploy/prometheus.yml sends no API key (/metrics needs ops:read)",
+            job.name
+        );
+    }
 
     let scratch = Scratch::new("prometheus");
 
@@ -233,7 +308,30 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
         },
     );
 
-    // Prometheus with deploy/prometheus.yml's jobs, pointed at this test's ports.
+    // Prometheus with deploy/prometheus.yml's jobs, pointed at this test's ports, with a key
+    // that holds ops:read and nothing else.
+    let key_file = scratch.join("prometheus.key");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_brewlytics"))
+        .args([
+            "api-key",
+            "create",
+            "--name",
+            "prometheus",
+            "--scope",
+            "ops:read",
+        ])
+        .arg("--data-dir")
+        .arg(scratch.join("brewlytics"))
+        .env_remove("OLTP_DATABASE_URL")
+        .env_remove("OLAP_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    std::fs::write(&key_file, &made.stdout).unwrap();
     let config = prom::test_config(
         &jobs,
         |job| {
@@ -243,6 +341,7 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
                 replicator.clone()
             }]
         },
+        &key_file,
         &[],
     );
     let config_path = scratch.join("prometheus.yml");
@@ -259,6 +358,16 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
                     "items": [{"product_id": 1, "quantity": 2}]}"#;
     let (status, body) = http(&api, "POST", "/orders", Some(order)).expect("the API answers");
     assert_eq!(status, 201, "POST /orders: {body}");
+    // And a wrong key, refused and counted.
+    let wrong = harness::exchange(
+        &api,
+        "GET",
+        "/stores",
+        &[("Authorization", "Bearer brw_wrong")],
+        None,
+    )
+    .expect("the API answers");
+    assert_eq!(wrong.status, 401);
 
     // Both jobs scraped successfully.
     for job in [api_job, replicator_job] {
@@ -323,6 +432,17 @@ fn prometheus_scrapes_the_replicator_and_the_api() {
         || query(&prometheus, &orders_query).first().map(|(_, v)| *v),
     );
     assert_eq!(orders, 1.0, "POST /orders answered 201 once");
+    let refused_query = format!(
+        "sum(brewlytics_auth_failures_total{{job=\"{}\",reason=\"malformed\"}})",
+        api_job.name
+    );
+    let refused = wait_for(
+        Duration::from_secs(60),
+        &refused_query,
+        &mut [&mut up, &mut prom],
+        || query(&prometheus, &refused_query).first().map(|(_, v)| *v),
+    );
+    assert_eq!(refused, 1.0, "the wrong key counted once");
     eprintln!(
         "through Prometheus: replication lag {lag} bytes, GET /health 200 x{health}, POST /orders 201 x{orders}"
     );

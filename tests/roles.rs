@@ -304,6 +304,33 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
     denied(&mut api, "select * from _sqlx_migrations").await;
     denied(&mut api, "create schema evil").await;
     cannot_connect(&url(cluster, "brewlytics_api", &secrets.api, OLAP)).await;
+    // API keys: read, and the last use written; never minted, revoked or deleted by a server.
+    let key = {
+        let pool = sqlx::PgPool::connect_with(cluster.url(OLTP).connect_options().unwrap())
+            .await
+            .unwrap();
+        let scopes = brewlytics_support::auth::Scopes::all();
+        let key = brewlytics_support::auth::admin::create(&pool, "roles test", &scopes)
+            .await
+            .unwrap();
+        pool.close().await;
+        key.text
+    };
+    allowed(
+        &mut api,
+        "select id, scopes, secret_hash, revoked_at from auth.api_keys",
+    )
+    .await;
+    allowed(&mut api, "update auth.api_keys set last_used_at = now()").await;
+    denied(
+        &mut api,
+        "insert into auth.api_keys (id, name, scopes, secret_hash) \
+         values ('0123456789abcdef', 'evil', array['admin'], decode(repeat('00', 32), 'hex'))",
+    )
+    .await;
+    denied(&mut api, "update auth.api_keys set revoked_at = null").await;
+    denied(&mut api, "update auth.api_keys set scopes = array['admin']").await;
+    denied(&mut api, "delete from auth.api_keys").await;
 
     // --- the replication role -----------------------------------------------------------
     let mut repl = must_connect(&repl_oltp).await;
@@ -328,6 +355,17 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
     denied(&mut repl, "select * from _sqlx_migrations").await;
     denied(&mut repl, "create table evil (x int)").await;
     denied(&mut repl, "create temporary table evil (x int)").await;
+    allowed(
+        &mut repl,
+        "select id, scopes, secret_hash, revoked_at from auth.api_keys",
+    )
+    .await;
+    denied(
+        &mut repl,
+        "update auth.api_keys set scopes = array['admin']",
+    )
+    .await;
+    denied(&mut repl, "delete from auth.api_keys").await;
     // What the replicator runs besides the COPY: slot and lag reads, heartbeats.
     allowed(&mut repl, "select * from pg_replication_slots").await;
     allowed(
@@ -371,12 +409,14 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
     drop(reader);
 
     // --- the replicator with exactly these roles ----------------------------------------
+    let repl_addr = free_addr();
+    harness::remember_key(&repl_addr, &key);
     let mut replicator = {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewlytics"));
         cmd.arg("replicate")
             .env("OLTP_DATABASE_URL", repl_oltp.expose())
             .env("OLAP_DATABASE_URL", olap_olap.expose())
-            .env("REPLICATOR_LISTEN", free_addr())
+            .env("REPLICATOR_LISTEN", &repl_addr)
             .env("BREWLYTICS_DATA_DIR", scratch.join("unused"))
             // debug: the slot monitor and heartbeats log their failures at that level
             .env("RUST_LOG", "info,brewlytics_replicator=debug");
@@ -413,6 +453,7 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
     // The real `brewlytics api` as brewlytics_api, configured like docker-compose.yml (an OLAP
     // URL without credentials, which it never uses): POST /orders, then the order in OLAP.
     let api_addr = free_addr();
+    harness::remember_key(&api_addr, &key);
     let mut api_proc = {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewlytics"));
         cmd.arg("api")
@@ -446,6 +487,12 @@ async fn checks(cluster: &EmbeddedCluster, secrets: &Secrets, scratch: &Scratch)
     assert_eq!(status, 201, "POST /orders as brewlytics_api: {answer}");
     let answer: serde_json::Value = serde_json::from_str(&answer).expect("a JSON answer");
     let api_order = answer["id"].as_str().expect("an order id").to_owned();
+    // The replicator, as brewlytics_replication, checks the same key.
+    let (status, doc) = http(&repl_addr, "GET", "/status", None).expect("the replicator answers");
+    assert_eq!(
+        status, 200,
+        "GET /status checked by brewlytics_replication: {doc}"
+    );
     poll_count(
         &mut replicator,
         secrets,

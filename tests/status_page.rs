@@ -1,7 +1,10 @@
-//! The replicator's status page in real headless Chromium: it renders the live values of a
-//! running `brewlytics replicate` (role, slot, changes applied, dead letters, lag and its
-//! chart) under its Content-Security-Policy — a violation reported on the console fails the
-//! test — and every endpoint sends the security headers. A screenshot is saved as
+//! The replicator's status page in real headless Chromium: refused without signing in (the
+//! browser is sent to the login form; `/status` and `/metrics` answer 401, `/health` and
+//! `/ready` stay open), a key without `ops:read` turned away, and after signing in it renders
+//! the live values of a running `brewlytics replicate` (role, slot, changes applied, dead
+//! letters, lag and its chart) under its Content-Security-Policy — a violation reported on
+//! the console fails the test —, with an `HttpOnly`, `SameSite=Strict` session cookie. Every
+//! endpoint sends the security headers. A screenshot is saved as
 //! `$CARGO_TARGET_TMPDIR/replicator-status.png`.
 
 mod harness;
@@ -10,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use brewlytics_support::browser::{self, BrowserOptions};
-use harness::{free_addr, wait_streaming, workload, Clusters, LoadCounts};
+use brewlytics_support::devtools::Page;
+use harness::{exchange, free_addr, wait_streaming, workload, Clusters, LoadCounts};
 
 /// The response headers of `GET path`, lowercased names.
 async fn headers_of(addr: &str, path: &str) -> Vec<(String, String)> {
@@ -120,25 +123,69 @@ async fn status_page_shows_the_live_values() {
         assert_eq!(get("x-frame-options"), "DENY");
     }
 
+    // Without a key: the probes answer, nothing else does.
+    let ops = c.api_key("ops", "ops:read");
+    let analyst = c.api_key("analyst", "reports:read");
+    for (path, status) in [
+        ("/health", 200),
+        ("/ready", 200),
+        ("/status", 401),
+        ("/metrics", 401),
+        ("/", 303),
+    ] {
+        let a = exchange(&addr, "GET", path, &[], None).expect(path);
+        assert_eq!(a.status, status, "{path}: {}", a.body);
+    }
+    let bearer = |k: &str| format!("Bearer {k}");
+    for (key, status) in [(&analyst, 403), (&ops, 200)] {
+        for path in ["/status", "/metrics"] {
+            let a =
+                exchange(&addr, "GET", path, &[("Authorization", &bearer(key))], None).expect(path);
+            assert_eq!(a.status, status, "{path}: {}", a.body);
+        }
+    }
+
     let url = format!("http://{addr}/");
-    let opts = BrowserOptions {
-        // The first load and at least one 2-second refresh.
-        virtual_time_budget_ms: 5000,
-        ..Default::default()
-    };
-    let rendered = {
-        let (url, opts) = (url.clone(), opts.clone());
-        tokio::task::spawn_blocking(move || browser::render(&url, &opts))
-            .await
-            .unwrap()
-            .expect("chromium renders the status page")
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replicator-status.png");
+    let (dom, violations) = {
+        let (url, shot, addr) = (url.clone(), shot.clone(), addr.clone());
+        tokio::task::spawn_blocking(move || {
+            let wait = Duration::from_secs(30);
+            let mut page = Page::open(1400, 1000).expect("chromium");
+            page.navigate(&url, wait).unwrap();
+            assert_eq!(page.evaluate("location.pathname").unwrap(), "/login");
+            page.submit("login-form", &[("key", &analyst)], wait).unwrap();
+            page.wait_for(
+                "(document.getElementById('login-message') || {}).textContent.includes('ops:read')",
+                wait,
+            )
+            .unwrap();
+            page.submit("login-form", &[("key", &ops)], wait).unwrap();
+            // The first load and at least one 2-second refresh.
+            page.wait_for(
+                "location.pathname === '/' && document.getElementById('role').textContent === 'streaming'",
+                wait,
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            let cookies = page.cookies(&format!("http://{addr}/")).unwrap();
+            let session = cookies
+                .iter()
+                .find(|c| c["name"] == "brewlytics_replicator_session")
+                .unwrap_or_else(|| panic!("no session cookie: {cookies:?}"));
+            assert_eq!(session["httpOnly"], true, "{session}");
+            assert_eq!(session["sameSite"], "Strict", "{session}");
+            page.screenshot(&shot).unwrap();
+            let dom = page.evaluate("document.documentElement.outerHTML").unwrap();
+            (dom.as_str().unwrap_or_default().to_owned(), page.csp_violations())
+        })
+        .await
+        .unwrap()
     };
     assert!(
-        rendered.csp_violations().is_empty(),
-        "the status page broke its Content-Security-Policy: {:#?}",
-        rendered.console
+        violations.is_empty(),
+        "the status page broke its Content-Security-Policy: {violations:#?}"
     );
-    let dom = rendered.dom;
     assert_eq!(text_of(&dom, "role"), "streaming");
     assert_eq!(text_of(&dom, "slot"), "brewlytics");
     assert_eq!(text_of(&dom, "active"), "true");
@@ -175,14 +222,6 @@ async fn status_page_shows_the_live_values() {
     );
     assert_eq!(text_of(&dom, "star-dead-letters"), "0");
 
-    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replicator-status.png");
-    {
-        let shot = shot.clone();
-        tokio::task::spawn_blocking(move || browser::screenshot(&url, &shot, &opts))
-            .await
-            .unwrap()
-            .expect("screenshot");
-    }
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
     println!("screenshot: {}", shot.display());
     assert!(r.terminate(Duration::from_secs(30)).success());

@@ -59,6 +59,7 @@ fn a_second_up_says_who_runs_and_leaves_it_untouched() {
         api,
         replicator,
         dashboard,
+        ..
     } = harness::up::wait(&mut first);
     let claim = data.join("brewlytics.up");
     let deadline = Instant::now() + Duration::from_secs(10);

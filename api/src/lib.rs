@@ -4,6 +4,7 @@
 //! ```no_run
 //! # async fn run(pool: sqlx::PgPool) -> anyhow::Result<()> {
 //! use brewlytics_api::{serve, ApiState, Service};
+//! // Keys are checked against auth.api_keys of the same database.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
 //! serve(listener, ApiState::new(pool), &Service::ALL, async {
 //!     let _ = tokio::signal::ctrl_c().await;
@@ -13,8 +14,10 @@
 //! ```
 //!
 //! Layout: `domain/` holds the pure rules (validation, pricing, the status machine), `data/`
-//! the SQL (one transaction per write, set-based), `routes/` one router per [`Service`].
+//! the SQL (one transaction per write, set-based), `routes/` one router per [`Service`],
+//! `auth` the scope each route needs (checked before any handler runs).
 
+pub mod auth;
 pub mod data;
 pub mod domain;
 mod error;
@@ -33,6 +36,8 @@ use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{middleware, Extension, Router};
+use brewlytics_support::auth::{Guard, GuardConfig, KeyStore};
+use brewlytics_support::serve::Endpoint;
 use sqlx::PgPool;
 
 pub use error::{ApiError, ApiJson, ApiPath, ErrorBody};
@@ -111,20 +116,32 @@ impl FromStr for Service {
     }
 }
 
-/// What every handler shares: the OLTP pool, the metrics registry and where events go.
+/// What every handler shares: the OLTP pool, the metrics registry, the credentials check
+/// and where events go.
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
     pub metrics: Arc<ApiMetrics>,
+    pub guard: Guard,
     pub events: events::EventsConfig,
 }
 
 impl ApiState {
-    /// A state with a fresh metrics registry; events go to the OLTP table.
+    /// A state with a fresh metrics registry, checking keys against `auth.api_keys` of the
+    /// pool's database with the default settings: nothing is open but `/health` and
+    /// `/openapi.json`.
     pub fn new(pool: PgPool) -> Self {
+        let guard = Guard::new(KeyStore::new(pool.clone()), GuardConfig::json("api"));
+        Self::with_guard(pool, guard)
+    }
+
+    /// A state checking credentials with `guard` (another key store, failure limit, or
+    /// [`Guard::insecure`]).
+    pub fn with_guard(pool: PgPool, guard: Guard) -> Self {
         Self {
             pool,
             metrics: Arc::new(ApiMetrics::new()),
+            guard,
             events: events::EventsConfig::default(),
         }
     }
@@ -137,9 +154,11 @@ impl ApiState {
 }
 
 /// The application: `/health`, `/metrics` and `/openapi.json` always, plus the routes of each
-/// selected service. Unknown paths (including those of unselected services) get a JSON 404,
-/// bodies over [`BODY_LIMIT_BYTES`] a JSON 413; every request is counted, timed, logged with
-/// its request id, and answered with the security headers of [`brewlytics_support::web`].
+/// selected service. Every route but `/health` and `/openapi.json` needs a key with its scope
+/// ([`auth::access`]): without one, 401 or 403 before the handler runs. Unknown paths
+/// (including those of unselected services) get a JSON 404, bodies over [`BODY_LIMIT_BYTES`] a
+/// JSON 413; every request is counted, timed, logged with its request id, and answered with
+/// the security headers of [`brewlytics_support::web`].
 pub fn router(state: ApiState, services: &[Service]) -> Router {
     let mut selected = services.to_vec();
     selected.sort();
@@ -160,6 +179,10 @@ pub fn router(state: ApiState, services: &[Service]) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn_with_state(
+            state.guard.by_route(auth::access),
+            brewlytics_support::auth::route_gate,
+        ))
+        .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
         ))
@@ -169,23 +192,31 @@ pub fn router(state: ApiState, services: &[Service]) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish (graceful shutdown).
+/// Serves [`router`] on `endpoint` (a bound listener, with TLS or without) until `shutdown`
+/// completes, then lets in-flight requests finish (graceful shutdown) and writes the keys'
+/// last-used times.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    endpoint: impl Into<Endpoint>,
     state: ApiState,
     services: &[Service],
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let addr = listener
+    let endpoint = endpoint.into();
+    let addr = endpoint
         .local_addr()
         .context("reading the API listen address")?;
     let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
-    tracing::info!(%addr, services = %names.join(","), "api listening");
-    axum::serve(listener, router(state, services))
-        .with_graceful_shutdown(shutdown)
+    tracing::info!(%addr, scheme = endpoint.scheme(), services = %names.join(","), "api listening");
+    state.guard.announce().await;
+    let guard = state.guard.clone();
+    brewlytics_support::serve::serve(endpoint, router(state, services), shutdown)
         .await
         .context("serving the API")?;
+    if let Some(store) = guard.store() {
+        if let Err(e) = store.flush_last_used().await {
+            tracing::warn!(error = %e, "writing the API keys' last use");
+        }
+    }
     tracing::info!("api stopped");
     Ok(())
 }

@@ -4,13 +4,15 @@
 //!
 //! Each handler's annotation lists the answers of its own logic. What every operation shares
 //! is added here, once, from the behaviour of the code it shares ([`complete`]): the request
-//! id header on every answer; 400, 413, 415 and 422 on every operation that takes a JSON body
+//! id header on every answer; the security scheme (`api_key`, a bearer key) and each
+//! operation's required scope with its 401, 403 and 429, from [`crate::auth::access`] — the
+//! table the server checks —; 400, 413, 415 and 422 on every operation that takes a JSON body
 //! (the [`crate::ApiJson`] extractor's refusals); 503 on every operation that reads the
 //! database (unreachable, or a column it needs gone); and the links from a created order or
 //! product to the operations on it.
 
 use axum::body::Bytes;
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::response::IntoResponse;
 use axum::Extension;
 use serde_json::{json, Value};
@@ -18,8 +20,11 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Schema};
 use utoipa::OpenApi;
+
+use brewlytics_support::auth::{Access, Scope};
 
 use crate::domain::{catalog, event, order};
 use crate::error::ErrorBody;
@@ -32,7 +37,11 @@ use crate::Service;
         title = "Brewlytics API",
         description = "The coffee shop's transactional API. JSON everywhere; errors are \
             `{\"error\": \"...\"}` with a 4xx status and nothing written. Money is a decimal \
-            string with two decimals."
+            string with two decimals. Every operation but `/health` and `/openapi.json` needs \
+            an API key (`Authorization: Bearer brw_…`) holding the scope it names: 401 without \
+            a valid key, 403 with a key lacking the scope, 429 after too many failed \
+            authentications from one address. `admin` holds every scope, and a `…:write` scope \
+            holds the `…:read` of the same resource."
     ),
     paths(
         orders::create_order,
@@ -112,17 +121,27 @@ pub fn document(services: &[Service]) -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The name of the security scheme.
+pub const SECURITY_SCHEME: &str = "api_key";
+
 /// The answers every operation of a kind shares, and the links between operations.
 fn complete(doc: &mut utoipa::openapi::OpenApi) {
-    for item in doc.paths.paths.values_mut() {
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(SECURITY_SCHEME, security_scheme());
+    for (path, item) in doc.paths.paths.iter_mut() {
         let operations = [
-            item.get.as_mut(),
-            item.post.as_mut(),
-            item.put.as_mut(),
-            item.patch.as_mut(),
-            item.delete.as_mut(),
+            (Method::GET, item.get.as_mut()),
+            (Method::POST, item.post.as_mut()),
+            (Method::PUT, item.put.as_mut()),
+            (Method::PATCH, item.patch.as_mut()),
+            (Method::DELETE, item.delete.as_mut()),
         ];
-        for op in operations.into_iter().flatten() {
+        for (method, op) in operations {
+            let Some(op) = op else { continue };
+            if let Access::Json(scope) | Access::Page(scope) = crate::auth::access(&method, path) {
+                require_scope(op, scope);
+            }
             let uses_database = !op
                 .tags
                 .as_ref()
@@ -161,6 +180,65 @@ fn complete(doc: &mut utoipa::openapi::OpenApi) {
         .and_then(|c| c.schemas.get_mut("ProductPatch"))
     {
         patch.min_properties = Some(1);
+    }
+}
+
+/// Bearer keys, and what each scope grants.
+fn security_scheme() -> SecurityScheme {
+    let scopes: Vec<String> = Scope::ALL
+        .iter()
+        .map(|s| format!("`{}`: {}", s.name(), s.description()))
+        .collect();
+    SecurityScheme::Http(
+        HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("brw_<id>_<secret>")
+            .description(Some(format!(
+                "A Brewlytics API key (`brewlytics api-key create --name NAME --scope SCOPE`). \
+                 Each operation names the scope it needs; `admin` holds every scope, a \
+                 `…:write` scope the `…:read` of the same resource. Scopes: {}.",
+                scopes.join("; ")
+            )))
+            .build(),
+    )
+}
+
+/// The operation needs a key with `scope`: the requirement and the refusals.
+fn require_scope(op: &mut Operation, scope: Scope) {
+    op.security = Some(vec![SecurityRequirement::new(
+        SECURITY_SCHEME,
+        [scope.name()],
+    )]);
+    let note = format!("Requires the `{scope}` scope.");
+    op.description = Some(match op.description.take() {
+        Some(d) if !d.is_empty() => format!("{d}\n\n{note}"),
+        _ => note,
+    });
+    add_error(
+        op,
+        401,
+        "No API key, a malformed one, or an unknown or revoked one",
+    );
+    add_error(op, 403, "The API key lacks the scope this operation needs");
+    add_error(
+        op,
+        429,
+        "Too many failed authentications from this address; retry after `Retry-After` seconds",
+    );
+    if let Some(RefOr::T(limited)) = op.responses.responses.get_mut("429") {
+        limited.headers.insert(
+            header::RETRY_AFTER.to_string(),
+            HeaderBuilder::new()
+                .schema(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1)),
+                )
+                .description(Some(
+                    "Seconds until a failed authentication is answered 401 again",
+                ))
+                .build(),
+        );
     }
 }
 

@@ -3,6 +3,11 @@
 //! requests accepted, schema-invalid ones refused, no server error, deleted resources gone —
 //! over a served API on a throwaway database seeded with the sample shop.
 //!
+//! Authenticated: every request carries an `admin` key, and schemathesis's `ignored_auth`
+//! check (part of `--checks all`) sends each secured operation again without credentials and
+//! with wrong ones, and fails unless they are refused with 401 — the server's own count of
+//! refusals must show it did.
+//!
 //! Bounded: at most `CONTRACT_MAX_EXAMPLES` cases per operation (default 30) and
 //! `CONTRACT_MAX_SECONDS` for the run (default 60); the process is killed past twice that.
 //! schemathesis comes from `.venv/bin/schemathesis` at the repository root (`scripts/test` makes
@@ -100,6 +105,8 @@ async fn the_api_keeps_its_openapi_contract() {
     cmd.arg("run")
         .arg(format!("http://{addr}/openapi.json"))
         .args(["--checks", "all"])
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {}", t.admin_key))
         .args(["--max-examples", &examples.to_string()])
         .args(["--max-time", &seconds.to_string()])
         .args(["--seed", "20261128"])
@@ -159,6 +166,10 @@ async fn the_api_keeps_its_openapi_contract() {
         }
     }
     println!("the API answered {requests} requests, {server_errors} with a 5xx");
+    let auth = t.state.guard.metrics();
+    use brewlytics_support::auth::metrics::Reason;
+    let (missing, invalid) = (auth.get(Reason::Missing), auth.get(Reason::Invalid));
+    println!("refused: {missing} without credentials, {invalid} with a wrong key");
 
     assert!(
         output.status.success(),
@@ -178,4 +189,8 @@ async fn the_api_keeps_its_openapi_contract() {
     assert!(count >= 100, "only {count} cases generated:\n{stdout}");
     assert!(requests >= count, "{requests} requests for {count} cases");
     assert_eq!(server_errors, 0, "the API answered 5xx:\n{stdout}");
+    assert!(
+        missing + invalid + auth.get(Reason::Malformed) > 0,
+        "schemathesis never tried an operation without its key"
+    );
 }

@@ -4,56 +4,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::http::StatusCode;
 use brewlytics_support::web::API_POLICY;
 use common::TestApp;
 use serde_json::json;
 
-/// Log lines written by the subscriber of one test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The access log of this test binary. The subscriber is the process's default, not one set
-/// for this test's thread: tracing caches whether a callsite is enabled, and a test running
-/// the same code on another thread without a subscriber could leave it disabled here.
-fn captured() -> Captured {
-    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("brewlytics_api::access=info")
-            .with_ansi(false)
-            .with_writer({
-                let log = log.clone();
-                move || log.clone()
-            })
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
-        log
-    })
-    .clone()
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
+fn captured() -> common::log::Captured {
+    common::log::captured("brewlytics_api::access=info")
 }
 
 #[tokio::test]

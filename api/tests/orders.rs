@@ -270,11 +270,12 @@ async fn concurrent_patches_let_exactly_one_win() {
     let id = place(&t, f.order()).await;
     let tasks: Vec<_> = (0..10)
         .map(|_| {
-            let app = t.app.clone();
+            let sender = t.sender();
             let uri = format!("/orders/{id}");
             tokio::spawn(async move {
                 let body = json!({"status": "cancelled"}).to_string().into_bytes();
-                common::send(&app, "PATCH", &uri, Some("application/json"), body, &[])
+                sender
+                    .send("PATCH", &uri, Some("application/json"), body, &[])
                     .await
                     .status
             })
@@ -308,7 +309,7 @@ async fn fifty_concurrent_orders_all_land_consistently() {
     let f = t.fixtures().await;
     let tasks: Vec<_> = (0..50i64)
         .map(|i| {
-            let app = t.app.clone();
+            let sender = t.sender();
             let method = ["card", "cash", "mobile"][i as usize % 3];
             let body = json!({
                 "customer_id": if i % 4 == 0 { Value::Null } else { json!(f.customer) },
@@ -322,15 +323,9 @@ async fn fifty_concurrent_orders_all_land_consistently() {
             });
             tokio::spawn(async move {
                 let bytes = body.to_string().into_bytes();
-                let r = common::send(
-                    &app,
-                    "POST",
-                    "/orders",
-                    Some("application/json"),
-                    bytes,
-                    &[],
-                )
-                .await;
+                let r = sender
+                    .send("POST", "/orders", Some("application/json"), bytes, &[])
+                    .await;
                 (i, r)
             })
         })

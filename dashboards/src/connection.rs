@@ -109,16 +109,7 @@ fn percent_decode(text: &str) -> String {
 
 /// `text` percent-encoded for the user or password part of a URL (RFC 3986 unreserved
 /// characters kept).
-pub fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+pub use brewlytics_support::web::percent_encode;
 
 #[cfg(test)]
 mod tests {

@@ -4,11 +4,15 @@
 //! - `GET /` the page; `GET /assets/app.css`, `GET /assets/app.js`
 //! - `GET /api/summary?from=YYYY-MM-DD&to=YYYY-MM-DD&store=ID` every question for the range
 //!   (default: the last 30 days, UTC), headline figures and the store list
-//! - `GET /health`
+//! - `GET /health`; `GET /metrics` (refused authentications)
+//! - `GET|POST /login`, `POST /logout`: the login form (a key with `reports:read`)
 //!
-//! Every answer carries the security headers of [`brewlytics_support::web`]: the page runs
+//! Everything but `/health` and the login form needs a key or session: [`access`]. Every
+//! answer carries the security headers of [`brewlytics_support::web`]: the page runs
 //! under a Content-Security-Policy that allows only its own script, stylesheet and fetches
 //! (no inline script or style), and no other site may frame it.
+
+pub mod access;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +21,9 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
+use brewlytics_support::auth::Guard;
+use brewlytics_support::serve::Endpoint;
 use chrono::{Days, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -42,31 +48,51 @@ struct AppState {
     pool: PgPool,
 }
 
-/// The dashboard's routes over an OLAP pool.
-pub fn router(pool: PgPool) -> Router {
+/// The dashboard's routes over an OLAP pool, behind `guard` (see [`access`]).
+pub fn router(pool: PgPool, guard: Guard) -> Router {
+    let metrics = {
+        let guard = guard.clone();
+        move || async move {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                guard.metrics().append_to(String::new()),
+            )
+        }
+    };
     Router::new()
         .route("/", get(index))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .route("/api/summary", get(summary))
+        .route("/metrics", get(metrics))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .layer(middleware::from_fn_with_state(
+            guard.by_route(access::access),
+            brewlytics_support::auth::route_gate,
+        ))
+        .merge(guard.login_routes())
         .layer(brewlytics_support::web::security_headers(
             brewlytics_support::web::PAGE_POLICY,
         ))
         .with_state(AppState { pool })
 }
 
-/// Serves the dashboard on `listener` until `shutdown` resolves.
+/// Serves the dashboard on `endpoint` (a bound listener, with TLS or without) until
+/// `shutdown` resolves.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    endpoint: impl Into<Endpoint>,
     pool: PgPool,
+    guard: Guard,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "dashboard listening");
-    axum::serve(listener, router(pool))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let endpoint = endpoint.into();
+    let addr: Option<SocketAddr> = endpoint.local_addr().ok();
+    tracing::info!(?addr, scheme = endpoint.scheme(), "dashboard listening");
+    guard.announce().await;
+    brewlytics_support::serve::serve(endpoint, router(pool, guard), shutdown).await
 }
 
 async fn index() -> Response {

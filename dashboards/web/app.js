@@ -227,6 +227,11 @@ async function refresh() {
   const mine = ++inFlight;
   try {
     const res = await fetch(`/api/summary?${params}`, { cache: "no-store" });
+    if (res.status === 401) {
+      // The session ended (expired, or its key revoked): sign in again, then come back here.
+      location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+      return;
+    }
     const data = await res.json();
     if (mine !== inFlight) return;
     if (!res.ok) throw new Error(data.error || res.statusText);

@@ -7,6 +7,11 @@
 // an order of the clicked products carrying that session id (for click attribution).
 //
 // Knobs (environment, `k6 run -e NAME=value loadtest/k6/orders.js`):
+//   BREWLYTICS_API_KEY  the API key sent with every request (required; `brewlytics up` writes
+//                 one with every scope to .brewlytics/api-key:
+//                 k6 run -e BREWLYTICS_API_KEY="$(cat .brewlytics/api-key)" loadtest/k6/orders.js).
+//                 It needs orders:write and catalog:read, and for MIX=rush catalog:write
+//                 and customers:write too.
 //   API           base URL of the API                   (default http://127.0.0.1:8000)
 //   RATE          open loop: iterations started per second (constant-arrival-rate)
 //   VUS           closed loop when RATE is unset: virtual users (default 10)
@@ -31,7 +36,13 @@ const DURATION = __ENV.DURATION || '30s';
 const MAX_VUS = Number(__ENV.MAX_VUS || 200);
 const MIX = __ENV.MIX || 'rush';
 const WALK_IN_PCT = Number(__ENV.WALK_IN_PCT || 25);
-const JSON_HEADERS = { headers: { 'Content-Type': 'application/json' } };
+const API_KEY = __ENV.BREWLYTICS_API_KEY || '';
+if (!API_KEY) {
+  throw new Error('set BREWLYTICS_API_KEY (brewlytics up writes one to .brewlytics/api-key)');
+}
+const AUTH = { Authorization: `Bearer ${API_KEY}` };
+const JSON_HEADERS = { headers: { ...AUTH, 'Content-Type': 'application/json' } };
+const GET_HEADERS = { headers: AUTH };
 
 export const options = {
   scenarios: {
@@ -100,8 +111,8 @@ function patch(path, body, name) {
 
 export function setup() {
   const tag = Math.random().toString(16).slice(2, 10);
-  const stores = http.get(`${API}/stores`).json().map((s) => s.id);
-  const employees = http.get(`${API}/employees/active`).json()
+  const stores = http.get(`${API}/stores`, GET_HEADERS).json().map((s) => s.id);
+  const employees = http.get(`${API}/employees/active`, GET_HEADERS).json()
     .map((e) => ({ id: e.id, store: e.store_id || stores[0] }));
   if (stores.length === 0 || employees.length === 0) {
     throw new Error('the API has no stores or active employees: run `brewlytics seed` first');
@@ -210,13 +221,13 @@ export default function (data) {
     }
     case 'delete': {
       const order = takeOrder();
-      const r = http.del(`${API}/orders/${order.id}`, null, { tags: { name: 'DELETE /orders/{id}' } });
+      const r = http.del(`${API}/orders/${order.id}`, null, { ...GET_HEADERS, tags: { name: 'DELETE /orders/{id}' } });
       check(r, { 'order deleted': (res) => res.status === 204 });
       break;
     }
     case 'get': {
       const order = myOrders[pickInt(myOrders.length)];
-      const r = http.get(`${API}/orders/${order.id}`, { tags: { name: 'GET /orders/{id}' } });
+      const r = http.get(`${API}/orders/${order.id}`, { ...GET_HEADERS, tags: { name: 'GET /orders/{id}' } });
       check(r, { 'order read': (res) => res.status === 200 });
       break;
     }

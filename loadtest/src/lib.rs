@@ -48,6 +48,11 @@ pub struct LoadtestArgs {
     /// Base URL of the API.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub api: String,
+    /// The API key sent with every request (`Authorization: Bearer`); it needs orders:write,
+    /// and for the `rush` mix catalog:write and customers:write too. Default: the key
+    /// `brewlytics up` wrote to its data directory (`.brewlytics/api-key`).
+    #[arg(long, env = "BREWLYTICS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<brewlytics_support::auth::key::ClientKey>,
     /// Open loop: requests started per second, on a fixed schedule (default 50 when --users
     /// is not given).
     #[arg(long, conflicts_with = "users")]
@@ -410,7 +415,16 @@ pub async fn run(args: LoadtestArgs, dbs: Databases) -> anyhow::Result<Report> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = SmallRng::seed_from_u64(seed);
     let base = args.api.trim_end_matches('/').to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &args.api_key {
+        let mut bearer =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                .context("the API key is not a valid header value")?;
+        bearer.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(args.timeout)
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(args.max_in_flight.max(args.users.unwrap_or(0)))
@@ -683,6 +697,15 @@ async fn bootstrap(
                 .await
                 .with_context(|| format!("cannot reach the API at {url}"))?;
             let status = resp.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                || status == reqwest::StatusCode::FORBIDDEN
+            {
+                bail!(
+                    "GET {url}: HTTP {status}: the API refused the key; set BREWLYTICS_API_KEY \
+                     to a key with orders:write and catalog:read (`brewlytics up` writes one \
+                     with every scope to .brewlytics/api-key)"
+                );
+            }
             if !status.is_success() {
                 bail!("GET {url}: HTTP {status}");
             }

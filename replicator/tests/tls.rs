@@ -7,85 +7,13 @@ use std::process::Command;
 
 use brewlytics_replicator::stream::config::ReplicationConfig;
 use brewlytics_replicator::stream::conn::{ConnError, ReplicationConnection};
-use brewlytics_support::testing::Scratch;
+use brewlytics_support::testing::{Scratch, TestCertificate};
 use brewlytics_support::{ClusterOptions, DbUrl, EmbeddedCluster};
 
-/// A test CA and a server certificate it signed for localhost and 127.0.0.1, readable by
-/// the server's user: (ca, server cert, server key).
+/// A throwaway CA and server certificate (support::testing), the key readable by the server's
+/// user: (ca, server cert, server key).
 fn make_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let p = |name: &str| dir.join(name).display().to_string();
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    let steps: [Vec<String>; 3] = [
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=brewlytics test CA",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain(["-keyout".into(), p("ca.key"), "-out".into(), p("ca.crt")])
-        .collect(),
-        vec![
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([
-            "-keyout".into(),
-            p("server.key"),
-            "-out".into(),
-            p("server.csr"),
-        ])
-        .collect(),
-        vec!["x509", "-req", "-days", "2", "-CAcreateserial"]
-            .into_iter()
-            .map(String::from)
-            .chain([
-                "-in".into(),
-                p("server.csr"),
-                "-CA".into(),
-                p("ca.crt"),
-                "-CAkey".into(),
-                p("ca.key"),
-                "-extfile".into(),
-                p("ext.cnf"),
-                "-out".into(),
-                p("server.crt"),
-            ])
-            .collect(),
-    ];
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("openssl (Debian package openssl) makes the test certificates");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let (ca, cert, key) = (
-        dir.join("ca.crt"),
-        dir.join("server.crt"),
-        dir.join("server.key"),
-    );
+    let TestCertificate { ca, cert, key } = TestCertificate::make(dir);
     let root = Command::new("id").arg("-u").output().unwrap();
     if String::from_utf8_lossy(&root.stdout).trim() == "0" {
         // The server runs as `postgres`; its key must be its own and private.
@@ -97,8 +25,6 @@ fn make_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             .unwrap();
         assert!(ok.success());
     }
-    let ok = Command::new("chmod").arg("600").arg(&key).status().unwrap();
-    assert!(ok.success());
     (ca, cert, key)
 }
 

@@ -14,6 +14,7 @@ use brewlytics_support::DbUrl;
 use clap::{Args, Subcommand};
 use tokio::sync::watch;
 
+use crate::access::Access;
 use crate::cli::DbArgs;
 use crate::databases;
 
@@ -54,6 +55,8 @@ pub struct DashboardArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub access: crate::cli::AccessArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,14 +176,25 @@ fn list() -> String {
 
 pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     let url = olap_url(&args.db)?;
+    // The keys are in OLTP: its URL, or the embedded cluster's.
+    let oltp = match (&args.db.oltp_url, args.access.insecure_no_auth) {
+        (Some(url), _) => Some(url.clone()),
+        (None, true) => None,
+        (None, false) => databases::resolve(&args.db).ok().map(|urls| urls.oltp),
+    };
+    let access = Access::open(&args.access, oltp.as_ref())?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
     let listener = listen::bind(args.listen, DASHBOARD).await?;
-    println!("Dashboard on http://{}", listener.local_addr()?);
-    run_dashboard(&url, listener, rx).await
+    println!(
+        "Dashboard on {}://{}",
+        access.scheme(),
+        listener.local_addr()?
+    );
+    run_dashboard(&url, listener, &access, rx).await
 }
 
 /// The dashboard of `brewlytics dashboard`.
@@ -194,10 +208,12 @@ const DASHBOARD: Service = Service {
 pub async fn run_dashboard(
     olap: &DbUrl,
     listener: tokio::net::TcpListener,
+    access: &Access,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = databases::pool(olap, 4).await?;
-    brewlytics_dashboards::web::serve(listener, pool, async move {
+    let guard = access.guard(brewlytics_dashboards::web::access::guard_config());
+    brewlytics_dashboards::web::serve(access.endpoint(listener), pool, guard, async move {
         let _ = stop.wait_for(|v| *v).await;
     })
     .await

@@ -1,11 +1,13 @@
 //! `brewlytics load --from nats`: the change stream into an OLAP database, with the loader's
-//! endpoints (`/metrics`, `/health`, `/status`) on `--listen`.
+//! endpoints (`/metrics`, `/health`, `/status`) on `--listen`; all but `/health` need a key
+//! with `ops:read`, checked against `OLTP_DATABASE_URL`'s `auth.api_keys`.
 
 use anyhow::Context;
 use brewlytics_replicator::load::{self, LoaderConfig, LoaderTelemetry};
 use brewlytics_support::listen::{self, Service};
 use tokio::sync::watch;
 
+use crate::access::Access;
 use crate::cli::{LoadArgs, LoadFrom};
 use crate::databases;
 
@@ -24,6 +26,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     nats.validate().map_err(anyhow::Error::msg)?;
     // Its endpoints' address first: a taken one stops it before it touches anything.
     let listener = listen::bind(args.listen, LOADER).await?;
+    let access = Access::open(&args.access, args.oltp_url.as_ref())?;
     // The loader's OLAP is made as `migrate` makes it (no OLTP is needed here).
     let pool = databases::pool(&args.olap_url, 1).await?;
     brewlytics_support::migrate::olap(&pool).await?;
@@ -37,14 +40,18 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         let _ = tx.send(true);
     });
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "loader endpoints: /metrics /health /status");
+    tracing::info!(%addr, scheme = access.scheme(), "loader endpoints: /metrics /health /status");
     let mut stop = rx.clone();
     let served = telemetry.clone();
+    let guard = access.guard(brewlytics_support::auth::GuardConfig::json("loader"));
+    guard.announce().await;
+    let endpoint = access.endpoint(listener);
     tokio::spawn(async move {
-        let _ = brewlytics_replicator::daemon::http::serve_loader(listener, served, async move {
+        let stopped = async move {
             let _ = stop.wait_for(|v| *v).await;
-        })
-        .await;
+        };
+        let _ = brewlytics_replicator::daemon::http::serve_loader(endpoint, served, guard, stopped)
+            .await;
     });
     let cfg = LoaderConfig {
         olap_url: args.olap_url,
@@ -65,6 +72,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     } else {
         events.await.context("the events loader")??;
     }
+    access.flush().await;
     changes?;
     Ok(())
 }

@@ -7,7 +7,11 @@ use brewlytics_loadtest::{Databases, LoadtestArgs};
 use crate::cli::DbArgs;
 use crate::databases;
 
-pub async fn run(db: DbArgs, args: LoadtestArgs) -> anyhow::Result<()> {
+pub async fn run(db: DbArgs, mut args: LoadtestArgs) -> anyhow::Result<()> {
+    // The key: BREWLYTICS_API_KEY (--api-key), else the one `up` wrote to its data directory.
+    if args.api_key.is_none() {
+        args.api_key = super::api_key::read_local(&db.data_dir).and_then(|k| k.parse().ok());
+    }
     // Either URL alone is fine here: OLAP for freshness, OLTP for the menu.
     let (oltp, olap) = match (&db.oltp_url, &db.olap_url) {
         (None, None) => match databases::resolve(&db) {

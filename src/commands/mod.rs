@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+pub mod api_key;
 mod bi;
 pub mod dbt;
 pub mod events;
@@ -16,6 +17,7 @@ use anyhow::Context;
 use brewlytics_replicator::daemon::DaemonConfig;
 use brewlytics_replicator::pipeline::ReplicatorConfig;
 
+use crate::access::Access;
 use crate::cli::{Command, ReplicateArgs, SlotArgs};
 use crate::databases::{self, Urls};
 
@@ -29,6 +31,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             dashboard_listen,
             superset,
             events,
+            access,
         } => {
             up::run(
                 db,
@@ -37,6 +40,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 replicate,
                 dashboard_listen,
                 superset,
+                access,
                 events,
             )
             .await
@@ -76,15 +80,23 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             services,
             nats,
             events,
+            access,
         } => {
             let oltp = databases::resolve_oltp(&db)?;
-            pipeline::serve_api(&oltp, listen, &services, nats.config(), &events).await
+            let access = Access::open(&access, Some(&oltp))?;
+            pipeline::serve_api(&oltp, listen, &services, &access, nats.config(), &events).await
         }
-        Command::Replicate { db, replicate } => {
+        Command::Replicate {
+            db,
+            replicate,
+            access,
+        } => {
             replicate.check()?;
             let urls = databases::resolve(&db)?;
-            pipeline::replicate(daemon_config(&urls, &replicate)).await
+            let access = Access::open(&access, Some(&urls.oltp))?;
+            pipeline::replicate(daemon_config(&urls, &replicate, &access)).await
         }
+        Command::ApiKey { command } => api_key::run(command).await,
         Command::Status {
             db,
             slot,
@@ -217,8 +229,10 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
     }
 }
 
-pub fn daemon_config(urls: &Urls, args: &ReplicateArgs) -> DaemonConfig {
+pub fn daemon_config(urls: &Urls, args: &ReplicateArgs, access: &Access) -> DaemonConfig {
     DaemonConfig {
+        guard: access.guard(brewlytics_replicator::daemon::http::access::guard_config()),
+        tls: access.tls(),
         replicator: replicator_config(urls, args),
         listen: Some(args.listen),
         heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_interval_ms),

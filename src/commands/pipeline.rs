@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use brewlytics_support::DbUrl;
 
+use crate::access::Access;
 use crate::databases;
 
 /// The replicator's endpoints, in `replicate` and `up` alike.
@@ -31,6 +32,7 @@ pub async fn serve_api(
     oltp: &DbUrl,
     listen: SocketAddr,
     services: &[brewlytics_api::Service],
+    access: &Access,
     nats: Option<brewlytics_replicator::sink::nats::NatsConfig>,
     events: &super::events::EventsArgs,
 ) -> anyhow::Result<()> {
@@ -44,7 +46,7 @@ pub async fn serve_api(
         let _ = tx.send(true);
     });
     let events = super::events::config(nats, events).await?;
-    run_api(oltp, listener, services, events, rx).await
+    run_api(oltp, listener, services, access, events, rx).await
 }
 
 /// The API on a bound `listener` until `stop` turns true.
@@ -52,6 +54,7 @@ pub async fn run_api(
     oltp: &DbUrl,
     listener: tokio::net::TcpListener,
     services: &[brewlytics_api::Service],
+    access: &Access,
     events: brewlytics_api::events::EventsConfig,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -61,9 +64,10 @@ pub async fn run_api(
     } else {
         services.to_vec()
     };
+    let guard = access.guard(brewlytics_support::auth::GuardConfig::json("api"));
     brewlytics_api::serve(
-        listener,
-        brewlytics_api::ApiState::new(pool).with_events(events),
+        access.endpoint(listener),
+        brewlytics_api::ApiState::with_guard(pool, guard).with_events(events),
         &services,
         async move {
             let _ = stop.wait_for(|v| *v).await;

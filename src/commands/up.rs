@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use brewlytics_dashboards::connection::OlapConnection;
 
 use super::superset::{self, UpArgs};
-use crate::cli::{DbArgs, ReplicateArgs};
+use crate::access::Access;
+use crate::cli::{AccessArgs, DbArgs, ReplicateArgs};
 use crate::databases;
 
 const API: Service = Service {
@@ -58,9 +59,11 @@ pub async fn run(
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
     superset: UpArgs,
+    access: AccessArgs,
     events: super::events::EventsArgs,
 ) -> anyhow::Result<()> {
     replicate.check()?;
+    crate::access::check(&access)?;
     if superset.superset {
         superset::local::preflight(&superset.superset_venv, superset.superset_listen)?;
     }
@@ -94,8 +97,11 @@ pub async fn run(
             claim: claim.as_ref(),
             data_dir: &db.data_dir,
         },
-        &superset,
-        &events,
+        Serving {
+            superset: &superset,
+            access: &access,
+            events: &events,
+        },
     )
     .await;
     if let Some(mut c) = cluster {
@@ -113,15 +119,27 @@ struct Machine<'a> {
     data_dir: &'a std::path::Path,
 }
 
+/// How the servers beside the pipeline run: Superset or not, and who may use them (TLS,
+/// keys).
+struct Serving<'a> {
+    superset: &'a UpArgs,
+    access: &'a AccessArgs,
+    events: &'a super::events::EventsArgs,
+}
+
 async fn serve(
     urls: &databases::Urls,
     listeners: Listeners,
     seed_orders: u32,
     replicate: &ReplicateArgs,
     machine: Machine<'_>,
-    superset_args: &UpArgs,
-    events_args: &super::events::EventsArgs,
+    serving: Serving<'_>,
 ) -> anyhow::Result<()> {
+    let Serving {
+        superset: superset_args,
+        access: access_args,
+        events: events_args,
+    } = serving;
     let Machine {
         cluster,
         claim,
@@ -149,7 +167,14 @@ async fn serve(
     .await
     .context("seeding sample data")?;
     tracing::info!(%summary, "sample data ready");
+    // A key with every scope for this machine, in the data directory (never printed).
+    let key_file = match access_args.insecure_no_auth {
+        true => None,
+        false => Some(super::api_key::local_key(&oltp, data_dir).await?),
+    };
     drop(oltp);
+    let access = std::sync::Arc::new(Access::open(access_args, Some(&urls.oltp))?);
+    let scheme = access.scheme();
     let api_addr = listeners.api.local_addr()?;
     let replicator_addr = listeners.replicator.local_addr()?;
     let dashboard_addr = listeners.dashboard.local_addr()?;
@@ -167,7 +192,7 @@ async fn serve(
     };
 
     let (tx, rx) = watch::channel(false);
-    let cfg = super::daemon_config(urls, replicate);
+    let cfg = super::daemon_config(urls, replicate, &access);
     let slot = cfg.replicator.slot.clone();
     // The first service to end (with an error, or not) ends `up`.
     let mut services = tokio::task::JoinSet::new();
@@ -216,8 +241,10 @@ async fn serve(
         let oltp = urls.oltp.clone();
         let rx = rx.clone();
         let listener = listeners.api;
+        let access = access.clone();
         services.spawn(async move {
-            super::pipeline::run_api(&oltp, listener, &brewlytics_api::Service::ALL, events, rx)
+            let all = &brewlytics_api::Service::ALL;
+            super::pipeline::run_api(&oltp, listener, all, &access, events, rx)
                 .await
                 .context("api stopped")
         });
@@ -226,19 +253,32 @@ async fn serve(
         let olap = urls.olap.clone();
         let rx = rx.clone();
         let listener = listeners.dashboard;
+        let access = access.clone();
         services.spawn(async move {
-            super::insights::run_dashboard(&olap, listener, rx)
+            super::insights::run_dashboard(&olap, listener, &access, rx)
                 .await
                 .context("dashboard stopped")
         });
     }
 
     println!("Brewlytics is up.");
-    println!("  API          http://{api_addr}   (GET /health, POST /orders, GET /openapi.json)");
     println!(
-        "  Replicator   http://{replicator_addr}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
+        "  API          {scheme}://{api_addr}   (GET /health, POST /orders, GET /openapi.json)"
     );
-    println!("  Dashboard    http://{dashboard_addr}   (`brewlytics report --list` for the same figures as CSV)");
+    println!(
+        "  Replicator   {scheme}://{replicator_addr}   (status page; /metrics, /ready, /status) slot {slot} → coffee_olap"
+    );
+    println!("  Dashboard    {scheme}://{dashboard_addr}   (`brewlytics report --list` for the same figures as CSV)");
+    match &key_file {
+        Some(file) => {
+            let file = file.display();
+            println!("  API key      every scope, in {file} (mode 0600); the pages ask for it once, the API on every request:");
+            println!("                 export BREWLYTICS_API_KEY=\"$(cat {file})\"");
+            println!("                 curl -H \"Authorization: Bearer $BREWLYTICS_API_KEY\" {scheme}://{api_addr}/stores");
+            println!("               more keys, with fewer scopes: brewlytics api-key create --name NAME --scope SCOPE");
+        }
+        None => println!("  API key      none: authentication is OFF (--insecure-no-auth)"),
+    }
     if let Some(s) = &superset {
         println!(
             "  Superset     {}   (user {}, password in {})",
@@ -263,9 +303,9 @@ async fn serve(
     println!("Press Ctrl-C to stop.");
     if let Some(claim) = claim {
         let mut endpoints = vec![
-            ("API", format!("http://{api_addr}")),
-            ("replicator", format!("http://{replicator_addr}")),
-            ("dashboard", format!("http://{dashboard_addr}")),
+            ("API", format!("{scheme}://{api_addr}")),
+            ("replicator", format!("{scheme}://{replicator_addr}")),
+            ("dashboard", format!("{scheme}://{dashboard_addr}")),
         ];
         if let Some(s) = &superset {
             endpoints.push(("Superset", s.superset.url.clone()));
@@ -287,6 +327,7 @@ async fn serve(
     if let Some(s) = superset {
         s.superset.stop().await;
     }
+    access.flush().await;
     println!("Brewlytics stopped.");
     outcome
 }

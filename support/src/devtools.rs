@@ -28,6 +28,9 @@ pub struct Page {
     session: String,
     next_id: u64,
     profile: PathBuf,
+    /// What the page logged (its console, and the browser's own reports such as a blocked
+    /// script), in order.
+    console: Vec<String>,
 }
 
 impl Page {
@@ -80,6 +83,7 @@ impl Page {
             session: String::new(),
             next_id: 0,
             profile,
+            console: Vec::new(),
         };
         let target = page.send(
             None,
@@ -99,6 +103,8 @@ impl Page {
             .unwrap_or_default()
             .to_owned();
         page.call("Page.enable", json!({}))?;
+        page.call("Log.enable", json!({}))?;
+        page.call("Runtime.enable", json!({}))?;
         Ok(page)
     }
 
@@ -133,7 +139,9 @@ impl Page {
                 .recv_timeout(left)
                 .map_err(|_| BrowserError::Timeout(timeout))?;
             if answer["id"] != id {
-                continue; // an event, or the answer to a command given up on
+                // an event, or the answer to a command given up on
+                self.keep_console(&answer);
+                continue;
             }
             if let Some(error) = answer.get("error") {
                 return Err(BrowserError::Failed {
@@ -143,6 +151,49 @@ impl Page {
             }
             return Ok(answer["result"].clone());
         }
+    }
+
+    fn keep_console(&mut self, event: &Value) {
+        let params = &event["params"];
+        let text = match event["method"].as_str() {
+            Some("Log.entryAdded") => params["entry"]["text"].as_str().map(str::to_owned),
+            Some("Runtime.consoleAPICalled") => Some(
+                params["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["value"].as_str().or(a["description"].as_str()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            Some("Runtime.exceptionThrown") => Some(params["exceptionDetails"].to_string()),
+            _ => None,
+        };
+        self.console.extend(text);
+    }
+
+    /// Everything the page and the browser logged so far (console messages, exceptions,
+    /// blocked loads).
+    pub fn console(&mut self) -> Vec<String> {
+        while let Ok(event) = self.answers.try_recv() {
+            self.keep_console(&event);
+        }
+        self.console.clone()
+    }
+
+    /// The logged Content-Security-Policy violations.
+    pub fn csp_violations(&mut self) -> Vec<String> {
+        self.console()
+            .into_iter()
+            .filter(|m| m.contains("Content Security Policy"))
+            .collect()
+    }
+
+    /// The browser's cookies for `url`, as DevTools describes them (`name`, `value`,
+    /// `httpOnly`, `secure`, `sameSite`, `path`, `expires`).
+    pub fn cookies(&mut self, url: &str) -> Result<Vec<Value>, BrowserError> {
+        let answer = self.call("Network.getCookies", json!({"urls": [url]}))?;
+        Ok(answer["cookies"].as_array().cloned().unwrap_or_default())
     }
 
     /// Loads `url` and waits for its `load` event (at most `timeout`).
@@ -165,6 +216,29 @@ impl Page {
             });
         }
         Ok(answer["result"]["value"].clone())
+    }
+
+    /// Fills the fields of the form with id `form` (each field by its id) and submits it, as a
+    /// user typing and pressing Enter would (waits for the form first).
+    pub fn submit(
+        &mut self,
+        form: &str,
+        fields: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
+        self.wait_for(
+            &format!("document.getElementById({form:?}) !== null"),
+            timeout,
+        )?;
+        let mut script = String::new();
+        for (id, value) in fields {
+            script.push_str(&format!(
+                "document.getElementById({id:?}).value = {};",
+                serde_json::to_string(value).unwrap_or_default()
+            ));
+        }
+        script.push_str(&format!("document.getElementById({form:?}).submit(); true"));
+        self.evaluate(&script).map(|_| ())
     }
 
     /// Evaluates `expression` every 250 ms until it is truthy; its last value either way

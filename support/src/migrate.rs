@@ -15,10 +15,16 @@ pub static OLAP: Migrator = sqlx::migrate!("../schema/olap");
 /// A repeatable logic file: its name (the order it is applied in) and text.
 pub type LogicFile = (&'static str, &'static str);
 
-pub const OLTP_LOGIC: &[LogicFile] = &[(
-    "10_ddl_capture.sql",
-    include_str!("../../schema/oltp/logic/10_ddl_capture.sql"),
-)];
+pub const OLTP_LOGIC: &[LogicFile] = &[
+    (
+        "10_ddl_capture.sql",
+        include_str!("../../schema/oltp/logic/10_ddl_capture.sql"),
+    ),
+    (
+        "20_api_keys.sql",
+        include_str!("../../schema/oltp/logic/20_api_keys.sql"),
+    ),
+];
 
 pub const OLAP_LOGIC: &[LogicFile] = &[
     (

@@ -1,5 +1,12 @@
 //! Test support: one embedded cluster per test binary, one database per test, free ports for
-//! the servers a test starts, and scratch directories.
+//! the servers a test starts, scratch directories, API keys ([`TestKeys`]) and TLS
+//! certificates ([`TestCertificate`]).
+
+mod certificate;
+mod keys;
+
+pub use certificate::TestCertificate;
+pub use keys::TestKeys;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -55,9 +55,28 @@ pub fn security_headers(
     })
 }
 
+/// `text` percent-encoded: RFC 3986's unreserved characters kept, every other byte `%XX` (for
+/// a URL's user or password part, or a query parameter's value).
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_characters_only() {
+        assert_eq!(percent_encode("a-Z_0.~"), "a-Z_0.~");
+        assert_eq!(percent_encode("/?a=1&b=é"), "%2F%3Fa%3D1%26b%3D%C3%A9");
+    }
 
     #[test]
     fn headers_are_added_and_a_handlers_own_kept() {

@@ -18,7 +18,7 @@ pub mod up;
 #[allow(unused_imports)]
 pub use brewlytics_support::testing::Scratch;
 #[allow(unused_imports)]
-pub use net::{free_addr, free_port, http, http_get};
+pub use net::{exchange, free_addr, free_port, http, http_get, remember_key};
 #[allow(unused_imports)]
 pub use process::{wait_for, Proc};
 
@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brewlytics_replicator::verify;
+use brewlytics_support::auth::key::NewKey;
 use brewlytics_support::{ClusterOptions, DbUrl, EmbeddedCluster};
 use sqlx::{Connection, PgConnection};
 
@@ -106,6 +107,40 @@ impl Clusters {
     pub fn prepare(&self, orders: u32) {
         self.run(&["migrate"]);
         self.run(&["seed", "--orders", &orders.to_string()]);
+        self.register_test_key();
+    }
+
+    /// Puts [`test_key`] in OLTP's key table (once migrated; again is harmless).
+    pub fn register_test_key(&self) {
+        let key = test_key();
+        let hex: String = key
+            .digest
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let _ = self.oltp.psql(
+            "coffee_oltp",
+            &format!(
+                "insert into auth.api_keys (id, name, scopes, secret_hash) \
+                 values ('{}', 'harness', array['admin'], '\\x{hex}') on conflict do nothing",
+                key.id
+            ),
+        );
+    }
+
+    /// A new key with `scopes` (comma-separated), made with `brewlytics api-key create`.
+    pub fn api_key(&self, name: &str, scopes: &str) -> String {
+        let out = self
+            .command(&["api-key", "create", "--name", name, "--scope", scopes])
+            .output()
+            .expect("running brewlytics api-key create");
+        assert!(
+            out.status.success(),
+            "api-key create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     /// Starts `brewlytics replicate` with its log in a file; endpoints on `listen`.
@@ -125,6 +160,8 @@ impl Clusters {
         let file = std::fs::File::create(&log).unwrap();
         let mut all = vec!["replicate"];
         all.extend_from_slice(args);
+        self.register_test_key();
+        remember_key(listen, &test_key().text);
         let mut c = self.command(&all);
         c.env("REPLICATOR_LISTEN", listen)
             .env("HEARTBEAT_INTERVAL_MS", "200")
@@ -192,6 +229,13 @@ impl Clusters {
         .await
         .unwrap()
     }
+}
+
+/// The `admin` key of this test binary: in the key table of every [`Clusters`] it prepares,
+/// and remembered for the replicators it starts, so [`http`] and [`http_get`] carry it.
+pub fn test_key() -> &'static NewKey {
+    static KEY: std::sync::OnceLock<NewKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(NewKey::generate)
 }
 
 /// [`Clusters::star_fingerprint`] of any OLAP database.

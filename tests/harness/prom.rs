@@ -49,14 +49,7 @@ fn find_binary(var: &str, name: &str) -> PathBuf {
 
 /// Percent-encodes a query-string value.
 pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    brewlytics_support::web::percent_encode(s)
 }
 
 /// An instant query through Prometheus's HTTP API: each series' labels and value (NaN and
@@ -69,6 +62,12 @@ pub fn try_query(prometheus: &str, promql: &str) -> Result<Vec<(Value, f64)>, St
         None,
     )
     .ok_or_else(|| format!("no answer from Prometheus at {prometheus}"))?;
+    if status == 503 {
+        // Prometheus answers 503 until its storage is ready (after a start or a reload).
+        return Err(format!(
+            "no answer yet from Prometheus at {prometheus}: {body}"
+        ));
+    }
     let json: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
     if status != 200 || json["status"] != "success" {
         return Err(format!("{status}: {body}"));
@@ -112,19 +111,21 @@ pub fn active_alerts(prometheus: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// A scrape job of deploy/prometheus.yml: its name, metrics path, the port it targets and its
-/// target labels.
+/// A scrape job of deploy/prometheus.yml: its name, metrics path, the port it targets, its
+/// target labels, and the file of the API key it sends (`authorization: credentials_file`).
 #[derive(Debug)]
 pub struct ScrapeJob {
     pub name: String,
     pub metrics_path: String,
     pub port: u16,
     pub labels: Vec<(String, String)>,
+    pub credentials_file: Option<String>,
 }
 
 /// Reads the scrape jobs of a Prometheus configuration written like deploy/prometheus.yml:
 /// `- job_name:` blocks, each naming port 8000 (the API) or 8001 (the replicator) in its
-/// targets, optionally with `labels:`. No YAML library: the file is ours and simple; the
+/// targets, optionally with `labels:` and an `authorization:` block's `credentials_file:`. No
+/// YAML library: the file is ours and simple; the
 /// tests fail if it changes shape.
 pub fn scrape_jobs(text: &str) -> Vec<ScrapeJob> {
     let mut jobs: Vec<ScrapeJob> = Vec::new();
@@ -143,6 +144,7 @@ pub fn scrape_jobs(text: &str) -> Vec<ScrapeJob> {
                 metrics_path: "/metrics".into(),
                 port: 0,
                 labels: Vec::new(),
+                credentials_file: None,
             });
             ports.push(Vec::new());
             labels_indent = None;
@@ -164,6 +166,8 @@ pub fn scrape_jobs(text: &str) -> Vec<ScrapeJob> {
             labels_indent = Some(indent);
         } else if let Some(path) = code.strip_prefix("metrics_path:") {
             job.metrics_path = unquote(path);
+        } else if let Some(file) = code.strip_prefix("credentials_file:") {
+            job.credentials_file = Some(unquote(file));
         }
         for port in [8000u16, 8001] {
             let p = port.to_string();
@@ -189,10 +193,12 @@ fn unquote(s: &str) -> String {
 }
 
 /// A configuration with deploy/prometheus.yml's jobs (names, paths, labels), each scraping
-/// `targets(job)`, every second; evaluating `rule_files` every second.
+/// `targets(job)` every second — with the API key in `key_file` where the job sends one —;
+/// evaluating `rule_files` every second.
 pub fn test_config(
     jobs: &[ScrapeJob],
     targets: impl Fn(&ScrapeJob) -> Vec<String>,
+    key_file: &Path,
     rule_files: &[PathBuf],
 ) -> String {
     let mut config = String::from(
@@ -208,9 +214,17 @@ pub fn test_config(
     for job in jobs {
         let targets: Vec<String> = targets(job).iter().map(|t| format!("\"{t}\"")).collect();
         config.push_str(&format!(
-            "  - job_name: \"{}\"\n    metrics_path: \"{}\"\n    static_configs:\n      - targets: [{}]\n",
-            job.name,
-            job.metrics_path,
+            "  - job_name: \"{}\"\n    metrics_path: \"{}\"\n",
+            job.name, job.metrics_path,
+        ));
+        if job.credentials_file.is_some() {
+            config.push_str(&format!(
+                "    authorization:\n      type: Bearer\n      credentials_file: \"{}\"\n",
+                key_file.display()
+            ));
+        }
+        config.push_str(&format!(
+            "    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         ));
         if !job.labels.is_empty() {

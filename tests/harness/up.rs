@@ -1,6 +1,7 @@
 //! `brewlytics up` as the tests run it: on an embedded PostgreSQL in a scratch directory, every
 //! service on port 0 — it binds what it is given and prints the addresses it got, which is
-//! where the tests read them.
+//! where the tests read them, with the file of the API key it made (remembered for its
+//! addresses: `http` and `http_get` send it).
 
 use std::path::Path;
 use std::process::Command;
@@ -14,6 +15,8 @@ pub struct UpAddrs {
     pub api: String,
     pub replicator: String,
     pub dashboard: String,
+    /// The key `up` made (every scope), read from the file it named.
+    pub key: String,
 }
 
 /// `brewlytics up --data-dir DIR` with its three listeners on port 0 and nothing from the
@@ -54,15 +57,30 @@ pub fn addrs(output: &str) -> Option<UpAddrs> {
     let find = |label: &str| {
         output.lines().find_map(|l| {
             let url = l.trim_start().strip_prefix(label)?.trim_start();
-            let addr = url.strip_prefix("http://")?.split_whitespace().next()?;
+            let addr = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))?
+                .split_whitespace()
+                .next()?;
             Some(addr.to_owned())
         })
     };
-    Some(UpAddrs {
+    let key_file = output.lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("API key")?;
+        let file = rest.split_once(" in ")?.1.split(" (mode").next()?;
+        Some(file.trim().to_owned())
+    })?;
+    let key = std::fs::read_to_string(key_file).ok()?.trim().to_owned();
+    let addrs = UpAddrs {
         api: find("API")?,
         replicator: find("Replicator")?,
         dashboard: find("Dashboard")?,
-    })
+        key,
+    };
+    for addr in [&addrs.api, &addrs.replicator, &addrs.dashboard] {
+        super::remember_key(addr, &addrs.key);
+    }
+    Some(addrs)
 }
 
 /// Waits (≤ 180 s) until `up`, whose output is in its log, printed where it serves.

@@ -117,6 +117,9 @@ impl Drill {
         wait_streaming(&listen, &replicator).await;
         exec(&mut c.oltp_conn().await, setup).await;
         let api_addr = free_addr();
+        // Its orders need a key: the harness's, in the OLTP key table.
+        c.register_test_key();
+        harness::remember_key(&api_addr, &harness::test_key().text);
         let api = {
             let mut cmd = c.command(&["api"]);
             cmd.env("API_LISTEN", &api_addr).env("RUST_LOG", "warn");

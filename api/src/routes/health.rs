@@ -51,7 +51,8 @@ fn unavailable() -> (StatusCode, Json<Health>) {
     )
 }
 
-/// Request counts and latency histograms in Prometheus text format.
+/// Request counts and latency histograms, and refused authentications, in Prometheus text
+/// format.
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "OpenMetrics text exposition", body = String,
@@ -63,6 +64,6 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        state.guard.metrics().append_to(state.metrics.encode()),
     )
 }

@@ -1,7 +1,10 @@
 //! Shared by the API's integration tests: a migrated database of its own per test (on the
-//! test binary's embedded cluster), the router driven with `oneshot`, row counts of all eight
-//! OLTP tables and a small fixture shop.
+//! test binary's embedded cluster), the router driven with `oneshot` — every request carrying
+//! the test's `admin` key unless it brings its own `authorization` ([`TestApp::key`] makes
+//! keys of other scopes) —, row counts of all eight OLTP tables and a small fixture shop.
 #![allow(dead_code)]
+
+pub mod log;
 
 use std::collections::BTreeMap;
 
@@ -9,7 +12,8 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use brewlytics_api::{router, ApiState, Service};
-use brewlytics_support::testing::TestDb;
+use brewlytics_support::auth::{GuardConfig, LimitConfig, Scope};
+use brewlytics_support::testing::{TestDb, TestKeys};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -30,6 +34,10 @@ pub struct TestApp {
     pub pool: PgPool,
     pub state: ApiState,
     pub app: Router,
+    /// An `admin` key, sent with every request that brings no `authorization` of its own.
+    pub admin_key: String,
+    /// The keys of the app's database (`auth.api_keys`).
+    pub keys: TestKeys,
     // dropped last: the database outlives the pool's use
     _db: TestDb,
 }
@@ -68,6 +76,22 @@ impl TestApp {
     }
 
     async fn build(name: &str, services: &[Service], connections: u32) -> Self {
+        // Tests send many refused requests from one (unknown) address on purpose: the
+        // failure limit is tested on its own (TestApp::with_limit).
+        Self::build_with(name, services, connections, TestKeys::GENEROUS).await
+    }
+
+    /// An app whose failure limit is `limit`.
+    pub async fn with_limit(name: &str, limit: LimitConfig) -> Self {
+        Self::build_with(name, &Service::ALL, 10, limit).await
+    }
+
+    async fn build_with(
+        name: &str,
+        services: &[Service],
+        connections: u32,
+        limit: LimitConfig,
+    ) -> Self {
         let db = TestDb::new(name);
         let options = db.url().connect_options().expect("test database url");
         let pool = PgPoolOptions::new()
@@ -78,13 +102,39 @@ impl TestApp {
         brewlytics_support::migrate::oltp(&pool)
             .await
             .expect("migrating the test database");
-        let state = ApiState::new(pool.clone());
+        let keys = TestKeys::on(pool.clone());
+        let guard = keys.guard(GuardConfig {
+            limit,
+            ..GuardConfig::json("api")
+        });
+        let state = ApiState::with_guard(pool.clone(), guard);
         let app = router(state.clone(), services);
+        let admin_key = keys.key("test-admin", &[Scope::Admin]).await;
         Self {
             pool,
             state,
             app,
+            admin_key,
+            keys,
             _db: db,
+        }
+    }
+
+    /// A new key with `scopes`, usable at once.
+    pub async fn key(&self, name: &str, scopes: &[Scope]) -> String {
+        self.keys.key(name, scopes).await
+    }
+
+    /// Revokes a key by name, effective at once.
+    pub async fn revoke(&self, name: &str) {
+        self.keys.revoke(name).await
+    }
+
+    /// A handle sending requests as this app's tests do (with the admin key), for tasks.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            app: self.app.clone(),
+            key: self.admin_key.clone(),
         }
     }
 
@@ -111,12 +161,32 @@ impl TestApp {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Resp {
-        send(&self.app, method, uri, content_type, body, &[]).await
+        self.sender()
+            .send(method, uri, content_type, body, &[])
+            .await
     }
 
-    /// A request without a body and with extra headers.
+    /// A request without a body and with extra headers (its own `authorization`, if given,
+    /// instead of the admin key).
     pub async fn call_with(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Resp {
-        send(&self.app, method, uri, None, Vec::new(), headers).await
+        self.sender()
+            .send(method, uri, None, Vec::new(), headers)
+            .await
+    }
+
+    /// A JSON request (or none) with exactly `headers`: no key unless they carry one.
+    pub async fn call_bare(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let (ct, bytes) = match body {
+            Some(v) => (Some("application/json"), v.to_string().into_bytes()),
+            None => (None, Vec::new()),
+        };
+        send(&self.app, method, uri, ct, bytes, headers).await
     }
 
     /// A connection of its own to the test database (not from the API's pool).
@@ -181,6 +251,35 @@ impl TestApp {
     }
 }
 
+/// Sends requests to an app with its admin key (see [`TestApp::sender`]).
+#[derive(Clone)]
+pub struct Sender {
+    app: Router,
+    key: String,
+}
+
+impl Sender {
+    pub async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let bearer = format!("Bearer {}", self.key);
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            all.push(("authorization", &bearer));
+        }
+        send(&self.app, method, uri, content_type, body, &all).await
+    }
+}
+
+/// A request with exactly these headers.
 pub async fn send(
     app: &Router,
     method: &str,

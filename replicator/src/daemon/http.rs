@@ -3,7 +3,10 @@
 //! state of this process), `/metrics` (Prometheus) and `/` (the status page, with its script
 //! and stylesheet under `/assets/`). Every answer carries the security headers of
 //! [`brewlytics_support::web`]: the page runs under a Content-Security-Policy with no inline
-//! script or style.
+//! script or style. All but `/health` and `/ready` need a key (or a session from the login
+//! form at `/login`) with `ops:read`: [`access`].
+
+pub mod access;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,8 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
+use brewlytics_support::auth::Guard;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
@@ -34,6 +38,7 @@ pub struct HttpState {
     olap: PgPool,
     slot: String,
     ready_max_lag: Duration,
+    guard: Guard,
 }
 
 impl HttpState {
@@ -50,11 +55,13 @@ impl HttpState {
             olap: lazy(&cfg.replicator.olap_url)?,
             slot: cfg.replicator.slot.clone(),
             ready_max_lag: cfg.ready_max_lag,
+            guard: cfg.guard.clone(),
         })
     }
 }
 
 pub fn router(state: HttpState) -> Router {
+    let guard = state.guard.clone();
     Router::new()
         .route("/", get(page))
         .route("/assets/status.js", get(page_js))
@@ -63,6 +70,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/ready", get(ready))
         .route("/status", get(status_doc))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            guard.by_route(access::access),
+            brewlytics_support::auth::route_gate,
+        ))
+        .merge(guard.login_routes())
         .layer(brewlytics_support::web::security_headers(
             brewlytics_support::web::PAGE_POLICY,
         ))
@@ -175,25 +187,26 @@ async fn metrics(State(s): State<HttpState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.telemetry.encode(),
+        s.guard.metrics().append_to(s.telemetry.encode()),
     )
         .into_response()
 }
 
-/// Serves [`loader_router`] on `listener` until `stop`.
+/// Serves [`loader_router`] on `endpoint` until `stop`.
 pub async fn serve_loader(
-    listener: tokio::net::TcpListener,
+    endpoint: brewlytics_support::serve::Endpoint,
     t: Arc<crate::load::LoaderTelemetry>,
+    guard: Guard,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, loader_router(t))
-        .with_graceful_shutdown(stop)
-        .await
+    brewlytics_support::serve::serve(endpoint, loader_router(t, guard), stop).await
 }
 
 /// The loader's endpoints (`brewlytics load`): `/health`, `/status` (its live state: stream,
-/// consumer, pending messages, position) and `/metrics`.
-pub fn loader_router(t: Arc<crate::load::LoaderTelemetry>) -> Router {
+/// consumer, pending messages, position) and `/metrics`; all but `/health` behind `guard`
+/// ([`access::loader_access`]).
+pub fn loader_router(t: Arc<crate::load::LoaderTelemetry>, guard: Guard) -> Router {
+    let auth_metrics = guard.clone();
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
@@ -213,12 +226,16 @@ pub fn loader_router(t: Arc<crate::load::LoaderTelemetry>) -> Router {
                             header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        t.encode(),
+                        auth_metrics.metrics().append_to(t.encode()),
                     )
                         .into_response()
                 },
             ),
         )
+        .layer(middleware::from_fn_with_state(
+            guard.by_route(access::loader_access),
+            brewlytics_support::auth::route_gate,
+        ))
         .layer(brewlytics_support::web::security_headers(
             brewlytics_support::web::PAGE_POLICY,
         ))

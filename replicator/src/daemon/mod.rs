@@ -29,6 +29,10 @@ pub struct DaemonConfig {
     pub retained_wal_warn_bytes: i64,
     /// `/ready` answers 503 above this lag.
     pub ready_max_lag: Duration,
+    /// Who may use the endpoints ([`http::access`]): a key store, or open.
+    pub guard: brewlytics_support::auth::Guard,
+    /// Serve the endpoints over TLS.
+    pub tls: Option<brewlytics_support::serve::Tls>,
 }
 
 /// How often a standby tries the lock, and the leader checks it still holds it.
@@ -66,15 +70,16 @@ pub async fn run_bound(
             };
             let state = http::HttpState::new(&cfg, telemetry.clone())?;
             let addr = listener.local_addr().unwrap_or(addr);
-            tracing::info!(%addr, "replicator endpoints: /metrics /health /ready /status /");
+            let endpoint = brewlytics_support::serve::Endpoint::new(listener, cfg.tls.clone());
+            tracing::info!(%addr, scheme = endpoint.scheme(), "replicator endpoints: /metrics /health /ready /status /");
+            cfg.guard.announce().await;
             let mut stop = shutdown.clone();
             Some(tokio::spawn(async move {
                 let app = http::router(state);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|v| *v).await;
-                    })
-                    .await;
+                let _ = brewlytics_support::serve::serve(endpoint, app, async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                })
+                .await;
             }))
         }
         None => None,
@@ -100,6 +105,11 @@ pub async fn run_bound(
     telemetry.set_role(Role::Stopped);
     if let Some(h) = http {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+    }
+    if let Some(store) = cfg.guard.store() {
+        if let Err(e) = store.flush_last_used().await {
+            tracing::debug!(error = %e, "writing the API keys' last use");
+        }
     }
     result
 }

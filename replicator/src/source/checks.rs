@@ -57,6 +57,23 @@ pub async fn source_ready(
             unreadable.join(", ")
         )));
     }
+    // The API keys (auth.api_keys) never leave OLTP: a publication that takes them (FOR ALL
+    // TABLES does) is not streamed. `brewlytics migrate` refuses one too.
+    let keys_published: Vec<String> = sqlx::query_scalar(
+        "select distinct pubname::text from pg_publication_tables
+         where pubname = any($1) and schemaname = 'auth' order by 1",
+    )
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !keys_published.is_empty() {
+        return Err(ReplicatorError::Fatal(format!(
+            "publication(s) {} publish the API keys (auth.api_keys), which must never leave the OLTP \
+             database: publish the tables by name (`ALTER PUBLICATION … SET TABLE …`) or \
+             `FOR TABLES IN SCHEMA public` instead of FOR ALL TABLES",
+            keys_published.join(", ")
+        )));
+    }
     if let Some(e) = crate::schema::publication::unstreamable(conn, &names).await? {
         return Err(ReplicatorError::Fatal(e));
     }

@@ -127,6 +127,11 @@ function render(doc) {
 async function refresh() {
   try {
     const r = await fetch("status", { cache: "no-store" });
+    if (r.status === 401) {
+      // The session ended (expired, or its key revoked): sign in again.
+      location.assign("/login?next=/");
+      return;
+    }
     render(await r.json());
   } catch (e) {
     $("error").textContent = "status unavailable: " + e;
