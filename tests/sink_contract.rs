@@ -1,9 +1,11 @@
-//! The sink contract (replicator/src/sink/mod.rs), checked against both implementations — the
-//! OLAP writer on a real PostgreSQL server and the NATS publisher on a real 3-node JetStream
-//! cluster: changes stored in order; a position stored once however often it is written
-//! (abandoned and written again, or — for the publisher — stored, never acknowledged to the
-//! pipeline, and written again by a new process after JetStream's dedup window has passed);
-//! and everything written is stored once `commit` returns.
+//! The sink contract (replicator/src/sink/mod.rs), checked through the pipeline's own
+//! applier (`pipeline::apply::Sinks`, the type `replicate` runs), once with OLAP alone
+//! (`--sink olap`) and once with the NATS publisher beside it on a real 3-node JetStream
+//! cluster (`--sink nats`), OLAP on a real PostgreSQL server: changes stored in order, also
+//! when a transaction comes in parts; a position stored once however often it is written
+//! (abandoned and written again, or stored by the secondary, never committed with the
+//! checkpoint, and written again by a new process after JetStream's dedup window has
+//! passed); and everything written is stored once the commit returns.
 
 mod harness;
 
@@ -15,17 +17,16 @@ use brewlytics_replicator::batch::CommitMark;
 use brewlytics_replicator::change::{Body, Change, Pos, RowChange, SchemaChange, TxContext};
 use brewlytics_replicator::decode::{ReplicaIdentity, TupleData, TupleValue};
 use brewlytics_replicator::lsn::Lsn;
+use brewlytics_replicator::pipeline::apply::Sinks;
+use brewlytics_replicator::pipeline::read::{Commit, Work};
 use brewlytics_replicator::schema::plan::Step;
-use brewlytics_replicator::sink::nats::envelope::{Encoder, Item, Message, Origin};
-use brewlytics_replicator::sink::nats::{publish, NatsConfig, NatsSink};
-use brewlytics_replicator::sink::olap::encode::{encode, Encoded};
-use brewlytics_replicator::sink::olap::journal::JournalEncoder;
-use brewlytics_replicator::sink::olap::{OlapWriter, OnError};
-use brewlytics_replicator::sink::{OlapSink, Sink};
+use brewlytics_replicator::sink::nats::envelope::Origin;
+use brewlytics_replicator::sink::nats::{NatsConfig, NatsError, NatsSink};
+use brewlytics_replicator::sink::olap::{OlapSink, OlapWriter, OnError};
+use brewlytics_replicator::sink::{Encode, PartEnd, PrimarySink, Sink};
 use brewlytics_replicator::table::{replica_name, Column, SourceTable};
 use brewlytics_support::{ClusterOptions, DbUrl, EmbeddedCluster};
 use harness::nats::NatsCluster;
-use sqlx::PgConnection;
 
 const SLOT: &str = "contract";
 
@@ -106,86 +107,190 @@ fn positions(changes: &[Change]) -> Vec<Pos> {
     changes.iter().map(|c| c.pos).collect()
 }
 
-/// One implementation under the contract: how to make it, feed it and read what it stored.
-#[allow(async_fn_in_trait)]
-trait Subject {
-    type S: Sink;
-    /// A fresh instance (as a new process would make), resumed after the last commit.
-    async fn open(&mut self) -> Self::S;
-    fn part(&mut self, changes: &[Change]) -> <Self::S as Sink>::Part;
-    /// What the pipeline does once the sink's commit returned (recorded with the checkpoint).
-    async fn committed(&mut self, sink: &mut Self::S, receipt: <Self::S as Sink>::Receipt);
-    /// The positions durably stored, in the order stored.
-    async fn stored(&mut self) -> Vec<Pos>;
-    /// The value of row `id` as the sink holds it last (order of application).
-    async fn value_of(&mut self, id: i32) -> Option<String>;
-    /// Whether a position written and acknowledged but never recorded (a crash between the
-    /// sink's commit and the pipeline's) can be left behind: the publisher's case.
-    fn acknowledges_apart(&self) -> bool;
+/// The reader's work for `changes`, encoded by the sinks' own encoders (`enc`, one per
+/// process, as the reader keeps it): a batch committed at `commit`, or (None) a part of a
+/// transaction whose end is yet to come.
+fn work<E: Encode>(enc: &mut E, changes: &[Change], commit: Option<CommitMark>) -> Work<E::Part> {
+    Work {
+        parts: enc.encode(changes),
+        commit: commit.map(|mark| Commit {
+            mark,
+            transactions: 1,
+            heartbeat: None,
+        }),
+        changes: changes.len(),
+        first: changes.first().map(|c| c.pos),
+    }
 }
 
-async fn contract<T: Subject>(s: &mut T)
-where
-    <<T as Subject>::S as Sink>::Error: std::fmt::Debug,
-{
-    let mut sink = s.open().await;
-    sink.resume(None).await.unwrap();
+/// The sink beside OLAP under the contract: how a new process makes it, and what it stored.
+#[allow(async_fn_in_trait)]
+trait Secondary {
+    type S: Sink<Error = NatsError>;
+    /// A fresh instance, as a new process makes it (not yet resumed).
+    async fn open(&mut self) -> Self::S;
+    /// The positions durably stored, in the order stored (None: no secondary sink).
+    async fn stored(&mut self) -> Option<Vec<Pos>>;
+    /// Whether a secondary stores apart from OLAP (a crash between its commit and OLAP's
+    /// leaves it ahead of the checkpoint).
+    fn stores_apart(&self) -> bool;
+}
 
-    // Ordered: two parts of one batch (the second updates the first's row), one commit.
+struct Olap {
+    url: DbUrl,
+}
+
+impl Olap {
+    /// The OLAP sink of a new process.
+    async fn open(&self) -> OlapSink {
+        OlapSink::connect(&self.url, SLOT, OnError::Stop)
+            .await
+            .unwrap()
+    }
+
+    /// The journal's positions, in order (read on another connection: durable).
+    async fn stored(&self) -> Vec<Pos> {
+        let mut conn = harness::connect(&self.url).await;
+        let rows: Vec<(String, i32)> =
+            sqlx::query_as("select lsn::text, seq from cdc_events e order by e.lsn, e.seq")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        rows.into_iter()
+            .map(|(l, seq)| Pos {
+                lsn: l.parse().unwrap(),
+                seq,
+            })
+            .collect()
+    }
+
+    async fn value_of(&self, id: i32) -> Option<String> {
+        let mut conn = harness::connect(&self.url).await;
+        sqlx::query_scalar(&format!(
+            "select v from replica.{} where id = $1",
+            replica_name("public", "contract_t")
+        ))
+        .bind(id)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap()
+    }
+
+    async fn checkpoint(&self) -> Option<Lsn> {
+        let mut conn = harness::connect(&self.url).await;
+        brewlytics_replicator::checkpoint::load(&mut conn, SLOT)
+            .await
+            .unwrap()
+            .map(|c| c.lsn)
+    }
+}
+
+/// Checks both stores hold exactly `want`, in order.
+async fn assert_stored<T: Secondary>(olap: &Olap, s: &mut T, want: &[Pos], what: &str) {
+    assert_eq!(olap.stored().await, want, "OLAP: {what}");
+    if let Some(stored) = s.stored().await {
+        assert_eq!(stored, want, "beside OLAP: {what}");
+    }
+}
+
+/// A new process's sinks, resumed as a session resumes them after `checkpoint`.
+async fn resumed<T: Secondary>(olap: &Olap, s: &mut T, checkpoint: Lsn) -> Sinks<OlapSink, T::S> {
+    let mut sinks = Sinks::new(olap.open().await, s.open().await);
+    sinks.resume_secondary(Some(checkpoint)).await.unwrap();
+    sinks.primary.resume(checkpoint).await.unwrap();
+    sinks
+}
+
+async fn contract<T: Secondary>(olap: &Olap, s: &mut T) {
+    // A first start over an empty source: nothing copied, the checkpoint at its point.
+    let mut sinks = Sinks::new(olap.open().await, s.open().await);
+    sinks.resume_secondary(None).await.unwrap();
+    sinks.primary.writer().begin().await.unwrap();
+    let tx0 = sinks.primary.tx();
+    let copied = sinks.secondary.write_copy(tx0, Lsn(0x100)).await.unwrap();
+    assert_eq!(copied, 0);
+    let copy_end = CommitMark {
+        end_lsn: Lsn(0x100),
+        commit_ts: None,
+    };
+    sinks.commit(&copy_end).await.unwrap();
+    assert_eq!(olap.checkpoint().await, Some(Lsn(0x100)));
+    sinks.primary.resume(Lsn(0x100)).await.unwrap();
+    let mut enc = sinks.encoder();
+
+    // Ordered: a batch of two transactions (the second updates the first's row).
     let t1 = tx(0x1000, &[(1, "a"), (2, "b")], true);
     let t2 = tx(0x2000, &[(1, "a2"), (3, "c")], false);
-    let p1 = s.part(&t1);
-    let p2 = s.part(&t2);
-    sink.write(&p1).await.unwrap();
-    sink.write(&p2).await.unwrap();
-    let r = sink.commit(&mark(0x2000)).await.unwrap();
-    s.committed(&mut sink, r).await;
-    let mut want: Vec<Pos> = positions(&t1);
-    want.extend(positions(&t2));
-    assert_eq!(s.stored().await, want, "stored in order, once");
+    let both: Vec<Change> = t1.iter().chain(&t2).cloned().collect();
+    let w = work(&mut enc, &both, Some(mark(0x2000)));
+    let (stats, _) = sinks.apply(&w).await.unwrap().expect("a batch commits");
+    assert_eq!(stats.events, 5);
+    let mut want = positions(&both);
+    assert_stored(olap, s, &want, "stored in order, once").await;
     assert_eq!(
-        s.value_of(1).await.as_deref(),
+        olap.value_of(1).await.as_deref(),
         Some("a2"),
         "applied in order"
     );
+    assert_eq!(olap.checkpoint().await, Some(Lsn(0x2001)));
 
-    // Abandoned, then written again: stored once.
-    let t3 = tx(0x3000, &[(4, "d")], false);
-    let p3 = s.part(&t3);
-    sink.write(&p3).await.unwrap();
-    sink.abandon().await.unwrap();
-    sink.write(&p3).await.unwrap();
-    let r = sink.commit(&mark(0x3000)).await.unwrap();
-    // Durable once commit returns: read by another connection.
+    // A transaction larger than a batch: parts, nothing durable before its end.
+    let t3 = tx(0x3000, &[(4, "d"), (5, "e"), (4, "d2")], false);
+    let first = work(&mut enc, &t3[..2], None);
+    assert!(
+        sinks.apply(&first).await.unwrap().is_none(),
+        "a part commits nothing"
+    );
+    // OLAP holds nothing of it yet (a stream may hold some: not recorded, found again).
+    assert_eq!(
+        olap.stored().await,
+        want,
+        "nothing of a transaction before its end"
+    );
+    let rest = work(&mut enc, &t3[2..], Some(mark(0x3000)));
+    sinks.apply(&rest).await.unwrap().expect("its end commits");
     want.extend(positions(&t3));
-    assert_eq!(s.stored().await, want, "durable once commit returned");
-    s.committed(&mut sink, r).await;
+    assert_stored(olap, s, &want, "a transaction in parts, in order").await;
+    assert_eq!(olap.value_of(4).await.as_deref(), Some("d2"));
 
-    // Written, stored, never recorded (a crash); a new process resends after the checkpoint.
-    let t4 = tx(0x4000, &[(5, "e"), (6, "f")], false);
-    let p4 = s.part(&t4);
-    sink.write(&p4).await.unwrap();
-    if s.acknowledges_apart() {
-        let _unrecorded = sink.commit(&mark(0x4000)).await.unwrap();
+    // Abandoned after a part, then written again whole: stored once.
+    let t4 = tx(0x4000, &[(6, "f"), (7, "g")], false);
+    let part = work(&mut enc, &t4[..1], None);
+    sinks.apply(&part).await.unwrap();
+    sinks.abandon().await.unwrap();
+    let whole = work(&mut enc, &t4, Some(mark(0x4000)));
+    sinks.apply(&whole).await.unwrap();
+    want.extend(positions(&t4));
+    assert_stored(olap, s, &want, "durable once the commit returned").await;
+
+    // Stored beside OLAP, never committed with the checkpoint (a crash between the two
+    // commits); a new process writes it again after the checkpoint.
+    let t5 = tx(0x5000, &[(8, "h"), (9, "i")], false);
+    let w5 = work(&mut enc, &t5, Some(mark(0x5000)));
+    sinks
+        .write(&w5.parts, PartEnd::TransactionEnd)
+        .await
+        .unwrap();
+    let tx5 = sinks.primary.tx();
+    sinks.secondary.commit(tx5, &mark(0x5000)).await.unwrap();
+    drop(sinks);
+    if s.stores_apart() {
         // Past JetStream's dedup window: only the sink itself can tell the resend.
         tokio::time::sleep(Duration::from_millis(2500)).await;
-    } else {
-        sink.abandon().await.unwrap();
     }
-    drop(sink);
-    let mut sink = s.open().await;
-    sink.resume(Some(Lsn(0x3001))).await.unwrap();
-    let p4 = s.part(&t4);
-    sink.write(&p4).await.unwrap();
-    let r = sink.commit(&mark(0x4000)).await.unwrap();
-    s.committed(&mut sink, r).await;
-    want.extend(positions(&t4));
     assert_eq!(
-        s.stored().await,
-        want,
-        "a resend after a restart is stored once"
+        olap.checkpoint().await,
+        Some(Lsn(0x4001)),
+        "OLAP did not commit"
     );
-    assert_eq!(s.value_of(6).await.as_deref(), Some("f"));
+    let mut sinks = resumed(olap, s, Lsn(0x4001)).await;
+    let mut enc = sinks.encoder();
+    let w5 = work(&mut enc, &t5, Some(mark(0x5000)));
+    sinks.apply(&w5).await.unwrap();
+    want.extend(positions(&t5));
+    assert_stored(olap, s, &want, "a resend after a restart is stored once").await;
+    assert_eq!(olap.value_of(9).await.as_deref(), Some("i"));
+    assert_eq!(olap.checkpoint().await, Some(Lsn(0x5001)));
 }
 
 async fn olap_db() -> (EmbeddedCluster, DbUrl) {
@@ -200,70 +305,29 @@ async fn olap_db() -> (EmbeddedCluster, DbUrl) {
     (cluster, url)
 }
 
-struct Olap {
-    url: DbUrl,
-    journal: JournalEncoder,
-}
+/// `--sink olap`: no sink beside OLAP.
+struct OlapAlone;
 
-impl Subject for Olap {
-    type S = OlapSink;
-    async fn open(&mut self) -> OlapSink {
-        OlapSink {
-            writer: OlapWriter::connect(&self.url, OnError::Stop).await.unwrap(),
-            slot: SLOT.into(),
-        }
+impl Secondary for OlapAlone {
+    type S = Option<NatsSink>;
+    async fn open(&mut self) -> Option<NatsSink> {
+        None
     }
-    fn part(&mut self, changes: &[Change]) -> Encoded {
-        encode(&mut self.journal, changes)
+    async fn stored(&mut self) -> Option<Vec<Pos>> {
+        None
     }
-    async fn committed(
-        &mut self,
-        _: &mut OlapSink,
-        _: brewlytics_replicator::sink::olap::ApplyStats,
-    ) {
-    }
-    async fn stored(&mut self) -> Vec<Pos> {
-        let mut conn = harness::connect(&self.url).await;
-        let rows: Vec<(String, i32)> =
-            sqlx::query_as("select lsn::text, seq from cdc_events e order by e.lsn, e.seq")
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-        rows.into_iter()
-            .map(|(l, seq)| Pos {
-                lsn: l.parse().unwrap(),
-                seq,
-            })
-            .collect()
-    }
-    async fn value_of(&mut self, id: i32) -> Option<String> {
-        let mut conn = harness::connect(&self.url).await;
-        sqlx::query_scalar(&format!(
-            "select v from replica.{} where id = $1",
-            replica_name("public", "contract_t")
-        ))
-        .bind(id)
-        .fetch_optional(&mut conn)
-        .await
-        .unwrap()
-    }
-    fn acknowledges_apart(&self) -> bool {
+    fn stores_apart(&self) -> bool {
         false
     }
 }
 
+/// `--sink nats`: the publisher beside OLAP.
 struct Nats {
     cfg: NatsConfig,
-    olap: DbUrl,
     origin: Origin,
-    encoder: Encoder,
 }
 
 impl Nats {
-    async fn conn(&self) -> PgConnection {
-        harness::connect(&self.olap).await
-    }
-
     async fn messages(&self) -> Vec<(Pos, HashMap<String, String>, serde_json::Value)> {
         let servers: Vec<&str> = self.cfg.url.split(',').collect();
         let client = async_nats::connect(servers.as_slice()).await.unwrap();
@@ -294,69 +358,40 @@ impl Nats {
         }
         out
     }
-}
 
-impl Subject for Nats {
-    type S = NatsSink;
-    async fn open(&mut self) -> NatsSink {
+    async fn sink(&self) -> NatsSink {
         let metrics = brewlytics_replicator::telemetry::Telemetry::new()
             .nats
             .clone();
-        let mut sink = NatsSink::connect(&self.cfg, self.origin.clone(), metrics)
+        NatsSink::connect(&self.cfg, self.origin.clone(), metrics)
             .await
-            .unwrap();
-        sink.load_committed(&mut self.conn().await).await.unwrap();
-        sink
+            .unwrap()
     }
-    fn part(&mut self, changes: &[Change]) -> Vec<Message> {
-        self.encoder
-            .encode(changes)
-            .items
-            .into_iter()
-            .map(|i| match i {
-                Item::Ready(m) => m,
-                Item::Backfill(_) => unreachable!("no backfill here"),
-            })
-            .collect()
+}
+
+impl Secondary for Nats {
+    type S = Option<NatsSink>;
+    async fn open(&mut self) -> Option<NatsSink> {
+        Some(self.sink().await)
     }
-    async fn committed(&mut self, sink: &mut NatsSink, receipt: publish::Published) {
-        publish::record(
-            &mut self.conn().await,
-            SLOT,
-            sink.stream_name(),
-            receipt.stream_seq,
-        )
-        .await
-        .unwrap();
+    async fn stored(&mut self) -> Option<Vec<Pos>> {
+        Some(self.messages().await.into_iter().map(|m| m.0).collect())
     }
-    async fn stored(&mut self) -> Vec<Pos> {
-        self.messages().await.into_iter().map(|m| m.0).collect()
-    }
-    async fn value_of(&mut self, id: i32) -> Option<String> {
-        self.messages()
-            .await
-            .into_iter()
-            .rfind(|m| m.2["after"]["id"] == id)
-            .and_then(|m| m.2["after"]["v"].as_str().map(str::to_owned))
-    }
-    fn acknowledges_apart(&self) -> bool {
+    fn stores_apart(&self) -> bool {
         true
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_olap_writer_keeps_the_sink_contract() {
+async fn olap_alone_keeps_the_sink_contract() {
     let (_cluster, url) = olap_db().await;
-    contract(&mut Olap {
-        url,
-        journal: JournalEncoder::default(),
-    })
-    .await;
+    contract(&Olap { url }, &mut OlapAlone).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_nats_publisher_keeps_the_sink_contract() {
-    let (_cluster, olap) = olap_db().await;
+async fn olap_and_the_nats_publisher_keep_the_sink_contract() {
+    let (_cluster, url) = olap_db().await;
+    let olap = Olap { url };
     let nats = NatsCluster::start(3);
     let mut cfg = NatsConfig::new(&nats.url());
     cfg.stream = "CONTRACT".into();
@@ -368,14 +403,10 @@ async fn the_nats_publisher_keeps_the_sink_contract() {
         slot: SLOT.into(),
         db: "coffee_oltp".into(),
     };
-    let mut subject = Nats {
-        encoder: Encoder::new(origin.clone()),
-        cfg,
-        olap,
-        origin,
-    };
-    contract(&mut subject).await;
-    // The transaction boundaries: each transaction's last message says so, with its count.
+    let mut subject = Nats { cfg, origin };
+    contract(&olap, &mut subject).await;
+    // The transaction boundaries: each transaction's last message says so, with its count;
+    // the one that came in parts too.
     let msgs = subject.messages().await;
     let lasts: Vec<(Pos, i64)> = msgs
         .iter()
@@ -388,15 +419,23 @@ async fn the_nats_publisher_keeps_the_sink_contract() {
         vec![
             (at(0x1000, 3), 3),
             (at(0x2000, 2), 2),
-            (at(0x3000, 1), 1),
-            (at(0x4000, 2), 2)
+            (at(0x3000, 3), 3),
+            (at(0x4000, 2), 2),
+            (at(0x5000, 2), 2)
         ]
     );
+    let value_of = |id: i32| {
+        msgs.iter()
+            .rfind(|m| m.2["after"]["id"] == id)
+            .and_then(|m| m.2["after"]["v"].as_str().map(str::to_owned))
+    };
+    assert_eq!(value_of(1).as_deref(), Some("a2"));
+    assert_eq!(value_of(9).as_deref(), Some("i"));
 
     // Another writer on the stream: a change that would no longer follow the stream's last
     // message is refused, not stored after it; the next start stops and says what to do.
-    let mut sink = subject.open().await;
-    sink.resume(Some(Lsn(0x4001))).await.unwrap();
+    let mut sinks = resumed(&olap, &mut subject, Lsn(0x5001)).await;
+    let mut enc = sinks.encoder();
     let servers: Vec<&str> = subject.cfg.url.split(',').collect();
     let js = async_nats::jetstream::new(async_nats::connect(servers.as_slice()).await.unwrap());
     let foreign = js
@@ -405,10 +444,9 @@ async fn the_nats_publisher_keeps_the_sink_contract() {
         .unwrap()
         .await
         .unwrap();
-    let t5 = tx(0x5000, &[(7, "g")], false);
-    let p5 = subject.part(&t5);
-    sink.write(&p5).await.unwrap();
-    let err = sink.commit(&mark(0x5000)).await.unwrap_err();
+    let t6 = tx(0x6000, &[(10, "j")], false);
+    let w6 = work(&mut enc, &t6, Some(mark(0x6000)));
+    let err = sinks.apply(&w6).await.unwrap_err();
     assert!(
         err.is_retryable() && err.to_string().contains("not the one this change follows"),
         "{err}"
@@ -424,9 +462,14 @@ async fn the_nats_publisher_keeps_the_sink_contract() {
         info.state.last_sequence, foreign.sequence,
         "nothing stored after it"
     );
-    drop(sink);
-    let mut sink = subject.open().await;
-    let err = sink.resume(Some(Lsn(0x4001))).await.unwrap_err();
+    drop(sinks);
+    assert_eq!(
+        olap.checkpoint().await,
+        Some(Lsn(0x5001)),
+        "OLAP did not commit"
+    );
+    let mut sinks = Sinks::new(olap.open().await, subject.open().await);
+    let err = sinks.resume_secondary(Some(Lsn(0x5001))).await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains("--nats-stream"), "{err}");
 }

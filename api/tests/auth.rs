@@ -440,3 +440,32 @@ async fn keys_never_reach_the_logs_or_the_metrics() {
             .unwrap();
     assert!(used.is_some(), "last_used_at not written");
 }
+
+#[tokio::test]
+async fn a_key_made_a_moment_ago_is_accepted_before_its_notification() {
+    use brewlytics_support::auth::store::UNKNOWN_RELOAD_EVERY;
+    use brewlytics_support::auth::{admin, KeyStore, Scopes};
+    let t = TestApp::new("auth_fresh_key").await;
+    // A store made outside the runtime listens for no notification: only its own reloads
+    // show it a new key (what a server sees while the notification is still on the way).
+    let pool = t.pool.clone();
+    let store = std::thread::spawn(move || KeyStore::new(pool))
+        .join()
+        .unwrap();
+    assert!(store.any_active().await.unwrap(), "the copy is loaded");
+    tokio::time::sleep(UNKNOWN_RELOAD_EVERY).await;
+    let made = admin::create(&t.pool, "fresh", &Scopes::new([Scope::ReportsRead]))
+        .await
+        .unwrap();
+    let fresh = PresentedKey::parse(&made.text).unwrap();
+    let principal = store.verify(&fresh).await.unwrap();
+    assert_eq!(principal.map(|p| p.name).ok().as_deref(), Some("fresh"));
+    // Unknown ids reload at most once per interval: a second new key waits for the next.
+    let second = admin::create(&t.pool, "second", &Scopes::new([Scope::ReportsRead]))
+        .await
+        .unwrap();
+    let second = PresentedKey::parse(&second.text).unwrap();
+    assert!(store.verify(&second).await.unwrap().is_err());
+    tokio::time::sleep(UNKNOWN_RELOAD_EVERY).await;
+    assert!(store.verify(&second).await.unwrap().is_ok());
+}

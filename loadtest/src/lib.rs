@@ -8,38 +8,36 @@
 //! orders it measures freshness: the time from the API's 201 until the order's facts are
 //! visible in OLAP `fact_sales`, polled with one set-based query per poll.
 //!
-//! Pure parts (schedule, histogram, scenario, report) are separate modules and unit-tested.
+//! Pure parts (schedule, histogram, scenario, report) are separate modules and unit-tested;
+//! `world` acts on the API, `drive` paces the load, [`run`] puts them together.
 
+mod drive;
 pub mod freshness;
 pub mod histogram;
 pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
+mod world;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use reqwest::Method;
-use serde_json::{json, Value};
+use rand::SeedableRng;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 pub use report::Report;
 pub use scenario::Mix;
 
-use freshness::{SharedTracker, Tracker};
-use report::{Outcome, Recorder, RunInfo};
-use scenario::{Action, Status};
+use report::RunInfo;
 use schedule::{parse_duration, OpenSchedule};
+use world::{bootstrap, World};
 
 /// `brewlytics loadtest` options. Databases come from `OLTP_DATABASE_URL` /
 /// `OLAP_DATABASE_URL` (or the embedded cluster of `brewlytics up`): see [`Databases`].
@@ -108,310 +106,10 @@ pub struct Databases {
     pub olap: Option<PgConnectOptions>,
 }
 
-/// An order the generator may act on next.
-#[derive(Debug, Clone, Copy)]
-struct Tracked {
-    id: Uuid,
-    status: Status,
-}
-
-const MAX_TRACKED_ORDERS: usize = 50_000;
-
-struct World {
-    client: reqwest::Client,
-    base: String,
-    employees: Vec<(i64, i64)>,
-    customers: Mutex<Vec<i64>>,
-    products: Mutex<Vec<i64>>,
-    orders: Mutex<Vec<Tracked>>,
-    recorder: Mutex<Recorder>,
-    tracker: Option<SharedTracker>,
-    sample: f64,
-    items: Option<u8>,
-    tag: String,
-    counter: AtomicU64,
-    in_flight: AtomicU64,
-}
-
-impl World {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (Outcome, Option<Value>) {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => return (transport_outcome(&e), None),
-        };
-        let status = resp.status().as_u16();
-        match resp.bytes().await {
-            Ok(bytes) => (Outcome::Status(status), serde_json::from_slice(&bytes).ok()),
-            Err(e) => (transport_outcome(&e), None),
-        }
-    }
-
-    fn take_order(&self, rng: &mut SmallRng) -> Option<Tracked> {
-        let mut orders = self.orders.lock().expect("orders lock");
-        if orders.is_empty() {
-            return None;
-        }
-        let i = rng.gen_range(0..orders.len());
-        Some(orders.swap_remove(i))
-    }
-
-    fn put_order(&self, rng: &mut SmallRng, t: Tracked) {
-        let mut orders = self.orders.lock().expect("orders lock");
-        if orders.len() >= MAX_TRACKED_ORDERS {
-            let i = rng.gen_range(0..orders.len());
-            orders[i] = t;
-        } else {
-            orders.push(t);
-        }
-    }
-
-    fn record(&self, action: Action, started: Instant, outcome: &Outcome) {
-        self.recorder.lock().expect("recorder lock").record(
-            action.endpoint(),
-            started.elapsed(),
-            outcome,
-        );
-    }
-
-    /// Performs `action` (or a stand-in when it has nothing to act on) and records it;
-    /// latency runs from `started` (the scheduled start in open loop).
-    async fn act(&self, action: Action, rng: &mut SmallRng, started: Instant) {
-        let action = match action {
-            Action::Advance | Action::Cancel | Action::Delete | Action::GetOrder
-                if self.orders.lock().expect("orders lock").is_empty() =>
-            {
-                Action::PlaceOrder
-            }
-            a => a,
-        };
-        match action {
-            Action::PlaceOrder => self.place_order(rng, started, None).await,
-            Action::Browse => self.browse(rng, started).await,
-            Action::Advance | Action::Cancel => {
-                let Some(order) = self.take_order(rng) else {
-                    return self.place_order(rng, started, None).await;
-                };
-                let (status, next) = if action == Action::Cancel && order.status.can_cancel() {
-                    ("cancelled", None)
-                } else {
-                    order.status.advance()
-                };
-                let (outcome, _) = self
-                    .call(
-                        Method::PATCH,
-                        &format!("/orders/{}", order.id),
-                        Some(json!({ "status": status })),
-                    )
-                    .await;
-                self.record(action, started, &outcome);
-                if let (true, Some(next)) = (outcome.is_ok(), next) {
-                    self.put_order(
-                        rng,
-                        Tracked {
-                            id: order.id,
-                            status: next,
-                        },
-                    );
-                }
-            }
-            Action::Delete => {
-                let Some(order) = self.take_order(rng) else {
-                    return self.place_order(rng, started, None).await;
-                };
-                if let Some(t) = &self.tracker {
-                    t.lock().expect("tracker lock").deleted(&order.id);
-                }
-                let (outcome, _) = self
-                    .call(Method::DELETE, &format!("/orders/{}", order.id), None)
-                    .await;
-                self.record(action, started, &outcome);
-            }
-            Action::GetOrder => {
-                let id = {
-                    let orders = self.orders.lock().expect("orders lock");
-                    orders
-                        .get(rng.gen_range(0..orders.len().max(1)))
-                        .map(|o| o.id)
-                };
-                let Some(id) = id else {
-                    return self.place_order(rng, started, None).await;
-                };
-                let (outcome, _) = self.call(Method::GET, &format!("/orders/{id}"), None).await;
-                self.record(action, started, &outcome);
-            }
-            Action::NewCustomer => {
-                let n = self.counter.fetch_add(1, Ordering::Relaxed);
-                let body = json!({
-                    "name": format!("Rush customer {n}"),
-                    "email": format!("rush-{}-{n}@example.com", self.tag),
-                });
-                let (outcome, resp) = self.call(Method::POST, "/customers", Some(body)).await;
-                self.record(action, started, &outcome);
-                if let Some(id) = resp.as_ref().and_then(|v| v["id"].as_i64()) {
-                    self.customers.lock().expect("customers lock").push(id);
-                }
-            }
-            Action::NewProduct => {
-                let n = self.counter.fetch_add(1, Ordering::Relaxed);
-                let category = scenario::CATEGORIES[rng.gen_range(0..scenario::CATEGORIES.len())];
-                let body = json!({
-                    "name": format!("Rush special {}-{n}", self.tag),
-                    "category": category,
-                    "price": scenario::price(rng),
-                });
-                let (outcome, resp) = self.call(Method::POST, "/products", Some(body)).await;
-                self.record(action, started, &outcome);
-                if let Some(id) = resp.as_ref().and_then(|v| v["id"].as_i64()) {
-                    self.products.lock().expect("products lock").push(id);
-                }
-            }
-            Action::PriceChange => {
-                let id = {
-                    let products = self.products.lock().expect("products lock");
-                    products[rng.gen_range(0..products.len())]
-                };
-                let (outcome, _) = self
-                    .call(
-                        Method::PATCH,
-                        &format!("/products/{id}"),
-                        Some(json!({ "price": scenario::price(rng) })),
-                    )
-                    .await;
-                self.record(action, started, &outcome);
-            }
-        }
-    }
-
-    /// A visit: its impressions and clicks in one `POST /events` (clicks a few seconds after
-    /// the impressions), then, for some, an order of the clicked products in its session.
-    async fn browse(&self, rng: &mut SmallRng, started: Instant) {
-        let visit = {
-            let products = self.products.lock().expect("products lock");
-            scenario::visit(rng, &products)
-        };
-        let session = format!(
-            "lt-{}-{}",
-            self.tag,
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        );
-        let now = chrono::Utc::now();
-        let at = |secs: i64| (now - chrono::Duration::seconds(secs)).to_rfc3339();
-        let events: Vec<Value> = visit
-            .shown
-            .iter()
-            .map(|p| (p, "impression", 5))
-            .chain(visit.clicked.iter().map(|p| (p, "click", 1)))
-            .map(|(p, kind, ago)| {
-                json!({"kind": kind, "session_id": session, "product_id": p,
-                       "occurred_at": at(ago), "context": {"page": "menu"}})
-            })
-            .collect();
-        let (outcome, _) = self
-            .call(Method::POST, "/events", Some(Value::Array(events)))
-            .await;
-        self.record(Action::Browse, started, &outcome);
-        if outcome.is_ok() && visit.orders {
-            let basket = visit.clicked.iter().map(|&p| (p, 1)).collect();
-            self.place_order(rng, Instant::now(), Some((session, basket)))
-                .await;
-        }
-    }
-
-    /// `POST /orders`: a basket from the menu, or the one of a visit with its session.
-    async fn place_order(
-        &self,
-        rng: &mut SmallRng,
-        started: Instant,
-        visit: Option<(String, Vec<(i64, i64)>)>,
-    ) {
-        let (session, items) = match visit {
-            Some((session, items)) => (Some(session), items),
-            None => {
-                let products = self.products.lock().expect("products lock");
-                let items = match self.items {
-                    Some(n) => scenario::fixed_basket(rng, &products, n as usize),
-                    None => scenario::basket(rng, &products),
-                };
-                (None, items)
-            }
-        };
-        let customer = if rng.gen_bool(0.25) {
-            None
-        } else {
-            let customers = self.customers.lock().expect("customers lock");
-            (!customers.is_empty()).then(|| customers[rng.gen_range(0..customers.len())])
-        };
-        let (employee, store) = self.employees[rng.gen_range(0..self.employees.len())];
-        let body = json!({
-            "customer_id": customer,
-            "employee_id": employee,
-            "store_id": store,
-            "payment_method": scenario::PAYMENT_METHODS[rng.gen_range(0..3)],
-            "items": items
-                .iter()
-                .map(|(p, q)| json!({ "product_id": p, "quantity": q }))
-                .collect::<Vec<_>>(),
-            "session_id": session,
-        });
-        let (outcome, resp) = self.call(Method::POST, "/orders", Some(body)).await;
-        let acknowledged = Instant::now();
-        self.record(Action::PlaceOrder, started, &outcome);
-        let id = resp
-            .as_ref()
-            .and_then(|v| v["id"].as_str())
-            .and_then(|s| Uuid::parse_str(s).ok());
-        if let (true, Some(id)) = (outcome.is_ok(), id) {
-            if let Some(t) = &self.tracker {
-                if self.sample >= 1.0 || rng.gen_bool(self.sample.max(0.0)) {
-                    t.lock().expect("tracker lock").placed(id, acknowledged);
-                }
-            }
-            self.put_order(
-                rng,
-                Tracked {
-                    id,
-                    status: Status::Placed,
-                },
-            );
-        }
-    }
-}
-
-fn transport_outcome(e: &reqwest::Error) -> Outcome {
-    if e.is_timeout() {
-        Outcome::Timeout
-    } else {
-        Outcome::Transport
-    }
-}
-
 /// Runs the load test and returns its report. The first Ctrl-C/SIGTERM stops the load (the
 /// report still comes, after the bounded freshness wait); a second one skips the wait.
 pub async fn run(args: LoadtestArgs, dbs: Databases) -> anyhow::Result<Report> {
-    if let Some(rate) = args.rate {
-        if !(rate > 0.0 && rate.is_finite()) {
-            bail!("--rate must be a positive number");
-        }
-    }
-    if args.users == Some(0) {
-        bail!("--users must be at least 1");
-    }
-    if !(0.0..=1.0).contains(&args.sample) {
-        bail!("--sample must be between 0 and 1");
-    }
-    let rate = match args.users {
-        Some(_) => None,
-        None => Some(args.rate.unwrap_or(50.0)),
-    };
+    let rate = check(&args)?;
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = SmallRng::seed_from_u64(seed);
     let base = args.api.trim_end_matches('/').to_owned();
@@ -447,125 +145,29 @@ pub async fn run(args: LoadtestArgs, dbs: Databases) -> anyhow::Result<Report> {
 
     let world = Arc::new(bootstrap(client, base.clone(), &dbs, &args, seed, &mut rng).await?);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (abort_tx, abort_rx) = watch::channel(false);
-    let signals = tokio::spawn(async move {
-        brewlytics_support::shutdown::signal().await;
-        let _ = stop_tx.send(true);
-        brewlytics_support::shutdown::signal().await;
-        let _ = abort_tx.send(true);
-    });
-
-    let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
-    let poll_every = Duration::from_millis(args.poll_ms.max(1));
-    let poller = match (olap_conn, &world.tracker) {
-        (Some(conn), Some(tracker)) => Some(tokio::spawn(freshness::poll(
-            conn,
-            tracker.clone(),
-            poll_every,
-            poll_stop_rx,
-        ))),
-        _ => None,
-    };
-
+    let (signals, stop_rx, abort_rx) = signals();
     let start = Instant::now();
-    let waiting = Arc::new(AtomicBool::new(false));
-    let (bar_stop_tx, bar_stop_rx) = watch::channel(false);
-    let bar = (!args.no_progress && progress::stderr_is_tty()).then(|| {
-        tokio::spawn(progress_loop(
-            world.clone(),
-            start,
-            args.duration,
-            waiting.clone(),
-            bar_stop_rx,
-        ))
-    });
+    let beside = Beside::start(&world, olap_conn, &args, start);
 
     let mut tasks = JoinSet::new();
-    match (rate, args.users) {
-        (Some(rate), _) => {
-            open_loop(
-                &world,
-                &mut tasks,
-                OpenSchedule::new(rate, args.duration),
-                args.mix,
-                args.max_in_flight.max(1),
-                args.timeout,
-                start,
-                seed,
-                stop_rx.clone(),
-            )
-            .await
-        }
-        (None, Some(users)) => {
-            for u in 0..users {
-                let world = world.clone();
-                let stop = stop_rx.clone();
-                let mut rng = SmallRng::seed_from_u64(worker_seed(seed, u as u64));
-                let mix = args.mix;
-                let deadline = start + args.duration;
-                tasks.spawn(async move {
-                    while Instant::now() < deadline && !*stop.borrow() {
-                        let action = mix.pick(&mut rng);
-                        world.in_flight.fetch_add(1, Ordering::Relaxed);
-                        tokio::select! {
-                            _ = world.act(action, &mut rng, Instant::now()) => {}
-                            _ = tokio::time::sleep_until(deadline + Duration::from_secs(30)) => {}
-                        }
-                        world.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    }
-                });
-            }
-            let mut stop = stop_rx.clone();
-            tokio::select! {
-                _ = tokio::time::sleep_until(start + args.duration) => {}
-                _ = stop.wait_for(|v| *v) => {}
-            }
-        }
-        (None, None) => unreachable!("rate defaults when users is absent"),
-    }
+    load(
+        &world,
+        &mut tasks,
+        &args,
+        rate,
+        seed,
+        start,
+        stop_rx.clone(),
+    )
+    .await;
     let interrupted = *stop_rx.borrow();
     let elapsed = if interrupted {
         start.elapsed().min(args.duration)
     } else {
         args.duration
     };
-
-    // Let in-flight requests finish (bounded by their timeout), unless asked to hurry.
-    let drain_deadline = Instant::now() + args.timeout * 2 + Duration::from_secs(1);
-    let mut abort = abort_rx.clone();
-    loop {
-        tokio::select! {
-            next = tasks.join_next() => if next.is_none() { break },
-            _ = tokio::time::sleep_until(drain_deadline) => { tasks.abort_all(); break }
-            _ = abort.wait_for(|v| *v) => { tasks.abort_all(); break }
-        }
-    }
-    while tasks.join_next().await.is_some() {}
-
-    // Wait (bounded) for the sampled orders still missing from OLAP.
-    waiting.store(true, Ordering::Relaxed);
-    let wait_start = Instant::now();
-    if poller.is_some() {
-        if let Some(tracker) = &world.tracker {
-            let deadline = wait_start + args.freshness_wait;
-            while tracker.lock().expect("tracker lock").pending() > 0
-                && Instant::now() < deadline
-                && !*abort_rx.borrow()
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-    let waited = wait_start.elapsed();
-    let _ = poll_stop_tx.send(true);
-    if let Some(p) = poller {
-        let _ = tokio::time::timeout(Duration::from_secs(6), p).await;
-    }
-    let _ = bar_stop_tx.send(true);
-    if let Some(bar) = bar {
-        let _ = bar.await;
-    }
+    drive::drain(&mut tasks, args.timeout, abort_rx.clone()).await;
+    let waited = beside.finish(&world, args.freshness_wait, &abort_rx).await;
     signals.abort();
 
     let info = RunInfo {
@@ -578,217 +180,158 @@ pub async fn run(args: LoadtestArgs, dbs: Databases) -> anyhow::Result<Report> {
         interrupted,
     };
     let freshness = match (&world.tracker, args.no_freshness) {
-        (Some(t), false) => Some(t.lock().expect("tracker lock").report(waited, poll_every)),
+        (Some(t), false) => Some(
+            t.lock()
+                .expect("tracker lock")
+                .report(waited, poll_every(&args)),
+        ),
         _ => None,
     };
     let recorder = world.recorder.lock().expect("recorder lock").clone();
     Ok(Report::build(&info, &recorder, freshness))
 }
 
-fn worker_seed(seed: u64, i: u64) -> u64 {
-    seed ^ i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// The first Ctrl-C/SIGTERM turns `stop` true, a second one `abort`.
+fn signals() -> (
+    tokio::task::JoinHandle<()>,
+    watch::Receiver<bool>,
+    watch::Receiver<bool>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        brewlytics_support::shutdown::signal().await;
+        let _ = stop_tx.send(true);
+        brewlytics_support::shutdown::signal().await;
+        let _ = abort_tx.send(true);
+    });
+    (task, stop_rx, abort_rx)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn open_loop(
+fn poll_every(args: &LoadtestArgs) -> Duration {
+    Duration::from_millis(args.poll_ms.max(1))
+}
+
+/// What runs beside the load: the freshness poller and the progress bar.
+struct Beside {
+    poll_stop: watch::Sender<bool>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+    bar_stop: watch::Sender<bool>,
+    bar: Option<tokio::task::JoinHandle<()>>,
+    waiting: Arc<AtomicBool>,
+}
+
+impl Beside {
+    fn start(
+        world: &Arc<World>,
+        olap: Option<sqlx::PgConnection>,
+        args: &LoadtestArgs,
+        start: Instant,
+    ) -> Self {
+        let (poll_stop, poll_stop_rx) = watch::channel(false);
+        let poller = match (olap, &world.tracker) {
+            (Some(conn), Some(tracker)) => Some(tokio::spawn(freshness::poll(
+                conn,
+                tracker.clone(),
+                poll_every(args),
+                poll_stop_rx,
+            ))),
+            _ => None,
+        };
+        let waiting = Arc::new(AtomicBool::new(false));
+        let (bar_stop, bar_stop_rx) = watch::channel(false);
+        let bar = (!args.no_progress && progress::stderr_is_tty()).then(|| {
+            tokio::spawn(drive::progress_loop(
+                world.clone(),
+                start,
+                args.duration,
+                waiting.clone(),
+                bar_stop_rx,
+            ))
+        });
+        Self {
+            poll_stop,
+            poller,
+            bar_stop,
+            bar,
+            waiting,
+        }
+    }
+
+    /// After the load: waits (bounded) for the sampled orders still missing from OLAP, then
+    /// stops; returns how long it waited.
+    async fn finish(
+        self,
+        world: &World,
+        wait: Duration,
+        abort: &watch::Receiver<bool>,
+    ) -> Duration {
+        let waited = match self.poller {
+            Some(_) => drive::wait_for_freshness(world, wait, &self.waiting, abort).await,
+            None => Duration::ZERO,
+        };
+        let _ = self.poll_stop.send(true);
+        if let Some(p) = self.poller {
+            let _ = tokio::time::timeout(Duration::from_secs(6), p).await;
+        }
+        let _ = self.bar_stop.send(true);
+        if let Some(bar) = self.bar {
+            let _ = bar.await;
+        }
+        waited
+    }
+}
+
+/// The flags checked before anything starts; the arrival rate (None: closed loop).
+fn check(args: &LoadtestArgs) -> anyhow::Result<Option<f64>> {
+    if let Some(rate) = args.rate {
+        if !(rate > 0.0 && rate.is_finite()) {
+            bail!("--rate must be a positive number");
+        }
+    }
+    if args.users == Some(0) {
+        bail!("--users must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.sample) {
+        bail!("--sample must be between 0 and 1");
+    }
+    Ok(match args.users {
+        Some(_) => None,
+        None => Some(args.rate.unwrap_or(50.0)),
+    })
+}
+
+/// The load itself, open loop at `rate` or closed loop with `--users`.
+async fn load(
     world: &Arc<World>,
     tasks: &mut JoinSet<()>,
-    schedule: OpenSchedule,
-    mix: Mix,
-    max_in_flight: usize,
-    timeout: Duration,
-    start: Instant,
-    seed: u64,
-    mut stop: watch::Receiver<bool>,
-) {
-    let permits = Arc::new(Semaphore::new(max_in_flight));
-    for i in 0..schedule.total() {
-        let due = start + schedule.due(i);
-        tokio::select! {
-            _ = tokio::time::sleep_until(due) => {}
-            _ = stop.wait_for(|v| *v) => return,
-        }
-        while tasks.try_join_next().is_some() {}
-        let world = world.clone();
-        let permits = permits.clone();
-        tasks.spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(worker_seed(seed, i));
-            let action = mix.pick(&mut rng);
-            // Waiting for a slot is part of the latency: it counts from `due`.
-            let permit = match tokio::time::timeout(timeout, permits.acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    world.recorder.lock().expect("recorder lock").record(
-                        action.endpoint(),
-                        due.elapsed(),
-                        &Outcome::Timeout,
-                    );
-                    return;
-                }
-            };
-            world.in_flight.fetch_add(1, Ordering::Relaxed);
-            world.act(action, &mut rng, due).await;
-            world.in_flight.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        });
-    }
-    // The last arrival is due just before the end: wait out the duration.
-    tokio::select! {
-        _ = tokio::time::sleep_until(start + schedule.due(schedule.total())) => {}
-        _ = stop.wait_for(|v| *v) => {}
-    }
-}
-
-async fn progress_loop(
-    world: Arc<World>,
-    start: Instant,
-    duration: Duration,
-    waiting: Arc<AtomicBool>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|v| *v) => break,
-        }
-        let (requests, errors) = {
-            let r = world.recorder.lock().expect("recorder lock");
-            (r.requests(), r.errors())
-        };
-        let (fresh_pending, fresh_p50_ms) = match &world.tracker {
-            Some(t) => {
-                let t = t.lock().expect("tracker lock");
-                (Some(t.pending()), Some(t.p50_ms()))
-            }
-            None => (None, None),
-        };
-        progress::draw(&progress::Snapshot {
-            elapsed: start.elapsed(),
-            duration,
-            requests,
-            errors,
-            in_flight: world.in_flight.load(Ordering::Relaxed),
-            fresh_pending,
-            fresh_p50_ms,
-            waiting: waiting.load(Ordering::Relaxed),
-        });
-    }
-    progress::clear();
-}
-
-/// Reads stores and active employees through the API, menu and customers from the database,
-/// so the load uses the live data.
-async fn bootstrap(
-    client: reqwest::Client,
-    base: String,
-    dbs: &Databases,
     args: &LoadtestArgs,
+    rate: Option<f64>,
     seed: u64,
-    rng: &mut SmallRng,
-) -> anyhow::Result<World> {
-    let get = |path: &'static str| {
-        let client = client.clone();
-        let url = format!("{base}{path}");
-        async move {
-            let resp = client
-                .get(&url)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the API at {url}"))?;
-            let status = resp.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED
-                || status == reqwest::StatusCode::FORBIDDEN
-            {
-                bail!(
-                    "GET {url}: HTTP {status}: the API refused the key; set BREWLYTICS_API_KEY \
-                     to a key with orders:write and catalog:read (`brewlytics up` writes one \
-                     with every scope to .brewlytics/api-key)"
-                );
-            }
-            if !status.is_success() {
-                bail!("GET {url}: HTTP {status}");
-            }
-            resp.json::<Vec<Value>>()
-                .await
-                .with_context(|| format!("GET {url}: unexpected body"))
-        }
-    };
-    let stores: Vec<i64> = get("/stores")
-        .await?
-        .iter()
-        .filter_map(|s| s["id"].as_i64())
-        .collect();
-    let Some(&first_store) = stores.first() else {
-        bail!("the API has no stores: seed the database first (`brewlytics seed`)");
-    };
-    let employees: Vec<(i64, i64)> = get("/employees/active")
-        .await?
-        .iter()
-        .filter_map(|e| {
-            Some((
-                e["id"].as_i64()?,
-                e["store_id"].as_i64().unwrap_or(first_store),
-            ))
-        })
-        .collect();
-    if employees.is_empty() {
-        bail!("the API has no active employees: seed the database first (`brewlytics seed`)");
-    }
-
-    let (customers, products) = match (&dbs.oltp, &dbs.olap) {
-        (Some(db), _) => read_menu(db, "")
+    start: Instant,
+    stop: watch::Receiver<bool>,
+) {
+    match (rate, args.users) {
+        (Some(rate), _) => {
+            let schedule = OpenSchedule::new(rate, args.duration);
+            let max_in_flight = args.max_in_flight.max(1);
+            drive::open_loop(
+                world,
+                tasks,
+                schedule,
+                args.mix,
+                max_in_flight,
+                args.timeout,
+                start,
+                seed,
+                stop,
+            )
             .await
-            .context("reading the menu from OLTP")?,
-        (None, Some(db)) => read_menu(db, "replica.")
-            .await
-            .context("reading the menu from OLAP replica tables")?,
-        (None, None) => (Vec::new(), Vec::new()),
-    };
-    let tag = format!("{:08x}", rng.gen::<u32>());
-    let world = World {
-        client,
-        base,
-        employees,
-        customers: Mutex::new(customers),
-        products: Mutex::new(products),
-        orders: Mutex::new(Vec::new()),
-        recorder: Mutex::new(Recorder::default()),
-        tracker: (!args.no_freshness).then(|| Arc::new(Mutex::new(Tracker::default()))),
-        sample: args.sample,
-        items: args.items,
-        tag,
-        counter: AtomicU64::new(0),
-        in_flight: AtomicU64::new(0),
-    };
-    // No database to read the menu from (or an empty one): add a small one through the API.
-    if world.products.lock().expect("products lock").is_empty() {
-        let mut rng = SmallRng::seed_from_u64(seed ^ 0xface);
-        for _ in 0..5 {
-            world
-                .act(Action::NewProduct, &mut rng, Instant::now())
-                .await;
         }
-        if world.products.lock().expect("products lock").is_empty() {
-            bail!("no products on the menu and creating some through the API failed");
+        (None, Some(users)) => {
+            let deadline = start + args.duration;
+            drive::closed_loop(world, tasks, users, args.mix, seed, deadline, stop).await
         }
-        *world.recorder.lock().expect("recorder lock") = Recorder::default();
+        (None, None) => unreachable!("rate defaults when users is absent"),
     }
-    Ok(world)
-}
-
-async fn read_menu(db: &PgConnectOptions, schema: &str) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
-    let mut conn = PgConnection::connect_with(db).await?;
-    let customers: Vec<i64> = sqlx::query_scalar(&format!(
-        "select id from {schema}customers order by id desc limit 20000"
-    ))
-    .fetch_all(&mut conn)
-    .await?;
-    let products: Vec<i64> = sqlx::query_scalar(&format!(
-        "select id from {schema}products where is_available order by id"
-    ))
-    .fetch_all(&mut conn)
-    .await?;
-    let _ = conn.close().await;
-    Ok((customers, products))
 }

@@ -81,6 +81,10 @@ pub struct Pos {
     pub seq: i32,
 }
 
+/// The first `seq` of the first start's copy, journaled at the slot's consistent point:
+/// copied rows sort before any streamed change at the same LSN.
+pub const FIRST_COPY_SEQ: i32 = i32::MIN + 1;
+
 impl std::fmt::Display for Pos {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.lsn, self.seq)

@@ -2,26 +2,32 @@
 //! database, applied to the analytical database exactly once.
 //!
 //! ```text
-//! stream (stream/) → decode (decode/) → batch (batch.rs) → apply (sink/) → feedback
+//! stream (stream/) → decode (decode/) → batch (batch.rs) → encode → apply (sink/) → feedback
+//!        └──────────── pipeline/read.rs ──────────────────────┘  pipeline/apply.rs
 //! ```
 //!
 //! # Layout, by role
+//! - leaves everything imports: `config` (what a replicator is told, its defaults),
+//!   `error` (why it stopped, and whether to try again), `telemetry/` (metrics and live
+//!   state), `backoff` (waiting out an outage), `lsn`, `redact`;
 //! - the source side: `stream/` (the replication connection), `decode/` (pgoutput), `slot`,
-//!   `source/` (the reader task, the first start's copy, backfills, the source checks),
-//!   `schema/` (following the source's DDL, what its publications publish and its partition
-//!   trees), `published`
+//!   `source/` (the first start's copy, backfills, the source checks), `schema/` (following
+//!   the source's DDL, what its publications publish and its partition trees), `published`
 //!   (PostgreSQL's rules for row filters, column lists and generated columns);
 //! - what travels: `change` (a change at its journal position), `image` (rows as JSON),
 //!   `batch`;
-//! - the sinks: `sink/` — the contract every sink keeps, and one module per sink
-//!   (`sink/olap/`: journal, replica, star; `sink/nats/`: JetStream, beside OLAP); a new sink
-//!   is a new module there;
+//! - the sinks: `sink/` — the contract every sink keeps (`sink/mod.rs`), and one folder per
+//!   sink (`sink/olap/`: journal, replica, star — the primary, whose transaction holds the
+//!   checkpoint; `sink/nats/`: JetStream, beside OLAP); a new sink is a new folder there;
 //! - `star/`: the star schema's inputs bound to source columns by identity, so that schema
 //!   changes of the source are followed by the star or degrade it visibly, never stop it;
-//! - the pipeline that joins them: `pipeline` (a session: reader and applier), `checkpoint`,
-//!   `replay`, `verify`; `load` (the NATS change stream applied to another OLAP database);
-//! - the daemon around it: `daemon/` (leader lock, slot monitor, heartbeats, telemetry,
-//!   status, the HTTP endpoints and status page).
+//! - the pipeline that joins them: `pipeline/` (a session: where it starts, the first
+//!   start's copy, the read stage and the apply stage), `checkpoint`, `replay`, `verify`;
+//!   `load/` (the NATS change stream applied to another OLAP database);
+//! - the daemon around it: `daemon/` (leader lock, slot monitor and heartbeats, status, the
+//!   HTTP endpoints and status page).
+//!
+//! `ARCHITECTURE.md` at the repository's root walks through the same with the reasons.
 //!
 //! Each batch is one OLAP transaction: the journal (`cdc_events`), the `replica.*` mirror,
 //! the star-schema refresh for the touched keys, then the checkpoint. Only after it commits
@@ -39,12 +45,15 @@
 //! and keeps the whole path testable here. TLS (libpq's `sslmode` and `sslrootcert`) is
 //! rustls with ring, the stack sqlx already uses (`stream/tls.rs`).
 
+pub mod backoff;
 pub mod batch;
 pub mod change;
 pub mod checkpoint;
 pub mod clickstream;
+pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod error;
 pub mod image;
 pub mod load;
 pub mod lsn;
@@ -59,8 +68,9 @@ pub mod source;
 pub mod star;
 pub mod stream;
 pub mod table;
+pub mod telemetry;
 pub mod verify;
 
-// The daemon's parts lived at the crate root before they were grouped under `daemon/`;
-// the binary and the tests name these two by their old paths.
-pub use daemon::{status, telemetry};
+// The status report lived at the crate root before it was grouped under `daemon/`; the
+// binary and the tests name it by its old path.
+pub use daemon::status;

@@ -7,7 +7,7 @@ use crate::lsn::Lsn;
 use crate::stream::conn::{ConnError, ReplicationConnection};
 
 /// The slot as `pg_replication_slots` shows it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct SlotInfo {
     pub slot_name: String,
     pub plugin: Option<String>,

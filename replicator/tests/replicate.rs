@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use brewlytics_replicator::batch::BatchLimits;
-use brewlytics_replicator::pipeline::{self, ReplicatorConfig};
+use brewlytics_replicator::config::ReplicatorConfig;
+use brewlytics_replicator::error::ReplicatorError;
+use brewlytics_replicator::pipeline;
 use brewlytics_replicator::verify;
 use brewlytics_support::testing::TestDb;
 use sqlx::{Connection, PgConnection};
@@ -39,21 +41,15 @@ impl Pair {
 
     fn config(&self) -> ReplicatorConfig {
         ReplicatorConfig {
-            oltp_url: self.oltp.url(),
-            olap_url: self.olap.url(),
             slot: self.slot.clone(),
-            publication: "brewlytics".into(),
             limits: BatchLimits {
                 max_changes: 500,
                 max_bytes: 4 << 20,
                 max_delay: Duration::from_millis(10),
             },
-            on_error: Default::default(),
             status_interval: Duration::from_secs(1),
             backfill_chunk_rows: 1000,
-            nats: None,
-            copy_workers: 2,
-            partition_detach: Default::default(),
+            ..ReplicatorConfig::new(self.oltp.url(), self.olap.url())
         }
     }
 
@@ -111,7 +107,7 @@ impl Pair {
 
 struct Running {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), pipeline::ReplicatorError>>,
+    task: tokio::task::JoinHandle<Result<(), ReplicatorError>>,
 }
 
 fn start(cfg: ReplicatorConfig) -> Running {

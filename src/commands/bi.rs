@@ -4,23 +4,12 @@
 
 use std::path::Path;
 
+use crate::cli::{BiArgs, DbArgs};
+use crate::databases;
 use anyhow::Context;
 use brewlytics_dashboards::connection::OlapConnection;
 use brewlytics_support::roles::{self, RolePasswords};
 use brewlytics_support::{DbUrl, EmbeddedCluster};
-use clap::Args;
-
-use crate::cli::DbArgs;
-use crate::databases;
-
-#[derive(Args, Debug, Clone)]
-pub struct BiArgs {
-    /// The URL the BI tool connects to coffee_olap with: a read-only role, such as
-    /// brewlytics_reader of deploy/roles.sql. Default: the embedded cluster's
-    /// brewlytics_reader, else OLAP_DATABASE_URL.
-    #[arg(long, env = "BI_DATABASE_URL", hide_env_values = true)]
-    pub bi_url: Option<DbUrl>,
-}
 
 /// The connection the BI tool gets; `host` replaces the URL's host (the address at which the
 /// tool, e.g. in a container, sees the server).

@@ -11,30 +11,13 @@
 //! password goes to `DBT_ENV_SECRET_BREWLYTICS_OLAP_PASSWORD`: dbt keeps variables with that
 //! prefix out of its logs and artifacts.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use brewlytics_support::DbUrl;
-use clap::Args;
 use sqlx::postgres::PgSslMode;
 use sqlx::ConnectOptions;
 
-use crate::cli::DbArgs;
+use crate::cli::{DbArgs, DbtEnvArgs};
 use crate::databases;
-
-#[derive(Args, Debug)]
-pub struct DbtEnvArgs {
-    /// The analytical database. Default: the embedded cluster of --data-dir, if running.
-    #[arg(long, env = "OLAP_DATABASE_URL", hide_env_values = true)]
-    pub olap_url: Option<DbUrl>,
-    /// Where `brewlytics up` keeps its embedded PostgreSQL.
-    #[arg(long, env = "BREWLYTICS_DATA_DIR", default_value = ".brewlytics")]
-    pub data_dir: PathBuf,
-    /// The dbt project. When it exists, DBT_PROJECT_DIR and DBT_PROFILES_DIR are exported
-    /// too (absolute), so `dbt` runs it from any directory.
-    #[arg(long, default_value = "dbt")]
-    pub project_dir: PathBuf,
-}
 
 /// The variable that carries the password (dbt scrubs `DBT_ENV_SECRET_*` from its output).
 pub const PASSWORD_VAR: &str = "DBT_ENV_SECRET_BREWLYTICS_OLAP_PASSWORD";

@@ -1,8 +1,5 @@
 //! `brewlytics report`, `brewlytics dashboard` and `brewlytics dashboards provision|superset`.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
 use brewlytics_dashboards::connection::Secret;
 use brewlytics_dashboards::definition::Definition;
@@ -11,84 +8,11 @@ use brewlytics_dashboards::question::{self, ParamType, ParamValue, Params};
 use brewlytics_dashboards::report::{self, Format};
 use brewlytics_support::listen::{self, Service};
 use brewlytics_support::DbUrl;
-use clap::{Args, Subcommand};
 use tokio::sync::watch;
 
 use crate::access::Access;
-use crate::cli::DbArgs;
+use crate::cli::{DashboardArgs, DashboardsCommand, DbArgs, ReportArgs};
 use crate::databases;
-
-#[derive(Args, Debug)]
-pub struct ReportArgs {
-    /// The question (`--list` shows them all).
-    #[arg(required_unless_present = "list")]
-    pub name: Option<String>,
-    /// List the questions and their parameters.
-    #[arg(long, conflicts_with = "name")]
-    pub list: bool,
-    /// First day (UTC, inclusive), YYYY-MM-DD.
-    #[arg(long, value_name = "DATE")]
-    pub from: Option<String>,
-    /// Last day (UTC, inclusive), YYYY-MM-DD.
-    #[arg(long, value_name = "DATE")]
-    pub to: Option<String>,
-    /// Only this store (its id).
-    #[arg(long, value_name = "ID")]
-    pub store: Option<String>,
-    /// At most this many rows (questions that rank).
-    #[arg(long, value_name = "N")]
-    pub limit: Option<String>,
-    /// csv, json or table.
-    #[arg(long, default_value = "csv")]
-    pub format: String,
-    /// Write to this file instead of standard output.
-    #[arg(long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    #[command(flatten)]
-    pub db: DbArgs,
-}
-
-#[derive(Args, Debug)]
-pub struct DashboardArgs {
-    /// Where the dashboard listens.
-    #[arg(long, env = "DASHBOARD_LISTEN", default_value = "127.0.0.1:8002")]
-    pub listen: SocketAddr,
-    #[command(flatten)]
-    pub db: DbArgs,
-    #[command(flatten)]
-    pub access: crate::cli::AccessArgs,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum DashboardsCommand {
-    /// Create or update the Brewlytics dashboard, its cards and the coffee_olap database in
-    /// Metabase (idempotent).
-    Provision(ProvisionArgs),
-    /// Create or update the Brewlytics dashboard, its charts and datasets and the coffee_olap
-    /// database in Apache Superset (idempotent).
-    Superset(super::superset::ProvisionArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct ProvisionArgs {
-    /// Metabase's address, e.g. http://localhost:3000.
-    #[arg(long, env = "METABASE_URL")]
-    pub metabase_url: String,
-    /// A Metabase administrator's login (email).
-    #[arg(long, env = "METABASE_USER")]
-    pub user: String,
-    /// Their password.
-    #[arg(long, env = "METABASE_PASSWORD", hide_env_values = true)]
-    pub password: String,
-    /// The host name at which Metabase reaches coffee_olap, when it differs from the URL's
-    /// (e.g. host.docker.internal for Metabase in a container).
-    #[arg(long, env = "METABASE_OLAP_HOST")]
-    pub olap_host: Option<String>,
-    #[command(flatten)]
-    pub bi: super::bi::BiArgs,
-    #[command(flatten)]
-    pub db: DbArgs,
-}
 
 /// The OLAP URL: `--olap-url`/`OLAP_DATABASE_URL` alone is enough for these commands.
 fn olap_url(db: &DbArgs) -> anyhow::Result<DbUrl> {

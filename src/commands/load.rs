@@ -3,6 +3,7 @@
 //! with `ops:read`, checked against `OLTP_DATABASE_URL`'s `auth.api_keys`.
 
 use anyhow::Context;
+use brewlytics_replicator::backoff::Backoff;
 use brewlytics_replicator::load::{self, LoaderConfig, LoaderTelemetry};
 use brewlytics_support::listen::{self, Service};
 use tokio::sync::watch;
@@ -59,6 +60,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         consumer: args.consumer,
         max_changes: args.batch_max_changes.max(1),
         on_error: args.on_error,
+        retry: Backoff::RECONNECT,
     };
     // The clickstream events' stream, beside the change stream, by the same machinery.
     let events = tokio::spawn(brewlytics_replicator::clickstream::load::run(

@@ -1,4 +1,4 @@
-//! One function per subcommand.
+//! One function per subcommand, reading the flags `cli` parsed.
 
 pub mod api_key;
 mod bi;
@@ -9,16 +9,20 @@ mod load;
 mod loadtest;
 mod pipeline;
 mod progress;
+mod replication;
 mod snapshot;
 pub mod superset;
 mod up;
 
-use anyhow::Context;
+use std::time::Duration;
+
+use brewlytics_replicator::backoff::Backoff;
+use brewlytics_replicator::batch::BatchLimits;
+use brewlytics_replicator::config::ReplicatorConfig;
 use brewlytics_replicator::daemon::DaemonConfig;
-use brewlytics_replicator::pipeline::ReplicatorConfig;
 
 use crate::access::Access;
-use crate::cli::{Command, ReplicateArgs, SlotArgs};
+use crate::cli::{Command, DbArgs, ReplicateArgs};
 use crate::databases::{self, Urls};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -39,9 +43,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 seed_orders,
                 replicate,
                 dashboard_listen,
-                superset,
-                access,
-                events,
+                up::UpServices {
+                    superset,
+                    access,
+                    events,
+                },
             )
             .await
         }
@@ -59,21 +65,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             orders,
             days,
             rng_seed,
-        } => {
-            let oltp = databases::resolve_oltp(&db)?;
-            let pool = databases::pool(&oltp, 8).await?;
-            let summary = brewlytics_api::seed::seed(
-                &pool,
-                &brewlytics_api::seed::SeedOptions {
-                    orders,
-                    days,
-                    rng_seed,
-                },
-            )
-            .await?;
-            println!("{summary}");
-            Ok(())
-        }
+        } => seed(&db, orders, days, rng_seed).await,
         Command::Api {
             db,
             listen,
@@ -102,43 +94,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             slot,
             nats,
             json,
-        } => {
-            let urls = databases::resolve(&db)?;
-            let mut oltp = databases::pool(&urls.oltp, 1).await?.acquire().await?;
-            let mut olap = databases::pool(&urls.olap, 1).await?.acquire().await?;
-            let mut status = brewlytics_replicator::status::read(&mut oltp, &mut olap, &slot.slot)
-                .await
-                .context("reading the replication status")?;
-            if let Some(cfg) = nats.config() {
-                status.nats.stream = Some(
-                    brewlytics_replicator::sink::nats::report(&cfg)
-                        .await
-                        .context("reading the NATS stream")?,
-                );
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", status.to_table());
-            }
-            Ok(())
-        }
+        } => replication::status(&databases::resolve(&db)?, &slot, &nats, json).await,
         Command::Replay { db, from_lsn } => {
-            let urls = databases::resolve(&db)?;
-            // An unreachable database is named at once (see databases::connect).
-            databases::connect(&urls.olap).await?;
-            let stats = brewlytics_replicator::replay::replay(&urls.olap, from_lsn).await?;
-            println!(
-                "replayed {} journal events from {}{}",
-                stats.events,
-                stats.from,
-                if stats.rebuilt {
-                    " (full rebuild from the latest initial copy)"
-                } else {
-                    ""
-                }
-            );
-            Ok(())
+            replication::replay(&databases::resolve(&db)?, from_lsn).await
         }
         Command::Snapshot {
             db,
@@ -149,50 +107,30 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let urls = databases::resolve(&db)?;
             snapshot::run(&urls, &slot.publication, &table, no_wait).await
         }
+        Command::Resync { db, slot, copy } => {
+            replication::resync(&databases::resolve(&db)?, slot, copy).await
+        }
         Command::Load(args) => load::run(args).await,
         Command::Loadtest { db, args } => loadtest::run(db, args).await,
         Command::Report(args) => insights::report(args).await,
         Command::Dashboard(args) => insights::dashboard(args).await,
         Command::Dashboards { command } => insights::dashboards(command).await,
         Command::DbtEnv(args) => dbt::env(args),
-        Command::Resync { db, slot, copy } => {
-            let urls = databases::resolve(&db)?;
-            let cfg = replicator_config(
-                &urls,
-                &ReplicateArgs {
-                    slot,
-                    on_error: Default::default(),
-                    partition_detach: Default::default(),
-                    batch_max_changes: 10_000,
-                    batch_max_delay_ms: 20,
-                    listen: ([127, 0, 0, 1], 0).into(),
-                    heartbeat_interval_ms: 0,
-                    backfill_chunk_rows: 20_000,
-                    copy,
-                    retained_wal_warn_mb: 0,
-                    ready_max_lag_ms: 0,
-                    sink: crate::cli::SinkKind::Olap,
-                    nats: crate::cli::NatsArgs::disabled(),
-                },
-            );
-            let bar = std::sync::Mutex::new((progress::Bar::new(), progress::CopyBars::default()));
-            let log = brewlytics_replicator::pipeline::copy_logger();
-            let on_progress = |p: &brewlytics_replicator::source::snapshot::CopyProgress| {
-                let mut guard = bar.lock().unwrap_or_else(|e| e.into_inner());
-                let (bar, tables) = &mut *guard;
-                tables.update(bar, p);
-                if !bar.shows() {
-                    log(p);
-                }
-            };
-            let lsn = brewlytics_replicator::pipeline::resync(&cfg, &on_progress).await?;
-            println!(
-                "resynced: slot {} recreated, OLAP copied as of {lsn}",
-                cfg.slot
-            );
-            Ok(())
-        }
     }
+}
+
+/// Sample master data and `orders` historical orders, through the API's code path.
+async fn seed(db: &DbArgs, orders: u32, days: u32, rng_seed: u64) -> anyhow::Result<()> {
+    let oltp = databases::resolve_oltp(db)?;
+    let pool = databases::pool(&oltp, 8).await?;
+    let options = brewlytics_api::seed::SeedOptions {
+        orders,
+        days,
+        rng_seed,
+    };
+    let summary = brewlytics_api::seed::seed(&pool, &options).await?;
+    println!("{summary}");
+    Ok(())
 }
 
 pub async fn migrate(urls: &Urls) -> anyhow::Result<()> {
@@ -208,24 +146,24 @@ pub async fn migrate_with(urls: &Urls, check_source: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The replicator's configuration from `replicate`'s flags; what they leave out is the
+/// library's default ([`ReplicatorConfig::new`]).
 pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig {
-    let slot: &SlotArgs = &args.slot;
+    let defaults = ReplicatorConfig::new(urls.oltp.clone(), urls.olap.clone());
     ReplicatorConfig {
-        oltp_url: urls.oltp.clone(),
-        olap_url: urls.olap.clone(),
-        slot: slot.slot.clone(),
-        publication: slot.publication.clone(),
-        limits: brewlytics_replicator::batch::BatchLimits {
+        slot: args.slot.slot.clone(),
+        publication: args.slot.publication.clone(),
+        limits: BatchLimits {
             max_changes: args.batch_max_changes.max(1),
-            max_bytes: 16 << 20,
-            max_delay: std::time::Duration::from_millis(args.batch_max_delay_ms),
+            max_delay: Duration::from_millis(args.batch_max_delay_ms),
+            ..defaults.limits
         },
         on_error: args.on_error,
-        status_interval: std::time::Duration::from_secs(10),
         backfill_chunk_rows: args.backfill_chunk_rows,
         nats: args.nats_config(),
         copy_workers: usize::from(args.copy.copy_workers),
         partition_detach: args.partition_detach,
+        ..defaults
     }
 }
 
@@ -235,10 +173,11 @@ pub fn daemon_config(urls: &Urls, args: &ReplicateArgs, access: &Access) -> Daem
         tls: access.tls(),
         replicator: replicator_config(urls, args),
         listen: Some(args.listen),
-        heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_interval_ms),
+        heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
         retained_wal_warn_bytes: i64::try_from(args.retained_wal_warn_mb)
             .unwrap_or(i64::MAX)
             .saturating_mul(1 << 20),
-        ready_max_lag: std::time::Duration::from_millis(args.ready_max_lag_ms),
+        ready_max_lag: Duration::from_millis(args.ready_max_lag_ms),
+        lock_retry: Backoff::LOCK,
     }
 }

@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 use brewlytics_dashboards::connection::OlapConnection;
 
-use super::superset::{self, UpArgs};
+use super::superset;
 use crate::access::Access;
-use crate::cli::{AccessArgs, DbArgs, ReplicateArgs};
+use crate::cli::{AccessArgs, DbArgs, ReplicateArgs, SupersetUpArgs};
 use crate::databases;
 
 const API: Service = Service {
@@ -52,16 +52,26 @@ impl Listeners {
     }
 }
 
+/// How `up` serves: Superset or not, who may do what, where events go.
+pub struct UpServices {
+    pub superset: SupersetUpArgs,
+    pub access: AccessArgs,
+    pub events: super::events::EventsArgs,
+}
+
 pub async fn run(
     db: DbArgs,
     api_listen: SocketAddr,
     seed_orders: u32,
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
-    superset: UpArgs,
-    access: AccessArgs,
-    events: super::events::EventsArgs,
+    services: UpServices,
 ) -> anyhow::Result<()> {
+    let UpServices {
+        superset,
+        access,
+        events,
+    } = services;
     replicate.check()?;
     crate::access::check(&access)?;
     if superset.superset {
@@ -122,7 +132,7 @@ struct Machine<'a> {
 /// How the servers beside the pipeline run: Superset or not, and who may use them (TLS,
 /// keys).
 struct Serving<'a> {
-    superset: &'a UpArgs,
+    superset: &'a SupersetUpArgs,
     access: &'a AccessArgs,
     events: &'a super::events::EventsArgs,
 }
@@ -222,6 +232,7 @@ async fn serve(
             consumer: "brewlytics-loader".into(),
             max_changes: 10_000,
             on_error: Default::default(),
+            retry: brewlytics_replicator::backoff::Backoff::RECONNECT,
         };
         let cfg = events_load::config(&changes);
         let metrics = brewlytics_replicator::load::LoaderTelemetry::new(

@@ -20,8 +20,8 @@ use tokio::sync::watch;
 
 use super::wire::{self, WireEvent};
 use crate::load::{self, LoadError, LoaderConfig, Session};
-use crate::sink::nats::metrics::LoaderMetrics;
 use crate::sink::nats::{self, NatsError};
+use crate::telemetry::nats::LoaderMetrics;
 
 /// The events loader's settings from the change stream loader's: the events stream, and
 /// the consumer `<consumer>-events`.
@@ -74,7 +74,7 @@ async fn session(
     let js = nats::context(&cfg.nats, client);
     // The loader may start before any API published: the stream is made here too.
     let stream = nats::ensure_stream(&js, &cfg.nats).await?;
-    let mut consumer = load::ensure_consumer(&stream, cfg, applied).await?;
+    let mut consumer = load::session::ensure_consumer(&stream, cfg, applied).await?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(1000)

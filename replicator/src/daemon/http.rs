@@ -23,9 +23,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::daemon::status::{self, Status};
-use crate::daemon::telemetry::{Live, Role, Telemetry};
 use crate::daemon::DaemonConfig;
-use crate::pipeline::ReplicatorError;
+use crate::error::ReplicatorError;
+use crate::telemetry::{Live, Role, Telemetry};
 
 const PAGE: &str = include_str!("http/status.html");
 const PAGE_JS: &str = include_str!("http/status.js");

@@ -2,12 +2,10 @@
 //! leader lock (one streaming process per slot, standbys take over), the slot monitor and
 //! heartbeats, and the HTTP endpoints.
 
-pub mod heartbeat;
 pub mod http;
 pub mod leader;
 pub mod monitor;
 pub mod status;
-pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +14,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use self::monitor::MonitorConfig;
-use self::telemetry::{Role, Telemetry};
-use crate::pipeline::{self, ReplicatorConfig, ReplicatorError};
+use crate::backoff::Backoff;
+use crate::config::ReplicatorConfig;
+use crate::error::ReplicatorError;
+use crate::pipeline;
+use crate::telemetry::{Role, Telemetry};
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -29,6 +30,8 @@ pub struct DaemonConfig {
     pub retained_wal_warn_bytes: i64,
     /// `/ready` answers 503 above this lag.
     pub ready_max_lag: Duration,
+    /// How reaching OLAP for the leader lock is tried again ([`Backoff::LOCK`]).
+    pub lock_retry: Backoff,
     /// Who may use the endpoints ([`http::access`]): a key store, or open.
     pub guard: brewlytics_support::auth::Guard,
     /// Serve the endpoints over TLS.
@@ -56,8 +59,7 @@ pub async fn run_bound(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
     let rc = &cfg.replicator;
-    crate::slot::validate_name("slot name", &rc.slot).map_err(ReplicatorError::Fatal)?;
-    crate::slot::validate_publications(&rc.publication).map_err(ReplicatorError::Fatal)?;
+    rc.validate()?;
     let http = match cfg.listen {
         Some(addr) => {
             let listener = match bound {
@@ -101,7 +103,7 @@ pub async fn run_bound(
         telemetry.clone(),
         shutdown.clone(),
     ));
-    let result = lead_or_wait(rc, &telemetry, shutdown.clone(), monitor).await;
+    let result = lead_or_wait(&cfg, &telemetry, shutdown.clone(), monitor).await;
     telemetry.set_role(Role::Stopped);
     if let Some(h) = http {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
@@ -115,12 +117,13 @@ pub async fn run_bound(
 }
 
 async fn lead_or_wait(
-    rc: &ReplicatorConfig,
+    cfg: &DaemonConfig,
     telemetry: &Arc<Telemetry>,
     mut shutdown: watch::Receiver<bool>,
     mut monitor: tokio::task::JoinHandle<Result<(), String>>,
 ) -> Result<(), ReplicatorError> {
-    let mut backoff = Duration::from_millis(250);
+    let rc = &cfg.replicator;
+    let mut retry = cfg.lock_retry.start();
     let mut announced_standby = false;
     loop {
         if *shutdown.borrow() {
@@ -134,7 +137,7 @@ async fn lead_or_wait(
                     announced_standby = true;
                 }
                 telemetry.set_role(Role::Standby);
-                backoff = Duration::from_millis(250);
+                retry.reset();
                 if wait(&mut shutdown, &mut monitor, LOCK_POLL).await? {
                     return Ok(());
                 }
@@ -143,17 +146,17 @@ async fn lead_or_wait(
             Err(e) => {
                 telemetry.set_role(Role::Starting);
                 telemetry.error("database", format!("OLAP unreachable: {e}"));
+                let backoff = retry.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
                     "cannot reach OLAP; retrying");
                 if wait(&mut shutdown, &mut monitor, backoff).await? {
                     return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
         announced_standby = false;
-        backoff = Duration::from_millis(250);
+        retry.reset();
         tracing::info!(slot = %rc.slot, "leading: this replicator streams the slot");
         telemetry.set_role(Role::Leader);
         if lead(rc, telemetry, &mut shutdown, &mut monitor, lock).await? {

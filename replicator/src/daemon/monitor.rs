@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
-use crate::daemon::heartbeat;
-use crate::daemon::telemetry::{Role, SlotReading, Telemetry};
 use crate::slot;
+use crate::telemetry::heartbeat;
+use crate::telemetry::{Role, SlotReading, Telemetry};
 use brewlytics_support::DbUrl;
 
 #[derive(Clone, Debug)]

@@ -10,23 +10,21 @@
 //! chunk where the watermark arrives (sink/olap/backfill.rs). A table without a key, or
 //! keyed by text the two servers may sort differently, is copied in one chunk.
 //!
-//! The worker also follows the publication: a table added to it is backfilled, a table
-//! removed from it stops being mirrored (its replica is kept), each said once in the log.
+//! The worker that runs them (and follows the publications and partitions) is
+//! [`super::worker`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use sqlx::{Connection, PgConnection};
-use tokio::sync::watch;
 
 use super::copy::{parse_copy_line, Lines};
-use crate::daemon::telemetry::Telemetry;
 use crate::image::{self, copy_escape, CopyField};
-use crate::schema::{publication, source};
+use crate::schema::publication;
 use crate::sink::olap::backfill::{chunk_table, chunk_table_sql};
 use crate::table::{ident, SourceTable};
+use crate::telemetry::Telemetry;
 use brewlytics_support::DbUrl;
 
 /// A repeatable-read snapshot, and text output as the stream's (see stream/conn.rs).
@@ -36,9 +34,6 @@ pub const SNAPSHOT_SETTINGS: [&str; 4] = [
     "set local datestyle = 'ISO, MDY'",
     "set local extra_float_digits = 3",
 ];
-
-/// How often the worker audits OLAP for unpublished data when nothing prompts it.
-const AUDIT_EVERY: Duration = Duration::from_secs(600);
 
 /// The prefix of high-watermark messages.
 pub const PREFIX: &str = "brewlytics_backfill";
@@ -78,147 +73,6 @@ pub enum BackfillError {
     Failed(String),
 }
 
-/// Runs backfills until `shutdown`; errors are logged and retried (the stream goes on).
-pub async fn run(
-    cfg: WorkerConfig,
-    telemetry: Arc<Telemetry>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let result = tokio::select! {
-            r = work(&cfg, &telemetry) => r,
-            _ = shutdown.changed() => return,
-        };
-        match result {
-            Ok(()) => backoff = Duration::from_secs(1),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "backfill worker interrupted");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-/// One life of the worker's connections: follow the publication, run backfills.
-async fn work(cfg: &WorkerConfig, telemetry: &Arc<Telemetry>) -> Result<(), BackfillError> {
-    let mut oltp = PgConnection::connect_with(&cfg.oltp_url.connect_options()?).await?;
-    let mut olap = PgConnection::connect_with(&cfg.olap_url.connect_options()?).await?;
-    let mut types = HashMap::new();
-    let mut last_sync = Instant::now() - Duration::from_secs(60);
-    // The audit of unpublished data in OLAP, run while no backfill waits: at start, after a
-    // copy ended or the publications changed, and every few minutes.
-    let mut last_audit = Instant::now();
-    let mut audit_due = true;
-    let mut partitions = super::partitions::Watch::default();
-    loop {
-        if last_sync.elapsed() >= Duration::from_secs(5) {
-            audit_due |= super::follow::sync(&mut oltp, &mut olap, &cfg.publication).await?;
-            let publications = publication::names(&cfg.publication);
-            partitions.look(&mut oltp, &mut olap, &publications).await?;
-            last_sync = Instant::now();
-        }
-        type Next = (
-            i64,
-            String,
-            String,
-            Option<Vec<String>>,
-            String,
-            i64,
-            Option<String>,
-            Option<i64>,
-            Option<bool>,
-        );
-        let next: Option<Next> = sqlx::query_as(
-            "select id, source_schema, source_table, last_key, state, rows_copied, scope,
-                    partition_oid, partition_attached
-                 from cdc_backfills where state in ('pending', 'running')
-                 order by state = 'running' desc, id limit 1",
-        )
-        .fetch_optional(&mut olap)
-        .await?;
-        let Some((id, schema_name, table_name, last_key, state, copied, scope, part, attached)) =
-            next
-        else {
-            telemetry.copy_idle();
-            if audit_due || last_audit.elapsed() >= AUDIT_EVERY {
-                let publications = publication::names(&cfg.publication);
-                crate::schema::audit::run(&mut oltp, &mut olap, &publications).await?;
-                (audit_due, last_audit) = (false, Instant::now());
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
-        let Some(info) = source::table_by_name(&mut oltp, &schema_name, &table_name).await? else {
-            finish(
-                &mut olap,
-                id,
-                "failed",
-                Some("the table no longer exists on the source"),
-            )
-            .await?;
-            continue;
-        };
-        let publications = publication::names(&cfg.publication);
-        let def = match publication::definition(&mut oltp, &publications, info.oid).await? {
-            Some(Ok(def)) => def,
-            found => {
-                let why = match found {
-                    Some(Err(why)) => format!("the table cannot be streamed: {why}"),
-                    _ => "the table is no longer published".to_owned(),
-                };
-                finish(&mut olap, id, "cancelled", Some(&why)).await?;
-                continue;
-            }
-        };
-        let table = Arc::new(publication::describe(&mut oltp, &mut types, &info, &def).await?);
-        let scoped = super::partitions::Scoped::from_row(scope, part, attached);
-        if state == "pending" {
-            // A partition's copy: its own statistics.
-            let of = scoped
-                .as_ref()
-                .and_then(|s| s.partition)
-                .unwrap_or(info.oid);
-            let estimate: i64 = sqlx::query_scalar(
-                "select coalesce((select greatest(reltuples, 0)::bigint from pg_class
-                                  where oid = $1::oid), 0)",
-            )
-            .bind(i64::from(of))
-            .fetch_one(&mut oltp)
-            .await?;
-            sqlx::query(
-                "update cdc_backfills set state = 'running', started_at = now(), updated_at = now(),
-                        rows_estimate = $2 where id = $1 and state = 'pending'",
-            )
-            .bind(id)
-            .bind(estimate)
-            .execute(&mut olap)
-            .await?;
-            tracing::info!(table = %table.qualified_source(), rows_estimate = estimate,
-                "backfill started");
-        }
-        let task = Task {
-            id,
-            table,
-            last_key,
-            copied,
-            scoped,
-        };
-        let conns = Conns {
-            oltp: &mut oltp,
-            olap: &mut olap,
-        };
-        audit_due |= chunk(cfg, conns, &task, telemetry).await?;
-    }
-}
-
 pub(super) async fn finish(
     olap: &mut PgConnection,
     id: i64,
@@ -238,21 +92,21 @@ pub(super) async fn finish(
 }
 
 /// A backfill being worked on: its table as published now, and how far it is.
-struct Task {
-    id: i64,
-    table: Arc<SourceTable>,
+pub(super) struct Task {
+    pub(super) id: i64,
+    pub(super) table: Arc<SourceTable>,
     /// The key of the last row merged (None: from the first row).
-    last_key: Option<Vec<String>>,
+    pub(super) last_key: Option<Vec<String>>,
     /// Rows merged so far.
-    copied: i64,
+    pub(super) copied: i64,
     /// Limited to one partition's rows (see source/partitions.rs).
-    scoped: Option<super::partitions::Scoped>,
+    pub(super) scoped: Option<super::partitions::Scoped>,
 }
 
 /// The worker's connections to both databases.
-struct Conns<'a> {
-    oltp: &'a mut PgConnection,
-    olap: &'a mut PgConnection,
+pub(super) struct Conns<'a> {
+    pub(super) oltp: &'a mut PgConnection,
+    pub(super) olap: &'a mut PgConnection,
 }
 
 /// A chunk read and staged in OLAP, waiting to be recorded and handed over.
@@ -268,7 +122,7 @@ struct Staged {
 
 /// Copies and hands over one chunk, then waits for the stream to merge it. Returns whether
 /// the backfill is over: its last chunk merged, or it ended otherwise (cancelled).
-async fn chunk(
+pub(super) async fn chunk(
     cfg: &WorkerConfig,
     c: Conns<'_>,
     task: &Task,

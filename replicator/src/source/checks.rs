@@ -3,7 +3,16 @@
 
 use sqlx::PgConnection;
 
-use crate::pipeline::ReplicatorError;
+/// Why the source cannot replicate.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// A setting, a privilege or a missing object: the fix, in one line.
+    #[error("{0}")]
+    Refused(String),
+    /// The source could not be asked (retried).
+    #[error("database: {}", crate::redact::db_error(.0))]
+    Sql(#[from] sqlx::Error),
+}
 
 /// Checks `wal_level`, the publications (each one there, and one column list per table), the
 /// role's privileges and (before creating the slot) a free replication slot. Connection errors are returned as such (retried).
@@ -11,7 +20,7 @@ pub async fn source_ready(
     conn: &mut PgConnection,
     publication: &str,
     creating_slot: bool,
-) -> Result<(), ReplicatorError> {
+) -> Result<(), NotReady> {
     let names = crate::slot::publication_names(publication);
     let (wal_level, can_replicate, user, missing): (String, bool, String, Vec<String>) =
         sqlx::query_as(
@@ -25,19 +34,19 @@ pub async fn source_ready(
         .fetch_one(&mut *conn)
         .await?;
     if wal_level != "logical" {
-        return Err(ReplicatorError::Fatal(format!(
+        return Err(NotReady::Refused(format!(
             "the OLTP server has wal_level = {wal_level}; logical replication needs logical: run \
              `ALTER SYSTEM SET wal_level = logical` as a superuser and restart PostgreSQL"
         )));
     }
     if !can_replicate {
-        return Err(ReplicatorError::Fatal(format!(
+        return Err(NotReady::Refused(format!(
             "role {user:?} may not stream from a replication slot: run `ALTER ROLE \"{user}\" REPLICATION` \
              as a superuser (see deploy/roles.sql)"
         )));
     }
     if let Some(publication) = missing.first() {
-        return Err(ReplicatorError::Fatal(format!(
+        return Err(NotReady::Refused(format!(
             "publication {publication:?} does not exist in the OLTP database: run `brewlytics migrate`, \
              or `CREATE PUBLICATION \"{publication}\" FOR TABLE …` with the tables to mirror"
         )));
@@ -51,7 +60,7 @@ pub async fn source_ready(
     .fetch_all(&mut *conn)
     .await?;
     if !unreadable.is_empty() {
-        return Err(ReplicatorError::Fatal(format!(
+        return Err(NotReady::Refused(format!(
             "role {user:?} cannot read the published table(s) {}: run `GRANT SELECT ON {} TO \"{user}\"`",
             unreadable.join(", "),
             unreadable.join(", ")
@@ -67,7 +76,7 @@ pub async fn source_ready(
     .fetch_all(&mut *conn)
     .await?;
     if !keys_published.is_empty() {
-        return Err(ReplicatorError::Fatal(format!(
+        return Err(NotReady::Refused(format!(
             "publication(s) {} publish the API keys (auth.api_keys), which must never leave the OLTP \
              database: publish the tables by name (`ALTER PUBLICATION … SET TABLE …`) or \
              `FOR TABLES IN SCHEMA public` instead of FOR ALL TABLES",
@@ -75,7 +84,7 @@ pub async fn source_ready(
         )));
     }
     if let Some(e) = crate::schema::publication::unstreamable(conn, &names).await? {
-        return Err(ReplicatorError::Fatal(e));
+        return Err(NotReady::Refused(e));
     }
     if creating_slot {
         let (used, max): (i64, i64) = sqlx::query_as(
@@ -85,7 +94,7 @@ pub async fn source_ready(
         .fetch_one(&mut *conn)
         .await?;
         if used >= max {
-            return Err(ReplicatorError::Fatal(format!(
+            return Err(NotReady::Refused(format!(
                 "all {max} replication slots of the OLTP server are in use (max_replication_slots = {max}): \
                  drop an unused one (`SELECT pg_drop_replication_slot(name)`) or raise max_replication_slots \
                  and restart PostgreSQL"

@@ -44,8 +44,7 @@ use brewlytics_support::DbUrl;
 /// pieces per worker whatever the tables' sizes.
 const PIECE_BYTES: usize = 2 << 20;
 
-/// The first `seq` of a copy: copied rows sort before any streamed change at the same LSN.
-pub const FIRST_COPY_SEQ: i32 = i32::MIN + 1;
+use crate::change::FIRST_COPY_SEQ;
 
 /// The default number of tables copied at the same time.
 pub const DEFAULT_WORKERS: usize = 2;

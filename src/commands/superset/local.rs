@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use brewlytics_dashboards::connection::Secret;
 
 /// The administrator `up` creates.
-pub const ADMIN: &str = "admin";
+pub const ADMIN: &str = crate::cli::SUPERSET_ADMIN;
 /// How long Superset may take to answer its health check after gunicorn starts.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long it may take to stop after SIGTERM before it is killed.

@@ -3,58 +3,17 @@
 
 pub mod local;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::bi;
+use crate::cli::{SupersetArgs, SupersetUpArgs};
 use anyhow::Context;
 use brewlytics_dashboards::connection::{OlapConnection, Secret, Target};
 use brewlytics_dashboards::definition::Definition;
 use brewlytics_dashboards::superset;
-use clap::Args;
-
-use super::bi::{self, BiArgs};
-use crate::cli::DbArgs;
-
-#[derive(Args, Debug)]
-pub struct ProvisionArgs {
-    /// Superset's address, e.g. http://127.0.0.1:8088.
-    #[arg(long, env = "SUPERSET_URL")]
-    pub url: String,
-    /// A Superset administrator's user name.
-    #[arg(long, env = "SUPERSET_USER", default_value = local::ADMIN)]
-    pub user: String,
-    /// Their password. Default: the one `up --superset` keeps in
-    /// <data dir>/superset/admin.password.
-    #[arg(long, env = "SUPERSET_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// The host name at which Superset reaches coffee_olap, when it differs from the URL's.
-    #[arg(long, env = "SUPERSET_OLAP_HOST")]
-    pub olap_host: Option<String>,
-    #[command(flatten)]
-    pub bi: BiArgs,
-    #[command(flatten)]
-    pub db: DbArgs,
-}
-
-/// `up --superset` and its settings.
-#[derive(Args, Debug, Clone)]
-pub struct UpArgs {
-    /// Also run Apache Superset (installed by scripts/install-superset), provisioned with the
-    /// coffee dashboard over the read-only role.
-    #[arg(long)]
-    pub superset: bool,
-    /// Where Superset listens.
-    #[arg(long, env = "SUPERSET_LISTEN", default_value = "127.0.0.1:8088")]
-    pub superset_listen: SocketAddr,
-    /// The virtual environment Superset is installed in.
-    #[arg(long, env = "SUPERSET_VENV", default_value = ".venv-superset")]
-    pub superset_venv: PathBuf,
-    #[command(flatten)]
-    pub bi: BiArgs,
-}
 
 /// `brewlytics dashboards superset`.
-pub async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
+pub async fn provision(args: SupersetArgs) -> anyhow::Result<()> {
     let password = match args.password {
         Some(p) => p,
         None => {
@@ -89,7 +48,7 @@ pub struct Running {
 /// Starts the local Superset of `data_dir` and provisions it with the coffee dashboard over
 /// `olap` (the read-only role).
 pub async fn start(
-    args: &UpArgs,
+    args: &SupersetUpArgs,
     data_dir: &Path,
     olap: &OlapConnection,
 ) -> anyhow::Result<Running> {

@@ -4,7 +4,9 @@
 //! - **Fresh**: a trigger sends `NOTIFY brewlytics_api_keys` when a key is created, revoked
 //!   or changed; each server listens and reloads before its next check, so a revoked key is
 //!   refused within milliseconds everywhere. Without the notification (the listening
-//!   connection lost) the copy is reloaded at least every [`MAX_AGE`].
+//!   connection lost) the copy is reloaded at least every [`MAX_AGE`]. A key id the copy
+//!   does not know reloads it first (at most once per [`UNKNOWN_RELOAD_EVERY`]), so a key
+//!   made a moment ago works at once even when its notification is still on the way.
 //! - **Same steps for every wrong key**: an unknown id is compared against a digest no key
 //!   has, so a wrong secret for a known id and an unknown id take the same work, and the
 //!   comparison is constant-time.
@@ -28,6 +30,9 @@ use super::scope::{Scope, Scopes};
 pub const CHANNEL: &str = "brewlytics_api_keys";
 /// The longest a server checks keys against a copy it has not reloaded.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
+/// The most often an unknown key id reloads the copy (unknown ids cost no more than that
+/// in queries, however many are presented).
+pub const UNKNOWN_RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// How often the last-used times are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(15);
 
@@ -75,6 +80,7 @@ pub struct KeyStore {
     copy: RwLock<Copy>,
     reload: tokio::sync::Mutex<()>,
     stale: AtomicBool,
+    unknown_reloaded: Mutex<Option<Instant>>,
     used: Mutex<HashMap<KeyId, DateTime<Utc>>>,
     unmatchable: Digest,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -89,6 +95,7 @@ impl KeyStore {
             copy: RwLock::new(Copy::default()),
             reload: tokio::sync::Mutex::new(()),
             stale: AtomicBool::new(true),
+            unknown_reloaded: Mutex::new(None),
             used: Mutex::new(HashMap::new()),
             unmatchable: Digest::unmatchable(),
             _stop: stop,
@@ -159,7 +166,11 @@ impl KeyStore {
         &self,
         key: &PresentedKey,
     ) -> Result<Result<Principal, KeyRefusal>, StoreUnavailable> {
-        let keys = self.current().await?;
+        let mut keys = self.current().await?;
+        if !keys.contains_key(&key.id) && self.may_reload_for_unknown() {
+            self.stale.store(true, Ordering::Release);
+            keys = self.current().await?;
+        }
         let record = keys.get(&key.id);
         let expected = record.map_or(&self.unmatchable, |r| &r.digest);
         let matches = key.digest().matches(expected);
@@ -175,6 +186,19 @@ impl KeyStore {
             Some(r) if matches && r.revoked => Err(KeyRefusal::Revoked),
             _ => Err(KeyRefusal::Invalid),
         })
+    }
+
+    /// Whether an unknown key id may reload the copy now (once per [`UNKNOWN_RELOAD_EVERY`]).
+    fn may_reload_for_unknown(&self) -> bool {
+        let mut last = self
+            .unknown_reloaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < UNKNOWN_RELOAD_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// The principal of a key known by id (a browser session's), while it is not revoked.

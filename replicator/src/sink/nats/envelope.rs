@@ -21,6 +21,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use crate::change::FIRST_COPY_SEQ;
 use crate::change::{Body, Change, Op, Pos};
 use crate::decode::pg_timestamp_to_chrono;
 use crate::decode::PG_EPOCH_UNIX_MICROS;
@@ -28,7 +29,6 @@ use crate::image;
 use crate::lsn::Lsn;
 use crate::schema::plan::Step;
 use crate::sink::olap::journal::{table_json, JournalRow};
-use crate::source::snapshot::FIRST_COPY_SEQ;
 use crate::table::SourceTable;
 
 pub const MSG_ID: &str = "Nats-Msg-Id";

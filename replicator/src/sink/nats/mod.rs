@@ -13,7 +13,6 @@
 //! replicas, retention, age and dedup window of [`NatsConfig`].
 
 pub mod envelope;
-pub mod metrics;
 pub mod publish;
 pub mod read;
 
@@ -21,6 +20,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
+pub use crate::telemetry::nats::{ConsumerLag, StreamReport};
 pub use publish::NatsSink;
 
 /// How a stream keeps its messages (JetStream's retention policy).
@@ -306,31 +306,6 @@ pub async fn ensure_stream(
         }
         Err(e) => Err(err(e.to_string())),
     }
-}
-
-/// A consumer of the stream and how far behind it is.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct ConsumerLag {
-    pub name: String,
-    /// Messages not yet delivered to it (its lag).
-    pub pending_messages: u64,
-    /// Delivered and not yet acknowledged.
-    pub ack_pending_messages: usize,
-    /// The stream sequence acknowledged (all before it too).
-    pub ack_floor_stream_seq: u64,
-}
-
-/// The stream as JetStream reports it, with its consumers' lag.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct StreamReport {
-    pub stream: String,
-    pub messages: u64,
-    pub bytes: u64,
-    pub first_seq: u64,
-    pub last_seq: u64,
-    pub replicas: usize,
-    pub leader: Option<String>,
-    pub consumers: Vec<ConsumerLag>,
 }
 
 pub async fn stream_report(s: &stream::Stream) -> Result<StreamReport, NatsError> {

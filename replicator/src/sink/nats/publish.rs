@@ -23,13 +23,13 @@ use async_nats::HeaderMap;
 use sqlx::PgConnection;
 
 use super::envelope::{self, BackfillMark, ChunkMeta, Item, Message, Origin};
-use super::metrics::PublisherMetrics;
 use super::{ensure_stream, NatsConfig, NatsError};
 use crate::batch::CommitMark;
-use crate::change::{Op, Pos};
+use crate::change::{Change, Op, Pos};
 use crate::lsn::Lsn;
 use crate::sink::olap::journal;
-use crate::sink::Sink;
+use crate::sink::{Encode, PartEnd, PrimaryTx, Sink};
+use crate::telemetry::nats::PublisherMetrics;
 
 /// Messages in flight before the oldest acknowledgement is waited for.
 const MAX_IN_FLIGHT: usize = 4096;
@@ -143,10 +143,10 @@ impl NatsSink {
         Ok((info.state.first_sequence, info.state.last_sequence))
     }
 
-    /// Reads the stream sequence OLAP committed last (before [`Sink::resume`]). The first
-    /// time this slot publishes to this stream, the stream's current end is recorded: what
-    /// comes after it is this slot's.
-    pub async fn load_committed(&mut self, olap: &mut PgConnection) -> Result<(), NatsError> {
+    /// Reads the stream sequence OLAP committed last. The first time this slot publishes to
+    /// this stream, the stream's current end is recorded (committed at once): what comes after
+    /// it is this slot's.
+    async fn load_committed(&mut self, olap: &mut PgConnection) -> Result<(), NatsError> {
         let row: Option<i64> = sqlx::query_scalar(
             "select stream_seq from cdc_nats_published where slot_name = $1 and stream = $2",
         )
@@ -275,11 +275,7 @@ impl NatsSink {
 
     /// Publishes the first start's copy, as OLAP's open transaction journaled it (a schema
     /// event per table, then its rows, at the slot's consistent point `lsn`), in pieces.
-    pub async fn write_copy(
-        &mut self,
-        olap: &mut PgConnection,
-        lsn: Lsn,
-    ) -> Result<u64, NatsError> {
+    async fn publish_copy(&mut self, olap: &mut PgConnection, lsn: Lsn) -> Result<u64, NatsError> {
         let mut after = Pos { lsn, seq: i32::MIN };
         let mut tables: HashMap<(String, String), i64> = HashMap::new();
         let mut n = 0;
@@ -307,7 +303,7 @@ impl NatsSink {
 
     /// Completes a run from the reader: a backfill chunk's merge point with its range, and
     /// its rows as OLAP's open transaction has just journaled them.
-    pub async fn write_items(
+    async fn write_items(
         &mut self,
         olap: &mut PgConnection,
         part: &envelope::Part,
@@ -447,7 +443,7 @@ async fn backfill_messages(
 }
 
 /// Stores the stream sequence reached, in OLAP's open transaction (with the checkpoint).
-pub async fn record(
+async fn record(
     olap: &mut PgConnection,
     slot: &str,
     stream: &str,
@@ -470,33 +466,64 @@ pub async fn record(
     Ok(())
 }
 
+impl Encode for envelope::Encoder {
+    type Part = envelope::Part;
+    fn encode(&mut self, changes: &[Change]) -> envelope::Part {
+        envelope::Encoder::encode(self, changes)
+    }
+}
+
 impl Sink for NatsSink {
-    type Part = Vec<Message>;
+    type Part = envelope::Part;
+    type Encoder = envelope::Encoder;
     type Receipt = Published;
     type Error = NatsError;
 
-    /// Reads what the stream holds after the committed stream sequence. With a checkpoint,
-    /// those are changes of a batch OLAP did not commit: they are not sent again (the
-    /// pipeline resends them, at the same positions). Without one (a first start over), they
-    /// were never committed and the pipeline will not produce them again (a new slot, a new
-    /// copy): they are deleted from the stream.
-    async fn resume(&mut self, checkpoint: Option<Lsn>) -> Result<(), NatsError> {
+    fn encoder(&self) -> envelope::Encoder {
+        envelope::Encoder::new(self.origin.clone())
+    }
+
+    /// Reads the stream sequence OLAP committed, then what the stream holds after it. With a
+    /// checkpoint, those are changes of a batch OLAP did not commit: they are not sent again
+    /// (the pipeline resends them, at the same positions). Without one (a first start over),
+    /// they were never committed and the pipeline will not produce them again (a new slot, a
+    /// new copy): they are deleted from the stream.
+    async fn resume(
+        &mut self,
+        mut primary: PrimaryTx<'_>,
+        checkpoint: Option<Lsn>,
+    ) -> Result<(), NatsError> {
+        self.load_committed(primary.conn()).await?;
         self.held = None;
         self.in_flight.clear();
         self.in_flight_bytes = 0;
         self.rescan(checkpoint.is_none()).await
     }
 
-    async fn write(&mut self, part: &Vec<Message>) -> Result<(), NatsError> {
-        for m in part {
-            self.push(m.clone()).await?;
-        }
-        Ok(())
+    /// A backfill chunk's rows are read from the primary's transaction, where its merge has
+    /// just journaled them. The last message is held until the next one (or the commit)
+    /// shows whether it ends its transaction.
+    async fn write(
+        &mut self,
+        mut primary: PrimaryTx<'_>,
+        part: &envelope::Part,
+        _end: PartEnd,
+    ) -> Result<(), NatsError> {
+        self.write_items(primary.conn(), part).await
+    }
+
+    async fn write_copy(&mut self, mut primary: PrimaryTx<'_>, at: Lsn) -> Result<u64, NatsError> {
+        self.publish_copy(primary.conn(), at).await
     }
 
     /// The held message ends its transaction (a batch holds whole transactions); every
-    /// acknowledgement is waited for.
-    async fn commit(&mut self, _mark: &CommitMark) -> Result<Published, NatsError> {
+    /// acknowledgement is waited for; the stream sequence reached is recorded in the
+    /// primary's transaction.
+    async fn commit(
+        &mut self,
+        mut primary: PrimaryTx<'_>,
+        _mark: &CommitMark,
+    ) -> Result<Published, NatsError> {
         if let Some((mut h, skip)) = self.held.take() {
             h.finish();
             self.release(h, skip).await?;
@@ -518,6 +545,13 @@ impl Sink for NatsSink {
                 self.metrics.stream_report(&r);
             }
         }
+        record(
+            primary.conn(),
+            &self.origin.slot,
+            &self.stream_name,
+            self.acked_seq,
+        )
+        .await?;
         self.committed_seq = Some(self.acked_seq);
         let mut done = std::mem::take(&mut self.batch);
         done.stream_seq = self.acked_seq;

@@ -191,11 +191,11 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::change::FIRST_COPY_SEQ;
     use crate::change::{Body, Change, RowChange, SchemaChange, TxContext};
     use crate::decode::{TupleData, TupleValue};
     use crate::lsn::Lsn;
     use crate::sink::nats::envelope::*;
-    use crate::source::snapshot::FIRST_COPY_SEQ;
     use crate::table::fixtures;
     use bytes::Bytes;
     use std::collections::HashMap;

@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
-/// Every `kind` of `brewlytics_nats_errors_total` ([`super::NatsError::kind`]).
+/// Every `kind` of `brewlytics_nats_errors_total` (the NATS sink's `NatsError::kind`).
 pub const ERROR_KINDS: &[&str] = &[
     "connect", "stream", "publish", "ack", "consumer", "message", "olap",
 ];
@@ -21,6 +21,31 @@ pub const ERROR_KINDS: &[&str] = &[
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+/// A consumer of the stream and how far behind it is.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ConsumerLag {
+    pub name: String,
+    /// Messages not yet delivered to it (its lag).
+    pub pending_messages: u64,
+    /// Delivered and not yet acknowledged.
+    pub ack_pending_messages: usize,
+    /// The stream sequence acknowledged (all before it too).
+    pub ack_floor_stream_seq: u64,
+}
+
+/// The stream as JetStream reports it, with its consumers' lag.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct StreamReport {
+    pub stream: String,
+    pub messages: u64,
+    pub bytes: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub replicas: usize,
+    pub leader: Option<String>,
+    pub consumers: Vec<ConsumerLag>,
 }
 
 /// The publisher's metrics (in the replicator).
@@ -55,7 +80,7 @@ pub struct PublisherLive {
     pub last_ack_ms: Option<f64>,
     pub last_error: Option<String>,
     /// The stream's consumers and their lag (read every few seconds).
-    pub consumers: Vec<super::ConsumerLag>,
+    pub consumers: Vec<ConsumerLag>,
     pub stream_messages: Option<u64>,
 }
 
@@ -185,7 +210,7 @@ impl PublisherMetrics {
         self.live_mut().last_ack_ms = None;
     }
 
-    pub fn stream_report(&self, r: &super::StreamReport) {
+    pub fn stream_report(&self, r: &StreamReport) {
         let mut l = self.live_mut();
         l.consumers = r.consumers.clone();
         l.stream_messages = Some(r.messages);

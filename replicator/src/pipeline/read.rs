@@ -1,8 +1,8 @@
-//! The stream's reader: replication messages in, batches of changes out.
+//! The read stage: replication messages in, batches of changes out, encoded for the sinks.
 //!
 //! It decodes pgoutput, resolves each change's table (following schema changes), groups whole
 //! source transactions into batches (chunking a transaction larger than a batch) and encodes
-//! them for the sink — all while the sink applies the previous batch. It never stops talking
+//! them with each sink's [`Encode`] — all while the applier applies the previous batch. It never stops talking
 //! to the source: while it waits for the sink it keeps sending standby status updates, so a
 //! long apply does not end the connection (`wal_sender_timeout`). The flush position it
 //! reports is the last position the sink has made durable, never more.
@@ -15,22 +15,21 @@ use tokio::sync::{mpsc, watch};
 
 use crate::batch::{Batcher, CommitMark};
 use crate::change::{
-    key_changed, Body, Change, ChunkMerge, Op, RowChange, SchemaChange, TxContext,
+    key_changed, Body, Change, ChunkMerge, Op, Pos, RowChange, SchemaChange, TxContext,
 };
-use crate::daemon::heartbeat;
-use crate::daemon::telemetry::Telemetry;
+use crate::config::ReplicatorConfig;
 use crate::decode::{
     chrono_to_pg_timestamp, decode, standby_status_update, PgOutputMessage, RelationCache,
     ReplicationMessage, TupleData,
 };
+use crate::error::ReplicatorError;
 use crate::lsn::Lsn;
-use crate::pipeline::{ReplicatorConfig, ReplicatorError};
 use crate::schema::{partitions, publication, Resolved, Tracker, DDL_PREFIX};
-use crate::sink::nats::envelope::{Encoder as NatsEncoder, Part as NatsPart};
-use crate::sink::olap::encode::{encode, Encoded};
-use crate::sink::olap::journal::JournalEncoder;
+use crate::sink::Encode;
 use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::table::SourceTable;
+use crate::telemetry::heartbeat;
+use crate::telemetry::Telemetry;
 
 /// How often the source hears from us, whatever we are doing: a status update is a few bytes,
 /// and the source ends a connection it has not heard from for `wal_sender_timeout` (which may
@@ -40,22 +39,34 @@ fn status_every(cfg: &ReplicatorConfig) -> Duration {
     cfg.status_interval.min(Duration::from_secs(1))
 }
 
-/// What the reader hands the sinks: each change encoded for OLAP and, when the changes are
-/// also published, for NATS (`nats`).
-pub enum Work {
-    /// Part of a source transaction larger than a batch: applied, not committed.
-    Chunk {
-        encoded: Encoded,
-        nats: Option<NatsPart>,
-    },
-    /// Whole transactions: applied, then committed with the checkpoint `mark`.
-    Batch {
-        encoded: Encoded,
-        nats: Option<NatsPart>,
-        mark: CommitMark,
-        transactions: u64,
-        heartbeat: Option<u64>,
-    },
+/// What the reader hands the applier: a run of changes as each sink encoded it (`parts`),
+/// and, when it ends a batch, what that batch commits.
+pub struct Work<P> {
+    pub parts: P,
+    /// None: part of a source transaction larger than a batch (applied, not committed).
+    pub commit: Option<Commit>,
+    /// Changes in the run, and the first one's position (for the applier's spans).
+    pub changes: usize,
+    pub first: Option<Pos>,
+}
+
+/// The end of a batch: whole transactions, committed with the checkpoint `mark`.
+pub struct Commit {
+    pub mark: CommitMark,
+    pub transactions: u64,
+    /// The newest of this process's heartbeats in the batch.
+    pub heartbeat: Option<u64>,
+}
+
+impl<P> Work<P> {
+    fn new(parts: P, changes: &[Change], commit: Option<Commit>) -> Self {
+        Self {
+            parts,
+            commit,
+            changes: changes.len(),
+            first: changes.first().map(|c| c.pos),
+        }
+    }
 }
 
 /// What the sink has made durable.
@@ -66,7 +77,7 @@ pub struct Applied {
     pub batches: u64,
 }
 
-pub struct Reader<'a> {
+pub struct Reader<'a, E: Encode> {
     pub cfg: &'a ReplicatorConfig,
     pub telemetry: Arc<Telemetry>,
     pub conn: ReplicationConnection,
@@ -74,8 +85,8 @@ pub struct Reader<'a> {
     pub tracker: Tracker,
     relations: RelationCache,
     batcher: Batcher,
-    journal: JournalEncoder,
-    nats: Option<NatsEncoder>,
+    /// Each sink's encoding of the changes.
+    encoder: E,
     heartbeat: Option<u64>,
     /// The furthest WAL position the server told us about.
     received: Lsn,
@@ -85,11 +96,11 @@ pub struct Reader<'a> {
     applied_to: Lsn,
     sent: u64,
     applied: watch::Receiver<Applied>,
-    work: Option<mpsc::Sender<Work>>,
+    work: Option<mpsc::Sender<Work<E::Part>>>,
     next_status: Instant,
 }
 
-impl<'a> Reader<'a> {
+impl<'a, E: Encode> Reader<'a, E> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &'a ReplicatorConfig,
@@ -99,7 +110,8 @@ impl<'a> Reader<'a> {
         tracker: Tracker,
         start: Lsn,
         applied: watch::Receiver<Applied>,
-        work: mpsc::Sender<Work>,
+        work: mpsc::Sender<Work<E::Part>>,
+        encoder: E,
     ) -> Self {
         Self {
             cfg,
@@ -109,8 +121,7 @@ impl<'a> Reader<'a> {
             tracker,
             relations: RelationCache::new(),
             batcher: Batcher::new(cfg.limits),
-            journal: JournalEncoder::default(),
-            nats: cfg.nats_origin().map(NatsEncoder::new),
+            encoder,
             heartbeat: None,
             received: start,
             flushed: start,
@@ -191,9 +202,8 @@ impl<'a> Reader<'a> {
                 let msg = decode(&data)?;
                 self.message(msg).await?;
                 if let Some(chunk) = self.batcher.take_chunk_if_full() {
-                    let encoded = encode(&mut self.journal, &chunk);
-                    let nats = self.nats.as_mut().map(|n| n.encode(&chunk));
-                    self.send(Work::Chunk { encoded, nats }).await?;
+                    let parts = self.encoder.encode(&chunk);
+                    self.send(Work::new(parts, &chunk, None)).await?;
                 }
             }
             ReplicationMessage::PrimaryKeepalive {
@@ -293,7 +303,7 @@ impl<'a> Reader<'a> {
                         if let Some(seq) = self.telemetry.heartbeat_seq(&m.content) {
                             self.heartbeat = Some(self.heartbeat.map_or(seq, |h| h.max(seq)));
                         }
-                    } else if m.prefix == super::backfill::PREFIX {
+                    } else if m.prefix == crate::source::backfill::PREFIX {
                         self.watermark(&m.content).await?;
                     } else if m.prefix == publication::PREFIX {
                         let content = &m.content;
@@ -306,9 +316,9 @@ impl<'a> Reader<'a> {
                         }
                     } else if m.prefix == partitions::PREFIX {
                         self.partitions(&m.content).await?;
-                    } else if m.prefix == super::backfill::SCHEMA_CHECK_PREFIX {
+                    } else if m.prefix == crate::source::backfill::SCHEMA_CHECK_PREFIX {
                         if let Ok(t) =
-                            serde_json::from_slice::<super::backfill::TableName>(&m.content)
+                            serde_json::from_slice::<crate::source::backfill::TableName>(&m.content)
                         {
                             if let Some(r) = self
                                 .tracker
@@ -451,7 +461,7 @@ impl<'a> Reader<'a> {
 
     /// A backfill chunk's high watermark: merged here, in the stream's order.
     async fn watermark(&mut self, content: &[u8]) -> Result<(), ReplicatorError> {
-        let Ok(mark) = serde_json::from_slice::<super::backfill::Watermark>(content) else {
+        let Ok(mark) = serde_json::from_slice::<crate::source::backfill::Watermark>(content) else {
             return Ok(());
         };
         let Some(resolved) = self
@@ -480,22 +490,18 @@ impl<'a> Reader<'a> {
         let Some((changes, mark, transactions)) = self.batcher.take_batch() else {
             return Ok(());
         };
-        let encoded = encode(&mut self.journal, &changes);
-        let nats = self.nats.as_mut().map(|n| n.encode(&changes));
-        let heartbeat = self.heartbeat.take();
-        self.sent += 1;
-        self.send(Work::Batch {
-            encoded,
-            nats,
+        let parts = self.encoder.encode(&changes);
+        let commit = Commit {
             mark,
             transactions,
-            heartbeat,
-        })
-        .await
+            heartbeat: self.heartbeat.take(),
+        };
+        self.sent += 1;
+        self.send(Work::new(parts, &changes, Some(commit))).await
     }
 
     /// Hands `work` to the sink, answering the source while the sink is busy.
-    async fn send(&mut self, work: Work) -> Result<(), ReplicatorError> {
+    async fn send(&mut self, work: Work<E::Part>) -> Result<(), ReplicatorError> {
         let sender = self.work.clone().ok_or(ReplicatorError::WriterGone)?;
         let send = sender.send(work);
         tokio::pin!(send);
