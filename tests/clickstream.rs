@@ -552,3 +552,76 @@ async fn events_through_nats_load_exactly_once_across_loader_kills() {
     api.terminate(Duration::from_secs(10));
     r.terminate(Duration::from_secs(20));
 }
+
+/// `brewlytics up` without NATS (the embedded path): `loadtest --mix browse` sends visits —
+/// impressions, clicks, orders in their sessions — through `POST /events` and the OLTP table
+/// `click_events`; the funnel report then counts them and attributes orders to clicks.
+#[test]
+fn up_carries_browsing_end_to_end() {
+    let scratch = harness::Scratch::new("clickstream-up");
+    let data = scratch.join("data");
+    let mut up = harness::up::command(&data);
+    up.args(["--seed-orders", "0"]);
+    let mut up = Proc::spawn(up, scratch.join("up.log")).gentle();
+    let api = harness::up::wait(&mut up).api;
+    let bin = env!("CARGO_BIN_EXE_brewlytics");
+    let out = std::process::Command::new(bin)
+        .args(["loadtest", "--data-dir"])
+        .arg(&data)
+        .args(["--api", &format!("http://{api}")])
+        .args(["--mix", "browse", "--duration", "4s", "--rate", "15", "--json"])
+        .args(["--seed", "7", "--no-freshness"])
+        .env_remove("OLTP_DATABASE_URL")
+        .env_remove("OLAP_DATABASE_URL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running brewlytics loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loadtest failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let visits = report["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "POST /events")
+        .expect("events were sent")["requests"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(visits, 60, "{report:#}");
+
+    // Every visit shows 3 to 8 products: the funnel counts them all, and some orders.
+    let funnel = || {
+        let out = std::process::Command::new(bin)
+            .args(["report", "clickstream-funnel", "--format", "csv", "--data-dir"])
+            .arg(&data)
+            .env_remove("OLTP_DATABASE_URL")
+            .env_remove("OLAP_DATABASE_URL")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let count = |stage: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.split(',').nth(1).filter(|s| *s == stage).and(l.split(',').nth(2)))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        (count("impressions"), count("clicks"), count("orders"))
+    };
+    let (impressions, clicks, orders) = wait_for(
+        Duration::from_secs(60),
+        "the browsing in the funnel",
+        &mut [&mut up],
+        || {
+            let f = funnel();
+            (f.0 >= 3 * visits && f.1 > 0 && f.2 > 0).then_some(f)
+        },
+    );
+    assert!(impressions <= 8 * visits, "{impressions} impressions of {visits} visits");
+    assert!(clicks <= 3 * visits && orders <= clicks, "{clicks} clicks, {orders} orders");
+    up.terminate(Duration::from_secs(30));
+}
