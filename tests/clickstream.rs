@@ -538,12 +538,20 @@ async fn events_through_nats_load_exactly_once_across_loader_kills() {
     }
 
     // Consumer lag in the loader's metrics and status.
-    let (_, metrics) = harness::http_get(&loader_addr, "/metrics").await.unwrap();
-    assert_eq!(
-        harness::metric(&metrics, "brewlytics_events_loader_pending_messages"),
-        Some(0.0),
-        "{metrics}"
-    );
+    // (read from JetStream every second: the gauge follows within a few)
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, metrics) = harness::http_get(&loader_addr, "/metrics").await.unwrap();
+        let pending = harness::metric(&metrics, "brewlytics_events_loader_pending_messages");
+        if pending == Some(0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events loader lag {pending:?}: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (_, status) = harness::http_get(&loader_addr, "/status").await.unwrap();
     assert!(status.contains("\"events_loader\""), "{status}");
     let positions = c.run(&["status", "--json"]);
@@ -569,7 +577,15 @@ fn up_carries_browsing_end_to_end() {
         .args(["loadtest", "--data-dir"])
         .arg(&data)
         .args(["--api", &format!("http://{api}")])
-        .args(["--mix", "browse", "--duration", "4s", "--rate", "15", "--json"])
+        .args([
+            "--mix",
+            "browse",
+            "--duration",
+            "4s",
+            "--rate",
+            "15",
+            "--json",
+        ])
         .args(["--seed", "7", "--no-freshness"])
         .env_remove("OLTP_DATABASE_URL")
         .env_remove("OLAP_DATABASE_URL")
@@ -597,7 +613,13 @@ fn up_carries_browsing_end_to_end() {
     // Every visit shows 3 to 8 products: the funnel counts them all, and some orders.
     let funnel = || {
         let out = std::process::Command::new(bin)
-            .args(["report", "clickstream-funnel", "--format", "csv", "--data-dir"])
+            .args([
+                "report",
+                "clickstream-funnel",
+                "--format",
+                "csv",
+                "--data-dir",
+            ])
             .arg(&data)
             .env_remove("OLTP_DATABASE_URL")
             .env_remove("OLAP_DATABASE_URL")
@@ -606,7 +628,12 @@ fn up_carries_browsing_end_to_end() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let count = |stage: &str| -> u64 {
             text.lines()
-                .find_map(|l| l.split(',').nth(1).filter(|s| *s == stage).and(l.split(',').nth(2)))
+                .find_map(|l| {
+                    l.split(',')
+                        .nth(1)
+                        .filter(|s| *s == stage)
+                        .and(l.split(',').nth(2))
+                })
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0)
         };
@@ -621,7 +648,13 @@ fn up_carries_browsing_end_to_end() {
             (f.0 >= 3 * visits && f.1 > 0 && f.2 > 0).then_some(f)
         },
     );
-    assert!(impressions <= 8 * visits, "{impressions} impressions of {visits} visits");
-    assert!(clicks <= 3 * visits && orders <= clicks, "{clicks} clicks, {orders} orders");
+    assert!(
+        impressions <= 8 * visits,
+        "{impressions} impressions of {visits} visits"
+    );
+    assert!(
+        clicks <= 3 * visits && orders <= clicks,
+        "{clicks} clicks, {orders} orders"
+    );
     up.terminate(Duration::from_secs(30));
 }
