@@ -552,7 +552,7 @@ mod tests {
     #[test]
     fn every_embedded_question_parses_and_compiles() {
         let all = all();
-        assert_eq!(all.len(), 14);
+        assert_eq!(all.len(), 16);
         for q in &all {
             assert!(!q.description.is_empty(), "{}", q.name);
             q.compile(&Params::new()).unwrap();
