@@ -17,7 +17,10 @@
 #    seed's trigger vs with our slot consumed; WAL bytes per order; POST /orders throughput
 #    (loadtest, closed loop, 8 users) vs pgbench
 # d  initial copy of existing orders: rows/s into OLAP vs pg_dump | psql
-# e  replicator peak RSS (VmHWM) during a's catch-up and during one large transaction
+# e  replicator peak RSS (VmHWM) during a's catch-up and during one large transaction; that
+#    transaction's apply rate (replicator started after it); then, with the replicator
+#    streaming, the time from the commit of another such transaction at the source to its
+#    rows visible in OLAP
 # f  clickstream end to end: `loadtest --mix browse` (impressions, clicks, orders in a
 #    session) through POST /events, the OLTP table click_events and the replicator into
 #    fact_impressions/fact_clicks: events/s loaded and freshness (API receive → OLAP load)
@@ -27,6 +30,7 @@
 # (fixed ports base..base+11; default: four free ports leased by bench/ports.sh, the way the
 # tests take theirs), BENCH_KEEP=1 keeps the work directory,
 # BENCH_RESULTS=FILE keeps the raw per-run figures (TSV: key, run, value),
+# BENCH_REPLICATE_ARGS="--olap-commit sync" passes more flags to every `replicate`,
 # BENCH_PROFILE=1 loads pg_stat_statements on the OLAP cluster and writes the replicator's
 # costliest statements of a, replay, d and e to profile_*.txt in the (kept) work directory.
 set -euo pipefail
@@ -41,7 +45,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --runs) RUNS="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -197,6 +201,10 @@ fi
 if "$BIN" replicate --help 2>/dev/null | grep -q -- '--heartbeat-interval-ms'; then
   REPL_FLAGS+=(--heartbeat-interval-ms 0) # a heartbeat would write to the source mid-measure
 fi
+
+# BENCH_REPLICATE_ARGS: more flags for `replicate` (e.g. `--olap-commit sync`).
+read -r -a EXTRA_FLAGS <<< "${BENCH_REPLICATE_ARGS:-}"
+REPL_FLAGS+=("${EXTRA_FLAGS[@]}")
 
 start_replicator() {
   bg replicator env OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" RUST_LOG=warn \
@@ -467,6 +475,16 @@ bench_d() {
   profile_dump "e_$run"
   record e_rss_big_tx_mb "$run" "$(peak_rss_mb "$REPL_PID")"
   record e_big_tx_cps "$run" "$(python3 -c "print(round($((E_ORDERS * 4)) / $secs))")"
+
+  say "d/$run: one transaction of $((E_ORDERS * 4)) changes while the replicator streams: commit → visible"
+  # The marker is the transaction's last change: visible in OLAP with the rest of it.
+  MARKER="bench-marker-$RANDOM-$RANDOM"
+  src -c "begin" -c "select bench_bulk_orders($E_ORDERS)" \
+    -c "insert into stores (name) values ('$MARKER')" -c "commit" >/dev/null
+  t0=$(now)
+  wait_until 1800 marker_in_olap || { echo "the large transaction never arrived" >&2; exit 1; }
+  t1=$(now)
+  record e_big_tx_visible_ms "$run" "$(python3 -c "print(round(($t1 - $t0) * 1000))")"
   forget "$REPL_PID"
 }
 

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{free_addr, http_get, metric, wait_streaming, workload, Clusters, LoadCounts};
+use harness::{
+    assert_exactly_once, free_addr, http_get, metric, wait_streaming, workload, Clusters,
+    LoadCounts,
+};
 
 /// A random duration in `[lo, hi)` ms from a seeded generator (the seed is printed, so a
 /// failing run can be repeated with DRILL_SEED).
@@ -33,29 +36,6 @@ fn drill_seed() -> u64 {
                 .as_nanos() as u64
                 | 1
         })
-}
-
-/// The checks every drill ends with; `label` names the drill in failures.
-async fn assert_exactly_once(c: &Clusters, label: &str) {
-    let report = c.converged(Duration::from_secs(90)).await;
-    assert!(
-        report.all_equal(),
-        "{label}: OLAP differs from OLTP: {report:#?}"
-    );
-    let (dup_positions, dup_rows) = c.journal_duplicates().await;
-    assert_eq!(
-        (dup_positions, dup_rows),
-        (0, 0),
-        "{label}: journal duplicates"
-    );
-    let before = c.star_fingerprint().await;
-    let out = c.run(&["replay", "--from-lsn", "0/0"]);
-    assert!(out.contains("replayed"), "{out}");
-    let after = c.star_fingerprint().await;
-    assert_eq!(
-        before, after,
-        "{label}: the star schema differs from a rebuild from the journal"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

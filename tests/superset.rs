@@ -351,7 +351,10 @@ async fn start_up(venv: &Path, data: &Path, listen: &str, api_addr: &str) -> Pro
 /// Orders of today through the API — three left open, one completed, one cancelled — until
 /// the report sees them.
 async fn post_orders(s: &Setup, api_addr: &str) {
-    let shop = JsonApi::new("API", &format!("http://{api_addr}"), vec![]).unwrap();
+    // The key `up` made in its data directory, as its banner tells a user to use it.
+    let key = std::fs::read_to_string(s.data.join("api-key")).unwrap();
+    let mut shop = JsonApi::new("API", &format!("http://{api_addr}"), vec![]).unwrap();
+    shop.set_header("authorization", &format!("Bearer {}", key.trim()));
     for (i, end) in ["placed", "placed", "placed", "completed", "cancelled"]
         .iter()
         .enumerate()

@@ -10,6 +10,7 @@ use brewlytics_support::DbUrl;
 use crate::backoff::Backoff;
 use crate::batch::BatchLimits;
 use crate::error::ReplicatorError;
+use crate::flush::OlapCommit;
 use crate::schema::partitions::DetachPolicy;
 use crate::sink::nats::envelope::Origin;
 use crate::sink::nats::NatsConfig;
@@ -44,6 +45,8 @@ pub struct ReplicatorConfig {
     pub partition_detach: DetachPolicy,
     /// How a session interrupted by a transient error is started again.
     pub retry: Backoff,
+    /// How each batch's OLAP transaction commits (see [`crate::flush`]).
+    pub olap_commit: OlapCommit,
 }
 
 impl ReplicatorConfig {
@@ -63,6 +66,7 @@ impl ReplicatorConfig {
             copy_workers: crate::source::snapshot::DEFAULT_WORKERS,
             partition_detach: DetachPolicy::default(),
             retry: Backoff::RECONNECT,
+            olap_commit: OlapCommit::default(),
         }
     }
 

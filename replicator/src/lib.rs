@@ -22,7 +22,8 @@
 //! - `star/`: the star schema's inputs bound to source columns by identity, so that schema
 //!   changes of the source are followed by the star or degrade it visibly, never stop it;
 //! - the pipeline that joins them: `pipeline/` (a session: where it starts, the first
-//!   start's copy, the read stage and the apply stage), `checkpoint`, `replay`, `verify`;
+//!   start's copy, the read stage and the apply stage), `flush` (when an asynchronous OLAP
+//!   commit may be reported to the source), `checkpoint`, `replay`, `verify`;
 //!   `load/` (the NATS change stream applied to another OLAP database);
 //! - the daemon around it: `daemon/` (leader lock, slot monitor and heartbeats, status, the
 //!   HTTP endpoints and status page).
@@ -30,9 +31,11 @@
 //! `ARCHITECTURE.md` at the repository's root walks through the same with the reasons.
 //!
 //! Each batch is one OLAP transaction: the journal (`cdc_events`), the `replica.*` mirror,
-//! the star-schema refresh for the touched keys, then the checkpoint. Only after it commits
-//! is its end LSN reported to the source as flushed, so a crash at any instant replays from
-//! the checkpoint and transactions at or below it are skipped.
+//! the star-schema refresh for the touched keys, then the checkpoint. Only once its commit is
+//! on OLAP's disk (at once with `--olap-commit sync`; once OLAP's WAL flush passed it with
+//! `async`, the default: `flush`) is its end LSN reported to the source as flushed, so a crash
+//! of the replicator or of OLAP at any instant replays from the checkpoint and transactions
+//! at or below it are skipped.
 //!
 //! # Transport
 //! No crates.io release of a tokio-postgres replication fork exists. We speak the streaming
@@ -54,6 +57,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod error;
+pub mod flush;
 pub mod image;
 pub mod load;
 pub mod lsn;

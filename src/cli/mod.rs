@@ -6,6 +6,7 @@
 pub mod access;
 mod insights;
 mod replicate;
+mod transactions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use insights::{
     SUPERSET_ADMIN,
 };
 pub use replicate::{CopyArgs, LoadArgs, LoadFrom, NatsArgs, ReplicateArgs, SlotArgs};
+pub use transactions::TransactionArgs;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -47,6 +47,8 @@ pub struct ReplicateArgs {
     pub backfill_chunk_rows: i64,
     #[command(flatten)]
     pub copy: CopyArgs,
+    #[command(flatten)]
+    pub transactions: super::TransactionArgs,
     /// Where the replicator serves /metrics, /health, /ready, /status and its status page.
     #[arg(
         long = "replicator-listen",

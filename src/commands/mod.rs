@@ -163,6 +163,7 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         nats: args.nats_config(),
         copy_workers: usize::from(args.copy.copy_workers),
         partition_detach: args.partition_detach,
+        olap_commit: args.transactions.olap_commit,
         ..defaults
     }
 }

@@ -46,14 +46,25 @@ impl Clusters {
 
     /// With extra settings on the source server.
     pub fn start_with(oltp_settings: &[(&str, &str)]) -> Self {
-        let mut opts = ClusterOptions::throwaway();
-        opts.settings = oltp_settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let oltp = EmbeddedCluster::start(opts).expect("OLTP cluster");
+        Self::start_configured(oltp_settings, &[])
+    }
+
+    /// With extra settings on each server.
+    pub fn start_configured(
+        oltp_settings: &[(&str, &str)],
+        olap_settings: &[(&str, &str)],
+    ) -> Self {
+        let options = |settings: &[(&str, &str)]| {
+            let mut opts = ClusterOptions::throwaway();
+            opts.settings = settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            opts
+        };
+        let oltp = EmbeddedCluster::start(options(oltp_settings)).expect("OLTP cluster");
         oltp.ensure_database("coffee_oltp").unwrap();
-        let olap = EmbeddedCluster::start(ClusterOptions::throwaway()).expect("OLAP cluster");
+        let olap = EmbeddedCluster::start(options(olap_settings)).expect("OLAP cluster");
         olap.ensure_database("coffee_olap").unwrap();
         Self { oltp, olap }
     }
@@ -229,6 +240,30 @@ impl Clusters {
         .await
         .unwrap()
     }
+}
+
+/// The checks every drill ends with; `label` names the drill in failures: OLAP equal to OLTP,
+/// no change journaled twice, the star equal to a rebuild from the journal.
+pub async fn assert_exactly_once(c: &Clusters, label: &str) {
+    let report = c.converged(Duration::from_secs(90)).await;
+    assert!(
+        report.all_equal(),
+        "{label}: OLAP differs from OLTP: {report:#?}"
+    );
+    let (dup_positions, dup_rows) = c.journal_duplicates().await;
+    assert_eq!(
+        (dup_positions, dup_rows),
+        (0, 0),
+        "{label}: journal duplicates"
+    );
+    let before = c.star_fingerprint().await;
+    let out = c.run(&["replay", "--from-lsn", "0/0"]);
+    assert!(out.contains("replayed"), "{out}");
+    let after = c.star_fingerprint().await;
+    assert_eq!(
+        before, after,
+        "{label}: the star schema differs from a rebuild from the journal"
+    );
 }
 
 /// The `admin` key of this test binary: in the key table of every [`Clusters`] it prepares,

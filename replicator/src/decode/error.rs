@@ -45,6 +45,10 @@ pub enum DecodeErrorKind {
     /// Bytes are left over after a complete message.
     #[error("{0} trailing bytes after a complete message")]
     TrailingBytes(usize),
+    /// A message where the protocol does not allow it (protocol 2: a Begin inside a stream
+    /// block, a Stream Stop outside one).
+    #[error("{0}")]
+    OutOfPlace(&'static str),
 }
 
 /// Why a NUL-terminated string was rejected.

@@ -7,10 +7,11 @@
 //! keepalive) and [`standby_status_update`] builds the reply. [`encode`] writes the same
 //! messages back, for tests, fuzzing and benchmark streams.
 //!
-//! Scope: PostgreSQL 15, pgoutput **protocol version 1**. Streaming of in-progress
-//! transactions (`streaming = on`, protocol ≥ 2: Stream Start/Stop/Commit/Abort and the xid
-//! field they add to change messages) and two-phase commit (version 3) are not decoded; their
-//! tags are rejected as [`DecodeErrorKind::UnknownTag`].
+//! Scope: PostgreSQL 15, pgoutput **protocol version 1** ([`decode`]) and **version 2**
+//! ([`decode_v2`], [`StreamDecoder`]): streaming of in-progress transactions (`streaming =
+//! on`: Stream Start/Stop/Commit/Abort, and the xid that change and metadata messages carry
+//! inside a stream block). [`decode`] rejects the version 2 tags as
+//! [`DecodeErrorKind::UnknownTag`]; two-phase commit (version 3) is not decoded.
 //!
 //! This module does no I/O and never panics, whatever the bytes: every read is bounds-checked,
 //! counts and lengths are validated before use, and a malformed message is a [`DecodeError`]
@@ -22,6 +23,7 @@ mod error;
 mod reader;
 mod relation;
 mod replication;
+mod streamed;
 mod timestamp;
 mod transaction;
 mod tuple;
@@ -45,6 +47,9 @@ pub use relation::COLUMN_FLAG_KEY;
 pub use relation::{RelationBody, RelationCache, RelationColumn, ReplicaIdentity, TypeBody};
 pub use replication::{standby_status_update, ReplicationMessage};
 pub use replication::{PRIMARY_KEEPALIVE_TAG, STANDBY_STATUS_UPDATE_TAG, XLOG_DATA_TAG};
+pub use streamed::{decode_v2, encode_v2, StreamDecoder, StreamedMessage};
+pub use streamed::{StreamAbortBody, StreamCommitBody, StreamStartBody};
+pub use streamed::{STREAM_ABORT_TAG, STREAM_COMMIT_TAG, STREAM_START_TAG, STREAM_STOP_TAG};
 pub use timestamp::{chrono_to_pg_timestamp, pg_timestamp_to_chrono, PG_EPOCH_UNIX_MICROS};
 pub use transaction::MESSAGE_FLAG_TRANSACTIONAL;
 pub use transaction::{BeginBody, CommitBody, MessageBody, OriginBody};
@@ -104,19 +109,25 @@ impl PgOutputMessage {
 pub fn decode(buf: &Bytes) -> Result<PgOutputMessage, DecodeError> {
     let mut reader = Reader::new(buf);
     let tag = reader.u8()?;
-    let message = match tag {
-        BEGIN_TAG => PgOutputMessage::Begin(transaction::read_begin(&mut reader)?),
-        COMMIT_TAG => PgOutputMessage::Commit(transaction::read_commit(&mut reader)?),
-        ORIGIN_TAG => PgOutputMessage::Origin(transaction::read_origin(&mut reader)?),
-        RELATION_TAG => PgOutputMessage::Relation(relation::read_relation(&mut reader)?),
-        TYPE_TAG => PgOutputMessage::Type(relation::read_type(&mut reader)?),
-        INSERT_TAG => PgOutputMessage::Insert(change::read_insert(&mut reader)?),
-        UPDATE_TAG => PgOutputMessage::Update(change::read_update(&mut reader)?),
-        DELETE_TAG => PgOutputMessage::Delete(change::read_delete(&mut reader)?),
-        TRUNCATE_TAG => PgOutputMessage::Truncate(change::read_truncate(&mut reader)?),
-        MESSAGE_TAG => PgOutputMessage::Message(transaction::read_message(&mut reader)?),
-        other => return Err(reader.error_at(0, DecodeErrorKind::UnknownTag(other))),
-    };
+    let message = read_body(&mut reader, tag)?;
     reader.finish()?;
     Ok(message)
+}
+
+/// The body of a version 1 message whose tag was read.
+fn read_body(reader: &mut Reader<'_>, tag: u8) -> Result<PgOutputMessage, DecodeError> {
+    let reader = &mut *reader;
+    Ok(match tag {
+        BEGIN_TAG => PgOutputMessage::Begin(transaction::read_begin(reader)?),
+        COMMIT_TAG => PgOutputMessage::Commit(transaction::read_commit(reader)?),
+        ORIGIN_TAG => PgOutputMessage::Origin(transaction::read_origin(reader)?),
+        RELATION_TAG => PgOutputMessage::Relation(relation::read_relation(reader)?),
+        TYPE_TAG => PgOutputMessage::Type(relation::read_type(reader)?),
+        INSERT_TAG => PgOutputMessage::Insert(change::read_insert(reader)?),
+        UPDATE_TAG => PgOutputMessage::Update(change::read_update(reader)?),
+        DELETE_TAG => PgOutputMessage::Delete(change::read_delete(reader)?),
+        TRUNCATE_TAG => PgOutputMessage::Truncate(change::read_truncate(reader)?),
+        MESSAGE_TAG => PgOutputMessage::Message(transaction::read_message(reader)?),
+        other => return Err(reader.error_at(0, DecodeErrorKind::UnknownTag(other))),
+    })
 }

@@ -245,3 +245,61 @@ proptest! {
         prop_assert_eq!(stored.as_deref(), Some(&second));
     }
 }
+
+/// A protocol 2 message and whether it belongs inside a stream block.
+fn streamed_message() -> impl Strategy<Value = (StreamedMessage, bool)> {
+    prop_oneof![
+        message().prop_map(|m| (StreamedMessage::Plain(m), false)),
+        (any::<u32>(), any::<bool>()).prop_map(|(xid, first_segment)| (
+            StreamedMessage::StreamStart(StreamStartBody { xid, first_segment }),
+            false
+        )),
+        Just((StreamedMessage::StreamStop, true)),
+        (any::<u32>(), any::<u8>(), lsn(), lsn(), any::<i64>()).prop_map(
+            |(xid, flags, commit_lsn, end_lsn, commit_ts)| (
+                StreamedMessage::StreamCommit(StreamCommitBody {
+                    xid,
+                    flags,
+                    commit_lsn,
+                    end_lsn,
+                    commit_ts,
+                }),
+                false
+            )
+        ),
+        (any::<u32>(), any::<u32>()).prop_map(|(xid, subxid)| (
+            StreamedMessage::StreamAbort(StreamAbortBody { xid, subxid }),
+            false
+        )),
+        (
+            any::<u32>(),
+            message().prop_filter("carried inside a block with an xid", |m| !matches!(
+                m,
+                PgOutputMessage::Begin(_) | PgOutputMessage::Commit(_) | PgOutputMessage::Origin(_)
+            ))
+        )
+            .prop_map(|(xid, message)| (StreamedMessage::InStream { xid, message }, true)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn streamed_messages_round_trip((message, in_stream) in streamed_message()) {
+        let encoded = encode_v2(&message).unwrap();
+        prop_assert_eq!(decode_v2(&encoded, in_stream), Ok(message));
+    }
+
+    #[test]
+    fn decode_v2_never_panics(
+        tag in proptest::sample::select(b"BCORYIUDTMSEcA".as_slice()),
+        body in vec(any::<u8>(), 0..64),
+        in_stream in any::<bool>(),
+    ) {
+        let mut bytes = vec![tag];
+        bytes.extend(body);
+        if let Ok(message) = decode_v2(&Bytes::from(bytes), in_stream) {
+            let encoded = encode_v2(&message).map_err(|err| TestCaseError::fail(err.to_string()))?;
+            prop_assert_eq!(decode_v2(&encoded, in_stream), Ok(message));
+        }
+    }
+}

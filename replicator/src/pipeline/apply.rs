@@ -2,16 +2,19 @@
 //! sink contract (`crate::sink`) — the primary first, then the secondary, which may read the
 //! primary's open transaction — and a batch is committed by the secondary (durable, its
 //! progress recorded in the primary's transaction) and then by the primary, with the
-//! checkpoint. Only then is the position reported back to the reader.
+//! checkpoint. Only then — once OLAP flushed the commit, when it did not wait for the disk
+//! ([`crate::flush`]) — is the position reported back to the reader.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::read::{Applied, Work};
+use super::durable::{self, Durable};
+use super::read::Work;
 use crate::batch::CommitMark;
 use crate::error::ReplicatorError;
+use crate::sink::olap::ApplyError;
 use crate::sink::{PartEnd, PrimarySink, Sink};
 use crate::telemetry::{ApplyStats, Telemetry};
 
@@ -106,15 +109,24 @@ where
 pub async fn run<P, S>(
     mut sinks: Sinks<P, S>,
     mut work: mpsc::Receiver<Work<Parts<P, S>>>,
-    applied: watch::Sender<Applied>,
+    mut durable: Durable,
     telemetry: Arc<Telemetry>,
 ) -> Result<(), ReplicatorError>
 where
     P: PrimarySink,
     S: Sink,
-    ReplicatorError: From<P::Error> + From<S::Error>,
+    ReplicatorError: From<P::Error> + From<S::Error> + From<ApplyError>,
 {
-    while let Some(w) = work.recv().await {
+    loop {
+        let w = tokio::select! {
+            w = work.recv() => w,
+            // Batches wait for OLAP's flush and none commits: read where the flush is.
+            _ = tokio::time::sleep(durable::POLL), if durable.waiting() => {
+                durable.poll(sinks.primary.tx().conn()).await?;
+                continue;
+            }
+        };
+        let Some(w) = w else { break };
         let span = match &w.commit {
             None => tracing::info_span!("chunk", first = ?w.first.map(|p| p.to_string()),
                 changes = w.changes),
@@ -132,11 +144,11 @@ where
         tracing::debug!(transactions = c.transactions, changes = totals.events,
             dead_letters = totals.dead_letters, checkpoint = %c.mark.end_lsn,
             ms = totals.elapsed.as_millis() as u64, "batch applied");
-        applied.send_modify(|a| {
-            a.lsn = a.lsn.max(c.mark.end_lsn);
-            a.batches += 1;
-        });
+        durable.committed(sinks.primary.last_commit(), c.mark.end_lsn);
     }
     // The reader stopped in the middle of a source transaction: it is sent again.
-    sinks.abandon().await
+    sinks.abandon().await?;
+    // What committed is made durable before the last position is reported.
+    durable.drain(sinks.primary.tx().conn()).await?;
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //!                        │ Work: the parts, and the batch's checkpoint when it ends one
 //!                        ▼
 //! apply (apply.rs): primary sink (OLAP) ‖ secondary sink (NATS) → commit → report
+//!                   (durable.rs: once OLAP's WAL flush passed an asynchronous commit)
 //! ```
 //!
 //! A session ([`session`]) sets both up on fresh connections: it decides where to start
@@ -15,6 +16,7 @@
 //! backoff on transient errors and stops on the others, saying what to do.
 
 pub mod apply;
+pub mod durable;
 pub mod first_start;
 pub mod read;
 mod session;

@@ -8,6 +8,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, watch};
 
 use super::apply::{self, Sinks};
+use super::durable::Durable;
 use super::first_start;
 use super::read::{Applied, Reader, Work};
 use super::start::{self, Refusal, Start};
@@ -74,6 +75,8 @@ pub(super) async fn run(
             lsn
         }
     };
+    // From here batches commit as configured (the first start's copy waited for the disk).
+    sinks.primary.writer().set_commit_mode(cfg.olap_commit);
     sinks.primary.resume(start).await?;
     let writer = sinks.primary.writer();
     tracing::debug!("loading the replica's tables");
@@ -121,7 +124,12 @@ async fn stream(
         lsn: start,
         batches: 0,
     });
-    let mut applier = tokio::spawn(apply::run(sinks, work_rx, applied_tx, telemetry.clone()));
+    let mut applier = tokio::spawn(apply::run(
+        sinks,
+        work_rx,
+        Durable::new(cfg.olap_commit, applied_tx),
+        telemetry.clone(),
+    ));
     let (stop_worker, worker_stop) = watch::channel(false);
     let worker = tokio::spawn(worker::run(
         WorkerConfig {

@@ -28,10 +28,12 @@
 //!   became of the first attempt (rolled back, or stored and never recorded): `(lsn, seq)` is
 //!   a change's identity. `resume` tells a sink where the pipeline resumes.
 //! - **Acknowledged only once durable.** `commit` returns only when everything written is
-//!   durable in the sink (committed, acknowledged by a quorum). The pipeline confirms a
-//!   position to the source (the slot's flush LSN, after which the source may recycle the WAL)
-//!   only after every sink's commit for it returned: a sink never lets the source forget a
-//!   change it could still lose.
+//!   durable in the sink (committed, acknowledged by a quorum) — or, for the primary with
+//!   asynchronous commits (`--olap-commit async`), once it is committed and visible, its
+//!   durability then learned from OLAP's WAL flush position ([`crate::flush`]). The pipeline
+//!   confirms a position to the source (the slot's flush LSN, after which the source may
+//!   recycle the WAL) only once every sink made it durable: a sink never lets the source
+//!   forget a change it could still lose.
 //! - `abandon` forgets what was written since the last commit, when the pipeline stops or
 //!   fails between two commits; it is written again later.
 //!
@@ -141,6 +143,14 @@ pub trait PrimarySink {
 
     /// Rolls back what was written since the last commit.
     async fn abandon(&mut self) -> Result<(), Self::Error>;
+
+    /// Where the last commit ended in the primary's WAL, when it returned without waiting
+    /// for the disk (`--olap-commit async`); None when it was durable on return. The
+    /// pipeline reports its position to the source once the primary's flush passed it
+    /// ([`crate::flush`]).
+    fn last_commit(&self) -> Option<crate::flush::CommitAt> {
+        None
+    }
 }
 
 /// A sink beside the primary (NATS JetStream; a new sink). See the module's contract.

@@ -333,11 +333,17 @@ pub struct Side {
 }
 
 impl Side {
-    pub async fn connect(url: &brewlytics_support::DbUrl) -> Result<Self, sqlx::Error> {
+    pub async fn connect(
+        url: &brewlytics_support::DbUrl,
+        mode: crate::flush::OlapCommit,
+    ) -> Result<Self, sqlx::Error> {
         use sqlx::Connection;
         let mut conn = PgConnection::connect_with(&url.connect_options()?).await?;
-        // Its rows must be on disk before the checkpoint that follows them.
-        sqlx::query("set synchronous_commit = on")
+        // Its rows must be on disk before the checkpoint that follows them: synchronously,
+        // or (asynchronous commits) because its commit record precedes the checkpoint's in
+        // the WAL, which is flushed in order.
+        sqlx::query("select set_config('synchronous_commit', $1, false)")
+            .bind(mode.setting())
             .execute(&mut conn)
             .await?;
         Ok(Self { conn, in_tx: false })

@@ -37,6 +37,7 @@ use std::time::Instant;
 
 use sqlx::{Connection, PgConnection};
 
+use crate::flush::{CommitAt, OlapCommit};
 use crate::table::SourceTable;
 use crate::telemetry::ApplyStats;
 use brewlytics_support::DbUrl;
@@ -71,6 +72,9 @@ pub struct OlapWriter {
     started: Option<Instant>,
     /// Where the journal is written when it is not in this connection's transaction.
     side: Option<journal::Side>,
+    /// How batches commit (see [`crate::flush`]), and where the last asynchronous one ended.
+    commit_mode: OlapCommit,
+    last_commit: Option<CommitAt>,
 }
 
 impl OlapWriter {
@@ -94,7 +98,19 @@ impl OlapWriter {
             totals: ApplyStats::default(),
             started: None,
             side: None,
+            commit_mode: OlapCommit::Synchronous,
+            last_commit: None,
         }
+    }
+
+    /// Commits from now on as `mode` says (synchronous until told otherwise).
+    pub fn set_commit_mode(&mut self, mode: OlapCommit) {
+        self.commit_mode = mode;
+    }
+
+    /// Where the last commit ended, when it was asynchronous.
+    pub fn last_commit(&self) -> Option<CommitAt> {
+        self.last_commit
     }
 
     pub fn conn(&mut self) -> &mut PgConnection {

@@ -103,4 +103,8 @@ impl PrimarySink for OlapSink {
     async fn abandon(&mut self) -> Result<(), ApplyError> {
         self.writer.rollback().await
     }
+
+    fn last_commit(&self) -> Option<crate::flush::CommitAt> {
+        self.writer.last_commit()
+    }
 }

@@ -9,6 +9,7 @@ use super::encode::{Encoded, Segment};
 use super::error::journal_error;
 use super::{backfill, journal, ApplyError, OlapWriter};
 use crate::checkpoint;
+use crate::flush::{self, OlapCommit};
 use crate::lsn::Lsn;
 use crate::telemetry::ApplyStats;
 use brewlytics_support::DbUrl;
@@ -22,8 +23,9 @@ impl OlapWriter {
         sqlx::query("begin").execute(&mut self.conn).await?;
         self.in_tx = true;
         self.started = Some(Instant::now());
-        // Commit waits for the local WAL flush: the checkpoint we report as flushed to the
-        // source must be durable here, whatever the server's default.
+        // Commit waits for the local WAL flush, unless commits are asynchronous: then the
+        // source hears of the batch only once OLAP's flush has passed it (`crate::flush`),
+        // whatever the server's default.
         //
         // Where allowed (superuser, or `GRANT SET ON PARAMETER session_replication_role`,
         // see deploy/roles.sql), the transaction runs as a replication apply does
@@ -36,7 +38,7 @@ impl OlapWriter {
         // and rebuilds the replica, so a batch never waits for replay on one table while
         // replay waits for it on another (a deadlock one of them would lose).
         sqlx::query(
-            "select set_config('synchronous_commit', 'on', true),
+            "select set_config('synchronous_commit', $1, true),
                     set_config('intervalstyle', 'postgres', true),
                     set_config('datestyle', 'ISO, MDY', true),
                     set_config('client_min_messages', 'warning', true),
@@ -44,6 +46,7 @@ impl OlapWriter {
                          then set_config('session_replication_role', 'replica', true) end,
                     pg_advisory_xact_lock_shared(hashtext('brewlytics replica'))",
         )
+        .bind(self.commit_mode.setting())
         .execute(&mut self.conn)
         .await?;
         Ok(())
@@ -68,7 +71,7 @@ impl OlapWriter {
     /// Journals on a second connection from now on, in parallel with the rest of each batch
     /// (see [`journal::Side`]); the caller deletes journal rows past its checkpoint first.
     pub async fn journal_apart(&mut self, url: &DbUrl) -> Result<(), ApplyError> {
-        self.side = Some(journal::Side::connect(url).await?);
+        self.side = Some(journal::Side::connect(url, self.commit_mode).await?);
         Ok(())
     }
 
@@ -154,7 +157,13 @@ impl OlapWriter {
         if let Some((slot, lsn, commit_ts)) = mark {
             checkpoint::store(&mut self.conn, slot, lsn, commit_ts).await?;
         }
-        sqlx::query("commit").execute(&mut self.conn).await?;
+        self.last_commit = match self.commit_mode {
+            OlapCommit::Asynchronous => Some(flush::commit_reading_position(&mut self.conn).await?),
+            OlapCommit::Synchronous => {
+                sqlx::query("commit").execute(&mut self.conn).await?;
+                None
+            }
+        };
         self.in_tx = false;
         self.dirty.clear();
         self.totals.elapsed = self.started.map(|s| s.elapsed()).unwrap_or_default();
