@@ -36,19 +36,9 @@ create table fact_impressions (
 create index fact_impressions_date_idx on fact_impressions (date_key, product_id);
 create index fact_impressions_session_idx on fact_impressions (session_id, occurred_at);
 
-create table fact_clicks (
-    event_id     uuid        primary key,
-    session_id   text        not null,
-    date_key     integer     not null,
-    product_id   bigint      not null,
-    product_key  bigint      not null,
-    customer_id  bigint,
-    customer_key bigint      not null,
-    occurred_at  timestamptz not null,
-    received_at  timestamptz not null,
-    loaded_at    timestamptz not null default now(),
-    context      jsonb       not null default '{}'
-);
+-- the same columns as fact_impressions
+create table fact_clicks (like fact_impressions including defaults including constraints,
+                          primary key (event_id));
 create index fact_clicks_date_idx on fact_clicks (date_key, product_id);
 create index fact_clicks_session_idx on fact_clicks (session_id, product_id, occurred_at);
 

@@ -75,14 +75,7 @@ async fn session(
     // The loader may start before any API published: the stream is made here too.
     let stream = nats::ensure_stream(&js, &cfg.nats).await?;
     let mut consumer = load::session::ensure_consumer(&stream, cfg, applied).await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(1000)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| NatsError::Consumer(e.to_string()))?;
+    let mut messages = load::session::pull(&consumer).await?;
     tracing::info!(stream = %cfg.nats.stream, consumer = %cfg.consumer, from = applied + 1,
         "loading the events stream");
     metrics.state("loading");
