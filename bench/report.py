@@ -110,6 +110,12 @@ def main():
     fig(s, "large transaction, commit → visible", "e_big_tx_visible_ms", "ms", "≤ 1000", lambda v: v <= 1000)
     fig(s, "peak RSS, initial copy (d)", "e_rss_initial_copy_mb", "MB")
 
+    s = "f clickstream"
+    fig(s, "events through API → facts", "f_events_s", "events/s")
+    fig(s, "freshness p50 (API receive → OLAP)", "f_p50_ms", "ms", "< 1000", lambda v: v < 1000)
+    fig(s, "freshness p99", "f_p99_ms", "ms")
+    fig(s, "API errors", "f_errors", "requests")
+
     rows = [r for r in rows if r[2] is not None]
     if not rows:
         print("no results")

@@ -21,6 +21,9 @@
 #    transaction's apply rate (replicator started after it); then, with the replicator
 #    streaming, the time from the commit of another such transaction at the source to its
 #    rows visible in OLAP
+# f  clickstream end to end: `loadtest --mix browse` (impressions, clicks, orders in a
+#    session) through POST /events, the OLTP table click_events and the replicator into
+#    fact_impressions/fact_clicks: events/s loaded and freshness (API receive → OLAP load)
 #
 # Environment: BREWLYTICS_BIN (default target/release/brewlytics), PGBIN (directory of
 # initdb/pg_ctl; default: found on PATH or /usr/lib/postgresql/*/bin), BENCH_PORT_BASE
@@ -36,13 +39,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 QUICK=0
 RUNS=""
-ONLY="a,b,c,d,e"
+ONLY="a,b,c,d,e,f"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --runs) RUNS="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
-    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -51,9 +54,11 @@ done
 if [ "$QUICK" = 1 ]; then
   RUNS=${RUNS:-1}
   A_ORDERS=20000; B_RATE=200; B_SECS=10; C_SECS=5; D_ORDERS=100000; E_ORDERS=25000
+  F_RATE=50; F_SECS=10
 else
   RUNS=${RUNS:-3}
   A_ORDERS=200000; B_RATE=500; B_SECS=60; C_SECS=30; D_ORDERS=1000000; E_ORDERS=125000
+  F_RATE=200; F_SECS=60
 fi
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -495,6 +500,40 @@ bench_d() {
   forget "$REPL_PID"
 }
 
+# ------------------------------------------------------------------------------------ f
+events_loaded() { # every event of click_events is in the facts
+  local want got
+  want=$(src -c "select count(*) from click_events")
+  got=$(dst -c "select (select count(*) from fact_impressions) + (select count(*) from fact_clicks)")
+  [ "$want" -gt 0 ] && [ "$want" = "$got" ]
+}
+
+bench_f() {
+  local run=$1 out stats
+  say "f/$run: ${F_RATE} visits/s for ${F_SECS}s (POST /events, some orders), brewlytics replicating"
+  reset_databases
+  first_start
+  start_replicator
+  start_api
+  out=$WORK/f_$run.json
+  loadtest "$OLAP_URL" --rate "$F_RATE" --mix browse --duration "${F_SECS}s" --no-freshness > "$out"
+  wait_until 300 events_loaded || { echo "the events never all reached the facts" >&2; exit 1; }
+  # Per event: received by the API → loaded in OLAP (the loading transaction's start).
+  stats=$(dst -F ' ' -c "with e as (
+      select received_at, loaded_at from fact_impressions
+      union all select received_at, loaded_at from fact_clicks)
+    select count(*) / greatest(extract(epoch from max(loaded_at) - min(received_at)), 0.001),
+           1000 * extract(epoch from percentile_cont(0.5) within group (order by loaded_at - received_at)),
+           1000 * extract(epoch from percentile_cont(0.99) within group (order by loaded_at - received_at))
+    from e")
+  record f_events_s "$run" "$(echo "$stats" | cut -d' ' -f1)"
+  record f_p50_ms "$run" "$(echo "$stats" | cut -d' ' -f2)"
+  record f_p99_ms "$run" "$(echo "$stats" | cut -d' ' -f3)"
+  record f_errors "$run" "$(json_get "$out" "['errors']")"
+  forget "$API_PID"
+  forget "$REPL_PID"
+}
+
 # -------------------------------------------------------------------------------- main
 say "work directory $WORK; binary $BIN; PostgreSQL $PGBIN; $RUNS run(s)$([ "$QUICK" = 1 ] && echo ", quick sizes")"
 cluster "$WORK/src" SRC_PORT
@@ -506,7 +545,8 @@ for run in $(seq 1 "$RUNS"); do
   want b && bench_b "$run"
   want c && bench_c "$run"
   if want d || want e; then bench_d "$run"; fi
+  want f && bench_f "$run"
 done
 [ -n "${BENCH_RESULTS:-}" ] && cp "$RESULTS" "$BENCH_RESULTS"
 python3 "$HERE/report.py" "$RESULTS" --runs "$RUNS" --quick "$QUICK" \
-  --sizes "a=$A_ORDERS orders ($((A_ORDERS * 4)) changes), b=$B_RATE orders/s for ${B_SECS}s, c=${C_SECS}s per variant, d=$D_ORDERS orders, e=$((E_ORDERS * 4))-change transaction"
+  --sizes "a=$A_ORDERS orders ($((A_ORDERS * 4)) changes), b=$B_RATE orders/s for ${B_SECS}s, c=${C_SECS}s per variant, d=$D_ORDERS orders, e=$((E_ORDERS * 4))-change transaction, f=$F_RATE visits/s for ${F_SECS}s"

@@ -181,6 +181,25 @@ fn post_orders(api: &str) -> Told {
         json!({"store_id": staff.1, "product_id": product, "quantity": 40}),
         201,
     );
+    // Menu browsing: two impressions and a click, then an order in the same session.
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(3)).to_rfc3339();
+    let event = |kind: &str| json!({"kind": kind, "session_id": "dbt-1", "product_id": product, "occurred_at": at});
+    call(
+        api,
+        "POST",
+        "/events",
+        json!([event("impression"), event("impression"), event("click")]),
+        202,
+    );
+    call(
+        api,
+        "POST",
+        "/orders",
+        json!({"customer_id": null, "employee_id": staff.0, "store_id": staff.1,
+               "payment_method": "card", "session_id": "dbt-1",
+               "items": [{"product_id": product, "quantity": 1}]}),
+        201,
+    );
     Told {
         customer,
         product,
@@ -218,6 +237,9 @@ async fn green(dbt: &Dbt, olap: &mut PgConnection, told: &Told) {
         "mart_customer_cohorts",
         "mart_product_weekly",
         "mart_order_fulfilment",
+        "mart_product_conversion",
+        "assert_attribution_is_the_last_click",
+        "assert_product_conversion_counts_the_events",
     ] {
         assert!(
             statuses.contains_key(name),
@@ -229,7 +251,7 @@ async fn green(dbt: &Dbt, olap: &mut PgConnection, told: &Told) {
         .filter(|n| n.starts_with("source_relationships_star_fact_"))
         .count();
     assert_eq!(
-        relationships, 12,
+        relationships, 13,
         "fact → dimension relationship tests: {statuses:?}"
     );
     assert_eq!(
@@ -274,10 +296,23 @@ async fn green(dbt: &Dbt, olap: &mut PgConnection, told: &Told) {
     let weekly: Vec<f64> = weekly.split(' ').map(|v| v.parse().unwrap()).collect();
     assert!(
         weekly.len() == 3
-            && weekly[0] == 7.0
-            && (weekly[1] - (3.0 * 2.5 + 4.0 * 2.9)).abs() < 0.001
+            && weekly[0] == 8.0
+            && (weekly[1] - (3.0 * 2.5 + 5.0 * 2.9)).abs() < 0.001
             && weekly[2] == 1.0,
-        "units, revenue (3 at 2.50, 4 at 2.90) and one name for the product's two versions: {weekly:?}"
+        "units, revenue (3 at 2.50, 5 at 2.90: the last in a browsing session) and one name for \
+         the product's two versions: {weekly:?}"
+    );
+    assert_eq!(
+        scalar(
+            olap,
+            &format!(
+                "select concat_ws(' ', impressions, clicks, orders, conversion_rate)
+                 from analytics.mart_product_conversion where product_id = {product}"
+            ),
+        )
+        .await,
+        "2 1 1 1.0000",
+        "two impressions, a click and the order it led to"
     );
     assert_eq!(
         scalar(
@@ -320,7 +355,7 @@ async fn green(dbt: &Dbt, olap: &mut PgConnection, told: &Told) {
     let fresh = dbt.run(&["source", "freshness"]);
     assert!(fresh.ok, "dbt source freshness failed: {}", fresh.output);
     let sources = fresh.statuses();
-    assert_eq!(sources.len(), 19, "sources: {sources:?}");
+    assert_eq!(sources.len(), 22, "sources: {sources:?}");
     assert!(sources.values().all(|s| s == "pass"), "{sources:?}");
     for r in fresh.artifact["results"].as_array().unwrap() {
         let age = r["max_loaded_at_time_ago_in_s"].as_f64().unwrap();
@@ -532,7 +567,7 @@ async fn stale_then_fresh(dbt: &Dbt, olap: &mut PgConnection, shop: &Shop, repli
     );
     assert!(stale.output.contains("ERROR STALE"), "{}", stale.output);
     let sources = stale.statuses();
-    assert_eq!(sources.len(), 19);
+    assert_eq!(sources.len(), 22);
     assert!(
         sources.values().all(|s| s == "error"),
         "every source stale: {sources:?}"

@@ -46,6 +46,8 @@ fn list_shows_every_question() {
         "busiest-days",
         "payment-methods",
         "inventory-movement",
+        "clickstream-funnel",
+        "product-conversion",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{name} "))),

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use crate::data::{schema_drift, DataError, UNIQUE_VIOLATION};
 use crate::domain::catalog::CatalogError;
+use crate::domain::event::EventError;
 use crate::domain::order::OrderError;
 
 /// The body of every error response.
@@ -29,6 +30,11 @@ pub enum ApiError {
     Order(#[from] OrderError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The event stream did not take the events (nothing was accepted); its reason is logged.
+    #[error("the event stream is unavailable; retry later")]
+    EventStream(String),
     /// A request the framework could not take apart (JSON, path, size, route).
     #[error("{message}")]
     Request { status: StatusCode, message: String },
@@ -49,6 +55,12 @@ impl ApiError {
         match self {
             ApiError::Order(e) => order_status(e),
             ApiError::Catalog(e) => catalog_status(e),
+            ApiError::Event(EventError::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Event(EventError::Future { .. } | EventError::TooLate { .. }) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::Event(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::EventStream(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Request { status, .. } => *status,
             ApiError::Database(e) if is_unavailable(e) || schema_drift(e).is_some() => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -81,7 +93,8 @@ fn order_status(e: &OrderError) -> StatusCode {
         OrderError::NoItems
         | OrderError::TooManyItems(_)
         | OrderError::Quantity { .. }
-        | OrderError::UnknownStatus(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        | OrderError::UnknownStatus(_)
+        | OrderError::Session => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -136,6 +149,10 @@ impl IntoResponse for ApiError {
                     _ => "internal error".to_owned(),
                 }
             }
+            ApiError::EventStream(reason) => {
+                tracing::error!(error = %reason, "publishing events failed");
+                self.to_string()
+            }
             other => other.to_string(),
         };
         (status, Json(ErrorBody { error: message })).into_response()
@@ -182,8 +199,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "request body is larger than {} bytes",
-                crate::BODY_LIMIT_BYTES
+                "request body is larger than {} bytes ({} for POST /events)",
+                crate::BODY_LIMIT_BYTES,
+                crate::domain::event::EVENTS_BODY_LIMIT_BYTES
             ),
         ),
         other => (other.status(), "could not read the request body".to_owned()),

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod data;
 pub mod domain;
 mod error;
+pub mod events;
 pub mod metrics;
 pub mod openapi;
 mod routes;
@@ -60,16 +61,19 @@ pub enum Service {
     Stores,
     /// `POST /inventory/restock`
     Inventory,
+    /// `POST /events` (clickstream: impressions and clicks)
+    Events,
 }
 
 impl Service {
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Orders,
         Service::Products,
         Service::Customers,
         Service::Employees,
         Service::Stores,
         Service::Inventory,
+        Service::Events,
     ];
 
     /// The lowercase name, also the first segment of its paths.
@@ -81,6 +85,7 @@ impl Service {
             Service::Employees => "employees",
             Service::Stores => "stores",
             Service::Inventory => "inventory",
+            Service::Events => "events",
         }
     }
 }
@@ -94,7 +99,7 @@ impl fmt::Display for Service {
 /// A service name that is not one of [`Service::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown service {0:?}; expected one of orders, products, customers, employees, stores, inventory"
+    "unknown service {0:?}; expected one of orders, products, customers, employees, stores, inventory, events"
 )]
 pub struct UnknownService(pub String);
 
@@ -111,12 +116,14 @@ impl FromStr for Service {
     }
 }
 
-/// What every handler shares: the OLTP pool, the metrics registry and the credentials check.
+/// What every handler shares: the OLTP pool, the metrics registry, the credentials check
+/// and where events go.
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
     pub metrics: Arc<ApiMetrics>,
     pub guard: Guard,
+    pub events: events::EventsConfig,
 }
 
 impl ApiState {
@@ -135,7 +142,14 @@ impl ApiState {
             pool,
             metrics: Arc::new(ApiMetrics::new()),
             guard,
+            events: events::EventsConfig::default(),
         }
+    }
+
+    /// The same, with events going where `events` says.
+    pub fn with_events(mut self, events: events::EventsConfig) -> Self {
+        self.events = events;
+        self
     }
 }
 

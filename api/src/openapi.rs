@@ -26,9 +26,9 @@ use utoipa::OpenApi;
 
 use brewlytics_support::auth::{Access, Scope};
 
-use crate::domain::{catalog, order};
+use crate::domain::{catalog, event, order};
 use crate::error::ErrorBody;
-use crate::routes::{customers, employees, health, inventory, orders, products, stores};
+use crate::routes::{customers, employees, events, health, inventory, orders, products, stores};
 use crate::Service;
 
 #[derive(OpenApi)]
@@ -58,6 +58,7 @@ use crate::Service;
         employees::active_employees,
         stores::list_stores,
         inventory::restock,
+        events::post_events,
         health::health,
         health::metrics,
         openapi_json,
@@ -82,6 +83,10 @@ use crate::Service;
         catalog::Store,
         catalog::Restock,
         catalog::InventoryMovement,
+        event::NewEvent,
+        event::EventKind,
+        event::EventBatch,
+        event::Accepted,
         health::Health,
     )),
     tags(
@@ -91,6 +96,7 @@ use crate::Service;
         (name = "employees", description = "Staff"),
         (name = "stores", description = "Shops"),
         (name = "inventory", description = "Stock movements"),
+        (name = "events", description = "Menu browsing: impressions and clicks"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]

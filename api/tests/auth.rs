@@ -89,6 +89,11 @@ async fn valid_request(
             path.into(),
             Some(json!({"store_id": f.store, "product_id": f.espresso, "quantity": 5})),
         ),
+        ("post", "/events") => (
+            path.into(),
+            Some(json!({"kind": "click", "session_id": format!("matrix-{n}"),
+                        "product_id": f.espresso, "occurred_at": chrono::Utc::now()})),
+        ),
         _ => panic!(
             "{method} {path} is secured in the OpenAPI document but this test has no request for it: add one"
         ),

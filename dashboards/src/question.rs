@@ -153,6 +153,8 @@ questions!(
     "busiest-days",
     "payment-methods",
     "inventory-movement",
+    "clickstream-funnel",
+    "product-conversion",
 );
 
 /// All questions, parsed from the files embedded in the binary.
@@ -550,7 +552,7 @@ mod tests {
     #[test]
     fn every_embedded_question_parses_and_compiles() {
         let all = all();
-        assert_eq!(all.len(), 14);
+        assert_eq!(all.len(), 16);
         for q in &all {
             assert!(!q.description.is_empty(), "{}", q.name);
             q.compile(&Params::new()).unwrap();

@@ -302,6 +302,16 @@ async fn the_page_needs_a_login_and_then_shows_the_known_figures() {
         !dom.contains("data-label=\"Latte\""),
         "versions must not be split"
     );
+    // The menu funnel: 7 impressions, 3 clicks, 1 attributed order in the range.
+    let funnel = &dom[dom.find("id=\"clickstream-funnel\"").expect("no funnel")..];
+    for bar in [
+        "data-label=\"impressions\" data-value=\"7\"",
+        "data-label=\"clicks\" data-value=\"3\"",
+        "data-label=\"orders\" data-value=\"1\"",
+    ] {
+        assert!(funnel.contains(bar), "the funnel misses {bar}");
+    }
+    assert!(dom.contains("<td data-column=\"conversion_rate\">"));
     // Tables.
     assert!(dom.contains("<td data-column=\"store\">Downtown</td>"));
     assert!(dom.contains("<td data-column=\"employee\">Ana</td>"));

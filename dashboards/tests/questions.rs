@@ -9,6 +9,33 @@ use common::{csv, date, load_fixture, olap, run};
 const MAY: [(&str, ParamValue); 0] = [];
 
 #[tokio::test]
+async fn the_clickstream_questions_count_the_events() {
+    let (_db, pool) = olap("clickstream_questions").await;
+    load_fixture(&pool).await;
+    assert_eq!(
+        csv(&pool, "clickstream-funnel", &MAY).await,
+        "step,stage,count,rate\n\
+         1,impressions,7,\n\
+         2,clicks,3,0.4286\n\
+         3,orders,1,0.3333\n"
+    );
+    assert_eq!(
+        csv(&pool, "clickstream-funnel", &[("from", date("2024-05-02"))]).await,
+        "step,stage,count,rate\n\
+         1,impressions,2,\n\
+         2,clicks,0,0.0000\n\
+         3,orders,0,\n"
+    );
+    assert_eq!(
+        csv(&pool, "product-conversion", &MAY).await,
+        "day,product_id,product,impressions,clicks,ctr,orders,conversion_rate,revenue\n\
+         2024-05-02,11,Croissant,2,0,0.0000,0,,0\n\
+         2024-05-01,10,Caffè latte,4,2,0.5000,1,0.5000,6.00\n\
+         2024-05-01,12,Tea,1,1,1.0000,0,0.0000,0\n"
+    );
+}
+
+#[tokio::test]
 async fn every_question_answers_exactly() {
     let (_db, pool) = olap("questions").await;
     load_fixture(&pool).await;

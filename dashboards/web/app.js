@@ -122,9 +122,10 @@ function barList(el, rows, labelKey, valueKey) {
       class: "bar", x: left, y, width: Math.max(1, w).toFixed(1), height: row - 8,
       "data-label": label, "data-value": String(r[valueKey]),
     });
-    rect.appendChild(svgEl("title", {}, `${label}: ${money(r[valueKey])}`));
+    const shown = MONEY.has(valueKey) ? money(r[valueKey]) : count(r[valueKey]);
+    rect.appendChild(svgEl("title", {}, `${label}: ${shown}`));
     svg.appendChild(rect);
-    svg.appendChild(svgEl("text", { class: "value", x: (left + w + 4).toFixed(1), y: y + 14 }, MONEY.has(valueKey) ? money(r[valueKey]) : count(r[valueKey])));
+    svg.appendChild(svgEl("text", { class: "value", x: (left + w + 4).toFixed(1), y: y + 14 }, shown));
   });
   el.appendChild(svg);
 }
@@ -201,7 +202,8 @@ function render(data) {
   barList($("sales-by-category"), records(q["sales-by-category"]), "category", "revenue");
   barList($("top-products"), records(q["top-products"]), "product", "revenue");
   barList($("payment-methods"), records(q["payment-methods"]), "method", "amount");
-  for (const name of ["busiest-days", "store-comparison", "sales-by-employee", "top-customers", "pending-items", "open-orders", "inventory-movement"]) {
+  barList($("clickstream-funnel"), records(q["clickstream-funnel"]), "stage", "count");
+  for (const name of ["busiest-days", "store-comparison", "sales-by-employee", "top-customers", "pending-items", "open-orders", "inventory-movement", "product-conversion"]) {
     table($(name), q[name], name === "open-orders" ? 20 : 50);
   }
 

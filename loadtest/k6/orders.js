@@ -1,7 +1,10 @@
 // Brewlytics "Monday-morning rush" for k6 — the scenario of `brewlytics loadtest`:
 // orders from known customers and walk-ins with 1–5 menu items, statuses advanced
 // (preparing → ready → completed), some orders cancelled, a few deleted, lookups, new
-// customers and products now and then, the odd price change.
+// customers and products now and then, the odd price change. MIX=browse: menu visits
+// instead, as `brewlytics loadtest --mix browse` makes them — impressions of 3–8 products and
+// 0–3 clicks in one POST /events under a session id, half the visits with a click ending in
+// an order of the clicked products carrying that session id (for click attribution).
 //
 // Knobs (environment, `k6 run -e NAME=value loadtest/k6/orders.js`):
 //   BREWLYTICS_API_KEY  the API key sent with every request (required; `brewlytics up` writes
@@ -14,7 +17,8 @@
 //   VUS           closed loop when RATE is unset: virtual users (default 10)
 //   DURATION      how long, k6 syntax                   (default 30s)
 //   MAX_VUS       open loop: most VUs k6 may allocate   (default 200)
-//   MIX           rush (whole scenario) or orders (POST /orders only)   (default rush)
+//   MIX           rush (whole scenario), orders (POST /orders only) or browse (menu visits)
+//                                                        (default rush)
 //   PRODUCT_IDS   menu product ids, e.g. "1-30" or "3,5,8" (default: 8 products created in setup)
 //   CUSTOMER_IDS  customer ids, same syntax              (default: 20 customers created in setup)
 //   WALK_IN_PCT   percentage of walk-in orders (no customer) (default 25)
@@ -63,6 +67,8 @@ export const options = {
 // Weights per thousand, as in `brewlytics loadtest --mix rush`.
 const WEIGHTS = MIX === 'orders'
   ? [['place', 1]]
+  : MIX === 'browse'
+  ? [['browse', 1]]
   : [
       ['place', 560], ['advance', 300], ['cancel', 40], ['delete', 10],
       ['get', 60], ['customer', 15], ['product', 5], ['price', 10],
@@ -146,7 +152,7 @@ function basket(products) {
   return [...chosen].map((id) => ({ product_id: id, quantity: pick([1, 1, 1, 1, 1, 1, 1, 2, 2, 3]) }));
 }
 
-function placeOrder(data) {
+function placeOrder(data, visit) {
   const employee = pick(data.employees);
   const walkIn = data.customers.length === 0 || pickInt(100) < WALK_IN_PCT;
   const r = post('/orders', {
@@ -154,10 +160,32 @@ function placeOrder(data) {
     employee_id: employee.id,
     store_id: employee.store,
     payment_method: pick(PAYMENT_METHODS),
-    items: basket(data.products),
+    items: visit ? visit.items : basket(data.products),
+    session_id: visit ? visit.session : null,
   }, 'POST /orders');
   if (check(r, { 'order placed': (res) => res.status === 201 })) {
     if (myOrders.length < 10000) myOrders.push({ id: r.json().id, status: 'placed' });
+  }
+}
+
+// A menu visit: impressions, a few clicks a moment later, sometimes an order in the session.
+function browse(data) {
+  counter += 1;
+  const session = `k6-${data.tag}-${__VU}-${counter}`;
+  const shown = [];
+  const want = Math.min(data.products.length, 3 + pickInt(6));
+  while (shown.length < want) {
+    const p = pick(data.products);
+    if (!shown.includes(p)) shown.push(p);
+  }
+  const r = pickInt(10);
+  const clicked = shown.slice(0, r < 4 ? 0 : r < 8 ? 1 : r < 9 ? 2 : 3);
+  const ago = (s) => new Date(Date.now() - s * 1000).toISOString();
+  const events = shown.map((p) => ({ kind: 'impression', session_id: session, product_id: p, occurred_at: ago(5), context: { page: 'menu' } }))
+    .concat(clicked.map((p) => ({ kind: 'click', session_id: session, product_id: p, occurred_at: ago(1), context: { page: 'menu' } })));
+  const res = post('/events', events, 'POST /events');
+  if (check(res, { 'events accepted': (x) => x.status === 202 }) && clicked.length > 0 && pickInt(2) === 0) {
+    placeOrder(data, { session, items: clicked.map((p) => ({ product_id: p, quantity: 1 })) });
   }
 }
 
@@ -177,6 +205,9 @@ export default function (data) {
     return;
   }
   switch (action) {
+    case 'browse':
+      browse(data);
+      break;
     case 'advance':
     case 'cancel': {
       const order = takeOrder();

@@ -12,6 +12,9 @@ pub enum Mix {
     Rush,
     /// Only `POST /orders` (for measuring orders per second and freshness alone).
     Orders,
+    /// Menu browsing: each visit a session of impressions and a few clicks (`POST /events`),
+    /// a third of the visits with a click ending in an order carrying the session id.
+    Browse,
 }
 
 impl Mix {
@@ -19,6 +22,7 @@ impl Mix {
         match self {
             Mix::Rush => "rush",
             Mix::Orders => "orders",
+            Mix::Browse => "browse",
         }
     }
 
@@ -36,6 +40,7 @@ impl Mix {
                 (Action::PriceChange, 10),
             ],
             Mix::Orders => &[(Action::PlaceOrder, 1)],
+            Mix::Browse => &[(Action::Browse, 1)],
         }
     }
 
@@ -72,6 +77,8 @@ pub enum Action {
     NewProduct,
     /// `PATCH /products/{id}` with a new price.
     PriceChange,
+    /// A visit ([`visit`]): `POST /events`, then perhaps `POST /orders` in its session.
+    Browse,
 }
 
 impl Action {
@@ -85,6 +92,7 @@ impl Action {
             Action::NewCustomer => "POST /customers",
             Action::NewProduct => "POST /products",
             Action::PriceChange => "PATCH /products/{id}",
+            Action::Browse => "POST /events",
         }
     }
 }
@@ -144,6 +152,33 @@ pub fn fixed_basket(rng: &mut impl Rng, menu: &[i64], n: usize) -> Vec<(i64, i64
         .collect()
 }
 
+/// A visit to the menu: the products shown (3 to 8, in order), those clicked (0 to 3 of
+/// them), and whether it ends in an order of what was clicked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visit {
+    pub shown: Vec<i64>,
+    pub clicked: Vec<i64>,
+    pub orders: bool,
+}
+
+pub fn visit(rng: &mut impl Rng, menu: &[i64]) -> Visit {
+    let n = rng.gen_range(3..=8).min(menu.len());
+    let shown: Vec<i64> = menu.choose_multiple(rng, n).copied().collect();
+    let clicks = match rng.gen_range(0..10) {
+        0..=3 => 0,
+        4..=7 => 1,
+        8 => 2,
+        _ => 3,
+    };
+    let clicked: Vec<i64> = shown.choose_multiple(rng, clicks).copied().collect();
+    let orders = !clicked.is_empty() && rng.gen_bool(0.5);
+    Visit {
+        shown,
+        clicked,
+        orders,
+    }
+}
+
 /// A price between 1.50 and 7.50, two decimals, as the API takes it.
 pub fn price(rng: &mut impl Rng) -> String {
     let cents: u32 = rng.gen_range(150..=750);
@@ -201,6 +236,24 @@ mod tests {
         two.sort_unstable();
         assert_eq!(two, vec![(1, 1), (2, 1)]);
         assert!(basket(&mut rng, &[]).is_empty());
+    }
+
+    #[test]
+    fn visits_show_click_and_sometimes_order() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let menu: Vec<i64> = (1..=30).collect();
+        let (mut clicked, mut ordered) = (0, 0);
+        for _ in 0..2000 {
+            let v = visit(&mut rng, &menu);
+            assert!((3..=8).contains(&v.shown.len()));
+            assert!(v.clicked.len() <= 3 && v.clicked.iter().all(|c| v.shown.contains(c)));
+            assert!(!v.orders || !v.clicked.is_empty());
+            clicked += usize::from(!v.clicked.is_empty());
+            ordered += usize::from(v.orders);
+        }
+        assert!((1000..1400).contains(&clicked), "{clicked}");
+        assert!((450..750).contains(&ordered), "{ordered}");
+        assert!(visit(&mut rng, &[1]).shown == vec![1]);
     }
 
     #[test]

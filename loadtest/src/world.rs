@@ -105,10 +105,11 @@ impl World {
             a => a,
         };
         match action {
-            Action::PlaceOrder => self.place_order(rng, started).await,
+            Action::PlaceOrder => self.place_order(rng, started, None).await,
+            Action::Browse => self.browse(rng, started).await,
             Action::Advance | Action::Cancel => {
                 let Some(order) = self.take_order(rng) else {
-                    return self.place_order(rng, started).await;
+                    return self.place_order(rng, started, None).await;
                 };
                 let (status, next) = if action == Action::Cancel && order.status.can_cancel() {
                     ("cancelled", None)
@@ -135,7 +136,7 @@ impl World {
             }
             Action::Delete => {
                 let Some(order) = self.take_order(rng) else {
-                    return self.place_order(rng, started).await;
+                    return self.place_order(rng, started, None).await;
                 };
                 if let Some(t) = &self.tracker {
                     t.lock().expect("tracker lock").deleted(&order.id);
@@ -153,7 +154,7 @@ impl World {
                         .map(|o| o.id)
                 };
                 let Some(id) = id else {
-                    return self.place_order(rng, started).await;
+                    return self.place_order(rng, started, None).await;
                 };
                 let (outcome, _) = self.call(Method::GET, &format!("/orders/{id}"), None).await;
                 self.record(action, started, &outcome);
@@ -201,12 +202,57 @@ impl World {
         }
     }
 
-    async fn place_order(&self, rng: &mut SmallRng, started: Instant) {
-        let items = {
+    /// A visit: its impressions and clicks in one `POST /events` (clicks a few seconds after
+    /// the impressions), then, for some, an order of the clicked products in its session.
+    async fn browse(&self, rng: &mut SmallRng, started: Instant) {
+        let visit = {
             let products = self.products.lock().expect("products lock");
-            match self.items {
-                Some(n) => scenario::fixed_basket(rng, &products, n as usize),
-                None => scenario::basket(rng, &products),
+            scenario::visit(rng, &products)
+        };
+        let session = format!(
+            "lt-{}-{}",
+            self.tag,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let now = chrono::Utc::now();
+        let at = |secs: i64| (now - chrono::Duration::seconds(secs)).to_rfc3339();
+        let events: Vec<Value> = visit
+            .shown
+            .iter()
+            .map(|p| (p, "impression", 5))
+            .chain(visit.clicked.iter().map(|p| (p, "click", 1)))
+            .map(|(p, kind, ago)| {
+                json!({"kind": kind, "session_id": session, "product_id": p,
+                       "occurred_at": at(ago), "context": {"page": "menu"}})
+            })
+            .collect();
+        let (outcome, _) = self
+            .call(Method::POST, "/events", Some(Value::Array(events)))
+            .await;
+        self.record(Action::Browse, started, &outcome);
+        if outcome.is_ok() && visit.orders {
+            let basket = visit.clicked.iter().map(|&p| (p, 1)).collect();
+            self.place_order(rng, Instant::now(), Some((session, basket)))
+                .await;
+        }
+    }
+
+    /// `POST /orders`: a basket from the menu, or the one of a visit with its session.
+    async fn place_order(
+        &self,
+        rng: &mut SmallRng,
+        started: Instant,
+        visit: Option<(String, Vec<(i64, i64)>)>,
+    ) {
+        let (session, items) = match visit {
+            Some((session, items)) => (Some(session), items),
+            None => {
+                let products = self.products.lock().expect("products lock");
+                let items = match self.items {
+                    Some(n) => scenario::fixed_basket(rng, &products, n as usize),
+                    None => scenario::basket(rng, &products),
+                };
+                (None, items)
             }
         };
         let customer = if rng.gen_bool(0.25) {
@@ -225,6 +271,7 @@ impl World {
                 .iter()
                 .map(|(p, q)| json!({ "product_id": p, "quantity": q }))
                 .collect::<Vec<_>>(),
+            "session_id": session,
         });
         let (outcome, resp) = self.call(Method::POST, "/orders", Some(body)).await;
         let acknowledged = Instant::now();

@@ -52,6 +52,7 @@ pub mod backoff;
 pub mod batch;
 pub mod change;
 pub mod checkpoint;
+pub mod clickstream;
 pub mod config;
 pub mod daemon;
 pub mod decode;

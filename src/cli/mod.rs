@@ -73,6 +73,8 @@ pub enum Command {
         superset: SupersetUpArgs,
         #[command(flatten)]
         access: AccessArgs,
+        #[command(flatten)]
+        events: crate::commands::events::EventsArgs,
     },
     /// Apply the schema migrations of both databases (idempotent).
     Migrate {
@@ -102,11 +104,17 @@ pub enum Command {
         db: DbArgs,
         #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
-        /// Serve only these domains (comma-separated: orders,products,customers,employees,stores,inventory).
+        /// Serve only these domains (comma-separated: orders,products,customers,employees,stores,inventory,events).
         #[arg(long, value_delimiter = ',')]
         services: Vec<brewlytics_api::Service>,
         #[command(flatten)]
         access: AccessArgs,
+        /// With --nats-url, `POST /events` publishes to the JetStream events stream
+        /// (`<stream>_EVENTS`) instead of writing OLTP.
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        events: crate::commands::events::EventsArgs,
     },
     /// The CDC replicator daemon (SIGTERM finishes the batch and exits 0).
     Replicate {

@@ -54,20 +54,27 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         let _ = brewlytics_replicator::daemon::http::serve_loader(endpoint, served, guard, stopped)
             .await;
     });
-    let loaded = load::run(
-        LoaderConfig {
-            olap_url: args.olap_url,
-            nats,
-            consumer: args.consumer,
-            max_changes: args.batch_max_changes.max(1),
-            on_error: args.on_error,
-            retry: Backoff::RECONNECT,
-        },
-        telemetry.metrics.clone(),
-        rx,
-    )
-    .await;
+    let cfg = LoaderConfig {
+        olap_url: args.olap_url,
+        nats,
+        consumer: args.consumer,
+        max_changes: args.batch_max_changes.max(1),
+        on_error: args.on_error,
+        retry: Backoff::RECONNECT,
+    };
+    // The clickstream events' stream, beside the change stream, by the same machinery.
+    let events = tokio::spawn(brewlytics_replicator::clickstream::load::run(
+        brewlytics_replicator::clickstream::load::config(&cfg),
+        telemetry.events.clone(),
+        rx.clone(),
+    ));
+    let changes = load::run(cfg, telemetry.metrics.clone(), rx).await;
+    if changes.is_err() {
+        events.abort();
+    } else {
+        events.await.context("the events loader")??;
+    }
     access.flush().await;
-    loaded?;
+    changes?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod api_key;
 mod bi;
 pub mod dbt;
+pub mod events;
 pub mod insights;
 pub mod journal;
 mod load;
@@ -34,6 +35,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             replicate,
             dashboard_listen,
             superset,
+            events,
             access,
         } => {
             up::run(
@@ -42,8 +44,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 seed_orders,
                 replicate,
                 dashboard_listen,
-                superset,
-                access,
+                up::UpServices {
+                    superset,
+                    access,
+                    events,
+                },
             )
             .await
         }
@@ -66,11 +71,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             db,
             listen,
             services,
+            nats,
+            events,
             access,
         } => {
             let oltp = databases::resolve_oltp(&db)?;
             let access = Access::open(&access, Some(&oltp))?;
-            pipeline::serve_api(&oltp, listen, &services, &access).await
+            pipeline::serve_api(&oltp, listen, &services, &access, nats.config(), &events).await
         }
         Command::Replicate {
             db,

@@ -33,14 +33,20 @@ pub async fn serve_api(
     listen: SocketAddr,
     services: &[brewlytics_api::Service],
     access: &Access,
+    nats: Option<brewlytics_replicator::sink::nats::NatsConfig>,
+    events: &super::events::EventsArgs,
 ) -> anyhow::Result<()> {
+    if let Some(n) = &nats {
+        n.validate().map_err(anyhow::Error::msg)?;
+    }
     let listener = listen::bind(listen, API).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         brewlytics_support::shutdown::signal().await;
         let _ = tx.send(true);
     });
-    run_api(oltp, listener, services, access, rx).await
+    let events = super::events::config(nats, events).await?;
+    run_api(oltp, listener, services, access, events, rx).await
 }
 
 /// The API on a bound `listener` until `stop` turns true.
@@ -49,6 +55,7 @@ pub async fn run_api(
     listener: tokio::net::TcpListener,
     services: &[brewlytics_api::Service],
     access: &Access,
+    events: brewlytics_api::events::EventsConfig,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = databases::pool(oltp, 16).await?;
@@ -60,7 +67,7 @@ pub async fn run_api(
     let guard = access.guard(brewlytics_support::auth::GuardConfig::json("api"));
     brewlytics_api::serve(
         access.endpoint(listener),
-        brewlytics_api::ApiState::with_guard(pool, guard),
+        brewlytics_api::ApiState::with_guard(pool, guard).with_events(events),
         &services,
         async move {
             let _ = stop.wait_for(|v| *v).await;

@@ -52,15 +52,26 @@ impl Listeners {
     }
 }
 
+/// How `up` serves: Superset or not, who may do what, where events go.
+pub struct UpServices {
+    pub superset: SupersetUpArgs,
+    pub access: AccessArgs,
+    pub events: super::events::EventsArgs,
+}
+
 pub async fn run(
     db: DbArgs,
     api_listen: SocketAddr,
     seed_orders: u32,
     replicate: ReplicateArgs,
     dashboard_listen: SocketAddr,
-    superset: SupersetUpArgs,
-    access: AccessArgs,
+    services: UpServices,
 ) -> anyhow::Result<()> {
+    let UpServices {
+        superset,
+        access,
+        events,
+    } = services;
     replicate.check()?;
     crate::access::check(&access)?;
     if superset.superset {
@@ -99,6 +110,7 @@ pub async fn run(
         Serving {
             superset: &superset,
             access: &access,
+            events: &events,
         },
     )
     .await;
@@ -122,6 +134,7 @@ struct Machine<'a> {
 struct Serving<'a> {
     superset: &'a SupersetUpArgs,
     access: &'a AccessArgs,
+    events: &'a super::events::EventsArgs,
 }
 
 async fn serve(
@@ -135,6 +148,7 @@ async fn serve(
     let Serving {
         superset: superset_args,
         access: access_args,
+        events: events_args,
     } = serving;
     let Machine {
         cluster,
@@ -206,6 +220,34 @@ async fn serve(
             .context("replicator stopped")
         });
     }
+    // Events: with --nats-url through the JetStream events stream and its loader, else
+    // through the OLTP table click_events and the replicator.
+    let nats = replicate.nats.config();
+    let events = super::events::config(nats.clone(), events_args).await?;
+    if let Some(nats) = nats {
+        use brewlytics_replicator::clickstream::load as events_load;
+        let changes = brewlytics_replicator::load::LoaderConfig {
+            olap_url: urls.olap.clone(),
+            nats,
+            consumer: "brewlytics-loader".into(),
+            max_changes: 10_000,
+            on_error: Default::default(),
+            retry: brewlytics_replicator::backoff::Backoff::RECONNECT,
+        };
+        let cfg = events_load::config(&changes);
+        let metrics = brewlytics_replicator::load::LoaderTelemetry::new(
+            &changes.nats.stream,
+            &changes.consumer,
+        )
+        .events
+        .clone();
+        let rx = rx.clone();
+        services.spawn(async move {
+            events_load::run(cfg, metrics, rx)
+                .await
+                .context("events loader stopped")
+        });
+    }
     {
         let oltp = urls.oltp.clone();
         let rx = rx.clone();
@@ -213,7 +255,7 @@ async fn serve(
         let access = access.clone();
         services.spawn(async move {
             let all = &brewlytics_api::Service::ALL;
-            super::pipeline::run_api(&oltp, listener, all, &access, rx)
+            super::pipeline::run_api(&oltp, listener, all, &access, events, rx)
                 .await
                 .context("api stopped")
         });

@@ -59,6 +59,10 @@ pub const OLAP_LOGIC: &[LogicFile] = &[
         "50_star_rebuild.sql",
         include_str!("../../schema/olap/logic/50_star_rebuild.sql"),
     ),
+    (
+        "60_clickstream.sql",
+        include_str!("../../schema/olap/logic/60_clickstream.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

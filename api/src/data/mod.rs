@@ -11,6 +11,7 @@
 //! needs that is gone is reported by [`schema_drift`] (a 503 naming it, not a bare 500).
 
 pub mod catalog;
+pub mod events;
 pub mod orders;
 
 use crate::domain::catalog::CatalogError;

@@ -39,12 +39,13 @@ pub async fn place_orders(
     let times: Vec<DateTime<Utc>> = drafts.iter().map(|d| d.ordered_at).collect();
     sqlx::query(
         "insert into orders (id, customer_id, employee_id, store_id, status, payment_method,
-                             ordered_at, updated_at, total)
+                             ordered_at, updated_at, total, session_id)
          select id, customer_id, employee_id, store_id, 'placed', payment_method,
-                ordered_at, ordered_at, total
+                ordered_at, ordered_at, total, session_id
          from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::text[],
-                     $6::timestamptz[], $7::numeric[])
-              as t(id, customer_id, employee_id, store_id, payment_method, ordered_at, total)",
+                     $6::timestamptz[], $7::numeric[], $8::text[])
+              as t(id, customer_id, employee_id, store_id, payment_method, ordered_at, total,
+                   session_id)",
     )
     .bind(&ids)
     .bind(drafts.iter().map(|d| d.customer_id).collect::<Vec<_>>())
@@ -53,6 +54,12 @@ pub async fn place_orders(
     .bind(&methods)
     .bind(&times)
     .bind(&totals)
+    .bind(
+        drafts
+            .iter()
+            .map(|d| d.session_id.clone())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *conn)
     .await?;
 
@@ -125,6 +132,7 @@ pub async fn place_orders(
                 payment_method: d.payment_method,
                 ordered_at: d.ordered_at,
                 items: order_items,
+                session_id: d.session_id.clone(),
             }
         })
         .collect())
@@ -264,7 +272,7 @@ pub async fn fetch_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Ord
     let Some(row) = sqlx::query(
         "select id, status, total::numeric as total, customer_id::int8 as customer_id,
                 employee_id::int8 as employee_id, store_id::int8 as store_id, payment_method,
-                ordered_at
+                ordered_at, session_id::text as session_id
          from orders where id = $1",
     )
     .bind(id)
@@ -296,6 +304,7 @@ pub async fn fetch_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Ord
             .ok_or_else(|| decode_error(format!("unknown payment method {method:?}")))?,
         ordered_at: row.try_get("ordered_at")?,
         items,
+        session_id: row.try_get("session_id")?,
     }))
 }
 

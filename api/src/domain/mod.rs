@@ -3,6 +3,8 @@
 //! database; `data/` runs the SQL and asks these functions to decide.
 
 pub mod catalog;
+pub mod event;
 pub mod fields;
 pub mod money;
 pub mod order;
+pub mod rate;

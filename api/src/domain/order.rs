@@ -47,6 +47,8 @@ pub enum OrderError {
     Transition { from: OrderStatus, to: OrderStatus },
     #[error("order {0} appears twice in one batch of status changes")]
     DuplicateChange(Uuid),
+    #[error("session_id must match {}", super::event::SESSION_PATTERN)]
+    Session,
 }
 
 /// Where an order is in its life. Stored as the lowercase name.
@@ -157,6 +159,15 @@ pub struct NewOrder {
     /// 1 to 50 lines.
     #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<NewOrderItem>,
+    /// The browsing session the order was placed in (`POST /events`' `session_id`), so its
+    /// lines can be attributed to the clicks that led to them. Null or absent: none.
+    #[serde(default)]
+    #[schema(schema_with = nullable_session_schema)]
+    pub session_id: Option<String>,
+}
+
+fn nullable_session_schema() -> utoipa::openapi::schema::Schema {
+    fields::string_schema(super::event::SESSION_PATTERN, 1, 64, true)
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -226,6 +237,7 @@ pub struct OrderDraft {
     pub payment_method: PaymentMethod,
     pub ordered_at: DateTime<Utc>,
     pub lines: Vec<DraftLine>,
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +268,13 @@ impl OrderDraft {
                 quantity => Err(OrderError::Quantity { index, quantity }),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if req
+            .session_id
+            .as_deref()
+            .is_some_and(|s| !super::event::is_session_id(s))
+        {
+            return Err(OrderError::Session);
+        }
         Ok(Self {
             id: Uuid::now_v7(),
             customer_id: req.customer_id,
@@ -264,6 +283,7 @@ impl OrderDraft {
             payment_method: req.payment_method,
             ordered_at: ordered_at.trunc_subsecs(6),
             lines,
+            session_id: req.session_id,
         })
     }
 }
@@ -361,6 +381,8 @@ pub struct Order {
     pub payment_method: PaymentMethod,
     pub ordered_at: DateTime<Utc>,
     pub items: Vec<OrderItem>,
+    /// The browsing session it was placed in, if one was given.
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

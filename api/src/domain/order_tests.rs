@@ -15,6 +15,7 @@ fn req(items: &[(i64, i64)]) -> NewOrder {
                 quantity,
             })
             .collect(),
+        session_id: None,
     }
 }
 
@@ -142,4 +143,19 @@ fn statuses_and_methods_parse_their_names() {
     );
     assert_eq!(PaymentMethod::parse("cash"), Some(PaymentMethod::Cash));
     assert_eq!(PaymentMethod::parse("bitcoin"), None);
+}
+
+#[test]
+fn a_session_id_is_checked() {
+    let mut r = req(&[(1, 1)]);
+    r.session_id = Some("web-1".into());
+    assert_eq!(
+        OrderDraft::new(r.clone(), Utc::now())
+            .unwrap()
+            .session_id
+            .as_deref(),
+        Some("web-1")
+    );
+    r.session_id = Some("no spaces".into());
+    assert_eq!(OrderDraft::new(r, Utc::now()), Err(OrderError::Session));
 }

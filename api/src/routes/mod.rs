@@ -2,6 +2,7 @@
 
 pub(crate) mod customers;
 pub(crate) mod employees;
+pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod inventory;
 pub(crate) mod orders;
@@ -23,6 +24,7 @@ pub(crate) fn service_router(service: Service) -> Router<ApiState> {
         Service::Employees => employees::router(),
         Service::Stores => stores::router(),
         Service::Inventory => inventory::router(),
+        Service::Events => events::router(),
     }
 }
 

@@ -130,6 +130,7 @@ pub(super) fn plan_orders(
                 store_id,
                 payment_method,
                 items,
+                session_id: None,
             },
             ordered_at,
         )?;

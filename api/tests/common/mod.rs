@@ -19,7 +19,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tower::ServiceExt;
 
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
     "stores",
     "employees",
     "customers",
@@ -28,6 +28,7 @@ pub const TABLES: [&str; 8] = [
     "order_items",
     "payments",
     "inventory_movements",
+    "click_events",
 ];
 
 pub struct TestApp {
@@ -198,7 +199,7 @@ impl TestApp {
             .expect("connecting to the test database")
     }
 
-    /// Rows in each of the eight OLTP tables.
+    /// Rows in each of the OLTP tables the API writes.
     pub async fn counts(&self) -> BTreeMap<&'static str, i64> {
         let mut out = BTreeMap::new();
         for table in TABLES {

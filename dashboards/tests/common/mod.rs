@@ -89,6 +89,33 @@ insert into fact_inventory (date_key, store_id, product_id, reason, store_key, p
     (20240502, 1, 11, 'sale', 1, 111, -2, 1),
     (20240502, 1, 11, 'adjustment', 1, 111, -1, 1),
     (20240501, 2, 12, 'restock', 2, 121, 20, 1);
+
+-- Menu browsing on 05-01: the latte shown 4 times and clicked twice (one click explains order
+-- 1's latte line), the tea shown once and clicked once (no order); on 05-02 the croissant
+-- shown twice, never clicked.
+insert into fact_impressions (event_id, session_id, date_key, product_id, product_key, customer_id,
+                              customer_key, occurred_at, received_at)
+select ('00000000-0000-7000-8000-00000000000' || e.n)::uuid, e.session, dim_date_key(e.at::date),
+       e.product, e.key, null, 0, e.at, e.at
+from (values
+    (1, 's1', timestamptz '2024-05-01 08:00Z', 10, 101), (2, 's1', timestamptz '2024-05-01 08:01Z', 10, 101),
+    (3, 's2', timestamptz '2024-05-01 09:00Z', 10, 101), (4, 's2', timestamptz '2024-05-01 09:01Z', 10, 101),
+    (5, 's2', timestamptz '2024-05-01 09:02Z', 12, 121), (6, 's3', timestamptz '2024-05-02 10:00Z', 11, 111),
+    (7, 's3', timestamptz '2024-05-02 10:01Z', 11, 111)
+) as e(n, session, at, product, key);
+insert into fact_clicks (event_id, session_id, date_key, product_id, product_key, customer_id,
+                         customer_key, occurred_at, received_at)
+select ('00000000-0000-7000-9000-00000000000' || e.n)::uuid, e.session, dim_date_key(e.at::date),
+       e.product, e.key, null, 0, e.at, e.at
+from (values
+    (1, 's1', timestamptz '2024-05-01 08:05Z', 10, 101), (2, 's2', timestamptz '2024-05-01 09:03Z', 10, 101),
+    (3, 's2', timestamptz '2024-05-01 09:04Z', 12, 121)
+) as e(n, session, at, product, key);
+insert into fact_attribution (order_item_id, order_id, session_id, date_key, product_id, product_key,
+                              customer_key, click_event_id, clicked_at, ordered_at,
+                              minutes_to_convert, quantity, revenue) values
+    (1, '00000000-0000-0000-0000-000000000001', 's1', 20240501, 10, 101, 1,
+     '00000000-0000-7000-9000-000000000001', '2024-05-01 08:05Z', '2024-05-01 08:15Z', 10.00, 2, 6.00);
 "#;
 
 pub async fn load_fixture(pool: &PgPool) {

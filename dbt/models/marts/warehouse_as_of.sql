@@ -18,6 +18,8 @@
 -- depends_on: {{ source('star', 'dim_product') }}, {{ source('star', 'fact_sales') }}
 -- depends_on: {{ source('star', 'fact_payments') }}, {{ source('star', 'fact_inventory') }}
 -- depends_on: {{ source('pipeline', 'cdc_events') }}, {{ source('pipeline', 'cdc_dead_letters') }}
+-- depends_on: {{ source('star', 'fact_impressions') }}, {{ source('star', 'fact_clicks') }}
+-- depends_on: {{ source('star', 'fact_attribution') }}
 
 select
     slot_name,

@@ -213,7 +213,7 @@ pub fn loader_router(t: Arc<crate::load::LoaderTelemetry>, guard: Guard) -> Rout
             "/status",
             get(
                 |State(t): State<Arc<crate::load::LoaderTelemetry>>| async move {
-                    Json(json!({ "loader": t.metrics.live() }))
+                    Json(json!({ "loader": t.metrics.live(), "events_loader": t.events.live() }))
                 },
             ),
         )

@@ -21,9 +21,11 @@
 mod commit;
 mod message;
 pub mod position;
-mod session;
+pub(crate) mod session;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -89,7 +91,34 @@ impl LoadError {
 pub async fn run(
     cfg: LoaderConfig,
     metrics: Arc<LoaderMetrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), LoadError> {
+    supervise(cfg, metrics, shutdown, changes_session).await
+}
+
+fn changes_session<'a>(
+    cfg: &'a LoaderConfig,
+    metrics: &'a LoaderMetrics,
+    shutdown: &'a mut watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = Result<(), LoadError>> + Send + 'a>> {
+    Box::pin(session::run(cfg, metrics, shutdown))
+}
+
+/// One session of a loader: connect, load until `shutdown` (Ok) or an error.
+pub type Session = for<'a> fn(
+    &'a LoaderConfig,
+    &'a LoaderMetrics,
+    &'a mut watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = Result<(), LoadError>> + Send + 'a>>;
+
+/// Runs `session` again and again until `shutdown`: a retryable error is waited out with
+/// `cfg.retry`, any other stops it. The change stream's loader and the events loader
+/// ([`crate::clickstream::load`]) both run under it.
+pub async fn supervise(
+    cfg: LoaderConfig,
+    metrics: Arc<LoaderMetrics>,
     mut shutdown: watch::Receiver<bool>,
+    session: Session,
 ) -> Result<(), LoadError> {
     cfg.nats.validate().map_err(NatsError::Config)?;
     // The journal's partitions ahead of what is loaded (crate::journal).
@@ -101,7 +130,7 @@ pub async fn run(
             return Ok(());
         }
         let started = Instant::now();
-        let outcome = session::run(&cfg, &metrics, &mut shutdown).await;
+        let outcome = session(&cfg, &metrics, &mut shutdown).await;
         metrics.state("reconnecting");
         match outcome {
             Ok(()) => {
@@ -111,14 +140,14 @@ pub async fn run(
             Err(e) if !e.is_retryable() => {
                 metrics.state("stopped");
                 metrics.error(e.kind(), e.to_string());
-                tracing::error!(error = %e, "loading stopped");
+                tracing::error!(error = %e, stream = %cfg.nats.stream, "loading stopped");
                 return Err(e);
             }
             Err(e) => {
                 metrics.error(e.kind(), e.to_string());
                 retry.after_attempt(started.elapsed());
-                tracing::warn!(error = %e, retry_in_ms = retry.delay().as_millis() as u64,
-                    "loading interrupted; retrying");
+                tracing::warn!(error = %e, stream = %cfg.nats.stream,
+                    retry_in_ms = retry.delay().as_millis() as u64, "loading interrupted; retrying");
                 if !retry.wait(&mut shutdown).await {
                     return Ok(());
                 }

@@ -51,13 +51,27 @@ pub async fn positions(olap: &mut PgConnection) -> Result<Vec<Position>, sqlx::E
 pub struct LoaderTelemetry {
     registry: prometheus_client::registry::Registry,
     pub metrics: Arc<LoaderMetrics>,
+    /// The events loader's (`brewlytics_events_loader_*`, see [`crate::clickstream::load`]).
+    pub events: Arc<LoaderMetrics>,
 }
 
 impl LoaderTelemetry {
+    /// For the change stream `stream` and its consumer, and the events stream beside it
+    /// (`<stream>_EVENTS`, consumer `<consumer>-events`).
     pub fn new(stream: &str, consumer: &str) -> Arc<Self> {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(LoaderMetrics::register(&mut registry, stream, consumer));
-        Arc::new(Self { registry, metrics })
+        let events = Arc::new(LoaderMetrics::register_as(
+            &mut registry,
+            "events_loader",
+            &format!("{stream}_EVENTS"),
+            &format!("{consumer}-events"),
+        ));
+        Arc::new(Self {
+            registry,
+            metrics,
+            events,
+        })
     }
 
     pub fn encode(&self) -> String {

@@ -48,14 +48,7 @@ pub(super) async fn run(
             message: e.to_string(),
         })?;
     let consumer = ensure_consumer(&stream, cfg, applied_seq).await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(1000)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| NatsError::Consumer(e.to_string()))?;
+    let mut messages = pull(&consumer).await?;
     tracing::info!(stream = %cfg.nats.stream, consumer = %cfg.consumer, from = applied_seq + 1,
         "loading the change stream");
     metrics.state("loading");
@@ -109,7 +102,21 @@ pub(super) async fn run(
 /// The durable consumer, delivering from the message after `applied`. One left with
 /// deliveries not committed here (a crash between delivery and commit, or before the
 /// acknowledgement) is made again from there, so nothing waits for a redelivery.
-async fn ensure_consumer(
+/// The consumer's messages, pulled in batches of up to 1,000 (a heartbeat every 5 s).
+pub(crate) async fn pull(
+    consumer: &consumer::PullConsumer,
+) -> Result<consumer::pull::Stream, NatsError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| NatsError::Consumer(e.to_string()))
+}
+
+pub(crate) async fn ensure_consumer(
     stream: &jetstream::stream::Stream,
     cfg: &LoaderConfig,
     applied: u64,

@@ -259,47 +259,54 @@ pub struct LoaderLive {
 }
 
 impl LoaderMetrics {
+    /// The change stream's loader: `brewlytics_nats_loader_*`.
     pub fn register(registry: &mut Registry, stream: &str, consumer: &str) -> Self {
+        Self::register_as(registry, "nats_loader", stream, consumer)
+    }
+
+    /// A loader's metrics named `brewlytics_<name>_*` (the events loader: `events_loader`).
+    pub fn register_as(registry: &mut Registry, name: &str, stream: &str, consumer: &str) -> Self {
+        let named = |what: &str| format!("brewlytics_{name}_{what}");
         let pending = Gauge::<i64, AtomicI64>::default();
         registry.register(
-            "brewlytics_nats_loader_pending_messages",
+            named("pending_messages"),
             "Messages of the stream the loader's consumer has not been delivered yet (consumer lag)",
             pending.clone(),
         );
         let ack_pending = Gauge::<i64, AtomicI64>::default();
         registry.register(
-            "brewlytics_nats_loader_ack_pending_messages",
+            named("ack_pending_messages"),
             "Messages delivered to the loader and not yet committed in OLAP and acknowledged",
             ack_pending.clone(),
         );
         let applied = Counter::default();
         registry.register(
-            "brewlytics_nats_loader_applied_messages",
+            named("applied_messages"),
             "Messages applied to OLAP by the loader (committed)",
             applied.clone(),
         );
         let transactions = Counter::default();
         registry.register(
-            "brewlytics_nats_loader_transactions",
+            named("transactions"),
             "Source transactions applied to OLAP by the loader",
             transactions.clone(),
         );
         let stream_sequence = Gauge::<i64, AtomicI64>::default();
         registry.register(
-            "brewlytics_nats_loader_stream_sequence",
+            named("stream_sequence"),
             "Stream sequence of the last message the loader committed in OLAP",
             stream_sequence.clone(),
         );
         let batch_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register_with_unit(
-            "brewlytics_nats_loader_batch",
+            named("batch"),
             "Time to apply and commit one loader batch in OLAP",
             Unit::Seconds,
             batch_seconds.clone(),
         );
         let errors = Family::<KindLabels, Counter>::default();
         registry.register(
-            "brewlytics_nats_loader_errors",
+            named("errors"),
             "Loader errors (then retried), by kind",
             errors.clone(),
         );

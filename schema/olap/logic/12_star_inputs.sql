@@ -73,7 +73,22 @@ language sql immutable as $$
         ('inventory_movements', 'delta', 'bigint', 'measure', '{fact_inventory.quantity_delta}'),
         ('inventory_movements', 'reason', 'text', 'label', '{fact_inventory.reason}'),
         ('inventory_movements', 'occurred_at', 'timestamp with time zone', 'time',
-         '{fact_inventory.date_key,fact_inventory.last_movement_at}')
+         '{fact_inventory.date_key,fact_inventory.last_movement_at}'),
+        ('orders', 'session_id', 'text', 'attribute', '{fact_attribution.session_id}'),
+        ('click_events', 'id', 'uuid', 'key', '{fact_impressions.event_id,fact_clicks.event_id}'),
+        ('click_events', 'kind', 'text', 'label', '{fact_impressions,fact_clicks}'),
+        ('click_events', 'session_id', 'text', 'attribute',
+         '{fact_impressions.session_id,fact_clicks.session_id}'),
+        ('click_events', 'customer_id', 'bigint', 'attribute',
+         '{fact_impressions.customer_key,fact_clicks.customer_key}'),
+        ('click_events', 'product_id', 'bigint', 'member',
+         '{fact_impressions.product_key,fact_clicks.product_key}'),
+        ('click_events', 'occurred_at', 'timestamp with time zone', 'time',
+         '{fact_impressions.occurred_at,fact_clicks.occurred_at}'),
+        ('click_events', 'received_at', 'timestamp with time zone', 'time',
+         '{fact_impressions.received_at,fact_clicks.received_at}'),
+        ('click_events', 'context', 'jsonb', 'attribute',
+         '{fact_impressions.context,fact_clicks.context}')
     ) x
 $$;
 

@@ -220,6 +220,8 @@ begin
           from pg_temp.star_touched_groups t) g
     where g.days is not null;
     perform star_add_new_movements();
+    -- Clickstream: the batch's events loaded, the orders it touched attributed again.
+    perform clickstream_after();
     -- Done: a later run of the same transaction starts from nothing touched.
     delete from pg_temp.star_touched_orders;
     delete from pg_temp.star_touched_groups;

@@ -98,4 +98,6 @@ begin
     perform bulk_load_end('fact_sales');
     perform bulk_load_end('fact_payments');
     perform bulk_load_end('fact_inventory');
+    -- Clickstream facts: events kept, attribution recomputed (60_clickstream.sql).
+    perform clickstream_rebuild();
 end $$;
