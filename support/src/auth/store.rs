@@ -166,13 +166,15 @@ impl KeyStore {
         &self,
         key: &PresentedKey,
     ) -> Result<Result<Principal, KeyRefusal>, StoreUnavailable> {
-        let verdict = self.check(&self.current().await?, key);
+        let keys = self.current().await?;
+        let verdict = self.check(&keys, key);
         // A refused key reloads the copy once (rate-limited) and is checked again: a key made
         // a moment ago may not have been announced yet. Every refusal takes this path, an
         // unknown id and a wrong secret alike, so their timing tells nothing apart.
         if matches!(verdict, Err(KeyRefusal::Invalid)) && self.may_reload_for_refused() {
             self.stale.store(true, Ordering::Release);
-            return Ok(self.check(&self.current().await?, key));
+            let keys = self.current().await?;
+            return Ok(self.check(&keys, key));
         }
         Ok(verdict)
     }
