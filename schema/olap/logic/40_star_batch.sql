@@ -50,19 +50,24 @@ begin
     on conflict do nothing;
 
     -- Movements that are not new rows with a whole image: their groups, before and after.
-    -- A movement the star already holds counts as not new whatever the batch says (a replay
-    -- over a newer state): its group is recomputed, never added to twice.
+    -- In a replay (`brewlytics.replaying`), a movement the star already holds counts as not
+    -- new whatever the batch says (a replay over a newer state): its group is recomputed,
+    -- never added to twice. Streaming, new rows are new: no lookup per row (a transaction in
+    -- parts would look up every earlier part's rows again).
     insert into pg_temp.star_touched_groups
     select distinct (g.at at time zone 'UTC')::date, g.s, g.p from (
         select r.occurred_at as at, r.store_id as s, r.product_id as p
         from pg_temp.input_inventory_movements s
         join star_input.inventory_movements r on r.id = s.id
+        where not s._cdc_new or current_setting('brewlytics.replaying', true) = 'on'
         union all
         select s.occurred_at, s.store_id, s.product_id
         from pg_temp.input_inventory_movements s
         where s._cdc_op <> 'd'
           and (not s._cdc_new or s._cdc_keep is not null
-               or exists (select 1 from star_input.inventory_movements r where r.id = s.id))
+               or (current_setting('brewlytics.replaying', true) = 'on'
+                   and exists (select 1 from star_input.inventory_movements r
+                               where r.id = s.id)))
     ) g
     where g.at is not null and isfinite(g.at) and g.s is not null and g.p is not null
     on conflict do nothing;

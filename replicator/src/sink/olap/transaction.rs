@@ -34,6 +34,9 @@ impl OlapWriter {
         // need be) before the facts that name it, so they hold by construction — the crash
         // drills check it.
         //
+        // `brewlytics.replaying` tells the star's SQL that rows may already be in a newer
+        // state than the batch says (replay over the current state).
+        //
         // Every batch holds the replica gate shared: `replay` takes it alone before it empties
         // and rebuilds the replica, so a batch never waits for replay on one table while
         // replay waits for it on another (a deadlock one of them would lose).
@@ -42,11 +45,13 @@ impl OlapWriter {
                     set_config('intervalstyle', 'postgres', true),
                     set_config('datestyle', 'ISO, MDY', true),
                     set_config('client_min_messages', 'warning', true),
+                    set_config('brewlytics.replaying', $2, true),
                     case when has_parameter_privilege('session_replication_role', 'SET')
                          then set_config('session_replication_role', 'replica', true) end,
                     pg_advisory_xact_lock_shared(hashtext('brewlytics replica'))",
         )
         .bind(self.commit_mode.setting())
+        .bind(if self.replaying { "on" } else { "off" })
         .execute(&mut self.conn)
         .await?;
         Ok(())
