@@ -103,7 +103,9 @@ impl History {
 
 /// What the journal's reader hands the writer.
 enum Piece {
-    Changes(Vec<crate::change::Change>),
+    /// Changes in journal order; whether their last source transaction goes on in the next
+    /// piece (its star work then waits for the piece that ends it).
+    Changes(Vec<crate::change::Change>, bool),
     /// A backfill chunk's watermark: merged again in its place.
     Merge(Arc<SourceTable>, JournalRow),
 }
@@ -111,6 +113,16 @@ enum Piece {
 /// Replays the journal of the OLAP database at `url`: one connection reads the journal (and
 /// turns its rows into changes) while another applies the previous piece.
 pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
+    replay_in_pieces(url, from, CHUNK).await
+}
+
+/// [`replay`], reading the journal `piece_rows` changes at a time: a source transaction
+/// longer than that is applied in parts, its star work once it is whole.
+pub async fn replay_in_pieces(
+    url: &DbUrl,
+    from: Lsn,
+    piece_rows: i64,
+) -> Result<ReplayStats, ApplyError> {
     use sqlx::Connection;
     let mut w = OlapWriter::connect(url, OnError::DeadLetter).await?;
     w.set_replaying();
@@ -170,7 +182,7 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
         let mut merged_at: Option<Lsn> = None;
         let mut events = 0u64;
         loop {
-            let rows = journal::read_after(&mut reader, pos, CHUNK).await?;
+            let rows = journal::read_after(&mut reader, pos, piece_rows.max(1)).await?;
             let Some(last) = rows.last() else { break };
             pos = last.pos;
             events += rows.len() as u64;
@@ -198,7 +210,7 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
                 if row.op == Op::Backfill {
                     merged_at = Some(row.pos.lsn);
                     let done = std::mem::take(&mut changes);
-                    if tx.send(Piece::Changes(done)).await.is_err()
+                    if tx.send(Piece::Changes(done, false)).await.is_err()
                         || tx.send(Piece::Merge(table.clone(), row)).await.is_err()
                     {
                         return Ok(events);
@@ -227,7 +239,11 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
                     }
                 }
             }
-            if tx.send(Piece::Changes(changes)).await.is_err() {
+            // A transaction's changes share its position: one cut by the read limit is
+            // applied in parts, and the star follows it once it is whole (an order's lines
+            // may come before the order, as in an initial copy).
+            let ends_inside = journal::continues_at(&mut reader, pos).await?;
+            if tx.send(Piece::Changes(changes, ends_inside)).await.is_err() {
                 break;
             }
         }
@@ -238,7 +254,7 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
                 seq: i32::MAX,
             };
             let back = shapes.back_to(&history.current, last);
-            if !back.is_empty() && tx.send(Piece::Changes(back)).await.is_err() {
+            if !back.is_empty() && tx.send(Piece::Changes(back, false)).await.is_err() {
                 return Ok(events);
             }
         }
@@ -248,7 +264,9 @@ pub async fn replay(url: &DbUrl, from: Lsn) -> Result<ReplayStats, ApplyError> {
         let mut encoder = JournalEncoder::default();
         while let Some(piece) = rx.recv().await {
             match piece {
-                Piece::Changes(changes) => apply_changes(&mut w, &mut encoder, changes).await?,
+                Piece::Changes(changes, ends_inside) => {
+                    apply_changes(&mut w, &mut encoder, changes, ends_inside).await?
+                }
                 Piece::Merge(table, row) => merge_again(&mut w, &table, &row).await?,
             }
         }
@@ -363,12 +381,10 @@ async fn apply_changes(
     w: &mut OlapWriter,
     encoder: &mut JournalEncoder,
     changes: Vec<crate::change::Change>,
+    ends_inside: bool,
 ) -> Result<(), ApplyError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
     let encoded = encode(encoder, &changes);
-    w.apply_segments(&encoded.segments).await
+    w.apply_journaled(&encoded.segments, ends_inside).await
 }
 
 /// A backfill chunk merged again from its journaled rows, as the stream merged it.
@@ -447,7 +463,7 @@ async fn merge_again(
         .filter(|r| !snapshot.as_ref().is_some_and(|s| s.sees(r.xid)))
         .filter_map(|r| r.to_change(table, &HashMap::new()).ok().flatten())
         .collect();
-    apply_changes(w, &mut JournalEncoder::default(), changes).await
+    apply_changes(w, &mut JournalEncoder::default(), changes, false).await
 }
 
 /// Empties every replica table and the star schema (not the journal).

@@ -239,6 +239,21 @@ pub async fn read_after(
     Ok(rows.into_iter().filter_map(to_row).collect())
 }
 
+/// Whether the journal holds another change of the transaction at `pos` after it (a
+/// transaction's changes share its position's LSN).
+pub async fn continues_at(
+    conn: &mut PgConnection,
+    pos: crate::change::Pos,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from cdc_events e where e.lsn = $1::pg_lsn and e.seq > $2)",
+    )
+    .bind(pos.lsn.to_string())
+    .bind(pos.seq)
+    .fetch_one(conn)
+    .await
+}
+
 /// The journal rows of one table from `from` (inclusive) to `to` (exclusive).
 pub async fn read_table_range(
     conn: &mut PgConnection,

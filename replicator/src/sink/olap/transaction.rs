@@ -73,6 +73,25 @@ impl OlapWriter {
         r
     }
 
+    /// Applies segments already journaled (a replay) into the open transaction.
+    /// `ends_inside`: the source transaction goes on in the next call, so its star work waits
+    /// for the call that ends it, as a transaction streamed in parts does.
+    pub async fn apply_journaled(
+        &mut self,
+        segments: &[Segment],
+        ends_inside: bool,
+    ) -> Result<(), ApplyError> {
+        self.deferring = ends_inside;
+        let r = self.apply_segments(segments).await;
+        self.deferring = false;
+        r?;
+        if ends_inside {
+            Ok(())
+        } else {
+            self.finish_star().await
+        }
+    }
+
     /// Journals on a second connection from now on, in parallel with the rest of each batch
     /// (see [`journal::Side`]); the caller deletes journal rows past its checkpoint first.
     pub async fn journal_apart(&mut self, url: &DbUrl) -> Result<(), ApplyError> {
