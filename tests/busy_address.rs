@@ -16,10 +16,18 @@ use harness::{free_addr, free_port, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_brewlytics");
 
-/// A listener on a leased address: the address is busy while it lives.
+/// A listener on a leased address: the address is busy while it lives. Should something
+/// outside the leases take the port between the lease and the bind, another is leased.
 fn busy() -> (TcpListener, String) {
-    let addr = free_addr();
-    (TcpListener::bind(&addr).unwrap(), addr)
+    for _ in 0..5 {
+        let addr = free_addr();
+        match TcpListener::bind(&addr) {
+            Ok(listener) => return (listener, addr),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("binding {addr}: {e}"),
+        }
+    }
+    panic!("five leased addresses were all taken before they could be bound");
 }
 
 /// Runs `cmd` to its end (it must end within 20 s): the output and how long it took.
