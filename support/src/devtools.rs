@@ -242,18 +242,27 @@ impl Page {
     }
 
     /// Evaluates `expression` every 250 ms until it is truthy; its last value either way
-    /// (`Err(Timeout)` when it never was).
+    /// (`Err(Timeout)` when it never was). An expression that throws (the page is still
+    /// loading: an element not there yet) counts as not yet; its exception is the error when
+    /// it still throws at the deadline.
     pub fn wait_for(&mut self, expression: &str, timeout: Duration) -> Result<Value, BrowserError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let v = self.evaluate(expression)?;
-            let truthy =
-                !matches!(v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
-            if truthy {
-                return Ok(v);
-            }
+            let thrown = match self.evaluate(expression) {
+                Ok(v) => {
+                    if !matches!(v, Value::Null | Value::Bool(false))
+                        && v != json!(0)
+                        && v != json!("")
+                    {
+                        return Ok(v);
+                    }
+                    None
+                }
+                Err(e @ BrowserError::Failed { .. }) => Some(e),
+                Err(e) => return Err(e),
+            };
             if Instant::now() > deadline {
-                return Err(BrowserError::Timeout(timeout));
+                return Err(thrown.unwrap_or(BrowserError::Timeout(timeout)));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
