@@ -348,8 +348,9 @@ async fn start_up(venv: &Path, data: &Path, listen: &str, api_addr: &str) -> Pro
     up
 }
 
-/// Orders of today through the API — three left open, one completed, one cancelled — until
-/// the report sees them.
+/// Orders of today through the API — three left open, one completed, one cancelled — each
+/// after an impression and a click of its product in its browsing session, until the reports
+/// see them.
 async fn post_orders(s: &Setup, api_addr: &str) {
     // The key `up` made in its data directory, as its banner tells a user to use it.
     let key = std::fs::read_to_string(s.data.join("api-key")).unwrap();
@@ -359,8 +360,17 @@ async fn post_orders(s: &Setup, api_addr: &str) {
         .iter()
         .enumerate()
     {
+        let session = format!("superset-{i}");
+        let now = chrono::Utc::now().to_rfc3339();
+        let events = json!([
+            {"kind": "impression", "session_id": session, "product_id": 1 + i, "occurred_at": now},
+            {"kind": "click", "session_id": session, "product_id": 1 + i, "occurred_at": now}
+        ]);
+        shop.call(Method::Post, "/events", Some(&events))
+            .await
+            .unwrap();
         let order = json!({"customer_id": 1 + i, "employee_id": 1, "store_id": 1,
-                           "payment_method": "card",
+                           "payment_method": "card", "session_id": session,
                            "items": [{"product_id": 1 + i, "quantity": 2}]});
         let created = shop
             .call(Method::Post, "/orders", Some(&order))
@@ -380,7 +390,10 @@ async fn post_orders(s: &Setup, api_addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let headline = report(&s.data, "headline");
-        if headline[0]["today_orders"] == 4 && headline[0]["open_orders"].as_i64() >= Some(3) {
+        if headline[0]["today_orders"] == 4
+            && headline[0]["open_orders"].as_i64() >= Some(3)
+            && !report(&s.data, "product-conversion").is_empty()
+        {
             return;
         }
         assert!(
@@ -405,11 +418,15 @@ async fn a_second_provisioning_creates_nothing(
         "{printed}"
     );
     assert_eq!(dashboard_charts(api).await, before);
+    // A dataset per star table and per question, a chart per place on the dashboard.
     for (what, n) in [
         ("database", 1),
         ("dashboard", 1),
-        ("chart", 19),
-        ("dataset", 22),
+        ("chart", s.def.charts().count() as i64),
+        (
+            "dataset",
+            (superset::STAR_TABLES.len() + s.def.questions().len()) as i64,
+        ),
     ] {
         assert_eq!(count(api, what).await, n, "{what}");
     }
@@ -480,8 +497,9 @@ async fn the_bi_role_cannot_write(s: &Setup, api: &JsonApi) {
     assert_eq!(code.as_deref(), Some("42501"), "{err}");
 }
 
-/// A definition with a chart renamed and the last row gone: the chart keeps its id, the gone
-/// one is deleted; the shipped definition brings it back, and Superset's guard against DML.
+/// A definition with a chart renamed and the inventory row gone: the chart keeps its id, the
+/// gone ones are deleted; the shipped definition brings them back, and Superset's guard
+/// against DML.
 async fn a_changed_definition_updates_in_place(
     s: &Setup,
     api: &JsonApi,
@@ -489,12 +507,26 @@ async fn a_changed_definition_updates_in_place(
 ) {
     let mut changed: Value = serde_json::from_str(definition::DEFINITION).unwrap();
     changed["rows"][1][0]["title"] = json!("Revenue per day");
-    changed["rows"].as_array_mut().unwrap().pop();
+    let rows = changed["rows"].as_array_mut().unwrap();
+    let inventory = rows
+        .iter()
+        .position(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["question"] == "inventory-movement")
+        })
+        .expect("the definition has an inventory row");
+    let gone = rows.remove(inventory).as_array().unwrap().len();
     let changed = Definition::parse(&changed.to_string()).unwrap();
     let done = superset::provision(&s.target, &s.olap, &changed)
         .await
         .unwrap();
-    assert_eq!((done.charts.created, done.charts_removed), (0, 1), "{done}");
+    assert_eq!(
+        (done.charts.created, done.charts_removed),
+        (0, gone),
+        "{done}"
+    );
     let after = dashboard_charts(api).await;
     let daily = |charts: &[(String, i64, String)]| {
         charts
@@ -512,7 +544,7 @@ async fn a_changed_definition_updates_in_place(
         .unwrap();
     assert_eq!(
         (done.charts.created, done.charts.updated),
-        (1, 18),
+        (gone, before.len() - gone),
         "{done}"
     );
     assert_eq!(dashboard_charts(api).await.len(), before.len());
@@ -528,6 +560,7 @@ async fn the_dashboard_draws_every_chart(s: &Setup, api: &JsonApi) {
     let dataset = dataset_id(api, "daily-revenue").await;
     let breaker = dataset_breaker(&s.target, &s.olap, dataset);
     let (base, password, file) = (s.base.clone(), s.target.password.clone(), shot.clone());
+    let n = s.def.charts().count();
     let (states, control) = tokio::task::spawn_blocking(move || {
         let mut page = Page::open(1600, 3600).unwrap();
         page.navigate(&format!("{base}/login/"), Duration::from_secs(60))
@@ -545,10 +578,10 @@ async fn the_dashboard_draws_every_chart(s: &Setup, api: &JsonApi) {
             "{landed}"
         );
         let dashboard = format!("{base}/superset/dashboard/brewlytics/");
-        let states = charts_on_page(&mut page, &dashboard, 19);
+        let states = charts_on_page(&mut page, &dashboard, n);
         page.screenshot(&file).unwrap();
         breaker();
-        let control = charts_on_page(&mut page, &dashboard, 19);
+        let control = charts_on_page(&mut page, &dashboard, n);
         (states, control)
     })
     .await
