@@ -122,6 +122,15 @@ pub async fn flush_lsn(conn: &mut PgConnection) -> Result<Lsn, ApplyError> {
     lsn_column(&row, 0)
 }
 
+/// Waits until every commit so far is on OLAP's disk: a synchronous commit of its own
+/// flushes the WAL up to it. No transaction may be open on `conn`.
+pub async fn flush_all(conn: &mut PgConnection) -> Result<(), ApplyError> {
+    // A string without parameters is sent as one simple query, several statements in it.
+    conn.execute("begin; set local synchronous_commit = on; select pg_current_xact_id(); commit")
+        .await?;
+    Ok(())
+}
+
 fn lsn_column(row: &sqlx::postgres::PgRow, i: usize) -> Result<Lsn, ApplyError> {
     let text: String = row.try_get(i)?;
     text.parse()

@@ -14,7 +14,6 @@ use super::durable::{self, Durable};
 use super::read::Work;
 use crate::batch::CommitMark;
 use crate::error::ReplicatorError;
-use crate::sink::olap::ApplyError;
 use crate::sink::{PartEnd, PrimarySink, Sink};
 use crate::telemetry::{ApplyStats, Telemetry};
 
@@ -115,14 +114,14 @@ pub async fn run<P, S>(
 where
     P: PrimarySink,
     S: Sink,
-    ReplicatorError: From<P::Error> + From<S::Error> + From<ApplyError>,
+    ReplicatorError: From<P::Error> + From<S::Error>,
 {
     loop {
         let w = tokio::select! {
             w = work.recv() => w,
-            // Batches wait for OLAP's flush and none commits: read where the flush is.
+            // Batches wait for the primary's flush and none commits: read where it is.
             _ = tokio::time::sleep(durable::POLL), if durable.waiting() => {
-                durable.poll(sinks.primary.tx().conn()).await?;
+                durable.flushed(sinks.primary.durable_upto().await?);
                 continue;
             }
         };
@@ -148,7 +147,12 @@ where
     }
     // The reader stopped in the middle of a source transaction: it is sent again.
     sinks.abandon().await?;
-    // What committed is made durable before the last position is reported.
-    durable.drain(sinks.primary.tx().conn()).await?;
+    // What committed is made durable before the last position is reported. On error
+    // nothing more is: those batches are streamed again, and skipped by the checkpoint if
+    // they survived.
+    if durable.waiting() {
+        sinks.primary.make_durable().await?;
+        durable.all_durable();
+    }
     Ok(())
 }

@@ -1,80 +1,67 @@
-//! The applier's side of asynchronous OLAP commits ([`crate::flush`]): batches committed
-//! but not yet known to be on OLAP's disk wait in a [`FlushMap`]; the reader hears of them
-//! ([`Applied`]) once OLAP's WAL flush has passed them.
+//! The applier's side of commits that return before they are durable (the primary's
+//! asynchronous commits, [`crate::flush`]): such batches wait in a [`FlushMap`]; the reader
+//! hears of them ([`Applied`]) once the primary's durable position has passed them. The
+//! primary says where its commits end and how far it is durable
+//! ([`crate::sink::PrimarySink::last_commit`], `durable_upto`); this module only keeps the
+//! order.
 
 use std::time::Duration;
 
-use sqlx::{Executor, PgConnection};
 use tokio::sync::watch;
 
 use super::read::Applied;
-use crate::flush::{flush_lsn, CommitAt, FlushMap, OlapCommit};
+use crate::flush::{CommitAt, FlushMap};
 use crate::lsn::Lsn;
-use crate::sink::olap::ApplyError;
 
-/// How often OLAP's flush position is read while batches wait for it and none commits (the
-/// WAL writer flushes every `wal_writer_delay`, 200 ms by default).
+/// How often the primary's durable position is read while batches wait for it and none
+/// commits (OLAP's WAL writer flushes every `wal_writer_delay`, 200 ms by default).
 pub const POLL: Duration = Duration::from_millis(100);
 
 /// What the reader is told is durable.
 pub struct Durable {
-    mode: OlapCommit,
     map: FlushMap,
     applied: watch::Sender<Applied>,
 }
 
 impl Durable {
-    pub fn new(mode: OlapCommit, applied: watch::Sender<Applied>) -> Self {
+    pub fn new(applied: watch::Sender<Applied>) -> Self {
         Self {
-            mode,
             map: FlushMap::default(),
             applied,
         }
     }
 
-    /// Batches wait for OLAP's flush.
+    /// Batches wait for the primary's flush.
     pub fn waiting(&self) -> bool {
         !self.map.is_empty()
     }
 
     /// The batch ending at `source` committed; `at`: where its commit ended when it did not
-    /// wait for the disk (None: durable already).
+    /// wait for the disk (None: durable on return — and so is every commit before it).
     pub fn committed(&mut self, at: Option<CommitAt>, source: Lsn) {
-        match (self.mode, at) {
-            (OlapCommit::Asynchronous, Some(at)) => {
+        match at {
+            Some(at) => {
                 self.map.committed(source, at.end);
                 let released = self.map.flushed(at.flushed);
                 self.release(released);
             }
-            // A synchronous commit is durable once it returns.
-            _ => self.release(Some((source, 1))),
+            None => {
+                let earlier = self.map.all().map_or(0, |(_, n)| n);
+                self.release(Some((source, earlier + 1)));
+            }
         }
     }
 
-    /// Reads OLAP's flush position (on `conn`, the primary's) and releases what it passed.
-    pub async fn poll(&mut self, conn: &mut PgConnection) -> Result<(), ApplyError> {
-        let flush = flush_lsn(conn).await?;
-        let released = self.map.flushed(flush);
+    /// The primary is durable up to `flushed`: the batches that passed are released.
+    pub fn flushed(&mut self, flushed: Lsn) {
+        let released = self.map.flushed(flushed);
         self.release(released);
-        Ok(())
     }
 
-    /// At the end, no transaction open on `conn`: makes every commit durable (a synchronous
-    /// commit of its own flushes the WAL before it) and releases them all. On error nothing
-    /// more is released: those batches are streamed again, and skipped by the checkpoint if
-    /// they survived.
-    pub async fn drain(&mut self, conn: &mut PgConnection) -> Result<(), ApplyError> {
-        if self.map.is_empty() {
-            return Ok(());
-        }
-        // A string without parameters is sent as one simple query, several statements in it.
-        conn.execute(
-            "begin; set local synchronous_commit = on; select pg_current_xact_id(); commit",
-        )
-        .await?;
+    /// Every commit so far is durable (the primary made it so at a clean stop).
+    pub fn all_durable(&mut self) {
         let released = self.map.all();
         self.release(released);
-        Ok(())
     }
 
     fn release(&self, released: Option<(Lsn, u64)>) {
@@ -84,5 +71,39 @@ impl Durable {
                 a.batches += batches;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(end: u64, flushed: u64) -> Option<CommitAt> {
+        Some(CommitAt {
+            end: Lsn(end),
+            flushed: Lsn(flushed),
+        })
+    }
+
+    #[test]
+    fn the_reader_hears_of_a_batch_only_once_it_is_durable() {
+        let (tx, rx) = watch::channel(Applied {
+            lsn: Lsn(0),
+            batches: 0,
+        });
+        let mut d = Durable::new(tx);
+        d.committed(at(1000, 500), Lsn(10));
+        d.committed(at(2000, 900), Lsn(20));
+        assert_eq!(rx.borrow().lsn, Lsn(0), "neither commit is flushed yet");
+        assert!(d.waiting());
+        d.flushed(Lsn(1500));
+        assert_eq!((rx.borrow().lsn, rx.borrow().batches), (Lsn(10), 1));
+        // A commit durable on return flushed everything before it too.
+        d.committed(None, Lsn(30));
+        assert_eq!((rx.borrow().lsn, rx.borrow().batches), (Lsn(30), 3));
+        assert!(!d.waiting());
+        d.committed(at(4000, 3000), Lsn(40));
+        d.all_durable();
+        assert_eq!((rx.borrow().lsn, rx.borrow().batches), (Lsn(40), 4));
     }
 }

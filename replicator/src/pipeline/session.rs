@@ -127,7 +127,7 @@ async fn stream(
     let mut applier = tokio::spawn(apply::run(
         sinks,
         work_rx,
-        Durable::new(cfg.olap_commit, applied_tx),
+        Durable::new(applied_tx),
         telemetry.clone(),
     ));
     let (stop_worker, worker_stop) = watch::channel(false);

@@ -144,12 +144,23 @@ pub trait PrimarySink {
     /// Rolls back what was written since the last commit.
     async fn abandon(&mut self) -> Result<(), Self::Error>;
 
-    /// Where the last commit ended in the primary's WAL, when it returned without waiting
-    /// for the disk (`--olap-commit async`); None when it was durable on return. The
-    /// pipeline reports its position to the source once the primary's flush passed it
-    /// ([`crate::flush`]).
+    /// Where the last commit ended in the primary's own log, when it returned before being
+    /// durable (OLAP's `--olap-commit async`); None when it was durable on return. The
+    /// pipeline reports its position to the source once [`PrimarySink::durable_upto`] has
+    /// passed it ([`crate::flush`]).
     fn last_commit(&self) -> Option<crate::flush::CommitAt> {
         None
+    }
+
+    /// How far the primary's log is durable now; asked, with no transaction open, while
+    /// commits wait for it.
+    async fn durable_upto(&mut self) -> Result<Lsn, Self::Error> {
+        Ok(Lsn(u64::MAX))
+    }
+
+    /// Makes every commit so far durable (at a clean stop, no transaction open).
+    async fn make_durable(&mut self) -> Result<(), Self::Error> {
+        Ok(())
     }
 }
 

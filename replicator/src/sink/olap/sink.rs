@@ -107,4 +107,12 @@ impl PrimarySink for OlapSink {
     fn last_commit(&self) -> Option<crate::flush::CommitAt> {
         self.writer.last_commit()
     }
+
+    async fn durable_upto(&mut self) -> Result<Lsn, ApplyError> {
+        crate::flush::flush_lsn(self.writer.conn()).await
+    }
+
+    async fn make_durable(&mut self) -> Result<(), ApplyError> {
+        crate::flush::flush_all(self.writer.conn()).await
+    }
 }
