@@ -166,6 +166,9 @@ fn bind(
     let renamed = old.source_column.as_deref() != Some(col.name.as_str());
     let retyped = old.replica_type.as_deref() != Some(col.olap_type.as_str());
     let again = old.state == State::Dropped;
+    // Declared before its table was ever mirrored (a star input of a table the source gained
+    // later): its first binding, not a return.
+    let first = old.source_column.is_none() && old.replica_type.is_none();
     a.attnum = col.attnum.or(old.attnum);
     a.source_column = Some(col.name.clone());
     a.replica_type = Some(col.olap_type.clone());
@@ -202,6 +205,9 @@ fn bind(
         return retyped;
     }
     a.changed = at;
+    if first && a.state == State::Bound {
+        return retyped;
+    }
     let note = if again {
         format!("{feeds}: reads source column {column} again")
     } else {
@@ -389,6 +395,20 @@ mod tests {
         let q = &f.input.attributes[2];
         assert_eq!((q.state, q.attnum), (State::Bound, Some(5)));
         assert!(f.recompute, "old rows now read the new column");
+    }
+
+    #[test]
+    fn the_first_binding_of_an_input_declared_before_its_table_says_nothing() {
+        let (mut input, table) = items();
+        for a in &mut input.attributes {
+            (a.attnum, a.source_column, a.replica_type) = (None, None, None);
+            a.state = State::Dropped;
+        }
+        let f = follow(&input, &table, at(3));
+        assert!(f.notes.is_empty(), "{:?}", f.notes);
+        let states: Vec<_> = f.input.attributes.iter().map(|a| a.state).collect();
+        assert_eq!(states, [State::Bound; 3]);
+        assert_eq!(f.input.attributes[2].attnum, Some(4));
     }
 
     #[test]
