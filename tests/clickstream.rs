@@ -611,34 +611,7 @@ fn up_carries_browsing_end_to_end() {
     assert_eq!(visits, 60, "{report:#}");
 
     // Every visit shows 3 to 8 products: the funnel counts them all, and some orders.
-    let funnel = || {
-        let out = std::process::Command::new(bin)
-            .args([
-                "report",
-                "clickstream-funnel",
-                "--format",
-                "csv",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .env_remove("OLTP_DATABASE_URL")
-            .env_remove("OLAP_DATABASE_URL")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let count = |stage: &str| -> u64 {
-            text.lines()
-                .find_map(|l| {
-                    l.split(',')
-                        .nth(1)
-                        .filter(|s| *s == stage)
-                        .and(l.split(',').nth(2))
-                })
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        (count("impressions"), count("clicks"), count("orders"))
-    };
+    let funnel = || funnel_counts(&data);
     let (impressions, clicks, orders) = wait_for(
         Duration::from_secs(60),
         "the browsing in the funnel",
@@ -656,5 +629,80 @@ fn up_carries_browsing_end_to_end() {
         clicks <= 3 * visits && orders <= clicks,
         "{clicks} clicks, {orders} orders"
     );
+    up.terminate(Duration::from_secs(30));
+}
+
+/// The `clickstream-funnel` report of the `up` in `data`: (impressions, clicks, orders).
+fn funnel_counts(data: &std::path::Path) -> (u64, u64, u64) {
+    let bin = env!("CARGO_BIN_EXE_brewlytics");
+    let out = std::process::Command::new(bin)
+        .args([
+            "report",
+            "clickstream-funnel",
+            "--format",
+            "csv",
+            "--data-dir",
+        ])
+        .arg(data)
+        .env_remove("OLTP_DATABASE_URL")
+        .env_remove("OLAP_DATABASE_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let count = |stage: &str| -> u64 {
+        text.lines()
+            .find_map(|l| {
+                l.split(',')
+                    .nth(1)
+                    .filter(|s| *s == stage)
+                    .and(l.split(',').nth(2))
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (count("impressions"), count("clicks"), count("orders"))
+}
+
+/// `brewlytics up --nats-url`: events go through JetStream and the loader `up` runs beside
+/// the replicator, whose `/metrics` carries the loader's series.
+#[test]
+fn up_with_nats_loads_events_and_shows_their_loader() {
+    let nats = harness::nats::NatsCluster::start(1);
+    let scratch = harness::Scratch::new("clickstream-up-nats");
+    let data = scratch.join("data");
+    let mut up = harness::up::command(&data);
+    up.args(["--seed-orders", "0", "--nats-url", &nats.url()]);
+    let mut up = Proc::spawn(up, scratch.join("up.log")).gentle();
+    let addrs = harness::up::wait(&mut up);
+    let now = chrono::Utc::now().to_rfc3339();
+    let events = format!(
+        r#"[{{"kind": "impression", "session_id": "up-nats", "product_id": 1, "occurred_at": "{now}"}},
+            {{"kind": "click", "session_id": "up-nats", "product_id": 1, "occurred_at": "{now}"}}]"#
+    );
+    let (status, body) = http(&addrs.api, "POST", "/events", Some(&events)).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let applied = |metrics: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("brewlytics_events_loader_applied_messages"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+    };
+    let loaded = wait_for(
+        Duration::from_secs(60),
+        "the events loader's series on the replicator's /metrics",
+        &mut [&mut up],
+        || {
+            let (_, metrics) = http(&addrs.replicator, "GET", "/metrics", None)?;
+            applied(&metrics).filter(|n| *n >= 2.0)
+        },
+    );
+    assert_eq!(loaded, 2.0);
+    let (impressions, clicks, _) = wait_for(
+        Duration::from_secs(30),
+        "the events in the funnel",
+        &mut [&mut up],
+        || Some(funnel_counts(&data)).filter(|f| f.1 > 0),
+    );
+    assert_eq!((impressions, clicks), (1, 1));
     up.terminate(Duration::from_secs(30));
 }

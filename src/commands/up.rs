@@ -204,43 +204,45 @@ async fn serve(
     let (tx, rx) = watch::channel(false);
     let cfg = super::daemon_config(urls, replicate, &access);
     let slot = cfg.replicator.slot.clone();
+    // With --nats-url, events go through JetStream and a loader beside the replicator, its
+    // series on the replicator's /metrics.
+    let nats = replicate.nats.config();
+    const EVENTS_CONSUMER: &str = "brewlytics-loader";
+    let (telemetry, events_metrics) = match &nats {
+        Some(nats) => {
+            let (t, m) = brewlytics_replicator::telemetry::Telemetry::with_events_loader(
+                &nats.stream,
+                EVENTS_CONSUMER,
+            );
+            (t, Some(m))
+        }
+        None => (brewlytics_replicator::telemetry::Telemetry::new(), None),
+    };
     // The first service to end (with an error, or not) ends `up`.
     let mut services = tokio::task::JoinSet::new();
     {
         let rx = rx.clone();
         let listener = listeners.replicator;
         services.spawn(async move {
-            brewlytics_replicator::daemon::run_bound(
-                cfg,
-                Some(listener),
-                brewlytics_replicator::telemetry::Telemetry::new(),
-                rx,
-            )
-            .await
-            .context("replicator stopped")
+            brewlytics_replicator::daemon::run_bound(cfg, Some(listener), telemetry, rx)
+                .await
+                .context("replicator stopped")
         });
     }
     // Events: with --nats-url through the JetStream events stream and its loader, else
     // through the OLTP table click_events and the replicator.
-    let nats = replicate.nats.config();
     let events = super::events::config(nats.clone(), events_args).await?;
-    if let Some(nats) = nats {
+    if let (Some(nats), Some(metrics)) = (nats, events_metrics) {
         use brewlytics_replicator::clickstream::load as events_load;
         let changes = brewlytics_replicator::load::LoaderConfig {
             olap_url: urls.olap.clone(),
             nats,
-            consumer: "brewlytics-loader".into(),
+            consumer: EVENTS_CONSUMER.into(),
             max_changes: 10_000,
             on_error: Default::default(),
             retry: brewlytics_replicator::backoff::Backoff::RECONNECT,
         };
         let cfg = events_load::config(&changes);
-        let metrics = brewlytics_replicator::load::LoaderTelemetry::new(
-            &changes.nats.stream,
-            &changes.consumer,
-        )
-        .events
-        .clone();
         let rx = rx.clone();
         services.spawn(async move {
             events_load::run(cfg, metrics, rx)

@@ -61,11 +61,10 @@ impl LoaderTelemetry {
     pub fn new(stream: &str, consumer: &str) -> Arc<Self> {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(LoaderMetrics::register(&mut registry, stream, consumer));
-        let events = Arc::new(LoaderMetrics::register_as(
+        let events = Arc::new(LoaderMetrics::register_events(
             &mut registry,
-            "events_loader",
-            &format!("{stream}_EVENTS"),
-            &format!("{consumer}-events"),
+            stream,
+            consumer,
         ));
         Arc::new(Self {
             registry,

@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 
 use self::heartbeat::Heartbeats;
 use self::metrics::{ChangeLabels, CopyLabels, KindLabels, Metrics, StatusLabels};
-use self::nats::PublisherMetrics;
+use self::nats::{LoaderMetrics, PublisherMetrics};
 use crate::change::Op;
 use crate::lsn::Lsn;
 use crate::star::metrics::{StarMetrics, StarReading};
@@ -100,7 +100,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Telemetry {
     pub fn new() -> Arc<Self> {
+        Self::with(|_| ()).0
+    }
+
+    /// With the clickstream events loader's series (`brewlytics_events_loader_*`, see
+    /// [`LoaderMetrics::register_events`]) on the same `/metrics`, for a process that runs
+    /// the loader beside the replicator (`up --nats-url`).
+    pub fn with_events_loader(stream: &str, consumer: &str) -> (Arc<Self>, Arc<LoaderMetrics>) {
+        let (telemetry, events) =
+            Self::with(|registry| LoaderMetrics::register_events(registry, stream, consumer));
+        (telemetry, Arc::new(events))
+    }
+
+    /// The replicator's series, and whatever `more` registers beside them.
+    fn with<T>(more: impl FnOnce(&mut Registry) -> T) -> (Arc<Self>, T) {
         let mut registry = Registry::default();
+        let extra = more(&mut registry);
         let metrics = Metrics::register(&mut registry);
         for &kind in ERROR_KINDS {
             let _ = metrics.errors.get_or_create(&KindLabels { kind });
@@ -116,7 +131,7 @@ impl Telemetry {
             });
         }
         let instance = std::process::id() as u64 ^ (Utc::now().timestamp_micros() as u64) << 16;
-        Arc::new(Self {
+        let telemetry = Arc::new(Self {
             registry,
             metrics,
             heartbeats: Mutex::new(Heartbeats::new(instance)),
@@ -139,7 +154,8 @@ impl Telemetry {
                 changes_at_last_sample: (0, Instant::now()),
                 other_wal_status: None,
             }),
-        })
+        });
+        (telemetry, extra)
     }
 
     /// Prometheus text exposition of every metric, the lag brought up to date first.

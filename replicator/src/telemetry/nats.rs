@@ -264,6 +264,18 @@ impl LoaderMetrics {
         Self::register_as(registry, "nats_loader", stream, consumer)
     }
 
+    /// The clickstream events loader's (`brewlytics_events_loader_*`): the events stream
+    /// beside the change stream `stream` (`<stream>_EVENTS`), its consumer beside `consumer`
+    /// (`<consumer>-events`).
+    pub fn register_events(registry: &mut Registry, stream: &str, consumer: &str) -> Self {
+        Self::register_as(
+            registry,
+            "events_loader",
+            &format!("{stream}_EVENTS"),
+            &format!("{consumer}-events"),
+        )
+    }
+
     /// A loader's metrics named `brewlytics_<name>_*` (the events loader: `events_loader`).
     pub fn register_as(registry: &mut Registry, name: &str, stream: &str, consumer: &str) -> Self {
         let named = |what: &str| format!("brewlytics_{name}_{what}");
