@@ -288,7 +288,9 @@ bench_a() {
   local journal_before
   journal_before=$(journal_bytes)
   # A native subscriber with plain tables, its slot created now, enabled later.
-  DB=coffee_sub dst -f "$ROOT/schema/oltp/0001_coffee_shop.sql" >/dev/null
+  # Every OLTP migration, so the subscriber has each published table and column.
+  local m
+  for m in "$ROOT"/schema/oltp/0*.sql; do DB=coffee_sub dst -f "$m" >/dev/null; done
   DB=coffee_sub dst -c "create subscription bench_sub connection 'host=127.0.0.1 port=$SRC_PORT user=bench dbname=coffee_oltp' publication brewlytics with (copy_data = false, enabled = false)" >/dev/null 2>&1
   "$PGBIN/pg_recvlogical" -p "$SRC_PORT" -d coffee_oltp -S bench_recv --create-slot -P pgoutput
   PGOPTIONS="-c synchronous_commit=off" pgbench_orders -t $((A_ORDERS / 8)) >>"$WORK/pgbench.log" 2>&1
