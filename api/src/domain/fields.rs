@@ -210,6 +210,25 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_large_integral_float_is_read_exactly() {
+        // Beyond 2^51 a float's step is 0.5 or more: a parser that rounds the last digit
+        // wrong turns an integer into a fraction (seen: ...246.0 read as ...246.5).
+        #[derive(serde::Deserialize)]
+        struct Id {
+            #[serde(deserialize_with = "integer")]
+            id: i64,
+        }
+        for (text, id) in [
+            ("3821659708021246.0", 3_821_659_708_021_246),
+            ("4503599627370495.0", 4_503_599_627_370_495),
+            ("9007199254740992.0", 9_007_199_254_740_992),
+        ] {
+            let v: Id = serde_json::from_str(&format!(r#"{{"id": {text}}}"#)).unwrap();
+            assert_eq!(v.id, id, "{text}");
+        }
+    }
+
+    #[test]
     fn names_are_trimmed_and_bounded() {
         assert_eq!(required_text("name", "  Ada ", 200).unwrap(), "Ada");
         assert_eq!(
