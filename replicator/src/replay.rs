@@ -181,12 +181,14 @@ pub async fn replay_in_pieces(
             HashMap::new();
         let mut merged_at: Option<Lsn> = None;
         let mut events = 0u64;
+        // The changes of a transaction the last piece cut, carried into this one.
+        let mut carried = Vec::new();
         loop {
             let rows = journal::read_after(&mut reader, pos, piece_rows.max(1)).await?;
             let Some(last) = rows.last() else { break };
             pos = last.pos;
             events += rows.len() as u64;
-            let mut changes = Vec::new();
+            let mut changes: Vec<Change> = std::mem::take(&mut carried);
             for row in rows {
                 if row.pos.seq < 0 && images.contains(&row.pos.lsn) {
                     // Applying the state at a cut again is no change: what follows it is.
@@ -239,13 +241,24 @@ pub async fn replay_in_pieces(
                     }
                 }
             }
-            // A transaction's changes share its position: one cut by the read limit is
-            // applied in parts, and the star follows it once it is whole (an order's lines
-            // may come before the order, as in an initial copy).
-            let ends_inside = journal::continues_at(&mut reader, pos).await?;
+            // A transaction's changes share its position. One cut by the read limit goes
+            // with the next piece whole; one longer than a piece is applied in parts, and the
+            // star follows it once it is whole (an order's lines may come before the order,
+            // as in an initial copy).
+            let mut ends_inside = journal::continues_at(&mut reader, pos).await?;
+            if ends_inside {
+                let cut = changes.partition_point(|c| c.pos.lsn < pos.lsn);
+                if cut > 0 {
+                    carried = changes.split_off(cut);
+                    ends_inside = false;
+                }
+            }
             if tx.send(Piece::Changes(changes, ends_inside)).await.is_err() {
                 break;
             }
+        }
+        if !carried.is_empty() && tx.send(Piece::Changes(carried, false)).await.is_err() {
+            return Ok(events);
         }
         // Whatever shape the journal leaves a table in, it ends as the replica knows it now.
         if rebuilt {

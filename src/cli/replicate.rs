@@ -185,7 +185,7 @@ pub struct LoadArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
     /// The durable consumer's name (one per OLAP database fed from the stream).
-    #[arg(long, env = "NATS_CONSUMER", default_value = "brewlytics-loader")]
+    #[arg(long, env = "NATS_CONSUMER", default_value = brewlytics_replicator::load::DEFAULT_CONSUMER)]
     pub consumer: String,
     /// Most changes in one OLAP transaction (larger source transactions are applied in parts).
     #[arg(long, default_value_t = BatchLimits::default().max_changes)]

@@ -207,12 +207,12 @@ async fn serve(
     // With --nats-url, events go through JetStream and a loader beside the replicator, its
     // series on the replicator's /metrics.
     let nats = replicate.nats.config();
-    const EVENTS_CONSUMER: &str = "brewlytics-loader";
+    let consumer = brewlytics_replicator::load::DEFAULT_CONSUMER;
     let (telemetry, events_metrics) = match &nats {
         Some(nats) => {
             let (t, m) = brewlytics_replicator::telemetry::Telemetry::with_events_loader(
                 &nats.stream,
-                EVENTS_CONSUMER,
+                consumer,
             );
             (t, Some(m))
         }
@@ -237,7 +237,7 @@ async fn serve(
         let changes = brewlytics_replicator::load::LoaderConfig {
             olap_url: urls.olap.clone(),
             nats,
-            consumer: EVENTS_CONSUMER.into(),
+            consumer: consumer.into(),
             max_changes: 10_000,
             on_error: Default::default(),
             retry: brewlytics_replicator::backoff::Backoff::RECONNECT,

@@ -42,6 +42,10 @@ use brewlytics_support::DbUrl;
 use message::Batch;
 pub use position::{positions, LoaderTelemetry, Position};
 
+/// The change stream's durable consumer unless told otherwise (`--nats-consumer`); the events
+/// stream's is `<consumer>-events`.
+pub const DEFAULT_CONSUMER: &str = "brewlytics-loader";
+
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
     pub olap_url: DbUrl,
