@@ -378,6 +378,72 @@ async fn an_existing_journal_is_migrated_then_compacted_across_many_partitions()
     ));
 }
 
+/// The journal's first and last rows are found by their key as LSNs, never as text (where
+/// 0/F000000 sorts after 0/20000000), and only up to the newest checkpoint: rows past it belong
+/// to a batch in flight or orphaned by a crash — which a session's start deletes, whatever
+/// digits the LSNs have.
+#[tokio::test]
+async fn journal_ends_are_read_as_lsns_up_to_the_checkpoint() {
+    let db = TestDb::new("journal_ends");
+    let pool = sqlx::PgPool::connect_with(db.url().connect_options().unwrap())
+        .await
+        .unwrap();
+    brewlytics_support::migrate::olap(&pool).await.unwrap();
+    let mut c = pool.acquire().await.unwrap().detach();
+    assert_eq!(
+        partitions::create(&mut c, &[(Lsn::ZERO, lsn("1/0"))])
+            .await
+            .unwrap(),
+        1
+    );
+    let row = |l| {
+        (
+            l,
+            0,
+            "stores",
+            'i',
+            Some(1),
+            Some(serde_json::json!({"id": 1})),
+        )
+    };
+    journal_events(
+        &mut c,
+        &[row("0/F000000"), row("0/1E000000"), row("0/20000000")],
+    )
+    .await;
+    exec(
+        &mut c,
+        "insert into replication_checkpoint (slot_name, lsn) values ('ends', '0/1F000000')",
+    )
+    .await;
+
+    let layout = partitions::layout(&mut c).await.unwrap();
+    let part = layout
+        .partitions
+        .iter()
+        .find(|p| p.lo == Lsn::ZERO)
+        .expect("the partition made above");
+    assert_eq!(part.last_lsn, Some(lsn("0/1E000000")));
+    let status = brewlytics_replicator::journal::report::read(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(status.replayable_from, Some(lsn("0/F000000")));
+
+    let deleted = brewlytics_replicator::sink::olap::journal::delete_past_checkpoint(
+        &mut c,
+        "ends",
+        lsn("0/1F000000"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted, Ok(1), "the row past the checkpoint stays");
+    let left: Vec<String> = sqlx::query_scalar("select lsn::text from cdc_events order by 1")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left, ["0/1E000000", "0/F000000"]);
+}
+
 /// Pushes the source's WAL to the next segment now and then: partitions fill in seconds.
 fn switch_wal(c: &Clusters, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let url = c.oltp_url();
@@ -483,7 +549,7 @@ async fn retention_under_load_and_kill_9_keeps_replay_equal_to_the_stream() {
     let streamed = c.star_fingerprint().await;
     let cut = latest_cut(&c).await.unwrap();
     let later: String = sqlx::query_scalar(
-        "select lsn::text from cdc_events where lsn > $1::pg_lsn and seq >= 0 order by lsn limit 1 offset 50",
+        "select e.lsn::text from cdc_events e where e.lsn > $1::pg_lsn and e.seq >= 0 order by e.lsn limit 1 offset 50",
     )
     .bind(cut.to_string())
     .fetch_one(&mut olap)

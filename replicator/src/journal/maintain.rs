@@ -160,22 +160,17 @@ impl Maintainer {
         if partitions::adopt_default(olap, &layout, width).await? {
             return Ok(());
         }
-        // Ahead of whatever is furthest: the source's WAL, a checkpoint, the journal's end.
-        let known: (Option<String>, Option<String>) = sqlx::query_as(
-            "select (select max(lsn)::text from replication_checkpoint),
-                    (select e.lsn::text from cdc_events e order by e.lsn desc, e.seq desc limit 1)",
-        )
-        .fetch_one(&mut *olap)
-        .await?;
-        let position = [
-            wal,
-            known.0.and_then(|l| l.parse().ok()),
-            known.1.and_then(|l| l.parse().ok()),
-        ]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(Lsn::ZERO);
+        // Ahead of whatever is furthest: the source's WAL or a checkpoint (the journal's
+        // committed end is never past the newest checkpoint: `COMMITTED_END`).
+        let checkpoint: Option<String> =
+            sqlx::query_scalar("select max(lsn)::text from replication_checkpoint")
+                .fetch_one(&mut *olap)
+                .await?;
+        let position = [wal, checkpoint.and_then(|l| l.parse().ok())]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(Lsn::ZERO);
         self.rate = next_rate(self.rate, &mut self.last_position, position);
         let olap = self.olap.as_mut().expect("connected above");
         let wanted = policy::partitions_to_create(layout.tail(), position, width, AHEAD);

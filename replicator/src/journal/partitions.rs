@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::policy::{self, Part};
+use super::COMMITTED_END;
 use crate::lsn::Lsn;
 use crate::table::ident;
 
@@ -73,8 +74,8 @@ pub async fn partitioned(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     .await
 }
 
-/// Reads the partitions, each one's size and last row (by its key, backwards: one index
-/// probe each).
+/// Reads the partitions, each one's size and last committed row (by its key, backwards: one
+/// index probe each).
 pub async fn layout(conn: &mut PgConnection) -> Result<Layout, sqlx::Error> {
     let mut out = Layout::default();
     if !partitioned(conn).await? {
@@ -101,7 +102,8 @@ pub async fn layout(conn: &mut PgConnection) -> Result<Layout, sqlx::Error> {
             continue;
         };
         let last: Option<(String, DateTime<Utc>)> = sqlx::query_as(&format!(
-            "select lsn::text, commit_ts from {table} order by lsn desc, seq desc limit 1"
+            "select e.lsn::text, e.commit_ts from {table} e where e.lsn <= {COMMITTED_END}
+             order by e.lsn desc, e.seq desc limit 1"
         ))
         .fetch_optional(&mut *conn)
         .await?;

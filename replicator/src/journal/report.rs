@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::metrics::JournalReading;
-use super::{compact, partitions};
+use super::{compact, partitions, COMMITTED_END};
 use crate::lsn::Lsn;
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -69,9 +69,10 @@ pub async fn read(conn: &mut PgConnection) -> Result<JournalStatus, sqlx::Error>
             .await?;
         }
         None => {
-            let first: Option<(String, DateTime<Utc>)> = sqlx::query_as(
-                "select e.lsn::text, e.commit_ts from cdc_events e order by e.lsn, e.seq limit 1",
-            )
+            let first: Option<(String, DateTime<Utc>)> = sqlx::query_as(&format!(
+                "select e.lsn::text, e.commit_ts from cdc_events e where e.lsn <= {COMMITTED_END}
+                 order by e.lsn, e.seq limit 1"
+            ))
             .fetch_optional(&mut *conn)
             .await?;
             out.replayable_from = first.as_ref().and_then(|f| f.0.parse().ok());

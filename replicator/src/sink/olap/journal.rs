@@ -435,10 +435,13 @@ pub async fn delete_after(
 ) -> Result<u64, sqlx::Error> {
     // The journal's last position first, by its key (backwards, one row): a plain range
     // delete on a large journal whose statistics are stale can be planned as a full scan.
-    let last: Option<String> =
-        sqlx::query_scalar("select lsn::text from cdc_events order by lsn desc, seq desc limit 1")
-            .fetch_optional(&mut *conn)
-            .await?;
+    // Qualified: a bare `order by lsn` would sort by the output column `lsn::text`, as text
+    // (a full scan, and 0/F000000 after 0/20000000).
+    let last: Option<String> = sqlx::query_scalar(
+        "select e.lsn::text from cdc_events e order by e.lsn desc, e.seq desc limit 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     let ahead = last
         .and_then(|l| l.parse::<crate::lsn::Lsn>().ok())
         .is_some_and(|l| l > checkpoint);
