@@ -3,6 +3,7 @@
 //! and every command that builds a configuration without flags (`resync`) take them from
 //! [`ReplicatorConfig::new`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use brewlytics_support::DbUrl;
@@ -15,6 +16,7 @@ use crate::schema::partitions::DetachPolicy;
 use crate::sink::nats::envelope::Origin;
 use crate::sink::nats::NatsConfig;
 use crate::sink::olap::OnError;
+use crate::slot::Streaming;
 
 /// The slot and the publication when none is named (`SLOT_NAME`, `PUBLICATION`).
 pub const DEFAULT_SLOT: &str = "brewlytics";
@@ -47,6 +49,12 @@ pub struct ReplicatorConfig {
     pub retry: Backoff,
     /// How each batch's OLAP transaction commits (see [`crate::flush`]).
     pub olap_commit: OlapCommit,
+    /// Whether large transactions are received while in progress (see
+    /// `crate::pipeline::spool`).
+    pub streaming: Streaming,
+    /// Where transactions in progress are spooled (None: a directory per slot under the
+    /// system's temporary directory).
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl ReplicatorConfig {
@@ -67,6 +75,8 @@ impl ReplicatorConfig {
             partition_detach: DetachPolicy::default(),
             retry: Backoff::RECONNECT,
             olap_commit: OlapCommit::default(),
+            streaming: Streaming::default(),
+            spool_dir: None,
         }
     }
 
@@ -75,6 +85,15 @@ impl ReplicatorConfig {
     pub fn validate(&self) -> Result<(), ReplicatorError> {
         crate::slot::validate_name("slot name", &self.slot).map_err(ReplicatorError::Fatal)?;
         crate::slot::validate_publications(&self.publication).map_err(ReplicatorError::Fatal)
+    }
+
+    /// Where this slot's transactions in progress are spooled.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir()
+                .join("brewlytics-streams")
+                .join(&self.slot)
+        })
     }
 
     /// Where published changes say they come from, when they are published.

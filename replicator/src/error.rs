@@ -3,6 +3,7 @@
 //! and under which `kind` is it counted (`brewlytics_replicator_errors_total`).
 
 use crate::decode::DecodeError;
+use crate::pipeline::spool::SpoolError;
 use crate::schema::SchemaError;
 use crate::sink::nats::NatsError;
 use crate::sink::olap::ApplyError;
@@ -34,6 +35,9 @@ pub enum ReplicatorError {
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
     Nats(#[from] NatsError),
+    /// Transactions in progress on local disk (the next session starts them again).
+    #[error("transactions in progress: {0}")]
+    Spool(#[from] SpoolError),
 }
 
 impl From<NotReady> for ReplicatorError {
@@ -84,6 +88,7 @@ impl ReplicatorError {
             Self::Schema(_) => "schema",
             Self::Sql(_) => "database",
             Self::Nats(_) => "nats",
+            Self::Spool(_) => "spool",
         }
     }
 }
@@ -123,6 +128,7 @@ mod tests {
             }),
             ReplicatorError::Sql(sqlx::Error::PoolTimedOut),
             ReplicatorError::Nats(crate::sink::nats::NatsError::Ack("x".into())),
+            ReplicatorError::Spool(SpoolError::MissedStart(1)),
         ];
         for e in &errors {
             assert!(

@@ -127,15 +127,46 @@ pub async fn drop_if_exists(conn: &mut PgConnection, slot: &str) -> Result<bool,
     Ok(dropped.is_some())
 }
 
-/// START_REPLICATION for pgoutput protocol 1 with logical messages (heartbeats);
-/// `publication` names one publication or several, comma-separated.
-pub fn start_sql(slot: &str, from: Lsn, publication: &str) -> String {
+/// Whether the source sends a large transaction while it is in progress (pgoutput protocol 2,
+/// `streaming 'on'`, PostgreSQL 14 and later) or only once it committed (protocol 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Streaming {
+    /// Transactions larger than the source's `logical_decoding_work_mem` are sent in blocks
+    /// as they run, spooled here and applied at their commit (`pipeline::spool`).
+    #[default]
+    On,
+    /// Every transaction is sent whole after its commit.
+    Off,
+}
+
+impl std::str::FromStr for Streaming {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("unknown --streaming {other:?} (on or off)")),
+        }
+    }
+}
+
+/// The first server version whose pgoutput streams transactions in progress.
+pub const STREAMING_SINCE: i32 = 140_000;
+
+/// START_REPLICATION for pgoutput with logical messages (heartbeats): protocol 2 streaming
+/// transactions in progress, or protocol 1; `publication` names one publication or several,
+/// comma-separated.
+pub fn start_sql(slot: &str, from: Lsn, publication: &str, streaming: Streaming) -> String {
     let names: Vec<String> = publication_names(publication)
         .iter()
         .map(|n| format!("\"{n}\""))
         .collect();
+    let protocol = match streaming {
+        Streaming::On => "proto_version '2', streaming 'on'",
+        Streaming::Off => "proto_version '1'",
+    };
     format!(
-        "START_REPLICATION SLOT \"{slot}\" LOGICAL {from} (proto_version '1', publication_names '{}', messages 'true')",
+        "START_REPLICATION SLOT \"{slot}\" LOGICAL {from} ({protocol}, publication_names '{}', messages 'true')",
         names.join(",")
     )
 }
@@ -203,10 +234,17 @@ mod tests {
     #[test]
     fn start_command() {
         assert_eq!(
-            start_sql("brewlytics", Lsn(0x1_0000_0000), "brewlytics"),
+            start_sql("brewlytics", Lsn(0x1_0000_0000), "brewlytics", Streaming::Off),
             "START_REPLICATION SLOT \"brewlytics\" LOGICAL 1/0 (proto_version '1', publication_names '\"brewlytics\"', messages 'true')"
         );
-        assert!(start_sql("s", Lsn(0), "brewlytics, eu_only")
+        assert_eq!(
+            start_sql("brewlytics", Lsn(0x1_0000_0000), "brewlytics", Streaming::On),
+            "START_REPLICATION SLOT \"brewlytics\" LOGICAL 1/0 (proto_version '2', streaming 'on', publication_names '\"brewlytics\"', messages 'true')"
+        );
+        assert_eq!("on".parse(), Ok(Streaming::On));
+        assert_eq!("off".parse(), Ok(Streaming::Off));
+        assert!("maybe".parse::<Streaming>().is_err());
+        assert!(start_sql("s", Lsn(0), "brewlytics, eu_only", Streaming::On)
             .contains("publication_names '\"brewlytics\",\"eu_only\"'"));
     }
 }

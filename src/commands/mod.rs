@@ -166,6 +166,8 @@ pub fn replicator_config(urls: &Urls, args: &ReplicateArgs) -> ReplicatorConfig 
         copy_workers: usize::from(args.copy.copy_workers),
         partition_detach: args.partition_detach,
         olap_commit: args.transactions.olap_commit,
+        streaming: args.transactions.streaming,
+        spool_dir: args.transactions.spool_dir.clone(),
         ..defaults
     }
 }

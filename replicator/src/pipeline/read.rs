@@ -19,11 +19,13 @@ use crate::change::{
 };
 use crate::config::ReplicatorConfig;
 use crate::decode::{
-    chrono_to_pg_timestamp, decode, standby_status_update, PgOutputMessage, RelationCache,
-    ReplicationMessage, TupleData,
+    chrono_to_pg_timestamp, decode, decode_v2, standby_status_update, BeginBody, CommitBody,
+    PgOutputMessage, RelationCache, ReplicationMessage, StreamCommitBody, StreamDecoder,
+    StreamedMessage, TupleData,
 };
 use crate::error::ReplicatorError;
 use crate::lsn::Lsn;
+use crate::pipeline::spool::Spools;
 use crate::schema::{partitions, publication, Resolved, Tracker, DDL_PREFIX};
 use crate::sink::Encode;
 use crate::stream::conn::{ConnError, ReplicationConnection};
@@ -98,6 +100,23 @@ pub struct Reader<'a, E: Encode> {
     applied: watch::Receiver<Applied>,
     work: Option<mpsc::Sender<Work<E::Part>>>,
     next_status: Instant,
+    /// With protocol 2: transactions in progress, and where each block is.
+    streams: Option<Streams>,
+}
+
+/// Large transactions received while in progress (`--streaming on`).
+pub struct Streams {
+    decoder: StreamDecoder,
+    spools: Spools,
+}
+
+impl Streams {
+    pub fn new(spools: Spools) -> Self {
+        Self {
+            decoder: StreamDecoder::default(),
+            spools,
+        }
+    }
 }
 
 impl<'a, E: Encode> Reader<'a, E> {
@@ -112,6 +131,7 @@ impl<'a, E: Encode> Reader<'a, E> {
         applied: watch::Receiver<Applied>,
         work: mpsc::Sender<Work<E::Part>>,
         encoder: E,
+        streams: Option<Streams>,
     ) -> Self {
         Self {
             cfg,
@@ -130,6 +150,7 @@ impl<'a, E: Encode> Reader<'a, E> {
             applied,
             work: Some(work),
             next_status: Instant::now() + status_every(cfg),
+            streams,
         }
     }
 
@@ -191,19 +212,24 @@ impl<'a, E: Encode> Reader<'a, E> {
         self.applied_to = self.applied_to.max(a.lsn);
     }
 
+    /// Nothing read is waiting to be applied — neither a batch nor a transaction in progress
+    /// (the flush position may then follow the stream).
     fn nothing_in_flight(&self) -> bool {
-        self.batcher.is_idle() && self.applied.borrow().batches == self.sent
+        self.batcher.is_idle()
+            && self.applied.borrow().batches == self.sent
+            && self.streams.as_ref().is_none_or(|s| s.spools.is_empty())
     }
 
     async fn handle(&mut self, bytes: bytes::Bytes) -> Result<(), ReplicatorError> {
         match ReplicationMessage::parse(&bytes)? {
             ReplicationMessage::XLogData { wal_end, data, .. } => {
                 self.received = self.received.max(wal_end);
-                let msg = decode(&data)?;
-                self.message(msg).await?;
-                if let Some(chunk) = self.batcher.take_chunk_if_full() {
-                    let parts = self.encoder.encode(&chunk);
-                    self.send(Work::new(parts, &chunk, None)).await?;
+                if self.streams.is_some() {
+                    self.streamed(data).await?;
+                } else {
+                    let msg = decode(&data)?;
+                    self.message(msg).await?;
+                    self.send_chunk_if_full().await?;
                 }
             }
             ReplicationMessage::PrimaryKeepalive {
@@ -224,6 +250,98 @@ impl<'a, E: Encode> Reader<'a, E> {
             }
         }
         Ok(())
+    }
+
+    /// Part of a transaction larger than a batch, once there is a batch's worth.
+    async fn send_chunk_if_full(&mut self) -> Result<(), ReplicatorError> {
+        if let Some(chunk) = self.batcher.take_chunk_if_full() {
+            let parts = self.encoder.encode(&chunk);
+            self.send(Work::new(parts, &chunk, None)).await?;
+        }
+        Ok(())
+    }
+
+    /// A protocol 2 message: whole transactions as in protocol 1; blocks of transactions in
+    /// progress spooled; a rolled back one (or a savepoint of it) dropped; a committed one
+    /// read back from its spool.
+    async fn streamed(&mut self, data: bytes::Bytes) -> Result<(), ReplicatorError> {
+        let Some(streams) = self.streams.as_mut() else {
+            return Ok(());
+        };
+        let block = streams.decoder.in_block();
+        match streams.decoder.decode(&data)? {
+            StreamedMessage::Plain(msg) => {
+                self.message(msg).await?;
+                self.send_chunk_if_full().await?;
+            }
+            StreamedMessage::StreamStart(s) => streams.spools.start(s.xid, s.first_segment)?,
+            StreamedMessage::StreamStop => self.report_streams(),
+            StreamedMessage::InStream { xid, .. } => {
+                let top = block.unwrap_or(xid);
+                streams.spools.append(top, xid, &data)?;
+            }
+            StreamedMessage::StreamAbort(a) => {
+                let dropped = streams.spools.abort(a.xid, a.subxid)?;
+                tracing::debug!(
+                    xid = a.xid,
+                    subxid = a.subxid,
+                    changes = dropped,
+                    "streamed transaction in progress rolled back"
+                );
+                if a.is_toplevel() {
+                    self.telemetry.stream_ended(false);
+                }
+                self.report_streams();
+            }
+            StreamedMessage::StreamCommit(c) => {
+                self.stream_commit(c).await?;
+                self.telemetry.stream_ended(true);
+                self.report_streams();
+            }
+        }
+        Ok(())
+    }
+
+    fn report_streams(&self) {
+        if let Some(s) = &self.streams {
+            self.telemetry.streams(s.spools.len(), s.spools.bytes());
+        }
+    }
+
+    /// A streamed transaction committed: its spooled messages go through the pipeline as if
+    /// the source had sent it whole — at its commit's position, batched and chunked like any
+    /// other transaction.
+    async fn stream_commit(&mut self, c: StreamCommitBody) -> Result<(), ReplicatorError> {
+        let Some(streams) = self.streams.as_mut() else {
+            return Ok(());
+        };
+        let spooled = streams.spools.take(c.xid)?;
+        self.message(PgOutputMessage::Begin(BeginBody {
+            final_lsn: c.commit_lsn,
+            commit_ts: c.commit_ts,
+            xid: c.xid,
+        }))
+        .await?;
+        if let Some(mut spooled) = spooled {
+            tracing::debug!(xid = c.xid, changes = spooled.messages, commit = %c.commit_lsn,
+                "streamed transaction committed");
+            while let Some(raw) = spooled.next_message()? {
+                if let StreamedMessage::InStream { message, .. } = decode_v2(&raw, true)? {
+                    self.message(message).await?;
+                    self.send_chunk_if_full().await?;
+                }
+                if Instant::now() >= self.next_status {
+                    self.send_status(false).await?;
+                }
+            }
+        }
+        self.message(PgOutputMessage::Commit(CommitBody {
+            flags: c.flags,
+            commit_lsn: c.commit_lsn,
+            end_lsn: c.end_lsn,
+            commit_ts: c.commit_ts,
+        }))
+        .await
     }
 
     async fn message(&mut self, msg: PgOutputMessage) -> Result<(), ReplicatorError> {

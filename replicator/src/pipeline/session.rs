@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, watch};
 use super::apply::{self, Sinks};
 use super::durable::Durable;
 use super::first_start;
-use super::read::{Applied, Reader, Work};
+use super::read::{Applied, Reader, Streams, Work};
+use super::spool::Spools;
 use super::start::{self, Refusal, Start};
 use crate::checkpoint;
 use crate::config::ReplicatorConfig;
@@ -85,12 +86,59 @@ pub(super) async fn run(
         .following(crate::sink::olap::partitions::load(writer.conn()).await?);
     tracing::debug!(tables = tracker.applied().count(), "starting the stream");
     warn_unidentified(&tracker);
-    conn.start_copy_both(&slot::start_sql(&cfg.slot, start, &cfg.publication))
-        .await?;
-    tracing::info!(slot = %cfg.slot, from = %start, "streaming");
+    let streaming = streaming(cfg, &mut oltp).await?;
+    let streams = match streaming {
+        slot::Streaming::On => Some(Streams::new(Spools::open(cfg.spool_dir())?)),
+        slot::Streaming::Off => None,
+    };
+    conn.start_copy_both(&slot::start_sql(
+        &cfg.slot,
+        start,
+        &cfg.publication,
+        streaming,
+    ))
+    .await?;
+    tracing::info!(slot = %cfg.slot, from = %start, in_progress = streaming == slot::Streaming::On, "streaming");
     telemetry.checkpoint(start);
     telemetry.set_role(Role::Streaming);
-    stream(cfg, telemetry, shutdown, sinks, conn, oltp, tracker, start).await
+    let session = Session {
+        sinks,
+        conn,
+        oltp,
+        tracker,
+        start,
+        streams,
+    };
+    stream(cfg, telemetry, shutdown, session).await
+}
+
+/// `--streaming on` where the source can (PostgreSQL 14 and later; said once when not).
+async fn streaming(
+    cfg: &ReplicatorConfig,
+    oltp: &mut PgConnection,
+) -> Result<slot::Streaming, ReplicatorError> {
+    if cfg.streaming == slot::Streaming::Off {
+        return Ok(slot::Streaming::Off);
+    }
+    let version: String = sqlx::query_scalar("show server_version_num")
+        .fetch_one(&mut *oltp)
+        .await?;
+    if version.parse::<i32>().unwrap_or(0) < slot::STREAMING_SINCE {
+        tracing::warn!(server_version_num = %version,
+            "the source cannot send transactions in progress before PostgreSQL 14: large transactions arrive after their commit");
+        return Ok(slot::Streaming::Off);
+    }
+    Ok(slot::Streaming::On)
+}
+
+/// What a session streams with, once it knows where to start.
+struct Session {
+    sinks: ReplicatorSinks,
+    conn: ReplicationConnection,
+    oltp: PgConnection,
+    tracker: Tracker,
+    start: crate::lsn::Lsn,
+    streams: Option<Streams>,
 }
 
 /// A refusal to start, as the error that says what to do (a slot held by another process
@@ -107,17 +155,20 @@ fn refused(r: Refusal) -> ReplicatorError {
 }
 
 /// The reader, the applier and the backfill worker, until shutdown or an error.
-#[allow(clippy::too_many_arguments)]
 async fn stream(
     cfg: &ReplicatorConfig,
     telemetry: &Arc<Telemetry>,
     shutdown: &mut watch::Receiver<bool>,
-    sinks: ReplicatorSinks,
-    conn: ReplicationConnection,
-    oltp: PgConnection,
-    tracker: Tracker,
-    start: crate::lsn::Lsn,
+    session: Session,
 ) -> Result<(), ReplicatorError> {
+    let Session {
+        sinks,
+        conn,
+        oltp,
+        tracker,
+        start,
+        streams,
+    } = session;
     let encoder = sinks.encoder();
     let (work_tx, work_rx) = mpsc::channel::<Work<_>>(1);
     let (applied_tx, applied_rx) = watch::channel(Applied {
@@ -151,6 +202,7 @@ async fn stream(
         applied_rx,
         work_tx,
         encoder,
+        streams,
     );
     let read = tokio::select! {
         r = reader.run(shutdown) => r,

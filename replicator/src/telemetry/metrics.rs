@@ -30,6 +30,11 @@ pub(super) struct CopyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct OutcomeLabels {
+    pub(super) outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct StatusLabels {
     pub(super) status: String,
 }
@@ -56,6 +61,9 @@ pub(super) struct Metrics {
     pub(super) heartbeat_interval: Gauge<f64, AtomicU64>,
     pub(super) heartbeat_emitted_at: Gauge<f64, AtomicU64>,
     pub(super) heartbeat_applied_at: Gauge<f64, AtomicU64>,
+    pub(super) streams_open: Gauge<i64, AtomicI64>,
+    pub(super) streams_spooled: Gauge<i64, AtomicI64>,
+    pub(super) streams_ended: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -149,6 +157,19 @@ impl Metrics {
             heartbeat_applied_at: r.plain(
                 "brewlytics_heartbeat_last_applied_timestamp_seconds",
                 "Unix time the last heartbeat was applied in OLAP (0: none yet)",
+            ),
+            streams_open: r.plain(
+                "brewlytics_streamed_transactions_open",
+                "Source transactions received while in progress (--streaming on) that have not ended yet",
+            ),
+            streams_spooled: r.unit(
+                "brewlytics_streamed_spool",
+                "Local disk holding the transactions in progress until they end",
+                Unit::Bytes,
+            ),
+            streams_ended: r.plain(
+                "brewlytics_streamed_transactions",
+                "Source transactions received while in progress, by how they ended (committed, rolled_back)",
             ),
         }
     }

@@ -40,7 +40,7 @@ const HISTORY: usize = 600;
 /// series exists at 0 from the first scrape, so `rate()` and `increase()` see the first error.
 pub const ERROR_KINDS: &[&str] = &[
     "fatal", "config", "stream", "decode", "olap", "rejected", "schema", "star", "snapshot",
-    "database", "monitor", "nats",
+    "database", "monitor", "nats", "spool",
 ];
 
 /// The `op` values of `brewlytics_changes_applied_total`, initialised for every published table.
@@ -125,6 +125,11 @@ impl Telemetry {
         let journal = Arc::new(crate::journal::metrics::JournalMetrics::register(
             &mut registry,
         ));
+        for outcome in ["committed", "rolled_back"] {
+            let _ = metrics
+                .streams_ended
+                .get_or_create(&metrics::OutcomeLabels { outcome });
+        }
         for &status in WAL_STATUSES {
             let _ = metrics.wal_status.get_or_create(&StatusLabels {
                 status: status.to_owned(),
@@ -438,6 +443,27 @@ impl Telemetry {
     /// No copy runs.
     pub fn copy_idle(&self) {
         lock(&self.state).copy = None;
+    }
+
+    /// Transactions in progress (`--streaming on`): how many, and their bytes on disk.
+    pub fn streams(&self, open: usize, bytes: u64) {
+        self.metrics.streams_open.set(open as i64);
+        self.metrics
+            .streams_spooled
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A transaction received in progress ended.
+    pub fn stream_ended(&self, committed: bool) {
+        let outcome = if committed {
+            "committed"
+        } else {
+            "rolled_back"
+        };
+        self.metrics
+            .streams_ended
+            .get_or_create(&metrics::OutcomeLabels { outcome })
+            .inc();
     }
 }
 

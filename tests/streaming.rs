@@ -1,0 +1,360 @@
+//! Large transactions received while they are in progress (`--streaming on`, pgoutput
+//! protocol 2), against two real PostgreSQL servers whose source streams anything over 64 kB
+//! of decoded changes (`logical_decoding_work_mem`): interleaved streamed transactions that
+//! commit out of their start order, a savepoint rolled back inside one, a schema change inside
+//! one, a streamed transaction rolled back, small transactions committing in between — and
+//! `kill -9` while a streamed transaction is open and while it is applied. Each ends with OLAP
+//! equal to OLTP, nothing journaled twice, the star equal to a rebuild from the journal, and
+//! the source's own statistics proving the transactions were streamed (or, with `off`, not).
+
+mod harness;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harness::sql::exec;
+use harness::{
+    assert_exactly_once, free_addr, http_get, metric, metric_total, scratch_dir, wait_streaming,
+    workload_paced, Clusters, LoadCounts, Proc,
+};
+use sqlx::PgConnection;
+
+/// The source streams a transaction once its decoded changes pass 64 kB.
+const SMALL_DECODING_MEMORY: &[(&str, &str)] = &[("logical_decoding_work_mem", "64kB")];
+
+/// A published table no workload touches, with `rows` committed rows.
+async fn ledger(c: &Clusters, rows: i64) {
+    let mut oltp = c.oltp_conn().await;
+    exec(
+        &mut oltp,
+        &format!(
+            "create table ledger (id bigint primary key, v int not null, pad text);
+             alter publication brewlytics add table ledger;
+             insert into ledger select g, 0, repeat('x', 40) from generate_series(1, {rows}) g;"
+        ),
+    )
+    .await;
+}
+
+/// Transactions the source streamed (sent in progress) through the slot so far.
+async fn streamed_transactions(c: &Clusters) -> i64 {
+    let mut oltp = c.oltp_conn().await;
+    sqlx::query_scalar(
+        "select coalesce(sum(stream_txns), 0)::bigint from pg_stat_replication_slots
+         where slot_name = 'brewlytics'",
+    )
+    .fetch_one(&mut oltp)
+    .await
+    .unwrap()
+}
+
+/// Files in the spool directory (there are never any: each is unlinked once open).
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The replicator's transactions in progress and their bytes on disk, from `/metrics`.
+async fn spooled(addr: &str) -> (f64, f64) {
+    let text = http_get(addr, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    (
+        metric(&text, "brewlytics_streamed_transactions_open").unwrap_or(-1.0),
+        metric(&text, "brewlytics_streamed_spool_bytes").unwrap_or(-1.0),
+    )
+}
+
+/// `brewlytics_streamed_transactions_total{outcome}`.
+async fn ended(addr: &str, outcome: &str) -> f64 {
+    let text = http_get(addr, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    metric_total(
+        &text,
+        &format!("brewlytics_streamed_transactions_total{{outcome=\"{outcome}\"}}"),
+    )
+}
+
+async fn wait_until<F, Fut>(what: &str, r: &Proc, within: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}: {}", r.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Interleaved large transactions, a savepoint rolled back and a schema change inside one,
+/// one rolled back whole, small orders committing throughout.
+async fn interleaved_large_transactions(c: &Clusters, r: &Proc, addr: &str, streaming: bool) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(LoadCounts::default());
+    let load = tokio::spawn(workload_paced(
+        c.oltp_url(),
+        stop.clone(),
+        counts.clone(),
+        7,
+        Some(Duration::from_millis(20)),
+    ));
+    let mut a: PgConnection = c.oltp_conn().await;
+    let mut d: PgConnection = c.oltp_conn().await;
+    let mut e: PgConnection = c.oltp_conn().await;
+    // A starts first and commits last.
+    exec(
+        &mut a,
+        "begin;
+         insert into ledger select g, 1, repeat('a', 40) from generate_series(1001, 21000) g;",
+    )
+    .await;
+    // D starts second and commits first.
+    exec(
+        &mut d,
+        "begin;
+         insert into inventory_movements (store_id, product_id, delta, reason)
+         select 1 + g % (select count(*) from stores), 1 + g % (select count(*) from products),
+                3, 'restock'
+         from generate_series(1, 10000) g;",
+    )
+    .await;
+    if streaming {
+        wait_until(
+            "A and D streamed before they commit",
+            r,
+            Duration::from_secs(60),
+            || async { spooled(addr).await.0 >= 2.0 },
+        )
+        .await;
+    }
+    // A savepoint rolled back, one released.
+    exec(
+        &mut a,
+        "savepoint s1;
+         insert into ledger select g, 999, 'gone' from generate_series(30001, 35000) g;
+         update ledger set v = 999 where id <= 500;
+         savepoint s1_inner;
+         delete from ledger where id between 501 and 600;
+         rollback to savepoint s1;
+         savepoint s2;
+         update ledger set v = 2 where id <= 200;
+         release savepoint s2;",
+    )
+    .await;
+    // E: streamed, then rolled back whole.
+    exec(
+        &mut e,
+        "begin;
+         insert into ledger select g, 998, repeat('e', 40) from generate_series(50001, 60000) g;",
+    )
+    .await;
+    if streaming {
+        wait_until(
+            "E streamed before it rolls back",
+            r,
+            Duration::from_secs(60),
+            || async { spooled(addr).await.0 >= 3.0 },
+        )
+        .await;
+    }
+    exec(&mut e, "rollback").await;
+    // A schema change and more changes inside A, after E is gone (A's ALTER would wait on
+    // E's lock otherwise).
+    exec(
+        &mut a,
+        "alter table ledger add column note text;
+         update ledger set note = 'late' where id % 10 = 0;
+         delete from ledger where id between 901 and 1000;",
+    )
+    .await;
+    exec(&mut d, "commit").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    exec(&mut a, "commit").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(
+        counts.orders.load(Ordering::Relaxed) > 5,
+        "too few small transactions in between to prove anything"
+    );
+}
+
+/// What every mode ends with: OLAP equal to OLTP and the journal in commit order.
+async fn assert_applied_in_commit_order(c: &Clusters, label: &str) {
+    assert_exactly_once(c, label).await;
+    let mut olap = c.olap_conn().await;
+    let (gone, a_positions, a_rows, d_before_a): (i64, i64, i64, bool) = sqlx::query_as(
+        "select (select count(*) from cdc_events
+                 where source_table = 'ledger' and (after->>'v')::int in (998, 999)),
+                (select count(distinct lsn) from cdc_events
+                 where source_table = 'ledger' and op = 'i' and (after->>'id')::bigint between 1001 and 21000),
+                (select count(*) from cdc_events
+                 where source_table = 'ledger' and op = 'i' and (after->>'id')::bigint between 1001 and 21000),
+                (select max(lsn) from cdc_events where source_table = 'inventory_movements'
+                   and op = 'i' and (after->>'delta')::int = 3)
+                 < (select min(lsn) from cdc_events where source_table = 'ledger' and op = 'i'
+                   and (after->>'id')::bigint between 1001 and 21000)",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(gone, 0, "{label}: rolled back changes were journaled");
+    assert_eq!(
+        (a_positions, a_rows),
+        (1, 20_000),
+        "{label}: A journaled once, at its commit"
+    );
+    assert!(
+        d_before_a,
+        "{label}: D committed first and is journaled first"
+    );
+    let notes: i64 = sqlx::query_scalar("select count(*) from replica.ledger where note = 'late'")
+        .fetch_one(&mut olap)
+        .await
+        .unwrap();
+    assert!(
+        notes > 1000,
+        "{label}: the column added inside A was followed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transactions_streamed_in_progress_apply_at_commit_in_commit_order() {
+    let c = Clusters::start_with(SMALL_DECODING_MEMORY);
+    c.prepare(50);
+    ledger(&c, 1000).await;
+    let spool = scratch_dir("spool-interleaved");
+    let addr = free_addr();
+    let spool_env = spool.display().to_string();
+    let mut r = c.replicator(
+        "streamed",
+        &addr,
+        &[("SPOOL_DIR", &spool_env), ("NO_COLOR", "1")],
+    );
+    wait_streaming(&addr, &r).await;
+    let before = streamed_transactions(&c).await;
+    interleaved_large_transactions(&c, &r, &addr, true).await;
+    assert_applied_in_commit_order(&c, "streamed").await;
+    let streamed = streamed_transactions(&c).await - before;
+    assert!(streamed >= 3, "the source streamed {streamed} transactions");
+    assert_eq!(spooled(&addr).await, (0.0, 0.0), "transactions left open");
+    assert!(ended(&addr, "committed").await >= 2.0);
+    assert!(ended(&addr, "rolled_back").await >= 1.0);
+    assert_eq!(files_in(&spool), 0);
+    assert!(
+        r.log_text().contains("in_progress=true"),
+        "{}",
+        r.log_text()
+    );
+    assert!(r.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_streaming_off_the_same_transactions_arrive_after_their_commit() {
+    let c = Clusters::start_with(SMALL_DECODING_MEMORY);
+    c.prepare(50);
+    ledger(&c, 1000).await;
+    let addr = free_addr();
+    let mut r = c.replicator_with(
+        "not-streamed",
+        &addr,
+        &["--streaming", "off"],
+        &[("NO_COLOR", "1")],
+    );
+    wait_streaming(&addr, &r).await;
+    interleaved_large_transactions(&c, &r, &addr, false).await;
+    assert_applied_in_commit_order(&c, "streaming off").await;
+    assert_eq!(streamed_transactions(&c).await, 0);
+    assert!(
+        r.log_text().contains("in_progress=false"),
+        "{}",
+        r.log_text()
+    );
+    assert!(r.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_transaction_streams_and_while_it_applies_loses_and_duplicates_nothing() {
+    let c = Clusters::start_with(SMALL_DECODING_MEMORY);
+    c.prepare(50);
+    ledger(&c, 100).await;
+    let spool = scratch_dir("spool-kill");
+    let spool_env = spool.display().to_string();
+    let env = [("SPOOL_DIR", spool_env.as_str())];
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(LoadCounts::default());
+    let load = tokio::spawn(workload_paced(
+        c.oltp_url(),
+        stop.clone(),
+        counts.clone(),
+        11,
+        Some(Duration::from_millis(20)),
+    ));
+
+    let addr = free_addr();
+    let mut r = c.replicator("kill-streamed-1", &addr, &env);
+    wait_streaming(&addr, &r).await;
+    let mut a = c.oltp_conn().await;
+    exec(
+        &mut a,
+        "begin;
+         insert into ledger select g, 1, repeat('k', 40) from generate_series(1001, 31000) g;",
+    )
+    .await;
+    wait_until("A spooled", &r, Duration::from_secs(60), || async {
+        spooled(&addr).await.1 > 100_000.0
+    })
+    .await;
+    r.kill9();
+    assert_eq!(
+        files_in(&spool),
+        0,
+        "a killed replicator leaves no spool file"
+    );
+
+    // More of A while nothing reads the slot: a savepoint rolled back, changes to committed rows.
+    exec(
+        &mut a,
+        "savepoint s;
+         insert into ledger select g, 999, 'gone' from generate_series(90001, 95000) g;
+         rollback to savepoint s;
+         update ledger set v = 5 where id <= 50;
+         delete from ledger where id between 51 and 60;",
+    )
+    .await;
+    let addr = free_addr();
+    let before = streamed_transactions(&c).await;
+    let mut r = c.replicator("kill-streamed-2", &addr, &env);
+    wait_streaming(&addr, &r).await;
+    // The source streams A again from its start to the new session.
+    wait_until("A streamed again", &r, Duration::from_secs(60), || async {
+        spooled(&addr).await.1 > 100_000.0
+    })
+    .await;
+    exec(&mut a, "commit").await;
+    // Killed while A is applied (or just after): its batch rolls back with the process.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    r.kill9();
+    assert!(streamed_transactions(&c).await > before);
+
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let mut last = c.replicator("kill-streamed-3", &free_addr(), &env);
+    assert_exactly_once(&c, "kill -9 around a streamed transaction").await;
+    let mut olap = c.olap_conn().await;
+    let (rows, gone): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from replica.ledger),
+                (select count(*) from cdc_events where source_table = 'ledger' and (after->>'v')::int = 999)",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!((rows, gone), (100 + 30_000 - 10, 0));
+    assert_eq!(files_in(&spool), 0);
+    assert!(last.terminate(Duration::from_secs(30)).success());
+}
