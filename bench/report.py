@@ -108,6 +108,8 @@ def main():
     fig(s, "large transaction apply rate", "e_big_tx_cps", "changes/s")
     rat(s, "large transaction / catch-up (a)", "e_big_tx_cps", "a_brewlytics_cps", "≥ 1.0", lambda v: v >= 1.0)
     fig(s, "large transaction, commit → visible", "e_big_tx_visible_ms", "ms", "≤ 1000", lambda v: v <= 1000)
+    fig(s, "large transaction, spilled to the source's disk", "e_source_spill_mb", "MB")
+    fig(s, "large transaction, streamed while it ran", "e_source_stream_mb", "MB")
     fig(s, "peak RSS, initial copy (d)", "e_rss_initial_copy_mb", "MB")
 
     s = "f clickstream"

@@ -493,12 +493,17 @@ bench_d() {
   say "d/$run: one transaction of $((E_ORDERS * 4)) changes while the replicator streams: commit → visible"
   # The marker is the transaction's last change: visible in OLAP with the rest of it.
   MARKER="bench-marker-$RANDOM-$RANDOM"
+  src -c "select pg_stat_reset_replication_slot(null)" >/dev/null
   src -c "begin" -c "select bench_bulk_orders($E_ORDERS)" \
     -c "insert into stores (name) values ('$MARKER')" -c "commit" >/dev/null
   t0=$(now)
   wait_until 1800 marker_in_olap || { echo "the large transaction never arrived" >&2; exit 1; }
   t1=$(now)
   record e_big_tx_visible_ms "$run" "$(python3 -c "print(round(($t1 - $t0) * 1000))")"
+  # What the source did with it: written to its own disk (spilled, decoded again after the
+  # commit) or streamed while it ran (--streaming on).
+  record e_source_spill_mb "$run" "$(src -c "select round(coalesce(sum(spill_bytes), 0) / 1048576.0, 1) from pg_stat_replication_slots")"
+  record e_source_stream_mb "$run" "$(src -c "select round(coalesce(sum(stream_bytes), 0) / 1048576.0, 1) from pg_stat_replication_slots")"
   forget "$REPL_PID"
 }
 
