@@ -202,7 +202,11 @@ async fn serve(
     };
 
     let (tx, rx) = watch::channel(false);
-    let cfg = super::daemon_config(urls, replicate, &access);
+    let mut cfg = super::daemon_config(urls, replicate, &access);
+    // Large transactions in progress are spooled beside everything else `up` keeps.
+    cfg.replicator
+        .spool_dir
+        .get_or_insert_with(|| data_dir.join("spool"));
     let slot = cfg.replicator.slot.clone();
     // With --nats-url, events go through JetStream and a loader beside the replicator, its
     // series on the replicator's /metrics.
