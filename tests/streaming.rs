@@ -1,7 +1,7 @@
 //! Large transactions received while they are in progress (`--streaming on`, pgoutput
 //! protocol 2), against two real PostgreSQL servers whose source streams anything over 64 kB
 //! of decoded changes (`logical_decoding_work_mem`): interleaved streamed transactions that
-//! commit out of their start order, a savepoint rolled back inside one, a schema change inside
+//! commit out of their start order, a savepoint rolled back inside one, a column dropped inside
 //! one, a streamed transaction rolled back, small transactions committing in between — and
 //! `kill -9` while a streamed transaction is open and while it is applied. Each ends with OLAP
 //! equal to OLTP, nothing journaled twice, the star equal to a rebuild from the journal, and
@@ -65,6 +65,15 @@ async fn spooled(addr: &str) -> (f64, f64) {
         metric(&text, "brewlytics_streamed_transactions_open").unwrap_or(-1.0),
         metric(&text, "brewlytics_streamed_spool_bytes").unwrap_or(-1.0),
     )
+}
+
+/// Errors that interrupted the replicator's sessions so far.
+async fn errors(addr: &str) -> f64 {
+    let text = http_get(addr, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    metric_total(&text, "brewlytics_replicator_errors_total")
 }
 
 /// `brewlytics_streamed_transactions_total{outcome}`.
@@ -167,8 +176,10 @@ async fn interleaved_large_transactions(c: &Clusters, r: &Proc, addr: &str, stre
     // E's lock otherwise).
     exec(
         &mut a,
-        "alter table ledger add column note text;
-         update ledger set note = 'late' where id % 10 = 0;
+        "alter table ledger drop column pad;
+         update ledger set v = 3 where id % 10 = 0 and id > 1000;
+         alter table ledger add column note text;
+         update ledger set note = 'late' where id % 100 = 0;
          delete from ledger where id between 901 and 1000;",
     )
     .await;
@@ -213,13 +224,25 @@ async fn assert_applied_in_commit_order(c: &Clusters, label: &str) {
         d_before_a,
         "{label}: D committed first and is journaled first"
     );
-    let notes: i64 = sqlx::query_scalar("select count(*) from replica.ledger where note = 'late'")
+    let (notes, backfills): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from replica.ledger where note = 'late'),
+                (select count(*) from cdc_events where source_table = 'ledger' and op = 'b')",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(
+        (notes, backfills),
+        (209, 0),
+        "{label}: the column added inside A is followed, without copying the table again"
+    );
+    let threes: i64 = sqlx::query_scalar("select count(*) from replica.ledger where v = 3")
         .fetch_one(&mut olap)
         .await
         .unwrap();
     assert!(
-        notes > 1000,
-        "{label}: the column added inside A was followed"
+        threes == 2000,
+        "{label}: changes after the column dropped inside A were followed ({threes})"
     );
 }
 
@@ -357,4 +380,75 @@ async fn kill_9_while_a_transaction_streams_and_while_it_applies_loses_and_dupli
     assert_eq!((rows, gone), (100 + 30_000 - 10, 0));
     assert_eq!(files_in(&spool), 0);
     assert!(last.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn olap_crashing_while_a_transaction_streams_and_while_it_applies_loses_nothing() {
+    let mut c = Clusters::start_with(SMALL_DECODING_MEMORY);
+    c.prepare(50);
+    ledger(&c, 100).await;
+    let addr = free_addr();
+    // Asynchronous OLAP commits (the default), so a crash can lose commits the source was
+    // never told of.
+    let mut r = c.replicator("olap-crash-streamed", &addr, &[("OLAP_COMMIT", "async")]);
+    wait_streaming(&addr, &r).await;
+    let mut a = c.oltp_conn().await;
+    exec(
+        &mut a,
+        "begin;
+         insert into ledger select g, 1, repeat('o', 40) from generate_series(1001, 31000) g;",
+    )
+    .await;
+    wait_until("A spooled", &r, Duration::from_secs(60), || async {
+        spooled(&addr).await.1 > 100_000.0
+    })
+    .await;
+    let errors_before = errors(&addr).await;
+    tokio::task::block_in_place(|| c.olap.crash_restart()).expect("OLAP crash and restart");
+    // The session ends (its spool with it) and a new one starts.
+    wait_until("the session ended", &r, Duration::from_secs(60), || async {
+        errors(&addr).await > errors_before
+    })
+    .await;
+    // Small transactions while the replicator reconnects, then more of A.
+    let mut oltp = c.oltp_conn().await;
+    exec(
+        &mut oltp,
+        "insert into ledger select g, 7, 'small' from generate_series(40001, 40010) g;",
+    )
+    .await;
+    exec(
+        &mut a,
+        "savepoint s;
+         delete from ledger where id <= 50;
+         rollback to savepoint s;
+         update ledger set v = 9 where id between 1001 and 1100;",
+    )
+    .await;
+    wait_until("A streamed again", &r, Duration::from_secs(90), || async {
+        spooled(&addr).await.1 > 100_000.0
+    })
+    .await;
+    exec(&mut a, "commit").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::task::block_in_place(|| c.olap.crash_restart()).expect("OLAP crash and restart");
+    assert_exactly_once(&c, "OLAP crashes around a streamed transaction").await;
+    r.assert_running();
+    let mut olap = c.olap_conn().await;
+    let (rows, nines): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from replica.ledger),
+                (select count(*) from replica.ledger where v = 9)",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!((rows, nines), (100 + 30_000 + 10, 100));
+    wait_until(
+        "no transaction left open",
+        &r,
+        Duration::from_secs(30),
+        || async { spooled(&addr).await == (0.0, 0.0) },
+    )
+    .await;
+    assert!(r.terminate(Duration::from_secs(30)).success());
 }

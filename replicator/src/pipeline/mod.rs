@@ -56,6 +56,8 @@ pub async fn run_with(
         }
         let started = Instant::now();
         let outcome = session::run(&cfg, &telemetry, &mut shutdown).await;
+        // Transactions in progress went with the session (the source sends them again).
+        telemetry.streams(0, 0);
         if telemetry.role() == Role::Streaming {
             telemetry.set_role(Role::Leader);
         }

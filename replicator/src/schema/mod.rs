@@ -195,6 +195,14 @@ impl Tracker {
         if let Some(b) = before.as_deref().filter(|_| info.is_none() && !recreated) {
             keep_attnums(&mut after, b);
         }
+        if info.is_none() {
+            // Nor does the catalog's highest attnum hold here: a column added later in the
+            // stream would look like one that had values all along (and be copied again).
+            if let Some(known) = after.columns.iter().filter_map(|c| c.attnum).max() {
+                let p = Arc::make_mut(&mut after.published);
+                p.last_attnum = p.last_attnum.min(known);
+            }
+        }
         let know = Knowledge {
             exact: info.is_some() && !recreated,
             defaulted: info
