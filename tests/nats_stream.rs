@@ -10,16 +10,15 @@
 mod harness;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use brewlytics_replicator::verify;
 use futures_util::StreamExt;
 use harness::nats::NatsCluster;
 use harness::{
-    free_addr, http_get, metric, metric_total, star_fingerprint_of, wait_streaming, workload_paced,
-    Clusters, LoadCounts, Proc,
+    free_addr, http_get, metric, metric_total, star_fingerprint_of, wait_streaming, Background,
+    Clusters, Proc,
 };
 use serde_json::Value;
 
@@ -328,16 +327,8 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
     let mut r = c.replicator_with("nats-r1", &addr, &args, &[]);
     wait_streaming(&addr, &r).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts = Arc::new(LoadCounts::default());
     // About 250 steps a second: a volume that proves something in a bounded time.
-    let load = tokio::spawn(workload_paced(
-        c.oltp_url(),
-        stop.clone(),
-        counts.clone(),
-        11,
-        Some(Duration::from_millis(4)),
-    ));
+    let load = Background::start(c.oltp_url(), 11, Some(Duration::from_millis(4)));
 
     exec(
         &c,
@@ -435,8 +426,7 @@ async fn every_change_once_in_the_stream_through_node_and_replicator_kills_and_l
     nats.restart_all();
     println!("restarted every NATS node at {:?}", t0.elapsed());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let counts = load.stop().await;
     let orders = counts.orders.load(Ordering::Relaxed);
     println!(
         "workload: {orders} orders, {} status changes, {} deletes, {} price changes",

@@ -10,14 +10,13 @@
 mod harness;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use harness::sql::exec;
 use harness::{
     assert_exactly_once, free_addr, http_get, metric, metric_total, scratch_dir, wait_streaming,
-    workload_paced, Clusters, LoadCounts, Proc,
+    Background, Clusters, Proc,
 };
 use sqlx::PgConnection;
 
@@ -103,15 +102,7 @@ where
 /// Interleaved large transactions, a savepoint rolled back and a schema change inside one,
 /// one rolled back whole, small orders committing throughout.
 async fn interleaved_large_transactions(c: &Clusters, r: &Proc, addr: &str, streaming: bool) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts = Arc::new(LoadCounts::default());
-    let load = tokio::spawn(workload_paced(
-        c.oltp_url(),
-        stop.clone(),
-        counts.clone(),
-        7,
-        Some(Duration::from_millis(20)),
-    ));
+    let load = Background::start(c.oltp_url(), 7, Some(Duration::from_millis(20)));
     let mut a: PgConnection = c.oltp_conn().await;
     let mut d: PgConnection = c.oltp_conn().await;
     let mut e: PgConnection = c.oltp_conn().await;
@@ -187,8 +178,7 @@ async fn interleaved_large_transactions(c: &Clusters, r: &Proc, addr: &str, stre
     tokio::time::sleep(Duration::from_millis(300)).await;
     exec(&mut a, "commit").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let counts = load.stop().await;
     assert!(
         counts.orders.load(Ordering::Relaxed) > 5,
         "too few small transactions in between to prove anything"
@@ -309,15 +299,7 @@ async fn kill_9_while_a_transaction_streams_and_while_it_applies_loses_and_dupli
     let spool = scratch_dir("spool-kill");
     let spool_env = spool.display().to_string();
     let env = [("SPOOL_DIR", spool_env.as_str())];
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts = Arc::new(LoadCounts::default());
-    let load = tokio::spawn(workload_paced(
-        c.oltp_url(),
-        stop.clone(),
-        counts.clone(),
-        11,
-        Some(Duration::from_millis(20)),
-    ));
+    let load = Background::start(c.oltp_url(), 11, Some(Duration::from_millis(20)));
 
     let addr = free_addr();
     let mut r = c.replicator("kill-streamed-1", &addr, &env);
@@ -365,8 +347,7 @@ async fn kill_9_while_a_transaction_streams_and_while_it_applies_loses_and_dupli
     r.kill9();
     assert!(streamed_transactions(&c).await > before);
 
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    load.stop().await;
     let mut last = c.replicator("kill-streamed-3", &free_addr(), &env);
     assert_exactly_once(&c, "kill -9 around a streamed transaction").await;
     let mut olap = c.olap_conn().await;

@@ -50,7 +50,7 @@ pub struct ReplicatorConfig {
     /// How each batch's OLAP transaction commits (see [`crate::flush`]).
     pub olap_commit: OlapCommit,
     /// Whether large transactions are received while in progress (see
-    /// `crate::pipeline::spool`).
+    /// `crate::spool`).
     pub streaming: Streaming,
     /// Where transactions in progress are spooled (None: a directory per slot under the
     /// system's temporary directory).

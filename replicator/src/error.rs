@@ -3,12 +3,12 @@
 //! and under which `kind` is it counted (`brewlytics_replicator_errors_total`).
 
 use crate::decode::DecodeError;
-use crate::pipeline::spool::SpoolError;
 use crate::schema::SchemaError;
 use crate::sink::nats::NatsError;
 use crate::sink::olap::ApplyError;
 use crate::source::checks::NotReady;
 use crate::source::snapshot::SnapshotError;
+use crate::spool::SpoolError;
 use crate::stream::config::ConfigError;
 use crate::stream::conn::ConnError;
 

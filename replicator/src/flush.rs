@@ -17,7 +17,6 @@ use std::collections::VecDeque;
 use sqlx::{Executor, PgConnection, Row};
 
 use crate::lsn::Lsn;
-use crate::sink::olap::ApplyError;
 
 /// How a batch's OLAP transaction commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -102,7 +101,7 @@ pub struct CommitAt {
 }
 
 /// `commit`, then where it ended, in one round trip.
-pub async fn commit_reading_position(conn: &mut PgConnection) -> Result<CommitAt, ApplyError> {
+pub async fn commit_reading_position(conn: &mut PgConnection) -> Result<CommitAt, sqlx::Error> {
     let row = conn
         .fetch_one(
             "commit; select pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
@@ -115,7 +114,7 @@ pub async fn commit_reading_position(conn: &mut PgConnection) -> Result<CommitAt
 }
 
 /// OLAP's WAL flush position.
-pub async fn flush_lsn(conn: &mut PgConnection) -> Result<Lsn, ApplyError> {
+pub async fn flush_lsn(conn: &mut PgConnection) -> Result<Lsn, sqlx::Error> {
     let row = conn
         .fetch_one("select pg_current_wal_flush_lsn()::text")
         .await?;
@@ -124,17 +123,17 @@ pub async fn flush_lsn(conn: &mut PgConnection) -> Result<Lsn, ApplyError> {
 
 /// Waits until every commit so far is on OLAP's disk: a synchronous commit of its own
 /// flushes the WAL up to it. No transaction may be open on `conn`.
-pub async fn flush_all(conn: &mut PgConnection) -> Result<(), ApplyError> {
+pub async fn flush_all(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     // A string without parameters is sent as one simple query, several statements in it.
     conn.execute("begin; set local synchronous_commit = on; select pg_current_xact_id(); commit")
         .await?;
     Ok(())
 }
 
-fn lsn_column(row: &sqlx::postgres::PgRow, i: usize) -> Result<Lsn, ApplyError> {
+fn lsn_column(row: &sqlx::postgres::PgRow, i: usize) -> Result<Lsn, sqlx::Error> {
     let text: String = row.try_get(i)?;
     text.parse()
-        .map_err(|_| ApplyError::Sql(sqlx::Error::Decode(format!("not an LSN: {text}").into())))
+        .map_err(|_| sqlx::Error::Decode(format!("not an LSN: {text}").into()))
 }
 
 #[cfg(test)]

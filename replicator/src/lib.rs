@@ -70,6 +70,7 @@ pub mod schema;
 pub mod sink;
 pub mod slot;
 pub mod source;
+pub mod spool;
 pub mod star;
 pub mod stream;
 pub mod table;

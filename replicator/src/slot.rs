@@ -132,7 +132,7 @@ pub async fn drop_if_exists(conn: &mut PgConnection, slot: &str) -> Result<bool,
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Streaming {
     /// Transactions larger than the source's `logical_decoding_work_mem` are sent in blocks
-    /// as they run, spooled here and applied at their commit (`pipeline::spool`).
+    /// as they run, spooled here and applied at their commit (`crate::spool`).
     #[default]
     On,
     /// Every transaction is sent whole after its commit.

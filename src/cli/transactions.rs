@@ -1,5 +1,5 @@
-//! How the replicator commits in OLAP and whether it applies source transactions before they
-//! commit.
+//! How the replicator commits in OLAP, and whether it receives large source transactions while
+//! they run.
 
 use clap::Args;
 

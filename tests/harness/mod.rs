@@ -370,6 +370,35 @@ pub async fn workload(url: DbUrl, stop: Arc<AtomicBool>, counts: Arc<LoadCounts>
     workload_paced(url, stop, counts, seed, None).await
 }
 
+/// [`workload_paced`] in the background until [`Background::stop`].
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    counts: Arc<LoadCounts>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    pub fn start(url: DbUrl, seed: u64, pace: Option<Duration>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(LoadCounts::default());
+        let task = tokio::spawn(workload_paced(
+            url,
+            stop.clone(),
+            counts.clone(),
+            seed,
+            pace,
+        ));
+        Self { stop, counts, task }
+    }
+
+    /// Stops the workload once its step in progress ends; what it did.
+    pub async fn stop(self) -> Arc<LoadCounts> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the workload panicked");
+        self.counts
+    }
+}
+
 /// [`workload`], at most one step per `pace` (a bounded volume, so a drill's time does not
 /// grow with the machine's speed).
 pub async fn workload_paced(

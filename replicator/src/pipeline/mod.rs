@@ -20,7 +20,6 @@ pub mod durable;
 pub mod first_start;
 pub mod read;
 mod session;
-pub mod spool;
 pub mod start;
 
 use std::sync::Arc;

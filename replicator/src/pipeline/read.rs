@@ -25,9 +25,9 @@ use crate::decode::{
 };
 use crate::error::ReplicatorError;
 use crate::lsn::Lsn;
-use crate::pipeline::spool::Spools;
 use crate::schema::{partitions, publication, Resolved, Tracker, DDL_PREFIX};
 use crate::sink::Encode;
+use crate::spool::Spools;
 use crate::stream::conn::{ConnError, ReplicationConnection};
 use crate::table::SourceTable;
 use crate::telemetry::heartbeat;

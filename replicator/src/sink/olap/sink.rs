@@ -109,10 +109,10 @@ impl PrimarySink for OlapSink {
     }
 
     async fn durable_upto(&mut self) -> Result<Lsn, ApplyError> {
-        crate::flush::flush_lsn(self.writer.conn()).await
+        Ok(crate::flush::flush_lsn(self.writer.conn()).await?)
     }
 
     async fn make_durable(&mut self) -> Result<(), ApplyError> {
-        crate::flush::flush_all(self.writer.conn()).await
+        Ok(crate::flush::flush_all(self.writer.conn()).await?)
     }
 }
