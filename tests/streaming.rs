@@ -433,3 +433,32 @@ async fn olap_crashing_while_a_transaction_streams_and_while_it_applies_loses_no
     .await;
     assert!(r.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_directory_that_cannot_be_written_is_refused_at_the_start() {
+    let c = Clusters::start();
+    c.prepare(0);
+    let not_a_dir = scratch_dir("spool-refused").join("a-file");
+    std::fs::write(&not_a_dir, b"not a directory").unwrap();
+    let out = c
+        .command(&["replicate"])
+        .env("REPLICATOR_LISTEN", "127.0.0.1:0")
+        .env("SPOOL_DIR", &not_a_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "replicate went on: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("spool directory") && last.contains("--spool-dir"),
+        "{last}"
+    );
+    // Nothing was started on the source: no slot, so no WAL is held for a replicator that
+    // cannot run.
+    let mut oltp = c.oltp_conn().await;
+    let slots: i64 = sqlx::query_scalar("select count(*) from pg_replication_slots")
+        .fetch_one(&mut oltp)
+        .await
+        .unwrap();
+    assert_eq!(slots, 0);
+}

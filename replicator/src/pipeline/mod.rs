@@ -48,6 +48,14 @@ pub async fn run_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
     cfg.validate()?;
+    if cfg.streaming == crate::slot::Streaming::On {
+        // A directory that cannot hold the spool is a setting to fix, not an outage to wait out.
+        crate::spool::Spools::open(cfg.spool_dir()).map_err(|e| {
+            ReplicatorError::Fatal(format!(
+                "{e}: set --spool-dir (SPOOL_DIR) to a writable directory, or --streaming off"
+            ))
+        })?;
+    }
     let mut retry = cfg.retry.start();
     loop {
         if *shutdown.borrow() {
