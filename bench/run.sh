@@ -32,7 +32,8 @@
 # BENCH_RESULTS=FILE keeps the raw per-run figures (TSV: key, run, value),
 # BENCH_REPLICATE_ARGS="--olap-commit sync" passes more flags to every `replicate`,
 # BENCH_PROFILE=1 loads pg_stat_statements on the OLAP cluster and writes the replicator's
-# costliest statements of a, replay, d and e to profile_*.txt in the (kept) work directory.
+# costliest statements (BENCH_PROFILE_TOP, default 15) of a, replay, d and e to profile_*.txt
+# in the (kept) work directory.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -232,7 +233,7 @@ profile_dump() { # profile_dump NAME: the top statements on OLAP since profile_r
   DB=coffee_olap dst -P pager=off -F ' | ' -c "select round(total_exec_time)::bigint as total_ms, calls, rows,
       round((total_exec_time / greatest(calls, 1))::numeric, 2) as mean_ms,
       left(regexp_replace(query, '\\s+', ' ', 'g'), 160) as query
-    from pg_stat_statements order by total_exec_time desc limit 15" > "$WORK/profile_$1.txt"
+    from pg_stat_statements order by total_exec_time desc limit ${BENCH_PROFILE_TOP:-15}" > "$WORK/profile_$1.txt"
 }
 
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo 0; }

@@ -3,9 +3,11 @@
 //! of decoded changes (`logical_decoding_work_mem`): interleaved streamed transactions that
 //! commit out of their start order, a savepoint rolled back inside one, a column dropped inside
 //! one, a streamed transaction rolled back, small transactions committing in between — and
-//! `kill -9` while a streamed transaction is open and while it is applied. Each ends with OLAP
-//! equal to OLTP, nothing journaled twice, the star equal to a rebuild from the journal, and
-//! the source's own statistics proving the transactions were streamed (or, with `off`, not).
+//! `kill -9` while a streamed transaction is open and while it is applied, the source crashing
+//! while one is open and just after one commits, prepared ones committed and rolled back
+//! across a restart of the replicator. Each ends with OLAP equal to OLTP, nothing journaled
+//! twice, the star equal to a rebuild from the journal, and the source's own statistics proving
+//! the transactions were streamed (or, with `off`, not).
 
 mod harness;
 
@@ -461,4 +463,158 @@ async fn a_spool_directory_that_cannot_be_written_is_refused_at_the_start() {
         .await
         .unwrap();
     assert_eq!(slots, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_crashing_while_a_transaction_streams_loses_it_there_and_nowhere_else() {
+    let mut c = Clusters::start_with(SMALL_DECODING_MEMORY);
+    c.prepare(50);
+    ledger(&c, 100).await;
+    let addr = free_addr();
+    let mut r = c.replicator("source-crash-streamed", &addr, &[]);
+    wait_streaming(&addr, &r).await;
+    let load = Background::start(c.oltp_url(), 17, Some(Duration::from_millis(20)));
+
+    // A is open and streamed when the source crashes: it never commits.
+    let mut a = c.oltp_conn().await;
+    exec(
+        &mut a,
+        "begin;
+         insert into ledger select g, 1, repeat('c', 40) from generate_series(1001, 31000) g;
+         update ledger set v = 1 where id <= 50;",
+    )
+    .await;
+    wait_until("A spooled", &r, Duration::from_secs(60), || async {
+        spooled(&addr).await.1 > 100_000.0
+    })
+    .await;
+    let errors_before = errors(&addr).await;
+    tokio::task::block_in_place(|| c.oltp.crash_restart()).expect("source crash and restart");
+    drop(a);
+    wait_until("the session ended", &r, Duration::from_secs(60), || async {
+        errors(&addr).await > errors_before
+    })
+    .await;
+
+    // B is streamed and committed after the recovery; the source crashes again just after.
+    let mut b = c.oltp_conn().await;
+    exec(
+        &mut b,
+        "begin;
+         insert into ledger select g, 2, repeat('b', 40) from generate_series(40001, 60000) g;
+         savepoint s;
+         delete from ledger where id <= 100;
+         rollback to savepoint s;
+         update ledger set v = 3 where id <= 50;
+         commit;",
+    )
+    .await;
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::task::block_in_place(|| c.oltp.crash_restart()).expect("source crash and restart");
+    let mut oltp = c.oltp_conn().await;
+    exec(&mut oltp, "insert into ledger values (70001, 4, 'after')").await;
+    load.stop().await;
+
+    assert_exactly_once(&c, "source crashes around streamed transactions").await;
+    r.assert_running();
+    let mut olap = c.olap_conn().await;
+    let (rows, threes, lost): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from replica.ledger),
+                (select count(*) from replica.ledger where v = 3),
+                (select count(*) from cdc_events where source_table = 'ledger'
+                   and (after->>'v')::int = 1)",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(
+        (rows, threes, lost),
+        (100 + 20_000 + 1, 50, 0),
+        "B and the row after it arrive once, nothing of A"
+    );
+    // The source tells of A's end (a streamed transaction its crash aborted) once it logs
+    // what is running again.
+    wait_until(
+        "no transaction left open",
+        &r,
+        Duration::from_secs(90),
+        || async { spooled(&addr).await == (0.0, 0.0) },
+    )
+    .await;
+    assert!(r.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_large_transactions_arrive_at_commit_prepared_and_never_when_rolled_back() {
+    let c = Clusters::start_with(&[
+        ("logical_decoding_work_mem", "64kB"),
+        ("max_prepared_transactions", "4"),
+    ]);
+    c.prepare(50);
+    ledger(&c, 100).await;
+    let addr = free_addr();
+    let mut r = c.replicator("prepared-streamed-1", &addr, &[]);
+    wait_streaming(&addr, &r).await;
+    let load = Background::start(c.oltp_url(), 19, Some(Duration::from_millis(20)));
+
+    let mut p = c.oltp_conn().await;
+    exec(
+        &mut p,
+        "begin;
+         insert into ledger select g, 1, repeat('p', 40) from generate_series(1001, 21000) g;
+         savepoint s;
+         update ledger set v = 999 where id <= 100;
+         rollback to savepoint s;
+         update ledger set v = 5 where id <= 50;
+         prepare transaction 'brewlytics-drill-commit';",
+    )
+    .await;
+    exec(
+        &mut p,
+        "begin;
+         insert into ledger select g, 998, repeat('q', 40) from generate_series(30001, 40000) g;
+         prepare transaction 'brewlytics-drill-rollback';",
+    )
+    .await;
+    // Both stay open for the replicator (prepared is not committed) ...
+    wait_until("both spooled", &r, Duration::from_secs(60), || async {
+        spooled(&addr).await.0 >= 2.0
+    })
+    .await;
+    // ... and for the next one, after a restart. The source sends them again, in blocks or
+    // (when it decoded their start before this session's start position) whole at their end.
+    assert!(r.terminate(Duration::from_secs(30)).success());
+    let addr = free_addr();
+    let mut r = c.replicator("prepared-streamed-2", &addr, &[]);
+    wait_streaming(&addr, &r).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    exec(&mut p, "rollback prepared 'brewlytics-drill-rollback'").await;
+    exec(&mut p, "commit prepared 'brewlytics-drill-commit'").await;
+    load.stop().await;
+
+    assert_exactly_once(&c, "prepared streamed transactions").await;
+    let mut olap = c.olap_conn().await;
+    let (rows, fives, gone): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from replica.ledger),
+                (select count(*) from replica.ledger where v = 5),
+                (select count(*) from cdc_events where source_table = 'ledger'
+                   and (after->>'v')::int in (998, 999))",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(
+        (rows, fives, gone),
+        (100 + 20_000, 50, 0),
+        "the committed one arrives once, the rolled back one and its savepoint never"
+    );
+    wait_until(
+        "no transaction left open",
+        &r,
+        Duration::from_secs(30),
+        || async { spooled(&addr).await == (0.0, 0.0) },
+    )
+    .await;
+    assert!(r.terminate(Duration::from_secs(30)).success());
 }
