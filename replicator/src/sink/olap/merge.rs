@@ -78,14 +78,8 @@ pub fn insert_only_sql(t: &SourceTable) -> String {
     )
 }
 
-/// Refills a stage from the rows gathered over a transaction's chunks (`acc`), telling the
-/// last change of each key and whether its first one inserted it over the whole transaction.
-pub fn regather_sql(t: &SourceTable, stage: &str, acc: &str) -> String {
-    let key: Vec<String> = t
-        .key_names()
-        .iter()
-        .map(|k| format!("a.{}", ident(k)))
-        .collect();
+/// A stage's columns, in the order the gathered rows (`acc`, made `like` the stage) keep them.
+fn gathered_columns(t: &SourceTable) -> Vec<String> {
     let mut cols = vec![
         "_cdc_pos".to_owned(),
         "_cdc_op".to_owned(),
@@ -97,6 +91,36 @@ pub fn regather_sql(t: &SourceTable, stage: &str, acc: &str) -> String {
     ];
     cols.extend((1..=t.key.len()).map(|n| format!("_cdc_from_{n}")));
     cols.extend(t.columns.iter().map(|c| ident(&c.name)));
+    cols
+}
+
+/// Adds a chunk's stage to the rows gathered over its transaction (`acc`), its positions
+/// going on from the `$1` rows gathered before.
+pub fn gather_sql(t: &SourceTable, stage: &str, acc: &str) -> String {
+    let cols = gathered_columns(t);
+    let select: Vec<String> = cols
+        .iter()
+        .map(|c| match c.as_str() {
+            "_cdc_pos" => "_cdc_pos + $1".to_owned(),
+            other => other.to_owned(),
+        })
+        .collect();
+    format!(
+        "insert into {acc} ({}) select {} from {stage}",
+        cols.join(", "),
+        select.join(", ")
+    )
+}
+
+/// Refills a stage from the rows gathered over a transaction's chunks (`acc`), telling the
+/// last change of each key and whether its first one inserted it over the whole transaction.
+pub fn regather_sql(t: &SourceTable, stage: &str, acc: &str) -> String {
+    let key: Vec<String> = t
+        .key_names()
+        .iter()
+        .map(|k| format!("a.{}", ident(k)))
+        .collect();
+    let cols = gathered_columns(t);
     let select: Vec<String> = cols
         .iter()
         .map(|c| match c.as_str() {

@@ -62,12 +62,9 @@ impl OlapWriter {
                 .await?;
                 self.acc.insert(t.replica.to_string(), t.clone());
             }
-            // Positions go on from the chunks before (the stage is merged: free to renumber).
-            sqlx::query(&format!("update {stage} set _cdc_pos = _cdc_pos + $1"))
+            // Positions go on from the chunks before.
+            let n = sqlx::query(&merge::gather_sql(t, &stage, &acc))
                 .bind(i32::try_from(self.acc_rows).unwrap_or(i32::MAX))
-                .execute(&mut self.conn)
-                .await?;
-            let n = sqlx::query(&format!("insert into {acc} select * from {stage}"))
                 .execute(&mut self.conn)
                 .await?
                 .rows_affected() as i64;
@@ -95,6 +92,11 @@ impl OlapWriter {
                 .execute(&mut self.conn)
                 .await?;
             sqlx::query(&merge::regather_sql(t, &stage, &acc))
+                .execute(&mut self.conn)
+                .await?;
+            // A temporary table is never analyzed on its own: without statistics, the star's
+            // joins over a whole large transaction are planned for a few rows.
+            sqlx::query(&format!("analyze {stage}"))
                 .execute(&mut self.conn)
                 .await?;
             sqlx::query(&format!("drop table {acc}"))
