@@ -208,7 +208,7 @@ read -r -a EXTRA_FLAGS <<< "${BENCH_REPLICATE_ARGS:-}"
 REPL_FLAGS+=("${EXTRA_FLAGS[@]}")
 
 start_replicator() {
-  bg replicator env OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" RUST_LOG=warn \
+  bg replicator env OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" RUST_LOG="${BENCH_RUST_LOG:-warn}" \
     "$BIN" replicate "${REPL_FLAGS[@]}"
   REPL_PID=$BG_PID
 }
@@ -313,7 +313,7 @@ bench_a() {
   say "a/$run: replay --from-lsn 0/0 (the journal alone rebuilds replica and star)"
   profile_reset
   t0=$(now)
-  OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" RUST_LOG=warn \
+  OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" RUST_LOG="${BENCH_RUST_LOG:-warn}" \
     "$BIN" replay --from-lsn 0/0 >>"$WORK/replay.log" 2>&1
   t1=$(now); secs=$(elapsed "$t0" "$t1")
   # A rate is only a rate of the whole journal: the replay must have read every change.
@@ -360,7 +360,7 @@ loadtest() { # loadtest OLAP_URL ARGS...
 }
 
 start_api() {
-  bg api env OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" RUST_LOG=warn \
+  bg api env OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" RUST_LOG="${BENCH_RUST_LOG:-warn}" \
     "$BIN" api --listen "127.0.0.1:$API_PORT"
   API_PID=$BG_PID
   wait_until 60 curl -sf "http://127.0.0.1:$API_PORT/health" -o /dev/null || { echo "the API did not start" >&2; exit 1; }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use harness::sql::exec;
 use harness::{
     assert_exactly_once, free_addr, http_get, metric, metric_total, scratch_dir, wait_streaming,
-    Background, Clusters, Proc,
+    Background, Clusters, Proc, SmallDisk,
 };
 use sqlx::PgConnection;
 
@@ -616,5 +616,75 @@ async fn prepared_large_transactions_arrive_at_commit_prepared_and_never_when_ro
         || async { spooled(&addr).await == (0.0, 0.0) },
     )
     .await;
+    assert!(r.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_disk_falls_back_to_receiving_at_the_commit_instead_of_failing_again() {
+    let Some(disk) = SmallDisk::mount("spool-full", 512 << 10) else {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    };
+    let c = Clusters::start_with(SMALL_DECODING_MEMORY);
+    c.prepare(50);
+    ledger(&c, 100).await;
+    let spool = disk.dir.display().to_string();
+    let addr = free_addr();
+    let mut r = c.replicator("spool-full", &addr, &[("SPOOL_DIR", spool.as_str())]);
+    wait_streaming(&addr, &r).await;
+    let text = http_get(&addr, "/metrics").await.unwrap().1;
+    assert_eq!(metric(&text, "brewlytics_streaming_in_progress"), Some(1.0));
+    let load = Background::start(c.oltp_url(), 23, Some(Duration::from_millis(20)));
+
+    // About 3 MB as pgoutput sends it: more than the spool's disk holds.
+    let mut a = c.oltp_conn().await;
+    exec(
+        &mut a,
+        "begin;
+         insert into ledger select g, 1, repeat('f', 40) from generate_series(1001, 41000) g;",
+    )
+    .await;
+    // The spool fills up, the session ends, and the next one leaves the transaction at the
+    // source until its commit.
+    wait_until(
+        "streaming turned off",
+        &r,
+        Duration::from_secs(60),
+        || async {
+            let text = http_get(&addr, "/metrics")
+                .await
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            metric_total(&text, "brewlytics_replicator_errors_total{kind=\"spool\"}") >= 1.0
+                && metric(&text, "brewlytics_streaming_in_progress") == Some(0.0)
+                && text.contains("brewlytics_replicator_role 3")
+        },
+    )
+    .await;
+    exec(
+        &mut a,
+        "update ledger set v = 2 where id <= 50;
+         commit;",
+    )
+    .await;
+    load.stop().await;
+    assert_exactly_once(&c, "a full spool disk").await;
+    let mut olap = c.olap_conn().await;
+    let (rows, twos): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from replica.ledger),
+                (select count(*) from replica.ledger where v = 2)",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!((rows, twos), (100 + 40_000, 50));
+    let text = http_get(&addr, "/metrics").await.unwrap().1;
+    assert_eq!(
+        metric_total(&text, "brewlytics_replicator_errors_total{kind=\"spool\"}"),
+        1.0,
+        "the full disk failed one session, not every one after it"
+    );
+    assert!(r.log_text().contains("the spool could not be written"));
+    assert_eq!(files_in(&disk.dir), 0);
     assert!(r.terminate(Duration::from_secs(30)).success());
 }

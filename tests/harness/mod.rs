@@ -316,6 +316,34 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A scratch directory on a file system of its own that holds only `bytes` (a tmpfs), for
+/// drills of a full disk; unmounted when dropped. None when this user may not mount (the
+/// drills run as root on CI).
+pub struct SmallDisk {
+    pub dir: PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(name: &str, bytes: u64) -> Option<Self> {
+        let dir = scratch_dir(name);
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
 /// Waits (≤ 30 s) until the replicator serving on `addr` reports that it streams.
 pub async fn wait_streaming(addr: &str, r: &Proc) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -43,7 +43,7 @@ pub async fn run(
 
 /// [`run`], reporting to `telemetry`.
 pub async fn run_with(
-    cfg: ReplicatorConfig,
+    mut cfg: ReplicatorConfig,
     telemetry: Arc<Telemetry>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicatorError> {
@@ -65,6 +65,7 @@ pub async fn run_with(
         let outcome = session::run(&cfg, &telemetry, &mut shutdown).await;
         // Transactions in progress went with the session (the source sends them again).
         telemetry.streams(0, 0);
+        telemetry.streaming_in_progress(false);
         if telemetry.role() == Role::Streaming {
             telemetry.set_role(Role::Leader);
         }
@@ -77,6 +78,14 @@ pub async fn run_with(
             }
             Err(e) => {
                 report(&telemetry, &e);
+                if let ReplicatorError::Spool(crate::spool::SpoolError::Io { .. }) = &e {
+                    // A full (or failing) disk under the spool would fail the same way each
+                    // time the source sends the transaction again: the source keeps large
+                    // transactions until their commit instead, as with --streaming off.
+                    cfg.streaming = crate::slot::Streaming::Off;
+                    tracing::warn!(error = %e, spool_dir = %cfg.spool_dir().display(),
+                        "the spool could not be written: large transactions are received after their commit from now on (--streaming off) until the replicator restarts; free space under --spool-dir (SPOOL_DIR) or move it");
+                }
                 retry.after_attempt(started.elapsed());
                 tracing::warn!(error = %e, kind = e.kind(), retry_in_ms = retry.delay().as_millis() as u64,
                     "replication interrupted; reconnecting");

@@ -99,6 +99,7 @@ pub(super) async fn run(
     ))
     .await?;
     tracing::info!(slot = %cfg.slot, from = %start, in_progress = streaming == slot::Streaming::On, "streaming");
+    telemetry.streaming_in_progress(streaming == slot::Streaming::On);
     telemetry.checkpoint(start);
     telemetry.set_role(Role::Streaming);
     let session = Session {

@@ -62,6 +62,7 @@ pub(super) struct Metrics {
     pub(super) heartbeat_emitted_at: Gauge<f64, AtomicU64>,
     pub(super) heartbeat_applied_at: Gauge<f64, AtomicU64>,
     pub(super) streams_open: Gauge<i64, AtomicI64>,
+    pub(super) streaming_in_progress: Gauge<i64, AtomicI64>,
     pub(super) streams_spooled: Gauge<i64, AtomicI64>,
     pub(super) streams_ended: Family<OutcomeLabels, Counter>,
 }
@@ -161,6 +162,10 @@ impl Metrics {
             streams_open: r.plain(
                 "brewlytics_streamed_transactions_open",
                 "Source transactions received while in progress (--streaming on) that have not ended yet",
+            ),
+            streaming_in_progress: r.plain(
+                "brewlytics_streaming_in_progress",
+                "1 while the session receives large transactions in progress (--streaming on, a source of PostgreSQL 14 or later, a spool that can be written); 0 otherwise",
             ),
             streams_spooled: r.unit(
                 "brewlytics_streamed_spool",

@@ -453,6 +453,11 @@ impl Telemetry {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
+    /// Whether the session receives transactions in progress.
+    pub fn streaming_in_progress(&self, on: bool) {
+        self.metrics.streaming_in_progress.set(i64::from(on));
+    }
+
     /// A transaction received in progress ended.
     pub fn stream_ended(&self, committed: bool) {
         let outcome = if committed {
