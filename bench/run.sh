@@ -253,6 +253,10 @@ reset_databases() {
   for db in coffee_olap coffee_sub coffee_copy seed_olap; do DB=postgres dst -c "drop database if exists $db with (force)"; DB=postgres dst -c "create database $db"; done
   OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" "$BIN" migrate >>"$WORK/setup.log" 2>&1
   OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" "$BIN" seed >>"$WORK/setup.log" 2>&1
+  # The API refuses requests without a key: one for the load generator, with what it calls.
+  BREWLYTICS_API_KEY=$(OLTP_DATABASE_URL="$OLTP_URL" OLAP_DATABASE_URL="$OLAP_URL" "$BIN" api-key create \
+    --name bench --scope orders:read,orders:write,catalog:read,events:write 2>>"$WORK/setup.log" | tail -1)
+  export BREWLYTICS_API_KEY
   src -f "$HERE/source.sql" >/dev/null
   DB=coffee_oltp src -c "vacuum analyze" >/dev/null
   NCUST=$(src -c "select max(id) from customers")
