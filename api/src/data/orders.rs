@@ -37,15 +37,39 @@ pub async fn place_orders(
     let totals: Vec<Decimal> = priced.iter().map(|(_, total)| *total).collect();
     let methods: Vec<&str> = drafts.iter().map(|d| d.payment_method.as_str()).collect();
     let times: Vec<DateTime<Utc>> = drafts.iter().map(|d| d.ordered_at).collect();
-    sqlx::query(
-        "insert into orders (id, customer_id, employee_id, store_id, status, payment_method,
-                             ordered_at, updated_at, total, session_id)
-         select id, customer_id, employee_id, store_id, 'placed', payment_method,
-                ordered_at, ordered_at, total, session_id
-         from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::text[],
-                     $6::timestamptz[], $7::numeric[], $8::text[])
-              as t(id, customer_id, employee_id, store_id, payment_method, ordered_at, total,
-                   session_id)",
+    let lines: Vec<(&OrderDraft, &PricedLine)> = drafts
+        .iter()
+        .zip(&priced)
+        .flat_map(|(d, (ls, _))| ls.iter().map(move |l| (d, l)))
+        .collect();
+    let line_orders: Vec<Uuid> = lines.iter().map(|(d, _)| d.id).collect();
+    let line_products: Vec<i64> = lines.iter().map(|(_, l)| l.product_id).collect();
+    let line_quantities: Vec<i32> = lines.iter().map(|(_, l)| l.quantity).collect();
+    // One statement, one round trip: the orders, their lines (returned), payments and sale
+    // movements. The foreign keys are checked at its end, with every row in.
+    let item_rows = sqlx::query(
+        "with placed as (
+             insert into orders (id, customer_id, employee_id, store_id, status, payment_method,
+                                 ordered_at, updated_at, total, session_id)
+             select id, customer_id, employee_id, store_id, 'placed', payment_method,
+                    ordered_at, ordered_at, total, session_id
+             from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::text[],
+                         $6::timestamptz[], $7::numeric[], $8::text[])
+                  as t(id, customer_id, employee_id, store_id, payment_method, ordered_at, total,
+                       session_id)),
+         paid as (
+             insert into payments (order_id, amount, method, paid_at)
+             select * from unnest($1::uuid[], $7::numeric[], $5::text[], $6::timestamptz[])),
+         sold as (
+             insert into inventory_movements (store_id, product_id, order_id, delta, reason,
+                                              occurred_at)
+             select store_id, product_id, order_id, -quantity, 'sale', occurred_at
+             from unnest($9::int8[], $10::int8[], $11::uuid[], $12::int4[], $13::timestamptz[])
+                  as t(store_id, product_id, order_id, quantity, occurred_at))
+         insert into order_items (order_id, product_id, quantity, unit_price)
+         select * from unnest($11::uuid[], $10::int8[], $12::int4[], $14::numeric[])
+         returning id::int8 as id, order_id, product_id::int8 as product_id,
+                   quantity::int4 as quantity, unit_price::numeric as unit_price",
     )
     .bind(&ids)
     .bind(drafts.iter().map(|d| d.customer_id).collect::<Vec<_>>())
@@ -60,53 +84,13 @@ pub async fn place_orders(
             .map(|d| d.session_id.clone())
             .collect::<Vec<_>>(),
     )
-    .execute(&mut *conn)
-    .await?;
-
-    let lines: Vec<(&OrderDraft, &PricedLine)> = drafts
-        .iter()
-        .zip(&priced)
-        .flat_map(|(d, (ls, _))| ls.iter().map(move |l| (d, l)))
-        .collect();
-    let line_orders: Vec<Uuid> = lines.iter().map(|(d, _)| d.id).collect();
-    let line_products: Vec<i64> = lines.iter().map(|(_, l)| l.product_id).collect();
-    let line_quantities: Vec<i32> = lines.iter().map(|(_, l)| l.quantity).collect();
-    let item_rows = sqlx::query(
-        "insert into order_items (order_id, product_id, quantity, unit_price)
-         select * from unnest($1::uuid[], $2::int8[], $3::int4[], $4::numeric[])
-         returning id::int8 as id, order_id, product_id::int8 as product_id,
-                   quantity::int4 as quantity, unit_price::numeric as unit_price",
-    )
-    .bind(&line_orders)
-    .bind(&line_products)
-    .bind(&line_quantities)
-    .bind(lines.iter().map(|(_, l)| l.unit_price).collect::<Vec<_>>())
-    .fetch_all(&mut *conn)
-    .await?;
-
-    sqlx::query(
-        "insert into payments (order_id, amount, method, paid_at)
-         select * from unnest($1::uuid[], $2::numeric[], $3::text[], $4::timestamptz[])",
-    )
-    .bind(&ids)
-    .bind(&totals)
-    .bind(&methods)
-    .bind(&times)
-    .execute(&mut *conn)
-    .await?;
-
-    sqlx::query(
-        "insert into inventory_movements (store_id, product_id, order_id, delta, reason, occurred_at)
-         select store_id, product_id, order_id, -quantity, 'sale', occurred_at
-         from unnest($1::int8[], $2::int8[], $3::uuid[], $4::int4[], $5::timestamptz[])
-              as t(store_id, product_id, order_id, quantity, occurred_at)",
-    )
     .bind(lines.iter().map(|(d, _)| d.store_id).collect::<Vec<_>>())
     .bind(&line_products)
     .bind(&line_orders)
     .bind(&line_quantities)
     .bind(lines.iter().map(|(d, _)| d.ordered_at).collect::<Vec<_>>())
-    .execute(&mut *conn)
+    .bind(lines.iter().map(|(_, l)| l.unit_price).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
     .await?;
 
     let mut items: HashMap<Uuid, Vec<OrderItem>> = HashMap::with_capacity(drafts.len());
@@ -160,47 +144,50 @@ async fn read_references(
     let employees = distinct(drafts.iter().map(|d| d.employee_id));
     let stores = distinct(drafts.iter().map(|d| d.store_id));
 
-    let mut refs = References::default();
+    // One statement, one round trip; the rows are locked in the order of the four reads it
+    // stands for (products, customers, employees, stores; each by id).
     let rows = sqlx::query(
-        "select id::int8 as id, price::numeric as price, is_available from products
-         where id = any($1) order by id for share",
+        "with p as (select id::int8 as id, price::numeric as price, is_available from products
+                    where id = any($1) order by id for share),
+              c as (select id::int8 as id from customers
+                    where id = any($2) order by id for key share),
+              e as (select id::int8 as id, active from employees
+                    where id = any($3) order by id for share),
+              s as (select id::int8 as id from stores
+                    where id = any($4) order by id for key share)
+         select 'p' as kind, id, price, is_available as flag from p
+         union all select 'c', id, null, null from c
+         union all select 'e', id, null, active from e
+         union all select 's', id, null, null from s",
     )
     .bind(&products)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in rows {
-        let product = ProductRow {
-            price: row.try_get("price")?,
-            is_available: row.try_get("is_available")?,
-        };
-        refs.products.insert(row.try_get("id")?, product);
-    }
-    if !customers.is_empty() {
-        refs.customers = sqlx::query_scalar(
-            "select id::int8 from customers where id = any($1) order by id for key share",
-        )
-        .bind(&customers)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-    }
-    refs.employees = sqlx::query_as::<_, (i64, bool)>(
-        "select id::int8, active from employees where id = any($1) order by id for share",
-    )
+    .bind(&customers)
     .bind(&employees)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
-    refs.stores = sqlx::query_scalar(
-        "select id::int8 from stores where id = any($1) order by id for key share",
-    )
     .bind(&stores)
     .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
+    .await?;
+    let mut refs = References::default();
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        match row.try_get::<&str, _>("kind")? {
+            "p" => {
+                let product = ProductRow {
+                    price: row.try_get("price")?,
+                    is_available: row.try_get("flag")?,
+                };
+                refs.products.insert(id, product);
+            }
+            "c" => {
+                refs.customers.insert(id);
+            }
+            "e" => {
+                refs.employees.insert(id, row.try_get("flag")?);
+            }
+            _ => {
+                refs.stores.insert(id);
+            }
+        }
+    }
     Ok(refs)
 }
 
