@@ -192,6 +192,7 @@ async fn status_page_shows_the_live_values() {
     assert_eq!(text_of(&dom, "wal-status"), "reserved");
     assert_eq!(text_of(&dom, "changes"), streamed.to_string());
     assert_eq!(text_of(&dom, "dead-letters"), "0");
+    assert_eq!(text_of(&dom, "in-progress"), "0 open, 0 B spooled");
     let lag = text_of(&dom, "lag-seconds");
     assert!(lag.ends_with(" ms"), "lag shown as {lag:?}");
     let checkpoint = text_of(&dom, "checkpoint");

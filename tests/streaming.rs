@@ -89,6 +89,13 @@ async fn ended(addr: &str, outcome: &str) -> f64 {
     )
 }
 
+/// `/status`: whether the session receives large transactions in progress.
+async fn receiving_in_progress(addr: &str) -> Option<bool> {
+    let (_, body) = http_get(addr, "/status").await?;
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    doc.pointer("/replicator/in_progress/receiving")?.as_bool()
+}
+
 async fn wait_until<F, Fut>(what: &str, r: &Proc, within: Duration, mut done: F)
 where
     F: FnMut() -> Fut,
@@ -634,6 +641,7 @@ async fn a_full_spool_disk_falls_back_to_receiving_at_the_commit_instead_of_fail
     wait_streaming(&addr, &r).await;
     let text = http_get(&addr, "/metrics").await.unwrap().1;
     assert_eq!(metric(&text, "brewlytics_streaming_in_progress"), Some(1.0));
+    assert_eq!(receiving_in_progress(&addr).await, Some(true));
     let load = Background::start(c.oltp_url(), 23, Some(Duration::from_millis(20)));
 
     // About 3 MB as pgoutput sends it: more than the spool's disk holds.
@@ -685,6 +693,7 @@ async fn a_full_spool_disk_falls_back_to_receiving_at_the_commit_instead_of_fail
         "the full disk failed one session, not every one after it"
     );
     assert!(r.log_text().contains("the spool could not be written"));
+    assert_eq!(receiving_in_progress(&addr).await, Some(false));
     assert_eq!(files_in(&disk.dir), 0);
     assert!(r.terminate(Duration::from_secs(30)).success());
 }

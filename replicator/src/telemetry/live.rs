@@ -94,9 +94,21 @@ pub struct Live {
     pub history: Vec<Sample>,
     /// The copy running now (the first start's, or a backfill), if any.
     pub copy: Option<CopyLive>,
+    /// Large transactions received while they run (`--streaming on`).
+    pub in_progress: InProgress,
     /// The NATS publisher, when changes are also published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats: Option<PublisherLive>,
+}
+
+/// Large transactions received while they run: whether the session receives them so (false
+/// with `--streaming off`, an older source, or after the spool could not be written), how
+/// many are open and what the spool holds of them.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct InProgress {
+    pub receiving: bool,
+    pub open: i64,
+    pub spool_bytes: i64,
 }
 
 /// A copy's progress (no row values: counts and a rate).

@@ -30,7 +30,7 @@ use crate::lsn::Lsn;
 use crate::star::metrics::{StarMetrics, StarReading};
 
 use live::State;
-pub use live::{CopyLive, LastBatch, LastError, Live, Role, Sample, SlotReading};
+pub use live::{CopyLive, InProgress, LastBatch, LastError, Live, Role, Sample, SlotReading};
 
 /// Samples of lag kept for the status page's chart.
 const HISTORY: usize = 600;
@@ -395,6 +395,11 @@ impl Telemetry {
             last_error: s.last_error.clone(),
             history: s.history.iter().cloned().collect(),
             copy: s.copy.clone(),
+            in_progress: InProgress {
+                receiving: self.metrics.streaming_in_progress.get() == 1,
+                open: self.metrics.streams_open.get(),
+                spool_bytes: self.metrics.streams_spooled.get(),
+            },
             nats: Some(self.nats.live()).filter(|n| n.enabled),
         }
     }

@@ -123,6 +123,9 @@ function render(doc) {
   text("transactions", live.transactions_applied);
   const b = live.last_batch;
   text("last-batch", b ? `${b.changes} changes, ${b.transactions} tx in ${b.milliseconds.toFixed(1)} ms` : null);
+  const ip = live.in_progress;
+  text("in-progress", ip ? (ip.receiving ? `${ip.open} open, ${bytes(ip.spool_bytes)} spooled`
+    : "received after their commit") : null);
   text("dead-letters", doc.dead_letters !== undefined ? doc.dead_letters : live.dead_letters);
   const err = live.last_error;
   $("error").textContent = doc.error ? doc.error : err ? `${err.at} [${err.kind}] ${err.message}` : "none";
