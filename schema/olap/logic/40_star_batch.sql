@@ -31,26 +31,17 @@ begin
 
     -- Orders new in this batch are built from the stage tables (star_add_new_orders); every
     -- other order a change touches is recomputed from the replica after the merge.
-    --
-    -- A staged row's replica row is looked up by its key (`offset 0` keeps each lookup a
-    -- probe of the key's index): a join would let the planner hash the whole replica table
-    -- for every batch, a cost that grows with the table (measured in a replay: 136 ms
-    -- against 13 ms for 5,000 movements staged over 195k in the replica).
     insert into pg_temp.star_touched_orders
     select x.order_id from (
         select s.id as order_id from pg_temp.input_orders s where not s._cdc_new
         union
         select r.order_id from pg_temp.input_order_items s
-        cross join lateral (select r.order_id from star_input.order_items r
-                            where r.id = s.id offset 0) r
-        where not s._cdc_new
+        join star_input.order_items r on r.id = s.id where not s._cdc_new
         union
         select s.order_id from pg_temp.input_order_items s where s._cdc_op <> 'd'
         union
         select r.order_id from pg_temp.input_payments s
-        cross join lateral (select r.order_id from star_input.payments r
-                            where r.id = s.id offset 0) r
-        where not s._cdc_new
+        join star_input.payments r on r.id = s.id where not s._cdc_new
         union
         select s.order_id from pg_temp.input_payments s where s._cdc_op <> 'd'
     ) x
@@ -67,9 +58,7 @@ begin
     select distinct (g.at at time zone 'UTC')::date, g.s, g.p from (
         select r.occurred_at as at, r.store_id as s, r.product_id as p
         from pg_temp.input_inventory_movements s
-        cross join lateral (select r.occurred_at, r.store_id, r.product_id
-                            from star_input.inventory_movements r
-                            where r.id = s.id offset 0) r
+        join star_input.inventory_movements r on r.id = s.id
         where not s._cdc_new or current_setting('brewlytics.replaying', true) = 'on'
         union all
         select s.occurred_at, s.store_id, s.product_id
@@ -78,7 +67,7 @@ begin
           and (not s._cdc_new or s._cdc_keep is not null
                or (current_setting('brewlytics.replaying', true) = 'on'
                    and exists (select 1 from star_input.inventory_movements r
-                               where r.id = s.id offset 0)))
+                               where r.id = s.id)))
     ) g
     where g.at is not null and isfinite(g.at) and g.s is not null and g.p is not null
     on conflict do nothing;
