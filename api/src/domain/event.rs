@@ -234,6 +234,12 @@ fn check_context(at: &str, context: Option<Map<String, Value>>) -> Result<Value,
         if key.is_empty() || key.chars().count() > MAX_CONTEXT_KEY {
             return Err(bad(format!("keys are 1 to {MAX_CONTEXT_KEY} characters")));
         }
+        // PostgreSQL's jsonb cannot hold it: refused here rather than failing the insert.
+        if key.contains('\0') || matches!(value, Value::String(s) if s.contains('\0')) {
+            return Err(bad(
+                "keys and strings cannot hold the NUL character (\\u0000)".into(),
+            ));
+        }
         match value {
             Value::String(s) if s.chars().count() > MAX_CONTEXT_TEXT => {
                 return Err(bad(format!(

@@ -83,6 +83,13 @@ fn rules_refuse_the_whole_request() {
             .collect(),
     );
     assert!(matches!(check(keys), Err(EventError::Context { .. })));
+    // jsonb cannot hold NUL: refused as bad input, never a failed insert.
+    let mut nul_key = event("2026-03-01T11:59:00Z");
+    nul_key["context"] = json!({"a\0b": true});
+    assert!(matches!(check(nul_key), Err(EventError::Context { .. })));
+    let mut nul_text = event("2026-03-01T11:59:00Z");
+    nul_text["context"] = json!({"page": "a\0"});
+    assert!(matches!(check(nul_text), Err(EventError::Context { .. })));
     let mut fine = event("2026-03-01T11:59:00Z");
     fine["context"] = json!({"page": "menu", "position": 3, "promo": false, "ref": null});
     assert!(check(fine).is_ok());
