@@ -212,6 +212,19 @@ async fn long_applies_keep_the_connection_and_are_applied_once() {
     assert!(report.all_equal(), "{report:#?}");
 
     let mut olap = c.olap_conn().await;
+    // That refresh loads the facts with their foreign keys set aside: all twelve are back, and
+    // were checked when added.
+    let fks: Vec<String> = sqlx::query_scalar(
+        "select format('%s -> %s', conrelid::regclass, confrelid::regclass) from pg_constraint
+         where contype = 'f' and convalidated
+           and conrelid in ('fact_sales'::regclass, 'fact_payments'::regclass,
+                            'fact_inventory'::regclass)
+         order by 1",
+    )
+    .fetch_all(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!(fks.len(), 12, "the facts' foreign keys: {fks:?}");
     let (updates, positions): (i64, i64) = sqlx::query_as(
         "select count(*) filter (where op = 'u'), count(*) - count(distinct (lsn, seq))
          from cdc_events where source_table = 'inventory_movements'",
