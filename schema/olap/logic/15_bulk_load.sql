@@ -4,7 +4,7 @@
 -- (measured on fact_sales: 2.0 s for 100k rows with four indexes).
 -- Re-applied by `brewlytics migrate` whenever this file changes.
 
--- Drops the indexes and foreign keys of `p_table`, keeping their definitions in
+-- Drops the indexes (and foreign keys) of `p_table`, keeping their definitions in
 -- pg_temp.cdc_bulk_indexes until bulk_load_end() puts them back (in the same transaction). Building an index needs
 -- CREATE on its schema: a role without it (deploy/roles.sql's writer, in public) loads with
 -- the indexes in place.
@@ -45,10 +45,14 @@ begin
                             where c.oid = p_table));
         end if;
     end loop;
-    -- Its foreign keys too: checked row by row, each a locking lookup in the referenced
-    -- table, they cost more than the load itself (measured in a rebuild of fact_payments,
-    -- 1.25M rows: 27.7 s with its four foreign keys, 4.3 s without and 0.7 s to add them
-    -- back, which checks every row in one join).
+    -- Its foreign keys too, where they would be checked row by row (not in a transaction run
+    -- as a replication apply, `session_replication_role = replica`, which skips them): each
+    -- check is a locking lookup in the referenced table, together costing more than the load
+    -- itself (a rebuild of fact_payments, 1.25M rows: 27.7 s with its four foreign keys,
+    -- 4.3 s without and 0.7 s to add them back, which checks every row in one join).
+    if current_setting('session_replication_role') = 'replica' then
+        return;
+    end if;
     for fk in
         select c.conname, pg_get_constraintdef(c.oid) as condef
         from pg_constraint c
