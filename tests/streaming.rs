@@ -2,7 +2,9 @@
 //! protocol 2), against two real PostgreSQL servers whose source streams anything over 64 kB
 //! of decoded changes (`logical_decoding_work_mem`): interleaved streamed transactions that
 //! commit out of their start order, a savepoint rolled back inside one, a column dropped inside
-//! one, a streamed transaction rolled back, small transactions committing in between — and
+//! one, a streamed transaction rolled back, small transactions committing in between, TRUNCATEs
+//! inside streamed transactions (one rolled back with its savepoint, one of a table the star
+//! reads) beside a keyless table's duplicate rows deleted by value — and
 //! `kill -9` while a streamed transaction is open and while it is applied, the source crashing
 //! while one is open and just after one commits, prepared ones committed and rolled back
 //! across a restart of the replicator. Each ends with OLAP equal to OLTP, nothing journaled
@@ -695,5 +697,92 @@ async fn a_full_spool_disk_falls_back_to_receiving_at_the_commit_instead_of_fail
     assert!(r.log_text().contains("the spool could not be written"));
     assert_eq!(receiving_in_progress(&addr).await, Some(false));
     assert_eq!(files_in(&disk.dir), 0);
+    assert!(r.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_transactions_truncating_and_writing_keyless_tables_arrive_whole() {
+    let c = Clusters::start_with(SMALL_DECODING_MEMORY);
+    c.prepare(50);
+    ledger(&c, 1000).await;
+    let mut oltp = c.oltp_conn().await;
+    // A keyless table whose deletes the source can publish (the whole row is its identity).
+    exec(
+        &mut oltp,
+        "create table notes (body text, n int);
+         alter table notes replica identity full;
+         alter publication brewlytics add table notes;
+         insert into notes select 'old', g % 50 from generate_series(1, 2000) g;",
+    )
+    .await;
+    let spool = scratch_dir("spool-truncate");
+    let spool_env = spool.display().to_string();
+    let addr = free_addr();
+    let mut r = c.replicator("streamed-truncate", &addr, &[("SPOOL_DIR", &spool_env)]);
+    wait_streaming(&addr, &r).await;
+    let load = Background::start(c.oltp_url(), 13, Some(Duration::from_millis(20)));
+    let before = streamed_transactions(&c).await;
+
+    // A: a TRUNCATE rolled back with its savepoint, one kept (of a table the star reads),
+    // duplicate keyless rows deleted by value, all streamed before the commit.
+    let mut a = c.oltp_conn().await;
+    exec(
+        &mut a,
+        "begin;
+         insert into ledger select g, 1, repeat('t', 40) from generate_series(1001, 16000) g;
+         insert into notes select 'dup', 7 from generate_series(1, 3000);
+         savepoint s;
+         truncate ledger;
+         insert into ledger values (1, 999, 'gone');
+         rollback to savepoint s;
+         delete from notes where body = 'old' and n < 10;
+         update notes set n = -1 where body = 'old' and n = 42;
+         truncate inventory_movements;
+         insert into inventory_movements (store_id, product_id, delta, reason)
+         select 1 + g % (select count(*) from stores), 1 + g % (select count(*) from products),
+                2, 'restock'
+         from generate_series(1, 4000) g;",
+    )
+    .await;
+    wait_until(
+        "A streamed before it commits",
+        &r,
+        Duration::from_secs(60),
+        || async { spooled(&addr).await.0 >= 1.0 },
+    )
+    .await;
+    exec(&mut a, "update ledger set v = 2 where id <= 100; commit;").await;
+
+    // B: the keyless table emptied and refilled, the ledger truncated and refilled.
+    exec(
+        &mut a,
+        "begin;
+         truncate notes;
+         insert into notes select 'new', g from generate_series(1, 6000) g;
+         delete from notes where n between 1 and 100;
+         truncate ledger;
+         insert into ledger select g, 3, repeat('b', 40) from generate_series(20001, 32000) g;
+         commit;",
+    )
+    .await;
+    load.stop().await;
+    assert_exactly_once(&c, "streamed truncates and keyless rows").await;
+    assert!(streamed_transactions(&c).await - before >= 2);
+    let mut olap = c.olap_conn().await;
+    let (ledger_rows, gone, notes, movements): (i64, i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from replica.ledger),
+                (select count(*) from cdc_events where source_table = 'ledger'
+                   and (after->>'v')::int = 999),
+                (select count(*) from replica.notes),
+                (select count(*) from replica.inventory_movements where reason = 'restock'
+                   and delta = 2)",
+    )
+    .fetch_one(&mut olap)
+    .await
+    .unwrap();
+    assert_eq!((ledger_rows, gone, notes), (12_000, 0, 5_900));
+    assert!(movements >= 4_000, "{movements}");
+    assert_eq!(spooled(&addr).await, (0.0, 0.0), "transactions left open");
+    assert_eq!(files_in(&spool), 0);
     assert!(r.terminate(Duration::from_secs(30)).success());
 }

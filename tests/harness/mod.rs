@@ -228,13 +228,15 @@ impl Clusters {
         star_fingerprint_of(&mut self.olap_conn().await).await
     }
 
-    /// No change journaled twice: (lsn, seq) unique, and no source row inserted twice.
+    /// No change journaled twice: (lsn, seq) unique, and no key inserted twice (keyless rows
+    /// have none to compare, and no drill inserts a key twice).
     pub async fn journal_duplicates(&self) -> (i64, i64) {
         let mut olap = self.olap_conn().await;
         sqlx::query_as(
             "select (select count(*) - count(distinct (lsn, seq)) from cdc_events),
                     (select count(*) from (select source_table, key::text from cdc_events
-                                           where op in ('i', 'r') group by 1, 2 having count(*) > 1) d)",
+                                           where op in ('i', 'r') and key is not null
+                                           group by 1, 2 having count(*) > 1) d)",
         )
         .fetch_one(&mut olap)
         .await
