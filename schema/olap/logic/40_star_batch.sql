@@ -30,20 +30,17 @@ begin
     end if;
 
     -- Orders new in this batch are built from the stage tables (star_add_new_orders); every
-    -- other order a change touches is recomputed from the replica after the merge.
+    -- other order a change touches is recomputed from the replica after the merge. Here, the
+    -- orders only the replica's old rows name (a line or payment moved to another order or
+    -- deleted); those the stage names are added by star_after(), once per transaction when
+    -- it is applied in parts.
     insert into pg_temp.star_touched_orders
     select x.order_id from (
-        select s.id as order_id from pg_temp.input_orders s where not s._cdc_new
-        union
         select r.order_id from pg_temp.input_order_items s
         join star_input.order_items r on r.id = s.id where not s._cdc_new
         union
-        select s.order_id from pg_temp.input_order_items s where s._cdc_op <> 'd'
-        union
         select r.order_id from pg_temp.input_payments s
         join star_input.payments r on r.id = s.id where not s._cdc_new
-        union
-        select s.order_id from pg_temp.input_payments s where s._cdc_op <> 'd'
     ) x
     where x.order_id is not null
       and not exists (select 1 from pg_temp.input_orders n where n.id = x.order_id and n._cdc_new)
@@ -213,6 +210,20 @@ begin
                                     ch.price, ch.is_available, ch._cdc_keep);
     end loop;
 
+    -- The orders the stage names: changed orders, and those of changed lines and payments.
+    -- (A transaction applied in parts does this once, over all its parts: per part, the
+    -- lines of an order an earlier part inserted would name it again and again.)
+    insert into pg_temp.star_touched_orders
+    select x.order_id from (
+        select s.id as order_id from pg_temp.input_orders s where not s._cdc_new
+        union
+        select s.order_id from pg_temp.input_order_items s where s._cdc_op <> 'd'
+        union
+        select s.order_id from pg_temp.input_payments s where s._cdc_op <> 'd'
+    ) x
+    where x.order_id is not null
+      and not exists (select 1 from pg_temp.input_orders n where n.id = x.order_id and n._cdc_new)
+    on conflict do nothing;
     -- An order new in the transaction is built from the stage tables, whichever chunk
     -- brought its lines.
     delete from pg_temp.star_touched_orders t
