@@ -5,9 +5,9 @@
 -- Re-applied by `brewlytics migrate` whenever this file changes.
 
 -- Drops the indexes (and foreign keys) of `p_table`, keeping their definitions in
--- pg_temp.cdc_bulk_indexes until bulk_load_end() puts them back (in the same transaction). Building an index needs
--- CREATE on its schema: a role without it (deploy/roles.sql's writer, in public) loads with
--- the indexes in place.
+-- pg_temp.cdc_bulk_indexes until bulk_load_end() puts them back (in the same transaction).
+-- Building an index needs CREATE on its schema: a role without it (deploy/roles.sql's
+-- writer, in public) loads with the indexes and foreign keys in place.
 create or replace function bulk_load_begin(p_table regclass) returns void
 language plpgsql as $$
 declare
