@@ -119,9 +119,14 @@ cleanup() {
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
   local dir
   for dir in "${CLUSTERS[@]}"; do as_pg "$PGBIN/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null 2>&1 || true; done
-  if [ "${BENCH_KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then
     echo "work directory kept: $WORK" >&2
-    [ "${BENCH_KEEP:-0}" = 1 ] || { echo "(logs in $WORK/*.log; remove it when done)" >&2; }
+  elif [ $rc -ne 0 ]; then
+    # A failed run keeps its logs, the servers' among them, not its clusters (gigabytes
+    # after `e`).
+    for dir in "${CLUSTERS[@]}"; do cp "$dir/server.log" "$WORK/$(basename "$dir")-server.log" 2>/dev/null || true; done
+    find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' -exec rm -rf {} +
+    echo "logs kept in $WORK/*.log; remove it when done" >&2
   else
     rm -rf "$WORK"
   fi

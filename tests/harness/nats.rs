@@ -168,6 +168,17 @@ impl NatsCluster {
     }
 }
 
+impl Drop for NatsCluster {
+    /// Stops the servers, then removes their JetStream stores (up to 2 GB each); the
+    /// servers' logs and configurations stay beside them for a failure's post-mortem.
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            drop(node.proc.take());
+            let _ = std::fs::remove_dir_all(self.dir.join(&node.name));
+        }
+    }
+}
+
 fn spawn(bin: &PathBuf, node: &Node, dir: &std::path::Path) -> Proc {
     let mut cmd = Command::new(bin);
     cmd.arg("-c").arg(&node.config);
