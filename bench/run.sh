@@ -239,6 +239,14 @@ profile_dump() { # profile_dump NAME: the top statements on OLAP since profile_r
       round((total_exec_time / greatest(calls, 1))::numeric, 2) as mean_ms,
       left(regexp_replace(query, '\\s+', ' ', 'g'), 160) as query
     from pg_stat_statements order by total_exec_time desc limit ${BENCH_PROFILE_TOP:-15}" > "$WORK/profile_$1.txt"
+  # What the statements the clients sent took in all, the journal's COPY (a connection of its
+  # own) apart: set against the section's wall time, the rest is time between statements.
+  DB=coffee_olap dst -c "select 'top-level statements: ' || round(sum(total_exec_time)) || ' ms, of which the journal COPY '
+      || round(coalesce(sum(total_exec_time) filter (where query like 'copy cdc_events%'), 0)) || ' ms, in '
+      || sum(calls) || ' calls' from pg_stat_statements where toplevel;
+    select 'JIT (nested statements too): ' || round(sum(jit_generation_time + jit_inlining_time
+      + jit_optimization_time + jit_emission_time)) || ' ms in ' || sum(jit_functions) || ' functions'
+    from pg_stat_statements" >> "$WORK/profile_$1.txt"
 }
 
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo 0; }

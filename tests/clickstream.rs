@@ -243,7 +243,19 @@ async fn attribution_equals_a_brute_force_reference_in_any_arrival_order() {
         "update orders set ordered_at = ordered_at + interval '7 minutes'
          where id in (select id from orders where session_id is not null order by id limit 5);
          delete from orders where id in (select id from orders where session_id is not null
-                                         order by id desc limit 3);",
+                                         order by id desc limit 3);
+         update orders set session_id = null
+         where id in (select id from orders where session_id is not null
+                      order by id limit 4 offset 5);",
+    )
+    .await;
+    attribution_converges(&c, &mut r).await;
+    // Orders without a session gain one (another session than they left: its clicks now
+    // explain them, or not).
+    exec(
+        &mut oltp,
+        "update orders set session_id = 's2-1'
+         where id in (select id from orders where session_id is null order by id limit 3)",
     )
     .await;
     attribution_converges(&c, &mut r).await;

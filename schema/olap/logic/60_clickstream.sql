@@ -61,20 +61,33 @@ end $$;
 
 -- The session and time of `p_orders` read again from the replica (an order without a session,
 -- deleted or without a finite time has none), then their lines attributed again.
+--
+-- Only the orders placed in a session, now or before, have lines to attribute (every row of
+-- fact_attribution comes from a row of clickstream_orders): the others, most orders of a
+-- shop without a clickstream, cost the two statements that find them and nothing more.
 create or replace function clickstream_note_orders(p_orders uuid[]) returns void
 language plpgsql as $$
+declare
+    v_in_sessions uuid[];
 begin
     if coalesce(cardinality(p_orders), 0) = 0 then
         return;
     end if;
     perform clickstream_lock();
-    delete from clickstream_orders where order_id = any (p_orders);
-    insert into clickstream_orders (order_id, session_id, ordered_at)
-    select o.id, o.session_id, o.ordered_at
-    from star_input.orders o
-    where o.id = any (p_orders) and o.session_id is not null and isfinite(o.ordered_at)
-      and o._held;
-    perform clickstream_attribute(p_orders);
+    with gone as (
+        delete from clickstream_orders where order_id = any (p_orders) returning order_id
+    )
+    select coalesce(array_agg(order_id), '{}') into v_in_sessions from gone;
+    with placed as (
+        insert into clickstream_orders (order_id, session_id, ordered_at)
+        select o.id, o.session_id, o.ordered_at
+        from star_input.orders o
+        where o.id = any (p_orders) and o.session_id is not null and isfinite(o.ordered_at)
+          and o._held
+        returning order_id
+    )
+    select v_in_sessions || coalesce(array_agg(order_id), '{}') into v_in_sessions from placed;
+    perform clickstream_attribute(v_in_sessions);
 end $$;
 
 -- Loads `p_events`, a JSON array of events ({id, kind, session_id, customer_id, product_id,
