@@ -33,7 +33,8 @@
 # BENCH_REPLICATE_ARGS="--olap-commit sync" passes more flags to every `replicate`,
 # BENCH_PROFILE=1 loads pg_stat_statements on the OLAP cluster and writes the replicator's
 # costliest statements (BENCH_PROFILE_TOP, default 15) of a, replay, d and e to profile_*.txt
-# in the (kept) work directory.
+# in the (kept) work directory. BENCH_PG_CONF="LINES" adds settings to every cluster's
+# postgresql.conf (auto_explain, say: its plans land in each cluster's server.log).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -177,6 +178,7 @@ EOF
   if [ "${BENCH_PROFILE:-0}" = 1 ]; then
     printf "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\ntrack_io_timing = on\n" >> "$dir/postgresql.conf"
   fi
+  [ -z "${BENCH_PG_CONF:-}" ] || printf '%s\n' "$BENCH_PG_CONF" >> "$dir/postgresql.conf"
   for attempt in 1 2 3; do
     echo "port = ${!var}" >> "$dir/postgresql.conf" # the last one counts
     if as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null; then
