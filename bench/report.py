@@ -60,7 +60,7 @@ def main():
     fig(s, "brewlytics replicate catch-up", "a_brewlytics_cps", "changes/s")
     fig(s, "native subscription catch-up", "a_subscription_cps", "changes/s")
     fig(s, "pg_recvlogical decode only", "a_recvlogical_cps", "changes/s")
-    rat(s, "brewlytics / subscription", "a_brewlytics_cps", "a_subscription_cps", "≥ 1.0", lambda v: v >= 1.0)
+    rat(s, "brewlytics / subscription", "a_brewlytics_cps", "a_subscription_cps", "≥ 1.3", lambda v: v >= 1.3)
     rat(s, "brewlytics / pg_recvlogical", "a_brewlytics_cps", "a_recvlogical_cps")
     fig(s, "journal bytes per change (catch-up, indexes included)", "a_journal_bytes_per_change", "bytes")
     fig(s, "replay --from-lsn 0/0 of the same journal", "a_replay_cps", "changes/s")
