@@ -37,10 +37,14 @@ begin
     insert into pg_temp.star_touched_orders
     select x.order_id from (
         select r.order_id from pg_temp.input_order_items s
-        join star_input.order_items r on r.id = s.id where not s._cdc_new
+        cross join lateral (select r.order_id from star_input.order_items r
+                            where r.id = s.id offset 0) r
+        where not s._cdc_new
         union
         select r.order_id from pg_temp.input_payments s
-        join star_input.payments r on r.id = s.id where not s._cdc_new
+        cross join lateral (select r.order_id from star_input.payments r
+                            where r.id = s.id offset 0) r
+        where not s._cdc_new
     ) x
     where x.order_id is not null
       and not exists (select 1 from pg_temp.input_orders n where n.id = x.order_id and n._cdc_new)
@@ -55,7 +59,9 @@ begin
     select distinct (g.at at time zone 'UTC')::date, g.s, g.p from (
         select r.occurred_at as at, r.store_id as s, r.product_id as p
         from pg_temp.input_inventory_movements s
-        join star_input.inventory_movements r on r.id = s.id
+        cross join lateral (select r.occurred_at, r.store_id, r.product_id
+                            from star_input.inventory_movements r
+                            where r.id = s.id offset 0) r
         where not s._cdc_new or current_setting('brewlytics.replaying', true) = 'on'
         union all
         select s.occurred_at, s.store_id, s.product_id
@@ -64,7 +70,7 @@ begin
           and (not s._cdc_new or s._cdc_keep is not null
                or (current_setting('brewlytics.replaying', true) = 'on'
                    and exists (select 1 from star_input.inventory_movements r
-                               where r.id = s.id)))
+                               where r.id = s.id offset 0)))
     ) g
     where g.at is not null and isfinite(g.at) and g.s is not null and g.p is not null
     on conflict do nothing;

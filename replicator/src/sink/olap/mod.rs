@@ -23,6 +23,7 @@ pub mod error;
 pub mod journal;
 pub mod merge;
 pub mod partitions;
+mod plans;
 pub mod refused;
 pub mod replica;
 pub mod sink;
@@ -75,6 +76,8 @@ pub struct OlapWriter {
     /// How batches commit (see [`crate::flush`]), and where the last asynchronous one ended.
     commit_mode: OlapCommit,
     last_commit: Option<CommitAt>,
+    /// The sizes this session's cached plans were made for ([`plans`]).
+    planned: plans::PlannedSizes,
 }
 
 impl OlapWriter {
@@ -100,6 +103,7 @@ impl OlapWriter {
             side: None,
             commit_mode: OlapCommit::Synchronous,
             last_commit: None,
+            planned: Default::default(),
         }
     }
 

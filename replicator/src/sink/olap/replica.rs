@@ -20,6 +20,7 @@ impl OlapWriter {
             self.ensure_stage(&s.table).await?;
             dead.push(self.copy_stage(s).await?);
         }
+        self.keep_plans_current(stages).await?;
         if touches_star {
             for name in &star {
                 if !stages.iter().any(|s| s.table.replica.as_ref() == name) {
@@ -222,6 +223,7 @@ impl OlapWriter {
     pub async fn apply_truncate(&mut self, t: &Arc<SourceTable>) -> Result<(), ApplyError> {
         let sql = format!("truncate {}", t.replica_ident());
         sqlx::query(&sql).execute(&mut self.conn).await?;
+        self.planned.truncated(&t.replica);
         if self.is_star_source(t).await? {
             self.star_call("select star_refresh_all()").await?;
         }

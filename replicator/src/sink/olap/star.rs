@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use sqlx::Executor;
-
 use super::merge;
 use super::stage::{stage_name, Stage};
 use super::{star_inputs, ApplyError, OlapWriter};
@@ -93,20 +91,13 @@ impl OlapWriter {
             sqlx::query(&format!("truncate {stage}"))
                 .execute(&mut self.conn)
                 .await?;
-            sqlx::query(&merge::regather_sql(t, &stage, &acc))
+            let rows = sqlx::query(&merge::regather_sql(t, &stage, &acc))
                 .execute(&mut self.conn)
-                .await?;
+                .await?
+                .rows_affected();
             // A temporary table is never analyzed on its own: without statistics, the star's
-            // joins over a whole large transaction are planned for a few rows. Counts and
-            // distinct keys are what those plans need: a sample of 3,000 rows (statistics
-            // target 10) tells them, where the default target reads 30,000 (64 ms for a
-            // 25k-row stage, measured).
-            // (One simple query: three statements, no parameters.)
-            let analyze = format!(
-                "set local default_statistics_target = 10; analyze {stage}; \
-                 reset default_statistics_target"
-            );
-            (&mut self.conn).execute(analyze.as_str()).await?;
+            // joins over a whole large transaction are planned for a few rows.
+            self.analyze_stage(t, rows as i64).await?;
             sqlx::query(&format!("drop table {acc}"))
                 .execute(&mut self.conn)
                 .await?;
