@@ -33,7 +33,7 @@
 # BENCH_REPLICATE_ARGS="--olap-commit sync" passes more flags to every `replicate`,
 # BENCH_PROFILE=1 loads pg_stat_statements on the OLAP cluster and writes the replicator's
 # costliest statements (BENCH_PROFILE_TOP, default 15) of a, replay, d and e to profile_*.txt
-# in the (kept) work directory. BENCH_PG_CONF="LINES" adds settings to every cluster's
+# in the work directory, kept with the logs. BENCH_PG_CONF="LINES" adds settings to every cluster's
 # postgresql.conf (auto_explain, say: its plans land in each cluster's server.log).
 set -euo pipefail
 
@@ -122,12 +122,12 @@ cleanup() {
   for dir in "${CLUSTERS[@]}"; do as_pg "$PGBIN/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null 2>&1 || true; done
   if [ "${BENCH_KEEP:-0}" = 1 ]; then
     echo "work directory kept: $WORK" >&2
-  elif [ $rc -ne 0 ]; then
-    # A failed run keeps its logs, the servers' among them, not its clusters (gigabytes
-    # after `e`).
+  elif [ $rc -ne 0 ] || [ "${BENCH_PROFILE:-0}" = 1 ]; then
+    # A failed or profiled run keeps its logs (the servers' among them) and profiles, not
+    # its clusters (gigabytes after `e`).
     for dir in "${CLUSTERS[@]}"; do cp "$dir/server.log" "$WORK/$(basename "$dir")-server.log" 2>/dev/null || true; done
-    find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' -exec rm -rf {} +
-    echo "logs kept in $WORK/*.log; remove it when done" >&2
+    find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' ! -name 'profile_*.txt' -exec rm -rf {} +
+    echo "logs and profiles kept in $WORK; remove it when done" >&2
   else
     rm -rf "$WORK"
   fi
